@@ -1,0 +1,167 @@
+"""The Parquet cache: atomic writes, incremental refresh, interruption and corruption."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tradezoo.data import load_dataset
+from tradezoo.data.cache import (
+    BarCache,
+    CacheCorruptWarning,
+    CacheKey,
+    cached_fetch,
+    data_dir,
+    last_closed_open,
+)
+
+KEY = CacheKey("test-source", "BTCUSDT", "1h")
+NOW = pd.Timestamp("2030-01-01", tz="UTC")
+
+
+class RecordingDownloader:
+    """Serves the bundled BTCUSDT bars and records each requested range."""
+
+    def __init__(self, fail_on_call: int | None = None) -> None:
+        self.bars = load_dataset("bybit-btcusdt-1h")
+        self.calls: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, lo: pd.Timestamp, hi: pd.Timestamp) -> pd.DataFrame:
+        self.calls.append((lo, hi))
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise ConnectionError("network dropped in the middle of the download")
+        return self.bars.loc[lo:hi]
+
+
+def _t(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def test_data_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRADEZOO_DATA_DIR", str(tmp_path))
+    assert data_dir() == tmp_path
+    monkeypatch.delenv("TRADEZOO_DATA_DIR")
+    assert data_dir() == Path.home() / ".cache" / "tradezoo"
+
+
+def test_first_fetch_writes_and_repeat_downloads_nothing(tmp_path: Path) -> None:
+    cache, download = BarCache(tmp_path), RecordingDownloader()
+    frame, report = cached_fetch(
+        KEY, _t("2024-01-01"), _t("2024-01-10"), download, cache=cache, now=NOW
+    )
+    assert len(frame) == 9 * 24 + 1 and report.rows_downloaded == len(frame)
+    assert cache.path(KEY) == tmp_path / "test-source" / "BTCUSDT_1h.parquet"
+    again, report2 = cached_fetch(
+        KEY, _t("2024-01-02"), _t("2024-01-05"), download, cache=cache, now=NOW
+    )
+    assert len(download.calls) == 1 and report2.downloaded == []
+    pd.testing.assert_frame_equal(
+        again, frame.loc[_t("2024-01-02") : _t("2024-01-05")], check_freq=False
+    )
+    assert "nothing downloaded" in again.attrs["fetch_summary"]
+
+
+def test_extension_downloads_only_the_missing_ranges(tmp_path: Path) -> None:
+    cache, download = BarCache(tmp_path), RecordingDownloader()
+    cached_fetch(KEY, _t("2024-01-05"), _t("2024-01-10"), download, cache=cache, now=NOW)
+    frame, report = cached_fetch(
+        KEY, _t("2024-01-01"), _t("2024-01-20"), download, cache=cache, now=NOW
+    )
+    ms = pd.Timedelta(milliseconds=1)
+    assert download.calls[1:] == [
+        (_t("2024-01-01"), _t("2024-01-05") - ms),
+        (_t("2024-01-10") + ms, _t("2024-01-20")),
+    ]
+    pd.testing.assert_frame_equal(
+        frame, download.bars.loc[_t("2024-01-01") : _t("2024-01-20")], check_freq=False
+    )
+    assert report.rows_in_cache == len(frame)
+
+
+def test_coverage_remembers_empty_ranges(tmp_path: Path) -> None:
+    # Before the listing the source has no bars; asking again must not download again.
+    cache, download = BarCache(tmp_path), RecordingDownloader()
+    cached_fetch(KEY, _t("2023-11-01"), _t("2023-12-01"), download, cache=cache, now=NOW)
+    cached_fetch(KEY, _t("2023-11-01"), _t("2023-12-01"), download, cache=cache, now=NOW)
+    assert len(download.calls) == 1
+
+
+def test_end_is_capped_at_the_last_closed_bar(tmp_path: Path) -> None:
+    now = _t("2024-01-02 10:30")
+    assert last_closed_open(__import__("tradezoo").data.parse_interval("1h"), now) == _t(
+        "2024-01-02 09:00"
+    )
+    cache, download = BarCache(tmp_path), RecordingDownloader()
+    frame, _ = cached_fetch(KEY, _t("2024-01-02"), _t("2024-02-01"), download, cache=cache, now=now)
+    assert frame.index[-1] == _t("2024-01-02 09:00")
+    assert download.calls == [(_t("2024-01-02"), _t("2024-01-02 09:00"))]
+
+
+def test_interrupted_download_leaves_cache_byte_identical(tmp_path: Path) -> None:
+    cache = BarCache(tmp_path)
+    cached_fetch(
+        KEY, _t("2024-01-05"), _t("2024-01-10"), RecordingDownloader(), cache=cache, now=NOW
+    )
+    before = cache.path(KEY).read_bytes()
+    failing = RecordingDownloader(fail_on_call=2)  # the second missing range fails
+    with pytest.raises(ConnectionError):
+        cached_fetch(KEY, _t("2024-01-01"), _t("2024-01-20"), failing, cache=cache, now=NOW)
+    assert len(failing.calls) == 2
+    assert cache.path(KEY).read_bytes() == before
+    assert sorted(p.name for p in cache.path(KEY).parent.iterdir()) == ["BTCUSDT_1h.parquet"]
+
+
+def test_interrupted_first_download_creates_no_file(tmp_path: Path) -> None:
+    cache = BarCache(tmp_path)
+    with pytest.raises(ConnectionError):
+        cached_fetch(
+            KEY, _t("2024-01-01"), _t("2024-01-02"), RecordingDownloader(1), cache=cache, now=NOW
+        )
+    assert not cache.path(KEY).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_file_is_reported_and_refetched(tmp_path: Path, damage: str) -> None:
+    cache, download = BarCache(tmp_path), RecordingDownloader()
+    first, _ = cached_fetch(KEY, _t("2024-01-01"), _t("2024-01-03"), download, cache=cache, now=NOW)
+    path = cache.path(KEY)
+    data = path.read_bytes()
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"x" * 100, "empty": b""}[damage]
+    )
+    with pytest.warns(CacheCorruptWarning, match=r"BTCUSDT_1h.parquet is unreadable.*re-fetching"):
+        again, report = cached_fetch(
+            KEY, _t("2024-01-01"), _t("2024-01-03"), download, cache=cache, now=NOW
+        )
+    assert report.replaced_corrupt and len(download.calls) == 2
+    pd.testing.assert_frame_equal(again.drop(columns=[]), first, check_freq=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.read(KEY) is not None
+
+
+def test_attrs_round_trip_and_entries(tmp_path: Path) -> None:
+    cache = BarCache(tmp_path)
+    _frame, _ = cached_fetch(
+        KEY, _t("2024-01-01"), _t("2024-01-02"), RecordingDownloader(), cache=cache, now=NOW
+    )
+    stored = cache.read(KEY)
+    assert stored.frame.attrs["symbol"] == "BTCUSDT"
+    assert stored.coverage_end == _t("2024-01-02")
+    assert cache.entries() == [(KEY, cache.path(KEY))]
+
+
+def test_start_after_end_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="empty range"):
+        cached_fetch(
+            KEY,
+            _t("2024-02-01"),
+            _t("2024-01-01"),
+            RecordingDownloader(),
+            cache=BarCache(tmp_path),
+            now=NOW,
+        )

@@ -1,0 +1,72 @@
+"""Package-level promises: cheap import, version, console script, CI/README agreement."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tradezoo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_matches_pyproject() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == tradezoo.__version__
+
+
+def test_import_is_cheap_and_never_imports_torch() -> None:
+    # A fresh interpreter: this test process may already have torch loaded by other tests.
+    code = (
+        "import json, sys\n"
+        "import tradezoo, tradezoo.data, tradezoo.cli\n"
+        "from tradezoo.data import load_dataset, compute_features, make_labels, time_splits\n"
+        "load_dataset('bybit-btcusdt-1h')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'stable_baselines3', 'tensorboard', 'yfinance', 'matplotlib'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_layout_exists() -> None:
+    for package in ("data", "envs", "backtest", "policies", "agents"):
+        assert (ROOT / "tradezoo" / package / "__init__.py").is_file(), package
+    for folder in ("scripts", "benchmarks", "tests"):
+        assert (ROOT / folder).is_dir(), folder
+
+
+def test_bundled_files_are_package_data() -> None:
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"tradezoo.data" = ["bundled/*.csv.gz"]' in text
+    from tradezoo.data.datasets import bundled_path, list_datasets
+
+    for info in list_datasets():
+        assert bundled_path(info.file).is_file(), info.file
+
+
+def _readme_command(kind: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart\n(.*?)\n## ", readme, re.S)
+    assert block, "README.md needs a Quickstart section"
+    commands = re.findall(r"^(pip install .+)$", block.group(1), re.M)
+    assert len(commands) == 2, f"the Quickstart has exactly two commands, found {commands}"
+    return commands[1] if kind == "test" else commands[0]
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    assert script.startswith("#!/usr/bin/env bash")
+    assert "set -euo pipefail" in script
+    assert "pip install torch==2.13.0" in script
+    assert _readme_command("test") in script.splitlines()
+    assert (ROOT / ".ci" / "run").stat().st_mode & 0o111, ".ci/run needs its run bit"
+
+
+def test_readme_main_job_is_the_data_info_command() -> None:
+    assert _readme_command("main").endswith("tradezoo data info bybit-btcusdt-1h")

@@ -1,0 +1,1 @@
+"""Supervised and PPO trainers, callbacks and tuning."""

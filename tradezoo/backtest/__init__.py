@@ -1,0 +1,1 @@
+"""Execution and accounting shared by the envs and the backtester; metrics; reports."""

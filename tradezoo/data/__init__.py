@@ -1,0 +1,75 @@
+"""The data layer: bars from Bybit, Yahoo and files; validation; cache; bundled datasets;
+causal features, buy/hold/sell labels (0 sell, 1 hold, 2 buy), leak-free splits, windows.
+
+Names are imported lazily on first use, so ``import tradezoo.data`` stays cheap and only
+:class:`~tradezoo.data.windows.WindowDataset` ever imports torch.
+
+Example::
+
+    from tradezoo.data import load_dataset, compute_features, make_labels, time_splits
+
+    bars = load_dataset("bybit-btcusdt-1h")          # validated, funding merged
+    features = compute_features(bars)                # causal, float32, warm-up dropped
+    labels = make_labels(bars, horizon=1, threshold=0.005, cost_bps=11.0)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "DataError": "errors",
+    "SourceError": "errors",
+    "BybitAPIError": "errors",
+    "RateLimitedError": "errors",
+    "YahooDataError": "errors",
+    # bars, intervals, validation
+    "read_bars": "bars",
+    "bars_from_frame": "bars",
+    "OHLCV": "bars",
+    "Interval": "intervals",
+    "parse_interval": "intervals",
+    "validate_bars": "validation",
+    "ValidationReport": "validation",
+    "Finding": "validation",
+    # sources and cache
+    "BybitClient": "bybit",
+    "fetch_bybit": "bybit",
+    "fetch_yahoo": "yahoo",
+    "BarCache": "cache",
+    "CacheKey": "cache",
+    "data_dir": "cache",
+    # bundled datasets
+    "list_datasets": "datasets",
+    "load_dataset": "datasets",
+    "DatasetInfo": "datasets",
+    # features, labels, splits, windows
+    "FeatureSpec": "features",
+    "compute_features": "features",
+    "FeatureScaler": "features",
+    "describe_features": "features",
+    "feature_names": "features",
+    "make_labels": "labels",
+    "label_balance": "labels",
+    "Splits": "splits",
+    "time_splits": "splits",
+    "walk_forward": "splits",
+    "WindowDataset": "windows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tradezoo.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tradezoo.data.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

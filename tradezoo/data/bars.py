@@ -1,0 +1,370 @@
+"""The bars frame and ``read_bars``: CSV and Parquet in the layouts users have.
+
+A bars frame (DESIGN.md, "Data model") is a pandas DataFrame with
+
+- a UTC, tz-aware, strictly increasing ``DatetimeIndex`` named ``timestamp`` holding bar
+  **open** times;
+- float64 columns ``open high low close volume``, optionally ``turnover`` (quote volume) and
+  ``funding_rate`` (perpetual funding rate charged at that bar's open, 0 elsewhere), and any
+  extra numeric columns the source carried (``adj_close``, ``dividends``, ...), lower snake
+  case;
+- ``attrs``: ``symbol``, ``interval`` (canonical name, see :mod:`tradezoo.data.intervals`),
+  ``source`` and, where known, ``path`` and ``timezone`` (the exchange zone naive times were
+  read in).
+
+``read_bars`` only parses and normalises. It does not repair or drop anything; that is
+``validate_bars``'s job, so every loaded frame is judged by the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tradezoo.data.errors import DataError
+from tradezoo.data.intervals import infer_interval, parse_interval
+
+OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+"""Required columns of a bars frame, in order."""
+
+OPTIONAL_COLUMNS: tuple[str, ...] = ("turnover", "funding_rate")
+"""Known optional columns; they follow OHLCV in this order."""
+
+_TIME_COLUMNS = ("timestamp", "datetime", "date", "time", "open_time", "start_time", "starttime")
+_YAHOO_TZ = "America/New_York"
+# Epoch milliseconds exceed 1e11 for any date after 1973; epoch seconds stay below it until
+# the year 5138. Numeric time columns are read as ms above this and as seconds below.
+_MS_THRESHOLD = 1e11
+
+Layout = Literal["auto", "bybit", "yahoo", "yfinance", "generic"]
+
+
+def _snake(name: object) -> str:
+    text = re.sub(r"[^0-9a-zA-Z]+", "_", str(name).strip()).strip("_")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text).lower()
+
+
+def finalize_bars(
+    frame: pd.DataFrame,
+    *,
+    symbol: str | None,
+    interval: str | None,
+    source: str,
+    **attrs: object,
+) -> pd.DataFrame:
+    """Put a frame with a tz-aware index and lower-case columns into the bars-frame form.
+
+    Orders columns (OHLCV, the known optional ones, then extras), casts them to float64,
+    converts the index to UTC and names it ``timestamp``, and sets ``attrs``. It neither sorts
+    nor drops rows: the validator reports what is wrong instead.
+
+    Raises:
+        DataError: required columns are missing, a column is not numeric, or the index is not
+            a tz-aware DatetimeIndex.
+    """
+    name = attrs.get("path") or source
+    missing = [c for c in OHLCV if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{name}: missing required column(s) {missing}; a bars frame needs {list(OHLCV)} "
+            f"(found {list(map(str, frame.columns))})"
+        )
+    if not isinstance(frame.index, pd.DatetimeIndex) or frame.index.tz is None:
+        raise DataError(f"{name}: the index must be a tz-aware DatetimeIndex of bar open times")
+    extras = [c for c in frame.columns if c not in OHLCV and c not in OPTIONAL_COLUMNS]
+    ordered = [*OHLCV, *[c for c in OPTIONAL_COLUMNS if c in frame.columns], *extras]
+    out = pd.DataFrame(index=frame.index.tz_convert("UTC").rename("timestamp"))
+    for column in ordered:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            values = pd.to_numeric(values, errors="coerce")
+            bad = values.isna() & frame[column].notna()
+            if bad.any():
+                where = list(frame.index[bad.to_numpy()][:3])
+                raise DataError(f"{name}: column {column!r} is not numeric at {where}")
+        elif not (pd.api.types.is_numeric_dtype(values.dtype) or values.dtype == bool):
+            raise DataError(f"{name}: column {column!r} has non-numeric dtype {values.dtype}")
+        out[column] = np.asarray(values, dtype=np.float64)
+    if interval is None:
+        inferred = infer_interval(out.index)
+        interval = inferred.name if inferred is not None else None
+    else:
+        interval = parse_interval(interval).name
+    out.attrs = {"symbol": symbol, "interval": interval, "source": source, **attrs}
+    return out
+
+
+def read_bars(
+    path: str | Path,
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+    tz: str | None = None,
+    layout: Layout = "auto",
+    adjust: bool = False,
+) -> pd.DataFrame:
+    """Read bars from a CSV or Parquet file into a bars frame.
+
+    Layouts (detected from the header unless ``layout`` is given):
+
+    - ``bybit``: ``timestamp`` in ms since the epoch (UTC), ``open..volume[, turnover]``.
+    - ``yahoo``: a Yahoo Finance CSV download, ``Date, Open, High, Low, Close, Adj Close,
+      Volume`` with naive exchange-local dates (America/New_York unless ``tz`` says otherwise);
+      a daily bar's timestamp is local midnight, as yfinance gives it.
+    - ``yfinance``: ``DataFrame.to_csv`` of ``Ticker.history`` (tz-aware ``Date``/``Datetime``
+      column, event columns ``Dividends``, ``Stock Splits``...) or of ``yf.download`` (the
+      two extra header rows ``Ticker`` and ``Date`` of its MultiIndex are understood; one
+      ticker per file).
+    - ``generic``: ``timestamp,open,high,low,close,volume`` with epoch seconds or ms, or date
+      strings; naive strings are UTC unless ``tz`` is given.
+
+    Parquet files written by this package (index ``timestamp``) read back unchanged.
+
+    Args:
+        path: a ``.csv``, ``.csv.gz`` or ``.parquet`` file.
+        symbol: stored in ``attrs["symbol"]``; defaults to the file's stem.
+        interval: stored in ``attrs["interval"]``; inferred from the spacing if omitted.
+        tz: time zone of naive timestamps (overrides the layout's default).
+        layout: force a layout instead of detecting it.
+        adjust: Yahoo layouts with ``Adj Close`` only: multiply open, high, low and close by
+            ``Adj Close / Close`` (dividend and split adjusted, as yfinance's
+            ``auto_adjust=True``). When False the raw prices are kept and ``adj_close`` is kept
+            as an extra column.
+
+    Returns:
+        A bars frame (see the module docstring). It is not validated yet: pass it through
+        ``validate_bars``.
+
+    Raises:
+        DataError: the file is empty, unreadable, or lacks a time or OHLCV column.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such bars file: {path}")
+    suffixes = "".join(path.suffixes).lower()
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+        try:
+            raw = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+        if isinstance(raw.index, pd.DatetimeIndex):
+            raw = raw.reset_index(names="timestamp")
+    else:
+        raw = _read_csv(path)
+    if raw.empty:
+        raise DataError(f"{path}: the file has a header but no rows")
+    frame, detected, source = _normalise(raw, path=path, tz=tz, layout=layout, adjust=adjust)
+    attrs: dict[str, object] = {"path": str(path), "layout": detected}
+    if detected in ("yahoo", "yfinance"):
+        attrs["adjusted"] = bool(adjust and "adj_close" not in frame.columns)
+    return finalize_bars(
+        frame,
+        symbol=symbol or _symbol_from_path(path),
+        interval=interval,
+        source=source,
+        **attrs,
+    )
+
+
+def _symbol_from_path(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        text = pd.read_csv(path, header=None, dtype=str, nrows=3, keep_default_na=False)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty") from exc
+    except (UnicodeDecodeError, pd.errors.ParserError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+    first = [str(v).strip() for v in text.iloc[0]]
+    # ``yf.download(...).to_csv()`` writes the column MultiIndex as extra header rows:
+    # "Price,Close,..." / "Ticker,SPY,..." / "Date,,,". Keep the price level, skip the rest.
+    if first and first[0] in ("Price", "Ticker") and len(text) >= 2:
+        second = [str(v).strip() for v in text.iloc[1]]
+        names = first if first[0] == "Price" else second
+        tickers = second if first[0] == "Price" else first
+        if len(set(tickers[1:])) > 1:
+            raise DataError(
+                f"{path}: a yf.download CSV with several tickers {sorted(set(tickers[1:]))}; "
+                "save one ticker per file"
+            )
+        frame = pd.read_csv(path, header=None, skiprows=3)
+        frame.columns = ["Date", *names[1:]]
+        return frame
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty") from exc
+
+
+def _find_time_column(columns: list[str]) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    for name in _TIME_COLUMNS:
+        if name in lowered:
+            return lowered[name]
+    return None
+
+
+def _normalise(
+    raw: pd.DataFrame, *, path: Path, tz: str | None, layout: Layout, adjust: bool
+) -> tuple[pd.DataFrame, str, str]:
+    columns = [str(c) for c in raw.columns]
+    raw = raw.copy()
+    raw.columns = columns
+    time_col = _find_time_column(columns)
+    if time_col is None:
+        raise DataError(
+            f"{path}: no time column; expected one of {list(_TIME_COLUMNS)} (found {columns})"
+        )
+    snake = {c: _snake(c) for c in columns if c != time_col}
+    has_adj = any(v == "adj_close" for v in snake.values())
+    if layout == "auto":
+        if time_col.lower() in ("date", "datetime") and columns[0][:1].isupper():
+            layout = "yfinance" if _looks_tz_aware(raw[time_col]) else "yahoo"
+        elif (
+            time_col.lower() == "timestamp"
+            and pd.api.types.is_integer_dtype(raw[time_col])
+            and raw[time_col].abs().max() > _MS_THRESHOLD
+        ):
+            layout = "bybit"
+        else:
+            layout = "generic"
+    index = _parse_times(raw[time_col], path=path, layout=layout, tz=tz)
+    frame = raw.drop(columns=[time_col]).rename(columns=snake)
+    frame.index = index
+    frame = frame.drop(columns=[c for c in frame.columns if c in ("symbol", "ticker")])
+    if layout in ("yahoo", "yfinance") and adjust and has_adj:
+        factor = frame["adj_close"] / frame["close"]
+        for column in ("open", "high", "low", "close"):
+            frame[column] = frame[column] * factor
+        frame = frame.drop(columns=["adj_close"])
+    source = {"bybit": "bybit", "yahoo": "yahoo", "yfinance": "yahoo"}.get(layout, "file")
+    return frame, layout, source
+
+
+def _looks_tz_aware(values: pd.Series) -> bool:
+    sample = str(values.iloc[0])
+    return bool(re.search(r"([+-]\d\d:?\d\d|Z)$", sample.strip()))
+
+
+def _parse_times(values: pd.Series, *, path: Path, layout: str, tz: str | None) -> pd.DatetimeIndex:
+    try:
+        if pd.api.types.is_numeric_dtype(values):
+            numbers = values.to_numpy()
+            if np.isnan(numbers.astype(float)).any():
+                raise DataError(f"{path}: empty timestamps in the time column")
+            unit = "ms" if np.nanmax(np.abs(numbers)) > _MS_THRESHOLD else "s"
+            index = pd.DatetimeIndex(pd.to_datetime(values.astype("int64"), unit=unit, utc=True))
+        else:
+            text = values.astype(str).str.strip()
+            if text.str.contains(r"[+-]\d\d:?\d\d$|Z$", regex=True).all():
+                index = pd.DatetimeIndex(pd.to_datetime(text, utc=True, format="mixed"))
+            else:
+                naive = pd.DatetimeIndex(pd.to_datetime(text, format="mixed"))
+                zone = tz or (_YAHOO_TZ if layout in ("yahoo", "yfinance") else "UTC")
+                index = naive.tz_localize(zone, ambiguous="raise", nonexistent="raise")
+    except DataError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{path}: cannot parse the time column ({exc})") from exc
+    return index.tz_convert("UTC").rename("timestamp")
+
+
+def bars_from_frame(
+    frame: pd.DataFrame,
+    *,
+    symbol: str | None = None,
+    interval: str | None = None,
+    source: str = "frame",
+    tz: str | None = None,
+) -> pd.DataFrame:
+    """Normalise an in-memory frame (e.g. from ``yf.download`` or a user's own code).
+
+    Accepts a DatetimeIndex (naive is read in ``tz``, default UTC) or a time column, any
+    capitalisation of the OHLCV names, and returns a bars frame (not yet validated).
+    """
+    if frame.empty:
+        raise DataError(f"{source}: the frame is empty")
+    raw = frame.copy()
+    if isinstance(raw.columns, pd.MultiIndex):
+        raise DataError(
+            f"{source}: MultiIndex columns; select one ticker first "
+            "(e.g. yf.download(..., multi_level_index=False))"
+        )
+    if not isinstance(raw.index, pd.DatetimeIndex):
+        time_col = _find_time_column([str(c) for c in raw.columns])
+        if time_col is None:
+            raise DataError(
+                f"{source}: the frame needs a DatetimeIndex of bar open times or one of the "
+                f"time columns {list(_TIME_COLUMNS)}"
+            )
+        raw.index = pd.DatetimeIndex(pd.to_datetime(raw.pop(time_col)))
+    if raw.index.tz is None:
+        raw.index = raw.index.tz_localize(tz or "UTC")
+    raw = raw.rename(columns={c: _snake(c) for c in raw.columns})
+    return finalize_bars(raw, symbol=symbol, interval=interval, source=source)
+
+
+def merge_funding(bars: pd.DataFrame, funding: pd.Series) -> pd.DataFrame:
+    """Return ``bars`` with a ``funding_rate`` column from a funding-rate history.
+
+    The rate of a funding stamp goes to the bar whose open time equals the stamp (DESIGN.md:
+    "rate charged at that bar's open; 0 elsewhere"). A stamp inside the bars' span that falls
+    on no bar (a gap in the klines) is moved to the next bar, the first open at which a held
+    position can be marked with it, and a warning says so; rates are never dropped. Stamps
+    outside the span are outside the data and are ignored. Two stamps landing on one bar add.
+
+    Args:
+        bars: a bars frame (UTC index of bar open times).
+        funding: funding rates as fractions per funding interval (``0.0001`` = 0.01 %),
+            indexed by UTC funding timestamps.
+
+    Returns:
+        A copy of ``bars`` with ``funding_rate`` (float64) and ``attrs["funding_start"]``
+        / ``attrs["funding_end"]`` (the covered funding history, ISO strings) set.
+    """
+    if not isinstance(funding.index, pd.DatetimeIndex) or funding.index.tz is None:
+        raise DataError("funding: the index must be a tz-aware DatetimeIndex of funding stamps")
+    if not np.isfinite(funding.to_numpy(dtype=np.float64)).all():
+        bad = list(funding.index[~np.isfinite(funding.to_numpy(dtype=np.float64))][:3])
+        raise DataError(f"funding: non-finite funding rates at {bad}")
+    out = bars.copy()
+    stamps = funding.index.tz_convert("UTC")
+    inside = (stamps >= bars.index[0]) & (stamps <= bars.index[-1])
+    stamps, rates = stamps[inside], funding.to_numpy(dtype=np.float64)[inside]
+    positions = bars.index.searchsorted(stamps, side="left")
+    moved = bars.index[positions] != stamps
+    if moved.any():
+        warnings.warn(
+            f"{bars.attrs.get('symbol', 'bars')}: {int(moved.sum())} funding stamp(s) fall in "
+            f"gaps of the bars (first {list(stamps[moved][:3])}); each is charged at the next "
+            "bar's open",
+            stacklevel=2,
+        )
+    column = np.zeros(len(bars), dtype=np.float64)
+    np.add.at(column, positions, rates)
+    out["funding_rate"] = column
+    out = finalize_bars(out, **_attr_args(bars.attrs))
+    if len(stamps):
+        out.attrs["funding_start"] = stamps[0].isoformat()
+        out.attrs["funding_end"] = stamps[-1].isoformat()
+    return out
+
+
+def _attr_args(attrs: dict) -> dict:
+    rest = {k: v for k, v in attrs.items() if k not in ("symbol", "interval", "source")}
+    return {
+        "symbol": attrs.get("symbol"),
+        "interval": attrs.get("interval"),
+        "source": attrs.get("source", "frame"),
+        **rest,
+    }

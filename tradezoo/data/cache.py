@@ -1,0 +1,274 @@
+"""On-disk cache of fetched bars: one Parquet file per source/symbol/interval.
+
+Layout: ``$TRADEZOO_DATA_DIR`` (default ``~/.cache/tradezoo``)
+``/<source>/<SYMBOL>_<interval>.parquet``, e.g. ``bybit-linear/BTCUSDT_1h.parquet`` or
+``yahoo/SPY_1d.parquet``.
+
+Guarantees:
+
+- **Atomic writes.** A file is written to a temporary name in the same folder, flushed and
+  fsynced, then ``os.replace``-d over the old one. A reader sees the old file or the new one,
+  never half of either; an exception or a kill during a download leaves the cache exactly as
+  it was, because nothing is written until every missing range has arrived.
+- **Incremental refresh.** Each file records the time range it *covers* (what was asked for
+  and answered, which can be wider than the bars it holds, e.g. before a listing). A repeat
+  fetch downloads only the parts of the requested range outside that coverage.
+- **Corruption is detected, reported and repaired.** A file that does not parse, or whose
+  frame breaks the bars-frame rules, raises a :class:`CacheCorruptWarning` and is re-fetched
+  in full; the corrupt file is replaced only once the new data has arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tradezoo.data.intervals import Interval, parse_interval
+
+_META_KEY = b"tradezoo"
+# Coverage is inclusive; the next range to download starts one millisecond (Bybit's time
+# resolution) past it, so a bar whose open time is not on the UTC interval grid (Yahoo daily
+# bars open at New York midnight) is never skipped.
+_EPSILON = pd.Timedelta(milliseconds=1)
+
+
+class CacheCorruptWarning(UserWarning):
+    """A cache file could not be read back; it will be re-fetched."""
+
+
+def data_dir() -> Path:
+    """The cache root: ``$TRADEZOO_DATA_DIR`` or ``~/.cache/tradezoo``."""
+    configured = os.environ.get("TRADEZOO_DATA_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tradezoo"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Identifies one cache file.
+
+    Attributes:
+        source: ``"bybit-linear"``, ``"bybit-spot"``, ``"yahoo"``...
+        symbol: instrument, as the source spells it (``"BTCUSDT"``, ``"SPY"``).
+        interval: canonical interval name (``"1h"``).
+    """
+
+    source: str
+    symbol: str
+    interval: str
+
+    def relative_path(self) -> Path:
+        safe_symbol = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.symbol)
+        return Path(self.source) / f"{safe_symbol}_{self.interval}.parquet"
+
+
+@dataclass(frozen=True)
+class CachedBars:
+    """A cache file's content: the bars and the time range they cover (inclusive, UTC)."""
+
+    frame: pd.DataFrame
+    coverage_start: pd.Timestamp
+    coverage_end: pd.Timestamp
+
+
+@dataclass
+class FetchReport:
+    """What a cached fetch did, for the CLI and for logs."""
+
+    path: Path
+    downloaded: list[tuple[pd.Timestamp, pd.Timestamp]] = field(default_factory=list)
+    rows_downloaded: int = 0
+    rows_in_cache: int = 0
+    replaced_corrupt: bool = False
+
+    def summary(self) -> str:
+        if not self.downloaded:
+            what = "nothing downloaded (cache already covers the range)"
+        else:
+            spans = ", ".join(
+                f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M}" for a, b in self.downloaded
+            )
+            what = f"downloaded {self.rows_downloaded} rows ({spans})"
+        corrupt = "; replaced a corrupt cache file" if self.replaced_corrupt else ""
+        return f"{what}; {self.rows_in_cache} rows cached in {self.path}{corrupt}"
+
+
+class BarCache:
+    """Parquet cache of bars frames. ``root`` defaults to :func:`data_dir`."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else data_dir()
+
+    def path(self, key: CacheKey) -> Path:
+        return self.root / key.relative_path()
+
+    def read(self, key: CacheKey) -> CachedBars | None:
+        """The cached bars for ``key``, or None if there is no file.
+
+        Raises:
+            CacheCorruptError: the file exists but cannot be read back as a bars frame.
+        """
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {})[_META_KEY])
+            frame = table.to_pandas()
+            coverage_start = pd.Timestamp(meta["coverage_start"])
+            coverage_end = pd.Timestamp(meta["coverage_end"])
+        except Exception as exc:  # any parse failure means the same thing: corrupt
+            raise CacheCorruptError(f"cache file {path} is unreadable ({exc})") from exc
+        index = frame.index
+        if (
+            not isinstance(index, pd.DatetimeIndex)
+            or index.tz is None
+            or not index.is_monotonic_increasing
+            or index.has_duplicates
+        ):
+            raise CacheCorruptError(f"cache file {path} does not hold a sorted UTC bars index")
+        frame.attrs = dict(meta.get("attrs", {}))
+        return CachedBars(frame, coverage_start, coverage_end)
+
+    def write(self, key: CacheKey, cached: CachedBars) -> Path:
+        """Atomically replace the file for ``key`` with ``cached``."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(cached.frame, preserve_index=True)
+        meta = {
+            "coverage_start": cached.coverage_start.isoformat(),
+            "coverage_end": cached.coverage_end.isoformat(),
+            "attrs": _json_safe(cached.frame.attrs),
+        }
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
+        )
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                pq.write_table(table, handle, compression="zstd")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    def entries(self) -> list[tuple[CacheKey, Path]]:
+        """Every cache file under the root, as (key, path)."""
+        found = []
+        if not self.root.exists():
+            return found
+        for path in sorted(self.root.glob("*/*.parquet")):
+            symbol, _, interval = path.stem.rpartition("_")
+            found.append((CacheKey(path.parent.name, symbol, interval), path))
+        return found
+
+
+class CacheCorruptError(OSError):
+    """A cache file exists but cannot be read back."""
+
+
+def _json_safe(attrs: dict) -> dict:
+    return {k: v for k, v in attrs.items() if isinstance(v, str | int | float | bool | type(None))}
+
+
+Downloader = Callable[[pd.Timestamp, pd.Timestamp], pd.DataFrame]
+"""``download(start, end)`` returns every closed bar with open time in ``[start, end]``."""
+
+
+def last_closed_open(interval: Interval, now: pd.Timestamp | None = None) -> pd.Timestamp:
+    """Open time of the newest bar that has closed at ``now`` (UTC)."""
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
+    if interval.minutes is None:
+        return (now.normalize().replace(day=1) - pd.DateOffset(months=1)).tz_convert("UTC")
+    step = pd.Timedelta(minutes=interval.minutes)
+    epoch = pd.Timestamp(0, tz="UTC")
+    return epoch + ((now - epoch) // step) * step - step
+
+
+def cached_fetch(
+    key: CacheKey,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    download: Downloader,
+    *,
+    cache: BarCache | None = None,
+    now: pd.Timestamp | None = None,
+) -> tuple[pd.DataFrame, FetchReport]:
+    """Return bars for ``[start, end]``, downloading only what the cache does not cover.
+
+    ``end`` is capped at the last closed bar at ``now``. Downloads happen first; the cache
+    file is written once, atomically, after all of them succeed.
+
+    Returns:
+        The bars with open time in ``[start, end]`` (``attrs["fetch_summary"]`` says what was
+        downloaded and stored) and a :class:`FetchReport`.
+    """
+    cache = cache or BarCache()
+    interval = parse_interval(key.interval)
+    start = _utc(start)
+    end = min(_utc(end), last_closed_open(interval, now))
+    if end < start:
+        raise ValueError(
+            f"{key.symbol} {key.interval}: empty range {start} to {end} "
+            "(start after end, or no bar of the range has closed yet)"
+        )
+    report = FetchReport(path=cache.path(key))
+    try:
+        cached = cache.read(key)
+    except CacheCorruptError as exc:
+        warnings.warn(f"{exc}; re-fetching it in full", CacheCorruptWarning, stacklevel=2)
+        cached, report.replaced_corrupt = None, True
+
+    if cached is None:
+        missing = [(start, end)]
+        cover_start, cover_end = start, end
+    else:
+        missing = []
+        if start < cached.coverage_start:
+            missing.append((start, cached.coverage_start - _EPSILON))
+        if end > cached.coverage_end:
+            missing.append((cached.coverage_end + _EPSILON, end))
+        cover_start = min(start, cached.coverage_start)
+        cover_end = max(end, cached.coverage_end)
+
+    pieces = [] if cached is None else [cached.frame]
+    for lo, hi in missing:
+        if hi < lo:
+            continue
+        new = download(lo, hi)
+        report.downloaded.append((lo, hi))
+        report.rows_downloaded += len(new)
+        pieces.append(new)
+
+    if report.downloaded or cached is None:
+        attrs = next((p.attrs for p in reversed(pieces) if p.attrs), {})
+        merged = (
+            pd.concat([p for p in pieces if len(p)]) if any(len(p) for p in pieces) else pieces[-1]
+        )
+        # A later download wins on an overlapping stamp (exchanges correct bars rarely).
+        merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+        merged.attrs = dict(attrs)
+        cached = CachedBars(merged, cover_start, cover_end)
+        cache.write(key, cached)
+    report.rows_in_cache = len(cached.frame)
+    frame = cached.frame.loc[start:end].copy()
+    # The summary rides along in attrs so callers of fetch_bybit/fetch_yahoo (the CLI) can
+    # say what was downloaded and stored.
+    frame.attrs = {**cached.frame.attrs, "fetch_summary": report.summary()}
+    return frame, report
+
+
+def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")

@@ -1,0 +1,1 @@
+"""Trading environments: ``TradingEnv``, the batched vector env, the SB3 VecEnv, registration."""
