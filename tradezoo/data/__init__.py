@@ -53,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     "feature_names": "features",
     "make_labels": "labels",
     "label_balance": "labels",
+    "forward_returns": "labels",
+    "vol_threshold": "labels",
     "Splits": "splits",
     "time_splits": "splits",
     "walk_forward": "splits",
