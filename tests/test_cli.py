@@ -87,3 +87,27 @@ def test_data_list(
     out = capsys.readouterr().out
     assert "bybit-btcusdt-1h" in out and "yahoo-spy-1d" in out
     assert "empty" in out
+
+
+def test_data_fetch_bybit_writes_cache_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bybit_server import FakeBybit
+
+    monkeypatch.setenv("TRADEZOO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    argv = ["data", "fetch", "bybit", "BTCUSDT", "--interval", "1h", "--start", "2024-01-01",
+            "--end", "2024-03-01"]
+    with FakeBybit() as fake:
+        assert main([*argv, "--base-url", fake.url]) == 0
+        first = capsys.readouterr()
+        assert "BTCUSDT 1h: 1441 bars from 2024-01-01 00:00:00+00:00" in first.out
+        assert "downloaded 1441 rows" in first.out
+        assert (tmp_path / "bybit-linear" / "BTCUSDT_1h.parquet").is_file()
+        assert "%" in first.err  # tqdm's progress bar over the two kline pages
+        pages = len(fake.requests)
+        assert main([*argv, "--base-url", fake.url, "--quiet"]) == 0
+        assert "nothing downloaded" in capsys.readouterr().out
+        assert len(fake.requests) == pages  # served from the cache
+    assert main(["data", "list"]) == 0
+    assert "BTCUSDT_1h.parquet" in capsys.readouterr().out

@@ -72,3 +72,13 @@ def test_load_bars_from_frame_and_path(tmp_path) -> None:
     out.rename_axis("timestamp").to_csv(path)
     from_file, _ = load_bars(path, symbol="BTCUSDT")
     np.testing.assert_array_equal(from_file["close"], bars["close"])
+
+
+def test_load_bars_keeps_the_frames_attrs() -> None:
+    bars = load_dataset("bybit-btcusdt-1h").iloc[:50]
+    plain = pd.DataFrame(bars.to_dict("series"), index=bars.index)  # drops "validated"
+    plain.attrs = {"symbol": "BTCUSDT", "source": "bybit-linear", "interval": "1h", "note": "x"}
+    again, _ = load_bars(plain)
+    assert again.attrs["symbol"] == "BTCUSDT"
+    assert again.attrs["source"] == "bybit-linear"
+    assert again.attrs["note"] == "x"

@@ -25,9 +25,11 @@ _EXPORTS: dict[str, str] = {
     "BybitAPIError": "errors",
     "RateLimitedError": "errors",
     "YahooDataError": "errors",
+    "FundingAlignmentWarning": "errors",
     # bars, intervals, validation
     "read_bars": "bars",
     "bars_from_frame": "bars",
+    "merge_funding": "bars",
     "OHLCV": "bars",
     "Interval": "intervals",
     "parse_interval": "intervals",

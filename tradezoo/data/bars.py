@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tradezoo.data.errors import DataError
+from tradezoo.data.errors import DataError, FundingAlignmentWarning
 from tradezoo.data.intervals import infer_interval, parse_interval
 
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -284,14 +284,20 @@ def bars_from_frame(
     *,
     symbol: str | None = None,
     interval: str | None = None,
-    source: str = "frame",
+    source: str | None = None,
     tz: str | None = None,
 ) -> pd.DataFrame:
     """Normalise an in-memory frame (e.g. from ``yf.download`` or a user's own code).
 
     Accepts a DatetimeIndex (naive is read in ``tz``, default UTC) or a time column, any
-    capitalisation of the OHLCV names, and returns a bars frame (not yet validated).
+    capitalisation of the OHLCV names, and returns a bars frame (not yet validated). The
+    frame's own ``attrs`` are kept; ``symbol``, ``interval`` and ``source`` default to them
+    (``source`` to ``"frame"`` when unknown).
     """
+    attrs = dict(frame.attrs)
+    symbol = symbol if symbol is not None else attrs.get("symbol")
+    interval = interval if interval is not None else attrs.get("interval")
+    source = source if source is not None else attrs.get("source", "frame")
     if frame.empty:
         raise DataError(f"{source}: the frame is empty")
     raw = frame.copy()
@@ -311,22 +317,32 @@ def bars_from_frame(
     if raw.index.tz is None:
         raw.index = raw.index.tz_localize(tz or "UTC")
     raw = raw.rename(columns={c: _snake(c) for c in raw.columns})
-    return finalize_bars(raw, symbol=symbol, interval=interval, source=source)
+    rest = {k: v for k, v in attrs.items() if k not in ("symbol", "interval", "source")}
+    return finalize_bars(raw, symbol=symbol, interval=interval, source=source, **rest)
 
 
-def merge_funding(bars: pd.DataFrame, funding: pd.Series) -> pd.DataFrame:
+def merge_funding(
+    bars: pd.DataFrame,
+    funding: pd.Series,
+    *,
+    unmatched: Literal["next_bar", "error"] = "next_bar",
+) -> pd.DataFrame:
     """Return ``bars`` with a ``funding_rate`` column from a funding-rate history.
 
     The rate of a funding stamp goes to the bar whose open time equals the stamp (DESIGN.md:
     "rate charged at that bar's open; 0 elsewhere"). A stamp inside the bars' span that falls
-    on no bar (a gap in the klines) is moved to the next bar, the first open at which a held
-    position can be marked with it, and a warning says so; rates are never dropped. Stamps
-    outside the span are outside the data and are ignored. Two stamps landing on one bar add.
+    on no bar open (bars of 6h, 12h or 1d do not open at every 8-hourly stamp; a bar may be
+    missing) is charged at the next bar's open, where the position held through the stamp is
+    the one the engine charges, and a :class:`FundingAlignmentWarning` says so; rates are
+    never dropped (dropping them would make holding a perpetual free). Stamps outside the
+    span are outside the data and are ignored. Stamps landing on one bar add up.
 
     Args:
         bars: a bars frame (UTC index of bar open times).
         funding: funding rates as fractions per funding interval (``0.0001`` = 0.01 %),
             indexed by UTC funding timestamps.
+        unmatched: ``"next_bar"`` (default, with a warning) or ``"error"`` (raise
+            ``DataError``) for stamps that fall on no bar open.
 
     Returns:
         A copy of ``bars`` with ``funding_rate`` (float64) and ``attrs["funding_start"]``
@@ -338,16 +354,27 @@ def merge_funding(bars: pd.DataFrame, funding: pd.Series) -> pd.DataFrame:
         bad = list(funding.index[~np.isfinite(funding.to_numpy(dtype=np.float64))][:3])
         raise DataError(f"funding: non-finite funding rates at {bad}")
     out = bars.copy()
+    if bars.empty:
+        out["funding_rate"] = np.zeros(0, dtype=np.float64)
+        return out
     stamps = funding.index.tz_convert("UTC")
     inside = (stamps >= bars.index[0]) & (stamps <= bars.index[-1])
     stamps, rates = stamps[inside], funding.to_numpy(dtype=np.float64)[inside]
     positions = bars.index.searchsorted(stamps, side="left")
+    if unmatched not in ("next_bar", "error"):
+        raise ValueError(f"unmatched={unmatched!r} must be 'next_bar' or 'error'")
     moved = bars.index[positions] != stamps
     if moved.any():
+        name = " ".join(str(bars.attrs.get(k)) for k in ("source", "symbol", "interval"))
+        message = (
+            f"{name}: {int(moved.sum())} funding stamp(s) fall on no bar open (first: "
+            f"{', '.join(str(t) for t in stamps[moved][:3])})"
+        )
+        if unmatched == "error":
+            raise DataError(message + "; use bars that open at every funding stamp")
         warnings.warn(
-            f"{bars.attrs.get('symbol', 'bars')}: {int(moved.sum())} funding stamp(s) fall in "
-            f"gaps of the bars (first {list(stamps[moved][:3])}); each is charged at the next "
-            "bar's open",
+            message + "; each is charged at the next bar's open",
+            FundingAlignmentWarning,
             stacklevel=2,
         )
     column = np.zeros(len(bars), dtype=np.float64)

@@ -40,3 +40,7 @@ class RateLimitedError(SourceError):
 
 class YahooDataError(SourceError):
     """yfinance returned no usable data (unknown ticker, rate limit, out-of-range intraday)."""
+
+
+class FundingAlignmentWarning(UserWarning):
+    """Funding stamps fell on no bar open; each is charged at the next bar's open instead."""
