@@ -1,1 +1,63 @@
-"""Execution and accounting shared by the envs and the backtester; metrics; reports."""
+"""Execution and accounting shared by the envs and the backtester; metrics; reports.
+
+- :mod:`~tradezoo.backtest.costs`: :class:`CostModel` and its presets.
+- :mod:`~tradezoo.backtest.execution`: :func:`execute_step`, the one execution and accounting
+  function (scalar and batched), and :func:`execution_rates`.
+- :mod:`~tradezoo.backtest.simulate`: :func:`simulate` -> :class:`BacktestResult`.
+- :mod:`~tradezoo.backtest.metrics`: :func:`compute_metrics`, :class:`Metrics`,
+  :func:`periods_per_year_for`.
+- :mod:`~tradezoo.backtest.report` and :mod:`~tradezoo.backtest.plots`: rich table, JSON, PNG,
+  quantstats tearsheet; matplotlib is imported only when a figure is drawn.
+
+Names are imported lazily on first use, so ``import tradezoo.backtest`` never imports pandas,
+matplotlib or torch.
+
+Example::
+
+    from tradezoo.backtest import simulate
+    from tradezoo.data import load_dataset
+
+    bars = load_dataset("bybit-btcusdt-1h")
+    result = simulate(bars, positions)      # positions: target exposure decided at each close
+    print(result.summary())
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "CostModel": "costs",
+    "execute_step": "execution",
+    "execution_rates": "execution",
+    "ExecutionRates": "execution",
+    "StepFill": "execution",
+    "simulate": "simulate",
+    "BacktestResult": "simulate",
+    "compute_metrics": "metrics",
+    "Metrics": "metrics",
+    "periods_per_year_for": "metrics",
+    "metrics_table": "report",
+    "print_report": "report",
+    "to_json": "report",
+    "save_png": "report",
+    "quantstats_html": "report",
+    "figure_backtest": "plots",
+    "figure_to_rgb": "plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tradezoo.backtest' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tradezoo.backtest.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

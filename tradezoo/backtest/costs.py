@@ -1,0 +1,130 @@
+"""``CostModel``: every cost of trading a bar series, in one validated, typed place.
+
+Units: fees, spreads and fixed slippage in basis points (1 bp = 0.01 % = 1e-4) of the traded
+notional; borrow as an annual fraction of the short notional; funding as the bars'
+``funding_rate`` (a fraction of the position notional per funding stamp).
+
+Slippage models (the price moves against the trader by this fraction of the reference price):
+
+- ``"fixed"``: ``slippage_bps``.
+- ``"volatility"``: ``slippage_k`` times the decision bar's range ``(high - low) / close``
+  (known when the order is placed), plus ``slippage_bps``.
+- ``"volume"``: ``slippage_k`` times the square root of the participation rate, traded
+  notional over the decision bar's notional volume ``volume * close`` (the square-root impact
+  law), plus ``slippage_bps``. A bar with zero volume gives the ``max_participation`` cap's
+  slippage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+SlippageModel = Literal["fixed", "volatility", "volume"]
+BPS = 1e-4
+"""One basis point as a fraction."""
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Trading costs. All parameters are non-negative; construction rejects anything else.
+
+    Attributes:
+        taker_fee_bps: fee on the fill notional of a market (taker) order, bps.
+        maker_fee_bps: fee of a resting (maker) order, bps; used when ``order_type="maker"``.
+        half_spread_bps: half the bid-ask spread, paid on every traded unit, bps.
+        slippage: slippage model, see the module docstring.
+        slippage_bps: fixed slippage, bps (all models add it).
+        slippage_k: coefficient of the ``"volatility"`` or ``"volume"`` model (a fraction).
+        max_participation: cap on the participation rate in the ``"volume"`` model.
+        funding: charge the bars' ``funding_rate`` (perpetuals). Longs pay positive rates on
+            their notional at the funding stamp; shorts receive them.
+        borrow_rate_annual: annual borrow fee on the short notional (spot shorts), charged per
+            bar as ``borrow_rate_annual / periods_per_year``.
+        order_type: ``"taker"`` (market orders, default) or ``"maker"``.
+    """
+
+    taker_fee_bps: float = 5.5
+    maker_fee_bps: float = 2.0
+    half_spread_bps: float = 0.0
+    slippage: SlippageModel = "fixed"
+    slippage_bps: float = 0.0
+    slippage_k: float = 0.0
+    max_participation: float = 1.0
+    funding: bool = True
+    borrow_rate_annual: float = 0.0
+    order_type: Literal["taker", "maker"] = "taker"
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if not value == value or value < 0 or value == float("inf"):  # NaN, < 0, inf
+                raise ValueError(
+                    f"CostModel.{item.name} must be a finite number >= 0, got {value!r}"
+                )
+        if self.slippage not in ("fixed", "volatility", "volume"):
+            raise ValueError(
+                f"CostModel.slippage must be 'fixed', 'volatility' or 'volume', "
+                f"got {self.slippage!r}"
+            )
+        if self.order_type not in ("taker", "maker"):
+            raise ValueError(
+                f"CostModel.order_type must be 'taker' or 'maker', got {self.order_type!r}"
+            )
+        if self.max_participation <= 0:
+            raise ValueError("CostModel.max_participation must be > 0")
+        if self.taker_fee_bps >= 1e4 or self.half_spread_bps >= 1e4:
+            raise ValueError("CostModel fees and spreads must be below 10,000 bps (100 %)")
+
+    @classmethod
+    def bybit_linear(cls, **overrides: object) -> CostModel:
+        """Bybit USDT perpetuals, non-VIP: taker 5.5 bps, maker 2.0 bps, funding on.
+
+        Half spread 0.5 bps and fixed slippage 1 bp are conservative for BTCUSDT (its quoted
+        spread is one 0.1 USDT tick, well under 0.1 bp) and leave room for less liquid symbols.
+        """
+        base = {
+            "taker_fee_bps": 5.5,
+            "maker_fee_bps": 2.0,
+            "half_spread_bps": 0.5,
+            "slippage": "fixed",
+            "slippage_bps": 1.0,
+            "funding": True,
+            "borrow_rate_annual": 0.0,
+        }
+        return cls(**{**base, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def equities(cls, **overrides: object) -> CostModel:
+        """Liquid US equities and ETFs: 1 bp commission, 0.5 bp half spread, 1 bp slippage,
+        no funding, 2 % annual borrow on shorts."""
+        base = {
+            "taker_fee_bps": 1.0,
+            "maker_fee_bps": 1.0,
+            "half_spread_bps": 0.5,
+            "slippage": "fixed",
+            "slippage_bps": 1.0,
+            "funding": False,
+            "borrow_rate_annual": 0.02,
+        }
+        return cls(**{**base, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def zero(cls) -> CostModel:
+        """No costs at all (for tests and for measuring the cost drag)."""
+        return cls(taker_fee_bps=0.0, maker_fee_bps=0.0, funding=False)
+
+    @property
+    def fee_rate(self) -> float:
+        """Fee as a fraction of the fill notional for this model's order type."""
+        return (self.taker_fee_bps if self.order_type == "taker" else self.maker_fee_bps) * BPS
+
+    @property
+    def one_way_cost_bps(self) -> float:
+        """Fee + half spread + fixed slippage of one side, bps (what labels net out)."""
+        return self.fee_rate / BPS + self.half_spread_bps + self.slippage_bps
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)

@@ -1,0 +1,577 @@
+"""Performance metrics: one module for the evaluator, the PPO callbacks, the backtester and the
+comparison tables (DESIGN.md, "Metrics").
+
+Conventions (every figure below is computed from ``returns`` r[0..n-1], simple per-period
+returns of the account, with ``P = periods_per_year``):
+
+- **Risk-free rate**: given annual, converted per period geometrically,
+  ``rf_p = (1 + risk_free) ** (1 / P) - 1`` (quantstats' ``rf``/``periods`` convention;
+  empyrical's ``risk_free`` argument *is* per period, so pass it ``rf_p``). Excess returns
+  ``x = r - rf_p``.
+- **Total return** ``prod(1 + r) - 1``; **CAGR** ``prod(1 + r) ** (P / n) - 1`` (years counted
+  as ``n / P``, not from calendar days; empyrical ``annual_return`` and quantstats ``cagr``
+  with ``periods=P``). An account whose terminal equity is <= 0 has CAGR -1 (-100 %).
+- **Annual volatility** ``std(r, ddof=1) * sqrt(P)``; **Sharpe** ``mean(x) / std(x, ddof=1) *
+  sqrt(P)``. NaN with fewer than 2 periods or zero dispersion (all x equal, tested exactly,
+  not through a float residue of about 1e-18).
+- **Sortino** ``mean(x) / DD * sqrt(P)`` with the downside deviation over **all** periods
+  ``DD = sqrt(mean(min(x, 0) ** 2))`` (Sortino & Price; empyrical ``sortino_ratio`` and
+  quantstats ``sortino``). NaN with fewer than 2 periods or ``DD = 0`` (no period below the
+  risk-free rate).
+- **Max drawdown** ``min_t(E_t / max(1, E_0..E_t) - 1)`` of the equity ``E_t = prod_{s<=t}(1 +
+  r_s)``: a negative fraction (0 when equity never falls below a previous peak), the
+  starting equity 1 counting as a peak, so a series that falls from its first bar has a
+  drawdown. Below -1 if equity went negative (a liquidated leveraged account).
+- **Calmar** ``CAGR / |max drawdown|``; NaN when the max drawdown is 0.
+- **Hit rate** per bar: the fraction of bars with ``r > 0`` among bars with ``r != 0`` (bars
+  spent flat without costs say nothing about the strategy); NaN when every bar is 0.
+- **Trades** (a DataFrame with a ``pnl`` column in quote currency, optionally ``return``):
+  ``n_trades`` rows, ``win_rate`` the fraction with ``pnl > 0`` (NaN without trades),
+  ``profit_factor`` gross profit / gross loss (inf when there are winners but no losers, NaN
+  without trades or when every pnl is 0), ``avg_trade_return`` the mean of ``return``.
+  Without ``trades``: ``n_trades = 0`` and the trade figures NaN.
+- **Turnover** annualised: ``mean(turnover) * P`` where ``turnover`` is the per-bar traded
+  notional over equity (1.0 = the whole equity traded once).
+- **Exposure** the fraction of bars with a non-zero position; **avg_leverage** the mean of
+  ``|position|`` (positions as signed fractions of equity).
+- **Costs** (``fees_paid``, ``spread_paid``, ``slippage_paid``, ``funding_paid``,
+  ``borrow_paid``) as fractions of the initial equity, passed through; ``total_costs`` is their
+  sum (funding may be negative: received). NaN when ``costs`` is not given.
+- **Benchmark** (``benchmark_returns``, same bars): its total return, CAGR, Sharpe and max
+  drawdown by the same definitions. NaN when not given.
+
+Inputs that are not given leave their figures NaN. ``Metrics.to_dict()`` turns NaN and
+infinities into ``None`` so the result is strict JSON (``json.dumps(..., allow_nan=False)``);
+``to_dict(json_safe=False)`` keeps them as floats. No computation emits numpy warnings.
+
+Periods per year (:func:`periods_per_year_for`, :func:`periods_per_year_for_interval`), from a
+bar spacing of ``m`` minutes:
+
+- ``"24/7"`` (crypto): ``365 * 1440 / m`` (1h 8,760; 15m 35,040; 1d 365).
+- ``"exchange"``: 252 trading days; daily bars 252 (``252 / days`` for d-day bars); intraday
+  bars ``252 * 390 / m``, 390 minutes being the NYSE/Nasdaq regular session (9:30-16:00), so 1h
+  gives 1,638 (approximate for bars that do not divide the session, e.g. Yahoo's 7 hourly bars
+  a day).
+- Either calendar: weekly-scale bars (7 to 27 days) ``52 * 7 / days`` (1w 52), month-scale
+  bars ``12 / months`` (1M 12, quarterly 4, yearly 1).
+
+References: W. F. Sharpe, "The Sharpe Ratio", J. Portfolio Management 21(1), 1994; F. Sortino
+and L. Price, "Performance Measurement in a Downside Risk Framework", J. Investing 3(3), 1994;
+T. Young, "Calmar Ratio: A Smoother Tool", Futures 20(1), 1991.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Calendar = Literal["auto", "24/7", "exchange"]
+
+MINUTES_PER_DAY = 1440
+DAYS_PER_YEAR_24_7 = 365
+TRADING_DAYS_PER_YEAR = 252
+SESSION_MINUTES = 390
+"""Regular session of NYSE/Nasdaq, 9:30-16:00 America/New_York."""
+WEEKS_PER_YEAR = 52
+DAYS_PER_MONTH = 365.25 / 12
+
+COST_KEYS: tuple[str, ...] = (
+    "fees_paid",
+    "spread_paid",
+    "slippage_paid",
+    "funding_paid",
+    "borrow_paid",
+)
+"""Keys of the ``costs`` mapping of :func:`compute_metrics` (fractions of initial equity)."""
+
+_NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Performance figures of one return series; see the module docstring for definitions.
+
+    Fractions are plain fractions (0.1 = 10 %), ratios are annualised. ``NaN`` marks a figure
+    that is undefined or whose input was not given; ``inf`` only appears in
+    ``profit_factor`` (winners, no losers) and in ``cagr`` and ``calmar`` when the growth
+    rate overflows a float (e.g. +100 % in two 15-minute bars, annualised).
+    """
+
+    n_periods: int
+    periods_per_year: float
+    risk_free: float
+    total_return: float
+    cagr: float
+    annual_volatility: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    calmar: float
+    hit_rate: float
+    n_trades: int
+    win_rate: float
+    profit_factor: float
+    avg_trade_return: float
+    turnover: float
+    exposure: float
+    avg_leverage: float
+    fees_paid: float
+    spread_paid: float
+    slippage_paid: float
+    funding_paid: float
+    borrow_paid: float
+    total_costs: float
+    benchmark_total_return: float
+    benchmark_cagr: float
+    benchmark_sharpe: float
+    benchmark_max_drawdown: float
+
+    def to_dict(self, *, json_safe: bool = True) -> dict[str, float | int | None]:
+        """The figures as a dict of plain Python ``int``/``float`` in field order.
+
+        Args:
+            json_safe: map NaN and +-inf to ``None`` (strict JSON has neither); with
+                ``False`` they stay floats.
+        """
+        out: dict[str, float | int | None] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, numbers.Integral):
+                out[item.name] = int(value)
+            else:
+                number = float(value)
+                out[item.name] = None if json_safe and not math.isfinite(number) else number
+        return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number > 0, got {value!r}")
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def _as_series_array(name: str, values: object) -> tuple[np.ndarray, pd.Index | None]:
+    """A 1-D float64 copy of ``values`` and its index (``None`` for non-pandas input)."""
+    if isinstance(values, pd.DataFrame):
+        raise ValueError(f"{name} must be 1-D (a Series or an array), got a DataFrame")
+    index = values.index if isinstance(values, pd.Series) else None
+    try:
+        array = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric, could not convert to float: {exc}") from None
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    return array, index
+
+
+def _check_finite(name: str, array: np.ndarray, rule: str = "") -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name} must be finite{rule}: {int(bad.sum())} NaN/inf value(s), first at "
+            f"position {first} ({array[first]!r})"
+        )
+
+
+def _aligned(
+    name: str, values: object, n: int, returns_index: pd.Index | None
+) -> np.ndarray:
+    """``values`` as float64 [n], finite, on the same index as ``returns`` when both have one."""
+    array, index = _as_series_array(name, values)
+    if len(array) != n:
+        raise ValueError(f"{name} must have one value per return ({n}), got {len(array)}")
+    if index is not None and returns_index is not None and not index.equals(returns_index):
+        raise ValueError(f"{name} must have the same index as returns (one value per bar)")
+    _check_finite(name, array)
+    return array
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def equity_curve(returns: object, initial: float = 1.0) -> np.ndarray:
+    """Equity after each period, ``initial * cumprod(1 + returns)``.
+
+    Args:
+        returns: simple per-period returns, shape [n] (array or Series; finite).
+        initial: starting equity (> 0), not included in the output.
+
+    Returns:
+        float64 array [n]; ``equity[t]`` is the equity at the end of period t.
+    """
+    array, _ = _as_series_array("returns", returns)
+    _check_finite("returns", array)
+    start = _check_positive_number("initial", initial)
+    return start * np.cumprod(1.0 + array)
+
+
+def drawdown_series(equity: object, *, initial: float | None = None) -> np.ndarray:
+    """Drawdown from the running peak, ``equity[t] / max(initial, equity[:t+1]) - 1``.
+
+    Args:
+        equity: equity values, shape [n] (array or Series; finite). Pass a curve that starts
+            with the initial equity (as ``BacktestResult.equity`` does), or pass ``initial``.
+        initial: equity before ``equity[0]``, counted as a peak (the convention of DESIGN.md:
+            a series that falls from its first bar is in drawdown at once).
+
+    Returns:
+        float64 array [n] of values <= 0 (below -1 if equity went negative).
+
+    Raises:
+        ValueError: the first peak (``initial``, else ``equity[0]``) is not > 0, or
+            non-finite values.
+    """
+    array, _ = _as_series_array("equity", equity)
+    _check_finite("equity", array)
+    if array.size == 0:
+        return array
+    if initial is not None:
+        first_peak = max(_check_positive_number("initial", initial), float(array[0]))
+    else:
+        first_peak = float(array[0])
+        if not first_peak > 0:
+            raise ValueError(
+                f"equity[0] must be > 0 to serve as the first peak, got {first_peak!r}; "
+                "pass initial= for a curve that does not start at the initial equity"
+            )
+    peak = np.maximum.accumulate(np.maximum(array, first_peak))
+    return array / peak - 1.0
+
+
+def _constant(values: np.ndarray) -> bool:
+    # Exact test: the std of identical values can come out as ~1e-18 instead of 0.
+    return bool(values.max() == values.min())
+
+
+def _cagr(growth: float, n: int, periods_per_year: float) -> float:
+    if growth <= 0.0:
+        return -1.0
+    try:
+        return math.pow(growth, periods_per_year / n) - 1.0
+    except OverflowError:
+        return math.inf
+
+
+def _sharpe(excess: np.ndarray, periods_per_year: float) -> float:
+    if excess.size < 2 or _constant(excess):
+        return _NAN
+    return float(np.mean(excess) / np.std(excess, ddof=1) * math.sqrt(periods_per_year))
+
+
+def _sortino(excess: np.ndarray, periods_per_year: float) -> float:
+    if excess.size < 2:
+        return _NAN
+    downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
+    if downside == 0.0:
+        return _NAN
+    return float(np.mean(excess) / downside * math.sqrt(periods_per_year))
+
+
+def _core(
+    returns: np.ndarray, periods_per_year: float, rf_per_period: float
+) -> dict[str, float]:
+    n = returns.size
+    growth = float(np.prod(1.0 + returns))
+    cagr = _cagr(growth, n, periods_per_year)
+    max_drawdown = float(np.min(drawdown_series(np.cumprod(1.0 + returns), initial=1.0)))
+    excess = returns - rf_per_period
+    if n < 2:
+        volatility = _NAN
+    elif _constant(returns):
+        volatility = 0.0
+    else:
+        volatility = float(np.std(returns, ddof=1) * math.sqrt(periods_per_year))
+    return {
+        "total_return": growth - 1.0,
+        "cagr": cagr,
+        "annual_volatility": volatility,
+        "sharpe": _sharpe(excess, periods_per_year),
+        "sortino": _sortino(excess, periods_per_year),
+        "max_drawdown": max_drawdown,
+        "calmar": cagr / abs(max_drawdown) if max_drawdown < 0.0 else _NAN,
+    }
+
+
+def _trade_figures(trades: object) -> dict[str, Any]:
+    if trades is None:
+        return {"n_trades": 0, "win_rate": _NAN, "profit_factor": _NAN, "avg_trade_return": _NAN}
+    if not isinstance(trades, pd.DataFrame):
+        raise TypeError(
+            f"trades must be a DataFrame with a 'pnl' column, got {type(trades).__name__}"
+        )
+    if "pnl" not in trades.columns:
+        raise ValueError(
+            f"trades must have a 'pnl' column (quote currency), got columns {list(trades.columns)}"
+        )
+    pnl, _ = _as_series_array("trades['pnl']", trades["pnl"])
+    _check_finite("trades['pnl']", pnl)
+    n = int(pnl.size)
+    avg_return = _NAN
+    if "return" in trades.columns and n:
+        trade_returns, _ = _as_series_array("trades['return']", trades["return"])
+        _check_finite("trades['return']", trade_returns)
+        avg_return = float(np.mean(trade_returns))
+    if n == 0:
+        return {"n_trades": 0, "win_rate": _NAN, "profit_factor": _NAN,
+                "avg_trade_return": _NAN}
+    gross_profit = float(pnl[pnl > 0].sum())
+    gross_loss = float(-pnl[pnl < 0].sum())
+    if gross_loss > 0:
+        profit_factor = gross_profit / gross_loss
+    else:
+        profit_factor = math.inf if gross_profit > 0 else _NAN
+    return {
+        "n_trades": n,
+        "win_rate": float(np.count_nonzero(pnl > 0)) / n,
+        "profit_factor": profit_factor,
+        "avg_trade_return": avg_return,
+    }
+
+
+def _cost_figures(costs: object) -> dict[str, float]:
+    if costs is None:
+        return {**dict.fromkeys(COST_KEYS, _NAN), "total_costs": _NAN}
+    if not isinstance(costs, Mapping):
+        raise TypeError(f"costs must be a mapping with keys {COST_KEYS}, got "
+                        f"{type(costs).__name__}")
+    missing = [key for key in COST_KEYS if key not in costs]
+    unknown = [key for key in costs if key not in COST_KEYS]
+    if missing or unknown:
+        raise ValueError(
+            f"costs must have exactly the keys {COST_KEYS} (fractions of initial equity); "
+            f"missing {missing}, unknown {unknown}"
+        )
+    out: dict[str, float] = {}
+    for key in COST_KEYS:
+        value = costs[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(
+            float(value)
+        ):
+            raise ValueError(f"costs[{key!r}] must be a finite number, got {value!r}")
+        out[key] = float(value)
+    out["total_costs"] = math.fsum(out.values())
+    return out
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def compute_metrics(
+    returns: object,
+    *,
+    periods_per_year: float,
+    risk_free: float = 0.0,
+    trades: pd.DataFrame | None = None,
+    positions: object = None,
+    turnover: object = None,
+    costs: Mapping[str, float] | None = None,
+    benchmark_returns: object = None,
+) -> Metrics:
+    """All performance figures of a return series (definitions in the module docstring).
+
+    Args:
+        returns: simple per-period returns of the account, shape [n] (array, list or Series).
+        periods_per_year: bars per year (:func:`periods_per_year_for`), > 0.
+        risk_free: annual risk-free rate (0.04 = 4 %), converted per period geometrically.
+        trades: round trips, a DataFrame with a ``pnl`` column (quote currency) and
+            optionally ``return`` (fraction).
+        positions: exposure held over each bar (signed fraction of equity), shape [n].
+        turnover: traded notional over equity per bar, shape [n], >= 0.
+        costs: ``fees_paid``, ``spread_paid``, ``slippage_paid``, ``funding_paid``,
+            ``borrow_paid`` as fractions of initial equity (all five keys, nothing else).
+        benchmark_returns: simple returns of a benchmark over the same bars, shape [n].
+
+    Series arguments must share the index of ``returns`` when it is a Series.
+
+    Returns:
+        A :class:`Metrics`.
+
+    Raises:
+        ValueError: empty ``returns``, NaN or inf in any series, a length or index that does
+            not match ``returns``, negative turnover, a bad ``periods_per_year`` or
+            ``risk_free``, a ``trades`` frame without ``pnl``, ``costs`` with wrong keys.
+        TypeError: arguments of the wrong kind.
+    """
+    ppy = _check_positive_number("periods_per_year", periods_per_year)
+    if isinstance(risk_free, bool) or not isinstance(risk_free, numbers.Real):
+        raise TypeError(f"risk_free must be an annual rate (a number > -1), got {risk_free!r}")
+    rf = float(risk_free)
+    if not (math.isfinite(rf) and rf > -1.0):
+        raise ValueError(f"risk_free must be a finite annual rate > -1, got {risk_free!r}")
+    values, index = _as_series_array("returns", returns)
+    if values.size == 0:
+        raise ValueError("returns must hold at least one period, got an empty series")
+    _check_finite("returns", values, " (simple per-period returns; fill or drop gaps first)")
+    n = int(values.size)
+    rf_per_period = (1.0 + rf) ** (1.0 / ppy) - 1.0
+
+    core = _core(values, ppy, rf_per_period)
+
+    nonzero = int(np.count_nonzero(values))
+    hit_rate = float(np.count_nonzero(values > 0)) / nonzero if nonzero else _NAN
+
+    turnover_annual = _NAN
+    if turnover is not None:
+        traded = _aligned("turnover", turnover, n, index)
+        if (traded < 0).any():
+            raise ValueError(
+                "turnover must be >= 0 (traded notional over equity), got a minimum of "
+                f"{float(traded.min())!r}"
+            )
+        turnover_annual = float(np.mean(traded)) * ppy
+
+    exposure = avg_leverage = _NAN
+    if positions is not None:
+        held = _aligned("positions", positions, n, index)
+        exposure = float(np.count_nonzero(held)) / n
+        avg_leverage = float(np.mean(np.abs(held)))
+
+    bench = dict.fromkeys(("total_return", "cagr", "sharpe", "max_drawdown"), _NAN)
+    if benchmark_returns is not None:
+        bench_values = _aligned("benchmark_returns", benchmark_returns, n, index)
+        bench = _core(bench_values, ppy, rf_per_period)
+
+    return Metrics(
+        n_periods=n,
+        periods_per_year=ppy,
+        risk_free=rf,
+        **core,
+        hit_rate=hit_rate,
+        **_trade_figures(trades),
+        turnover=turnover_annual,
+        exposure=exposure,
+        avg_leverage=avg_leverage,
+        **_cost_figures(costs),
+        benchmark_total_return=bench["total_return"],
+        benchmark_cagr=bench["cagr"],
+        benchmark_sharpe=bench["sharpe"],
+        benchmark_max_drawdown=bench["max_drawdown"],
+    )
+
+
+# --------------------------------------------------------------------- periods per year
+
+
+def _periods_per_year(minutes: float, calendar: str) -> float:
+    """Bars per year for a bar spacing of ``minutes`` on ``calendar`` ("24/7"/"exchange")."""
+    days = minutes / MINUTES_PER_DAY
+    if days >= 27.5:  # month-scale bars: calendar months, whatever the market
+        months = max(1, round(days / DAYS_PER_MONTH))
+        return 12.0 / months
+    if days >= 6.5:  # week-scale bars (a 5-day trading week is a week too)
+        return WEEKS_PER_YEAR * 7.0 / round(days)
+    if calendar == "24/7":
+        return DAYS_PER_YEAR_24_7 * MINUTES_PER_DAY / minutes
+    if minutes < MINUTES_PER_DAY:
+        return TRADING_DAYS_PER_YEAR * SESSION_MINUTES / minutes
+    return TRADING_DAYS_PER_YEAR / days
+
+
+def _check_calendar(calendar: object, allowed: tuple[str, ...]) -> str:
+    if calendar not in allowed:
+        raise ValueError(f"calendar must be one of {allowed}, got {calendar!r}")
+    return str(calendar)
+
+
+def periods_per_year_for_interval(
+    interval: str, calendar: Literal["24/7", "exchange"]
+) -> float:
+    """Bars per year of a bar interval on a calendar.
+
+    Args:
+        interval: any spelling :func:`tradezoo.data.parse_interval` accepts ("1h", "60",
+            "1d", "D", "1w", "1M", ...).
+        calendar: ``"24/7"`` (crypto) or ``"exchange"`` (252 sessions of 390 minutes).
+
+    Returns:
+        e.g. ``("1h", "24/7") -> 8760``, ``("15m", "24/7") -> 35040``,
+        ``("1d", "exchange") -> 252``, ``("1h", "exchange") -> 1638``, ``("1w", _) -> 52``,
+        ``("1M", _) -> 12``.
+    """
+    from tradezoo.data.intervals import parse_interval
+
+    cal = _check_calendar(calendar, ("24/7", "exchange"))
+    parsed = parse_interval(interval)
+    if parsed.minutes is None:  # calendar month
+        return 12.0
+    return _periods_per_year(float(parsed.minutes), cal)
+
+
+def _infer_calendar(index: pd.DatetimeIndex, attrs: Mapping[str, Any], minutes: float) -> str:
+    """The calendar of a bar index; rules in :func:`periods_per_year_for`."""
+    hinted = attrs.get("calendar")
+    if hinted in ("24/7", "exchange"):
+        return str(hinted)
+    if str(attrs.get("source") or "").startswith("bybit"):
+        return "24/7"
+    utc = index.tz_convert("UTC") if index.tz is not None else index
+    weekdays = set(np.unique(np.asarray(utc.day_of_week)).tolist())
+    if len(weekdays) >= 6 or {5, 6} <= weekdays:
+        return "24/7"
+    span = index[-1] - index[0]
+    if span >= pd.Timedelta(days=7):
+        return "exchange"  # a whole week of bars and no weekend
+    gaps = np.asarray((index[1:] - index[:-1]) / pd.Timedelta(minutes=1), dtype=np.float64)
+    overnight = minutes < MINUTES_PER_DAY and bool((gaps > max(240.0, 2.0 * minutes)).any())
+    return "exchange" if overnight else "24/7"
+
+
+def periods_per_year_for(index: object, calendar: Calendar = "auto") -> float:
+    """Bars per year of a bar index, from its median spacing and its calendar.
+
+    Args:
+        index: a DatetimeIndex of bar open times, or a bars frame / Series (its index, and
+            its ``attrs`` for ``calendar="auto"``). At least 2 strictly increasing stamps.
+        calendar: ``"24/7"``, ``"exchange"`` or ``"auto"``. ``"auto"`` takes, in order:
+            ``attrs["calendar"]`` if it is ``"24/7"`` or ``"exchange"``; ``"24/7"`` for a
+            ``bybit*`` ``attrs["source"]``; ``"24/7"`` when the stamps (UTC) fall on 6 or 7
+            distinct weekdays or on both a Saturday and a Sunday (an exchange trades at most
+            5-6 days a week, and a timezone shift moves its days by at most one); otherwise
+            ``"exchange"`` when the index spans at least 7 days (a week without a weekend
+            bar); for a shorter index, ``"exchange"`` only for intraday bars with a session
+            break (a gap longer than 4 h and 2 bars), else ``"24/7"``.
+
+    Returns:
+        Bars per year (module docstring): 1h 24/7 8,760; 15m 24/7 35,040; 1d exchange 252.
+
+    Raises:
+        TypeError: not a DatetimeIndex (or a frame/Series with one).
+        ValueError: fewer than 2 stamps, stamps not strictly increasing, unknown calendar.
+    """
+    cal = _check_calendar(calendar, ("auto", "24/7", "exchange"))
+    attrs: Mapping[str, Any] = {}
+    if isinstance(index, pd.DataFrame | pd.Series):
+        attrs = index.attrs
+        index = index.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise TypeError(
+            "index must be a DatetimeIndex (or a bars frame/Series with one), got "
+            f"{type(index).__name__}"
+        )
+    if len(index) < 2:
+        raise ValueError(f"index must hold at least 2 timestamps to infer the bar spacing, "
+                         f"got {len(index)}")
+    gaps = np.asarray((index[1:] - index[:-1]) / pd.Timedelta(minutes=1), dtype=np.float64)
+    if not (gaps > 0).all():
+        first = int(np.flatnonzero(~(gaps > 0))[0]) + 1
+        raise ValueError(
+            f"index must be strictly increasing; position {first} ({index[first]}) is not "
+            "after the previous timestamp"
+        )
+    minutes = float(np.median(gaps))
+    if cal == "auto":
+        cal = _infer_calendar(index, attrs, minutes)
+    return _periods_per_year(minutes, cal)

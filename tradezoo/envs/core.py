@@ -1,0 +1,352 @@
+"""What the single env and the batched envs share besides the market: validated settings,
+the action -> target exposure rule, rewards, trade records and episode metrics.
+
+Action schemes (class order 0 sell, 1 hold, 2 buy everywhere; ``L = max_leverage``):
+
+- ``"target"`` (default, ``Discrete(3)``): the action is the target exposure:
+  0 -> ``-L`` (short; flat, 0, when ``allow_short=False``), 1 -> 0 (flat), 2 -> ``+L`` (long).
+- ``"signal"`` (``Discrete(3)``): 2 buy -> ``+L`` (opens a long, reverses a short, keeps a long);
+  0 sell -> ``-L`` with ``allow_short`` (closes a long *and* opens a short, reverses, or keeps
+  a short), else 0 (closes a long, stays flat); 1 hold -> keeps the current target.
+- ``"continuous"`` (``Box(-1, 1, (1,), float32)``): target ``a * L``, floored at 0 without
+  shorting.
+
+An action outside the action space raises ``ValueError`` (SB3 clips continuous actions to the
+space before stepping; gymnasium's samplers stay inside it).
+
+Rebalancing: ``"on_change"`` (default) trades only when the target differs from the previous
+one, so a held position keeps its units and its exposure drifts with the price;
+``"every_bar"`` restores the exact target exposure at every bar.
+
+Rewards (per step, Python ``float``; the step fills at ``open[t+1]`` and marks at
+``close[t+1]``, all costs included, see :mod:`tradezoo.backtest.execution`):
+
+- ``"log_return"`` (default): ``ln(E_{t+1} / E_t)``; a ratio below ``1e-12`` (the account is
+  wiped out) is floored there.
+- ``"pnl"``: ``(E_{t+1} - E_t) / E_0``, the equity change as a fraction of initial equity.
+- ``"differential_sharpe"``: Moody & Saffell's differential Sharpe ratio of the step's simple
+  return ``R_t = E_{t+1} / E_t - 1``::
+
+      D_t = (B_{t-1} dA_t - 0.5 A_{t-1} dB_t) / (B_{t-1} - A_{t-1}^2) ^ (3/2)
+      dA_t = R_t - A_{t-1},  dB_t = R_t^2 - B_{t-1}
+      A_t = A_{t-1} + eta dA_t,  B_t = B_{t-1} + eta dB_t,  A_0 = B_0 = 0
+
+  (the first-order term of the Sharpe ratio of exponential moving averages of the first and
+  second moments with decay ``eta`` as ``eta`` -> 0). ``D_t = 0`` while the variance estimate
+  ``B - A^2`` is at most ``1e-12`` (at the start and while the account only sits flat).
+  J. Moody and M. Saffell, "Learning to Trade via Direct Reinforcement", IEEE Trans. Neural
+  Networks 12(4), 2001 (and Moody, Wu, Liao, Saffell, J. Forecasting 17, 1998).
+
+Episodes end with ``terminated=True`` when equity falls to ``min_equity_fraction *
+initial_equity`` or below (bankruptcy), and ``truncated=True`` at ``episode_length`` steps or
+at the end of the split.
+
+Trades (a maximal run of bars holding a position of one sign, as in
+:func:`tradezoo.backtest.simulate.simulate`): P&L is the sum of the equity changes of the steps
+attributed to the trade, so it is net of every cost it caused; on a reversal the closing trade
+gets the old position's gap, the funding charged on it at the stamp (``fill="next_open"``) and
+the share ``|units_old| / |traded_units|`` of the fill's fee, spread and slippage, the opening
+trade the rest. ``return = pnl / equity at entry``. For the episode metrics a trade still open
+at the end counts with its unrealised P&L.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from gymnasium import spaces
+
+from tradezoo.backtest.costs import CostModel
+from tradezoo.backtest.execution import ExecutionRates
+from tradezoo.envs.market import (
+    DataSource,
+    Market,
+    ObservationMode,
+    SplitSpec,
+    get_market,
+    resolve_costs,
+)
+
+ActionScheme = Literal["target", "signal", "continuous"]
+RewardKind = Literal["log_return", "pnl", "differential_sharpe"]
+Rebalance = Literal["on_change", "every_bar"]
+
+ACTION_SCHEMES: tuple[str, ...] = ("target", "signal", "continuous")
+REWARDS: tuple[str, ...] = ("log_return", "pnl", "differential_sharpe")
+RENDER_MODES: tuple[str, ...] = ("ansi", "rgb_array")
+DSR_MIN_VARIANCE = 1e-12
+LOG_FLOOR = 1e-12
+LOG_FLOOR_VALUE = math.log(LOG_FLOOR)
+
+STEP_INFO_KEYS: tuple[str, ...] = (
+    "equity",
+    "position",
+    "target",
+    "units",
+    "fill_price",
+    "fee",
+    "spread_cost",
+    "slippage_cost",
+    "funding_paid",
+    "borrow_paid",
+    "position_pnl",
+    "bar",
+    "dataset",
+)
+"""Keys of every ``step`` info (plus ``"trade"`` when one closed, ``"metrics"`` at the end).
+
+``equity`` (quote currency, marked at ``close[t+1]``), ``position`` (exposure
+``units * close / equity``, signed fraction of equity; 0 when equity <= 0), ``target`` (the
+target exposure this action asked for), ``units`` (signed base units held), ``fill_price``
+(the step's fill, or the reference price when nothing traded), ``fee``, ``spread_cost``,
+``slippage_cost``, ``funding_paid``, ``borrow_paid``, ``position_pnl`` (quote currency, as
+:class:`~tradezoo.backtest.execution.StepFill`), ``bar`` (the row of the new decision bar in
+``env.market.datasets[dataset].index``) and ``dataset`` (index of the episode's dataset)."""
+RESET_INFO_KEYS: tuple[str, ...] = ("equity", "position", "bar", "dataset")
+TRADE_KEYS: tuple[str, ...] = (
+    "side",
+    "opened_at",
+    "closed_at",
+    "entry_price",
+    "exit_price",
+    "pnl",
+    "return",
+    "bars",
+)
+"""Keys of ``info["trade"]``: ``side`` (+1.0 long, -1.0 short), ``opened_at``/``closed_at``
+(rows of the decision bars whose orders opened and closed it, in the dataset's index),
+``entry_price``/``exit_price`` (fill prices), ``pnl`` (quote currency, net of its costs),
+``return`` (``pnl`` over the equity at entry), ``bars`` (``closed_at - opened_at``)."""
+COST_KEYS: tuple[str, ...] = (
+    "fees_paid", "spread_paid", "slippage_paid", "funding_paid", "borrow_paid")
+
+
+def _choice(name: str, value: object, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return str(value)
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    number = float(value)
+    ok = math.isfinite(number) and (number >= 0 if allow_zero else number > 0)
+    if not ok:
+        rule = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Validated settings of a tradezoo env (single or batched); build with
+    :func:`build_config`. See :class:`~tradezoo.envs.trading_env.TradingEnv` for meanings."""
+
+    market: Market
+    costs: tuple[CostModel, ...]
+    rates: tuple[ExecutionRates, ...]
+    fill: str
+    action_scheme: str
+    max_leverage: float
+    allow_short: bool
+    reward: str
+    dsr_eta: float
+    episode_length: int | None
+    random_start: bool
+    initial_equity: float
+    min_equity_fraction: float
+    rebalance: str
+    episode_metrics: bool
+    render_mode: str | None
+
+    @property
+    def levels(self) -> tuple[float, float, float]:
+        """Target exposure of actions 0, 1, 2 (``"target"``; ``"signal"`` except 1)."""
+        short = -self.max_leverage if self.allow_short else 0.0
+        return (short, 0.0, self.max_leverage)
+
+    @property
+    def min_equity(self) -> float:
+        """Equity at or below which an episode terminates (quote currency)."""
+        return self.min_equity_fraction * self.initial_equity
+
+    @property
+    def capacity(self) -> int:
+        """Most steps an episode can take (sizes the per-episode history buffers)."""
+        if self.episode_length is not None:
+            return self.episode_length
+        return self.market.max_decisions
+
+    def start_range(self, dataset: int) -> tuple[int, int]:
+        """Global rows ``(lowest, highest)`` an episode on ``dataset`` may start at."""
+        d = self.market.datasets[dataset]
+        if not self.random_start:
+            return d.first_decision, d.first_decision
+        if self.episode_length is None:
+            return d.first_decision, d.last_decision
+        return d.first_decision, d.last_decision + 1 - self.episode_length
+
+    def end_row(self, dataset: int, start: int) -> int:
+        """Row of the final state of an episode started at ``start`` (truncation row)."""
+        d = self.market.datasets[dataset]
+        if self.episode_length is None:
+            return d.last_decision + 1
+        return start + self.episode_length
+
+    def action_space(self) -> spaces.Space:
+        if self.action_scheme == "continuous":
+            return spaces.Box(-1.0, 1.0, (1,), np.float32)
+        return spaces.Discrete(3)
+
+
+def build_config(
+    data: DataSource | Sequence[DataSource],
+    *,
+    features: Any = None,
+    feature_spec: Any = None,
+    scaler: Any = None,
+    window: int = 64,
+    split: SplitSpec = "train",
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    observation: ObservationMode = "box",
+    timeframes: Sequence[str] | Mapping[str, int] | None = None,
+    action_scheme: ActionScheme = "target",
+    max_leverage: float = 1.0,
+    allow_short: bool = True,
+    costs: CostModel | Sequence[CostModel | None] | None = None,
+    fill: str = "next_open",
+    rebalance: Rebalance = "on_change",
+    reward: RewardKind = "log_return",
+    dsr_eta: float = 0.01,
+    episode_length: int | None = None,
+    random_start: bool | None = None,
+    initial_equity: float = 1.0,
+    min_equity_fraction: float = 0.1,
+    episode_metrics: bool = True,
+    render_mode: str | None = None,
+) -> EnvConfig:
+    """Validate every env argument (each error names the argument and the rule)."""
+    action_scheme = _choice("action_scheme", action_scheme, ACTION_SCHEMES)  # type: ignore[assignment]
+    reward = _choice("reward", reward, REWARDS)  # type: ignore[assignment]
+    rebalance = _choice("rebalance", rebalance, ("on_change", "every_bar"))  # type: ignore[assignment]
+    fill = _choice("fill", fill, ("next_open", "close"))
+    if render_mode is not None:
+        render_mode = _choice("render_mode", render_mode, RENDER_MODES)
+    max_leverage = _positive("max_leverage", max_leverage)
+    initial_equity = _positive("initial_equity", initial_equity)
+    dsr_eta = _positive("dsr_eta", dsr_eta)
+    if dsr_eta >= 1:
+        raise ValueError(f"dsr_eta must be in (0, 1), got {dsr_eta!r}")
+    min_equity_fraction = _positive("min_equity_fraction", min_equity_fraction, allow_zero=True)
+    if min_equity_fraction >= 1:
+        raise ValueError(
+            f"min_equity_fraction must be in [0, 1) (bankruptcy below this fraction of the "
+            f"initial equity), got {min_equity_fraction!r}"
+        )
+    if not isinstance(allow_short, bool | np.bool_):
+        raise TypeError(f"allow_short must be a bool, got {allow_short!r}")
+    if not isinstance(episode_metrics, bool | np.bool_):
+        raise TypeError(f"episode_metrics must be a bool, got {episode_metrics!r}")
+    if episode_length is not None:
+        if isinstance(episode_length, bool) or not isinstance(episode_length, int | np.integer):
+            raise TypeError(f"episode_length must be an integer >= 1 or None, got "
+                            f"{episode_length!r}")
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1 bar or None, got {episode_length}")
+        episode_length = int(episode_length)
+    if random_start is None:
+        random_start = episode_length is not None
+    elif not isinstance(random_start, bool | np.bool_):
+        raise TypeError(f"random_start must be a bool or None, got {random_start!r}")
+    market = get_market(
+        data, features=features, feature_spec=feature_spec, scaler=scaler, window=window,
+        split=split, split_fractions=split_fractions, observation=observation,
+        timeframes=timeframes,
+    )
+    if episode_length is not None:
+        for d in market.datasets:
+            if episode_length > d.n_decisions:
+                raise ValueError(
+                    f"the {split!r} split of dataset {d.name!r} is too short for one episode: "
+                    f"episode_length={episode_length} bars but only {d.n_decisions} decision "
+                    f"rows ({d.index[d.local(d.first_decision)]} .. "
+                    f"{d.index[d.local(d.last_decision)]}); shorten episode_length or the "
+                    "window, or use a larger split"
+                )
+    model_list, rates = resolve_costs(market, costs, fill)
+    return EnvConfig(
+        market=market,
+        costs=model_list,
+        rates=rates,
+        fill=fill,
+        action_scheme=action_scheme,
+        max_leverage=max_leverage,
+        allow_short=bool(allow_short),
+        reward=reward,
+        dsr_eta=dsr_eta,
+        episode_length=episode_length,
+        random_start=bool(random_start),
+        initial_equity=initial_equity,
+        min_equity_fraction=min_equity_fraction,
+        rebalance=rebalance,
+        episode_metrics=bool(episode_metrics),
+        render_mode=render_mode,
+    )
+
+
+def invalid_action(action: object, space: spaces.Space) -> ValueError:
+    """The error for an action outside the action space."""
+    return ValueError(
+        f"action {action!r} is outside the action space {space}: the 'target' and 'signal' "
+        "schemes take an integer in {0, 1, 2} (0 sell, 1 hold, 2 buy); 'continuous' takes an "
+        "array of shape (1,) with a finite value in [-1, 1]"
+    )
+
+
+def episode_metrics(
+    equity: np.ndarray,
+    positions: np.ndarray,
+    turnover: np.ndarray,
+    trade_pnl: np.ndarray,
+    trade_return: np.ndarray,
+    cost_totals: Sequence[float],
+    *,
+    initial_equity: float,
+    periods_per_year: float,
+) -> dict[str, float]:
+    """The episode's :func:`~tradezoo.backtest.metrics.compute_metrics` as a dict of floats.
+
+    Args:
+        equity: float64 ``[k + 1]``, equity at the first decision bar and after each step.
+        positions: float64 ``[k]``, exposure held over each bar of the episode.
+        turnover: float64 ``[k]``, each step's traded notional over the equity at its decision.
+        trade_pnl, trade_return: the episode's trades (an open one included, unrealised).
+        cost_totals: fees, spread, slippage, funding and borrow paid (quote currency).
+
+    Returns:
+        ``Metrics.to_dict(json_safe=False)`` with every value a Python ``float`` (counts too,
+        so the dicts of several envs batch into float arrays; NaN marks undefined figures).
+    """
+    import pandas as pd
+
+    from tradezoo.backtest.metrics import compute_metrics
+
+    previous = equity[:-1]
+    alive = previous > 0
+    returns = np.where(alive, equity[1:] / np.where(alive, previous, 1.0) - 1.0, 0.0)
+    metrics = compute_metrics(
+        returns,
+        periods_per_year=periods_per_year,
+        trades=pd.DataFrame({"pnl": trade_pnl, "return": trade_return}),
+        positions=positions,
+        turnover=turnover,
+        costs={key: float(value) / initial_equity
+               for key, value in zip(COST_KEYS, cost_totals, strict=True)},
+    )
+    return {key: float(value) for key, value in metrics.to_dict(json_safe=False).items()}  # type: ignore[arg-type]
