@@ -107,7 +107,7 @@ def test_matches_quantstats(qs: ModuleType, case: str, risk_free: float) -> None
     # is 252). Its sortino divides the sum of squared negative excess returns by the count of
     # ALL returns (all-period downside deviation); its volatility is pandas' std (ddof=1);
     # its max_drawdown adds a phantom baseline of 1.0 before the first return (the starting
-    # equity counts as a peak). Its cagr (quantstats >= 0.0.70; older releases counted
+    # equity counts as a peak). Its cagr (as installed, 0.0.86; older releases counted
     # calendar days) counts years as count / periods, our n / ppy, and ignores rf, as ours
     # does; calmar is that cagr over |max_drawdown|.
     expected = {
