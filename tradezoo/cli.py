@@ -174,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     yahoo.add_argument(
         "--no-adjust", action="store_true", help="keep raw prices (default: dividend-adjusted)"
     )
-    for sub in (bybit, yahoo):
-        sub.add_argument("--start", required=True, help="first bar open time (UTC), ISO date")
-        sub.add_argument("--end", required=True, help="last bar open time (UTC), ISO date")
+    for sub, zone in ((bybit, "UTC"), (yahoo, "exchange-local, e.g. New York")):
+        sub.add_argument("--start", required=True, help=f"first bar open time ({zone}), ISO")
+        sub.add_argument("--end", required=True, help=f"last bar open time ({zone}), ISO")
         sub.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         sub.set_defaults(handler=_cmd_data_fetch)

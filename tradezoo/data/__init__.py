@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "BybitClient": "bybit",
     "fetch_bybit": "bybit",
     "fetch_yahoo": "yahoo",
+    "yahoo_frame_to_bars": "yahoo",
     "BarCache": "cache",
     "CacheKey": "cache",
     "data_dir": "cache",
