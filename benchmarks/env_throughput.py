@@ -38,7 +38,7 @@ inside it. Episode metrics at the last step stay on (the envs' default) everywhe
 
 Usage (from the repository root)::
 
-    python benchmarks/env_throughput.py                 # full run, about 1-2 minutes
+    python benchmarks/env_throughput.py                 # one round, 30-90 s by machine load
     python benchmarks/env_throughput.py --rounds 3 --json bench.json
     python benchmarks/env_throughput.py --quick         # under a minute, for a smoke check
 
@@ -268,8 +268,9 @@ def _child_env(plan: Plan | None = None) -> dict[str, str]:
 
 
 def _imports_ok(python: str, code: str) -> tuple[bool, str]:
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                          env=_child_env(), check=False)
+    proc = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, env=_child_env(), check=False
+    )
     last = proc.stderr.strip().splitlines()[-1:] or [""]
     return proc.returncode == 0, last[0]
 
@@ -286,42 +287,68 @@ def run_tool(
     """Run ``bench_anchors.py`` once with ``python``; return its results and its env info."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "anchors.json"
-        cmd = [python, str(ANCHORS_TOOL), "--anchors", ",".join(anchors),
-               "--bars", str(BARS), "--seed", str(SEED), "--window", str(plan.window),
-               "--steps", str(steps), "--repeats", str(plan.repeats),
-               "--resets", str(plan.resets), "--json", str(out)]
+        cmd = [
+            python,
+            str(ANCHORS_TOOL),
+            "--anchors",
+            ",".join(anchors),
+            "--bars",
+            str(BARS),
+            "--seed",
+            str(SEED),
+            "--window",
+            str(plan.window),
+            "--steps",
+            str(steps),
+            "--repeats",
+            str(plan.repeats),
+            "--resets",
+            str(plan.resets),
+            "--json",
+            str(out),
+        ]
         if custom is not None:
             cmd += ["--custom", f"{MODULE}:{custom}", "--custom-batch", str(custom_batch)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(plan),
-                              check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=_child_env(plan), check=False
+        )
         if not out.exists():
             reason = (proc.stderr or proc.stdout).strip()[-600:]
-            return [{"anchor": a, "skipped": f"bench_anchors failed: {reason}"}
-                    for a in anchors], {}
+            return [
+                {"anchor": a, "skipped": f"bench_anchors failed: {reason}"} for a in anchors
+            ], {}
         data = json.loads(out.read_text())
     return data["results"], data.get("env", {})
 
 
 def run_reset_worker(python: str, plan: Plan) -> dict[str, Any]:
-    cmd = [python, str(Path(__file__).resolve()), "--reset-worker",
-           "--reset-samples", str(plan.reset_samples), "--window", str(plan.window)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(plan),
-                          check=False)
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--reset-worker",
+        "--reset-samples",
+        str(plan.reset_samples),
+        "--window",
+        str(plan.window),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(plan), check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT@@")), None)
     if line is None:
         return {"skipped": "reset worker failed: " + proc.stderr.strip()[-600:]}
-    return json.loads(line[len("@@RESULT@@"):])
+    return json.loads(line[len("@@RESULT@@") :])
 
 
-def run_round(index: int, plan: Plan, anchors_python: str, env_python: str,
-              log: Callable[[str], None]) -> dict[str, Any]:
+def run_round(
+    index: int, plan: Plan, anchors_python: str, env_python: str, log: Callable[[str], None]
+) -> dict[str, Any]:
     """One round: our single env, the peers, our vector envs, the reset measurement."""
     results: dict[str, dict[str, Any]] = {}
     tool_env: dict[str, Any] = {}
 
     log(f"round {index + 1}: TradingEnv ...")
-    (single,), tool_env["env_python"] = run_tool(env_python, ["custom"], plan, steps=plan.steps,
-                                                 custom="factory")
+    (single,), tool_env["env_python"] = run_tool(
+        env_python, ["custom"], plan, steps=plan.steps, custom="factory"
+    )
     results["tradezoo"] = single
 
     log(f"round {index + 1}: peers {', '.join(PEERS)} ...")
@@ -331,8 +358,14 @@ def run_round(index: int, plan: Plan, anchors_python: str, env_python: str,
 
     for n in VECTOR_SIZES:
         log(f"round {index + 1}: TradingVectorEnv N={n} ...")
-        (vec,), _ = run_tool(env_python, ["custom"], plan, steps=n * plan.vec_calls,
-                             custom=VECTOR_FACTORIES[n], custom_batch=n)
+        (vec,), _ = run_tool(
+            env_python,
+            ["custom"],
+            plan,
+            steps=n * plan.vec_calls,
+            custom=VECTOR_FACTORIES[n],
+            custom_batch=n,
+        )
         results[f"tradezoo_vec{n}"] = vec
 
     log(f"round {index + 1}: reset after {RESET_EPISODE_STEPS:,}-step episodes ...")
@@ -368,10 +401,14 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "steps_per_s": _median([_rate(e) for e in entries]),
             "steps_per_cpu_s": _median([_rate(e, "steps_per_cpu_s_median") for e in entries]),
             "reset_ms_after_256": _median([_rate(e, "reset_ms_median") for e in entries]),
-            "reset_ms_episode_end": _median([
-                statistics.median(e["reset_ms_episode_end"])
-                if e and "skipped" not in e and e.get("reset_ms_episode_end") else math.nan
-                for e in entries]),
+            "reset_ms_episode_end": _median(
+                [
+                    statistics.median(e["reset_ms_episode_end"])
+                    if e and "skipped" not in e and e.get("reset_ms_episode_end")
+                    else math.nan
+                    for e in entries
+                ]
+            ),
             "build_s": _median([_rate(e, "build_s_median") for e in entries]),
         }
     reset_ms = _median([r["reset"].get("reset_ms_median", math.nan) for r in rounds])
@@ -381,28 +418,50 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         ratios[mine] = {}
         for peer in PEERS:
             for key, suffix in (("steps_per_s_median", ""), ("steps_per_cpu_s_median", "_cpu")):
-                per_round = [_rate(r["results"].get(mine), key)
-                             / _rate(r["results"].get(peer), key) for r in rounds]
+                per_round = [
+                    _rate(r["results"].get(mine), key) / _rate(r["results"].get(peer), key)
+                    for r in rounds
+                ]
                 ratios[mine][peer + suffix] = _median(per_round)
     reset_cpu_ms = _median([r["reset"].get("reset_cpu_ms_median", math.nan) for r in rounds])
     single, vec64 = ratios["tradezoo"], ratios["tradezoo_vec64"]
     # The verdict uses wall time (what "steps/s" means); the CPU-time figure is printed next
     # to it because on a loaded machine it is the steadier of the two.
     targets = [
-        {"target": f"TradingEnv >= {TARGET_SINGLE_VS_GTE:g}x Gym-Trading-Env steps/s",
-         "measured": single["gte"], "measured_cpu": single["gte_cpu"], "unit": "x",
-         "met": bool(single["gte"] >= TARGET_SINGLE_VS_GTE),
-         "met_cpu": bool(single["gte_cpu"] >= TARGET_SINGLE_VS_GTE)},
-        {"target": f"reset < {TARGET_RESET_MS:g} ms after a {RESET_EPISODE_STEPS:,}-step episode",
-         "measured": reset_ms, "measured_cpu": reset_cpu_ms, "unit": "ms",
-         "met": bool(reset_ms < TARGET_RESET_MS), "met_cpu": bool(reset_cpu_ms < TARGET_RESET_MS)},
-        {"target": f"TradingVectorEnv N=64 >= {TARGET_VEC64_VS_GTE:g}x Gym-Trading-Env",
-         "measured": vec64["gte"], "measured_cpu": vec64["gte_cpu"], "unit": "x",
-         "met": bool(vec64["gte"] >= TARGET_VEC64_VS_GTE),
-         "met_cpu": bool(vec64["gte_cpu"] >= TARGET_VEC64_VS_GTE)},
+        {
+            "target": f"TradingEnv >= {TARGET_SINGLE_VS_GTE:g}x Gym-Trading-Env steps/s",
+            "measured": single["gte"],
+            "measured_cpu": single["gte_cpu"],
+            "unit": "x",
+            "met": bool(single["gte"] >= TARGET_SINGLE_VS_GTE),
+            "met_cpu": bool(single["gte_cpu"] >= TARGET_SINGLE_VS_GTE),
+        },
+        {
+            "target": (
+                f"reset < {TARGET_RESET_MS:g} ms after a {RESET_EPISODE_STEPS:,}-step episode"
+            ),
+            "measured": reset_ms,
+            "measured_cpu": reset_cpu_ms,
+            "unit": "ms",
+            "met": bool(reset_ms < TARGET_RESET_MS),
+            "met_cpu": bool(reset_cpu_ms < TARGET_RESET_MS),
+        },
+        {
+            "target": f"TradingVectorEnv N=64 >= {TARGET_VEC64_VS_GTE:g}x Gym-Trading-Env",
+            "measured": vec64["gte"],
+            "measured_cpu": vec64["gte_cpu"],
+            "unit": "x",
+            "met": bool(vec64["gte"] >= TARGET_VEC64_VS_GTE),
+            "met_cpu": bool(vec64["gte_cpu"] >= TARGET_VEC64_VS_GTE),
+        },
     ]
-    return {"absolute": absolute, "reset_ms_after_episode": reset_ms,
-            "reset_cpu_ms_after_episode": reset_cpu_ms, "ratios": ratios, "targets": targets}
+    return {
+        "absolute": absolute,
+        "reset_ms_after_episode": reset_ms,
+        "reset_cpu_ms_after_episode": reset_cpu_ms,
+        "ratios": ratios,
+        "targets": targets,
+    }
 
 
 def _num(value: float, digits: int = 0) -> str:
@@ -421,12 +480,17 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
     lines: list[str] = []
     add = lines.append
     ref_for = {"tradezoo": "ref", "tradezoo_vec64": "ref_vec64", "tradezoo_vec1024": "ref_vec64"}
-    label = {"tradezoo": "TradingEnv", "tradezoo_vec64": "TradingVectorEnv N=64",
-             "tradezoo_vec1024": "TradingVectorEnv N=1024"}
+    label = {
+        "tradezoo": "TradingEnv",
+        "tradezoo_vec64": "TradingVectorEnv N=64",
+        "tradezoo_vec1024": "TradingVectorEnv N=1024",
+    }
     add("")
     add(f"tradezoo (window {plan.window}, Bybit linear costs + funding, account state on)")
-    header = (f"{'env':<24}{'env-steps/s':>13}{'per CPU-s':>13}{'x GTE':>8}{'(CPU)':>8}"
-              f"{'x anytrading':>14}{'x ref':>8}  {'(ref is)':<10}")
+    header = (
+        f"{'env':<24}{'env-steps/s':>13}{'per CPU-s':>13}{'x GTE':>8}{'(CPU)':>8}"
+        f"{'x anytrading':>14}{'x ref':>8}  {'(ref is)':<10}"
+    )
     add(header)
     add("-" * len(header))
     for mine in ("tradezoo", "tradezoo_vec64", "tradezoo_vec1024"):
@@ -435,26 +499,34 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
             add(f"{label[mine]:<24}skipped: {skipped[:200]}")
             continue
         ref = ref_for[mine]
-        add(f"{label[mine]:<24}{_num(absolute[mine]['steps_per_s']):>13}"
+        add(
+            f"{label[mine]:<24}{_num(absolute[mine]['steps_per_s']):>13}"
             f"{_num(absolute[mine]['steps_per_cpu_s']):>13}{_ratio(ratios[mine]['gte']):>8}"
             f"{_ratio(ratios[mine]['gte_cpu']):>8}{_ratio(ratios[mine]['anytrading']):>14}"
-            f"{_ratio(ratios[mine][ref]):>8}  {ref:<10}")
+            f"{_ratio(ratios[mine][ref]):>8}  {ref:<10}"
+        )
     add("")
     reset = rounds[0]["reset"]
     if "skipped" in reset:
-        add(f"TradingEnv reset after a {RESET_EPISODE_STEPS:,}-step episode: "
-            f"skipped: {reset['skipped'][:300]}")
+        add(
+            f"TradingEnv reset after a {RESET_EPISODE_STEPS:,}-step episode: "
+            f"skipped: {reset['skipped'][:300]}"
+        )
     else:
-        add(f"TradingEnv reset after a {reset['episode_steps'][0]:,}-step episode: "
+        add(
+            f"TradingEnv reset after a {reset['episode_steps'][0]:,}-step episode: "
             f"{summary['reset_ms_after_episode']:.4f} ms wall, "
             f"{summary['reset_cpu_ms_after_episode']:.4f} ms CPU (median of "
             f"{len(reset['reset_ms'])} per round); after 256 steps (the tool's figure) "
             f"{absolute['tradezoo']['reset_ms_after_256']:.4f} ms; "
-            f"build {absolute['tradezoo']['build_s']:.2f} s")
+            f"build {absolute['tradezoo']['build_s']:.2f} s"
+        )
     add("")
     add("peers (same bars, same window, same timed loop; bench_anchors.py)")
-    header = (f"{'anchor':<12}{'steps/s':>12}{'per CPU-s':>12}{'reset ms':>10}"
-              f"{'reset ms at ep. end':>21}{'build s':>9}  obs")
+    header = (
+        f"{'anchor':<12}{'steps/s':>12}{'per CPU-s':>12}{'reset ms':>10}"
+        f"{'reset ms at ep. end':>21}{'build s':>9}  obs"
+    )
     add(header)
     add("-" * len(header))
     for name in ("tradezoo", *PEERS):
@@ -463,9 +535,11 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
             add(f"{name:<12}skipped: {res['skipped'][:200]}")
             continue
         a = absolute[name]
-        add(f"{name:<12}{_num(a['steps_per_s']):>12}{_num(a['steps_per_cpu_s']):>12}"
+        add(
+            f"{name:<12}{_num(a['steps_per_s']):>12}{_num(a['steps_per_cpu_s']):>12}"
             f"{_num(a['reset_ms_after_256'], 3):>10}{_num(a['reset_ms_episode_end'], 3):>21}"
-            f"{_num(a['build_s'], 3):>9}  {res.get('obs_shape')}")
+            f"{_num(a['build_s'], 3):>9}  {res.get('obs_shape')}"
+        )
     add("")
     add("targets (issue 3)")
     add(f"  {'':<58}{'wall':>10}{'CPU':>10}")
@@ -479,8 +553,10 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
             verdict += f" (per CPU time: {'met' if t['met_cpu'] else 'not met'})"
         add(f"  {t['target']:<58}{value:>10}{cpu:>10}  {verdict}")
     add("")
-    add(f"{len(rounds)} round(s); figures are medians over rounds of each run's median over "
-        f"{plan.repeats} repeat(s); ratios are medians over rounds of same-round ratios.")
+    add(
+        f"{len(rounds)} round(s); figures are medians over rounds of each run's median over "
+        f"{plan.repeats} repeat(s); ratios are medians over rounds of same-round ratios."
+    )
     return "\n".join(lines)
 
 
@@ -506,25 +582,53 @@ def _loadavg() -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=20_000,
-                   help="single-env steps per timed repeat (default 20,000: one full episode)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=20_000,
+        help="single-env steps per timed repeat (default 20,000: one full episode)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per run (median)")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="run everything this many times; report medians (default 1)")
-    p.add_argument("--vec-calls", type=int, default=2 * VEC_EPISODE_LENGTH,
-                   help="step() calls per timed repeat of the vector envs (default "
-                        f"{2 * VEC_EPISODE_LENGTH}: two episodes of every sub-env)")
-    p.add_argument("--reset-samples", type=int, default=5,
-                   help="timed resets, each after a 20,000-step episode (default 5)")
-    p.add_argument("--window", type=int, default=WINDOW, help=argparse.SUPPRESS)
-    p.add_argument("--anchors-python", default=None,
-                   help="interpreter with gym-anytrading and gym-trading-env installed "
-                        f"(default {DEFAULT_ANCHORS_PYTHON} if it exists, else this one)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run everything this many times; report medians (default 1)",
+    )
+    p.add_argument(
+        "--vec-calls",
+        type=int,
+        default=2 * VEC_EPISODE_LENGTH,
+        help="step() calls per timed repeat of the vector envs (default "
+        f"{2 * VEC_EPISODE_LENGTH}: two episodes of every sub-env)",
+    )
+    p.add_argument(
+        "--reset-samples",
+        type=int,
+        default=5,
+        help="timed resets, each after a 20,000-step episode (default 5)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=WINDOW,
+        help=f"observation window of every env (default {WINDOW}, the issue's)",
+    )
+    p.add_argument(
+        "--anchors-python",
+        default=None,
+        help="interpreter with gym-anytrading and gym-trading-env installed "
+        f"(default {DEFAULT_ANCHORS_PYTHON} if it exists, else this one)",
+    )
     p.add_argument("--json", default=None, help="write config, raw results and summary here")
-    p.add_argument("--quick", action="store_true",
-                   help="a short smoke run (well under a minute); figures are rough")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run (well under a minute); figures are rough",
+    )
     p.add_argument("--reset-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -537,14 +641,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.quick:
         # Shorter sub-episodes, so that every sub-env still autoresets in the timed loop.
-        plan = Plan(steps=min(args.steps, 5_000), repeats=1, resets=2,
-                    vec_calls=2 * QUICK_VEC_EPISODE_LENGTH,
-                    vec_episode_length=QUICK_VEC_EPISODE_LENGTH, reset_samples=3, rounds=1,
-                    window=args.window)
+        plan = Plan(
+            steps=min(args.steps, 5_000),
+            repeats=1,
+            resets=2,
+            vec_calls=2 * QUICK_VEC_EPISODE_LENGTH,
+            vec_episode_length=QUICK_VEC_EPISODE_LENGTH,
+            reset_samples=3,
+            rounds=1,
+            window=args.window,
+        )
     else:
-        plan = Plan(steps=args.steps, repeats=args.repeats, resets=5, vec_calls=args.vec_calls,
-                    vec_episode_length=VEC_EPISODE_LENGTH,
-                    reset_samples=args.reset_samples, rounds=args.rounds, window=args.window)
+        plan = Plan(
+            steps=args.steps,
+            repeats=args.repeats,
+            resets=5,
+            vec_calls=args.vec_calls,
+            vec_episode_length=VEC_EPISODE_LENGTH,
+            reset_samples=args.reset_samples,
+            rounds=args.rounds,
+            window=args.window,
+        )
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -553,33 +670,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"measuring tool not found: {ANCHORS_TOOL}", file=sys.stderr)
         return 0  # a benchmark reports what it could not do; it does not fail a build
     anchors_python = args.anchors_python or (
-        str(DEFAULT_ANCHORS_PYTHON) if DEFAULT_ANCHORS_PYTHON.exists() else sys.executable)
+        str(DEFAULT_ANCHORS_PYTHON) if DEFAULT_ANCHORS_PYTHON.exists() else sys.executable
+    )
     # Our env runs in the anchors interpreter too when tradezoo imports there (same numpy,
     # same process layout as the peers); otherwise in this interpreter.
     ok, why = _imports_ok(anchors_python, "from tradezoo.envs import TradingEnv, TradingVectorEnv")
     env_python = anchors_python if ok else sys.executable
     if not ok:
-        log(f"tradezoo does not import under {anchors_python} ({why}); "
-            f"our envs run under {env_python}")
+        log(
+            f"tradezoo does not import under {anchors_python} ({why}); "
+            f"our envs run under {env_python}"
+        )
 
     started = time.perf_counter()
-    print(f"env throughput: {BARS:,} synthetic hourly bars (bench_anchors.make_ohlcv, seed "
-          f"{SEED}), window {plan.window}; single env {plan.steps:,} steps x {plan.repeats} "
-          f"repeats; vector envs {plan.vec_calls} calls x {plan.repeats} (episodes of "
-          f"{plan.vec_episode_length} bars); {plan.rounds} round(s)",
-          flush=True)
-    print(f"peers under {anchors_python}; tradezoo under {env_python}; "
-          f"loadavg {_loadavg()} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"env throughput: {BARS:,} synthetic hourly bars (bench_anchors.make_ohlcv, seed "
+        f"{SEED}), window {plan.window}; single env {plan.steps:,} steps x {plan.repeats} "
+        f"repeats; vector envs {plan.vec_calls} calls x {plan.repeats} (episodes of "
+        f"{plan.vec_episode_length} bars); {plan.rounds} round(s)",
+        flush=True,
+    )
+    print(
+        f"peers under {anchors_python}; tradezoo under {env_python}; "
+        f"loadavg {_loadavg()} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     rounds = [run_round(i, plan, anchors_python, env_python, log) for i in range(plan.rounds)]
     summary = summarise(rounds)
     print(format_report(summary, rounds, plan))
     print(f"loadavg at end {_loadavg()}; wall {time.perf_counter() - started:.0f} s")
     if args.json:
         payload = {
-            "config": {**plan.__dict__, "bars": BARS, "seed": SEED,
-                       "funding_rate": FUNDING_RATE,
-                       "anchors_python": anchors_python, "env_python": env_python,
-                       "argv": sys.argv, "python": platform.python_version()},
+            "config": {
+                **plan.__dict__,
+                "bars": BARS,
+                "seed": SEED,
+                "funding_rate": FUNDING_RATE,
+                "anchors_python": anchors_python,
+                "env_python": env_python,
+                "argv": sys.argv,
+                "python": platform.python_version(),
+            },
             "rounds": rounds,
             "summary": summary,
         }
