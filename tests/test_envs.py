@@ -606,7 +606,7 @@ def test_bad_arguments_name_the_argument_and_the_rule(
 def test_default_costs_need_a_known_source(btc_bars: pd.DataFrame) -> None:
     bars = btc_bars.iloc[:1500].copy()
     bars.attrs = {**bars.attrs, "source": "my-broker"}
-    with pytest.raises(ValueError, match="no default cost model for source 'my-broker'"):
+    with pytest.raises(ValueError, match="source: no default cost model for 'my-broker'"):
         TradingEnv(bars, window=8)
     env = TradingEnv(bars, window=8, costs=CostModel.zero(), episode_length=20)
     assert env.config.costs == (CostModel.zero(),)

@@ -452,7 +452,7 @@ def test_bad_bars(btc: pd.DataFrame) -> None:
 
 
 def test_unknown_source_needs_explicit_costs() -> None:
-    with pytest.raises(ValueError, match=r"no default cost model for bars source 'test'"):
+    with pytest.raises(ValueError, match=r"bars source: no default cost model for 'test'"):
         simulate(hand_bars(), np.ones(4), periods_per_year=8760.0)
 
 

@@ -28,6 +28,7 @@ import pytest
 import yfinance as yf
 import yfinance.base as yf_base
 import yfinance.cache as yf_cache
+from yfinance import const as yf_const
 from yfinance.data import YfData
 from yfinance.exceptions import YFRateLimitError
 
@@ -50,10 +51,12 @@ NY = "America/New_York"
 ALL_PRICES = ("open", "high", "low", "close")
 NO_QUOTE = ("open", "high", "low", "close", "adjclose", "volume")  # every field null
 
-CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/"
-QUOTE_SUMMARY_URL = "https://query2.finance.yahoo.com/v10/finance/quoteSummary/"
-QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
-TIMESERIES_URL = "https://query1.finance.yahoo.com/ws/fundamentals-timeseries/"
+# The URLs yfinance asks its (patched) HTTP layer for, taken from yfinance itself so the fake
+# routes exactly what the real code requests; nothing here reaches the network.
+CHART_URL = f"{yf_const._BASE_URL_}/v8/finance/chart/"
+QUOTE_SUMMARY_URL = f"{yf_const._BASE_URL_}/v10/finance/quoteSummary/"
+QUOTE_URL = f"{yf_const._QUERY1_URL_}/v7/finance/quote"
+TIMESERIES_URL = f"{yf_const._QUERY1_URL_}/ws/fundamentals-timeseries/"
 
 # yfinance 1.7 still calls pandas' deprecated ``inplace=`` (its code, not ours).
 pytestmark = pytest.mark.filterwarnings(

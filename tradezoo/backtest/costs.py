@@ -116,6 +116,30 @@ class CostModel:
         """No costs at all (for tests and for measuring the cost drag)."""
         return cls(taker_fee_bps=0.0, maker_fee_bps=0.0, funding=False)
 
+    @classmethod
+    def for_source(cls, source: str | None, *, what: str) -> CostModel:
+        """The default cost model for a bars source: :meth:`bybit_linear` for ``bybit*``,
+        :meth:`equities` for ``yahoo*``.
+
+        Args:
+            source: ``bars.attrs["source"]``.
+            what: names the input in the error (e.g. ``"dataset 'x': source"``).
+
+        Raises:
+            ValueError: any other source (a user's CSV could be crypto or stocks, so guessing
+                would silently charge the wrong costs); the caller must pass ``costs=``.
+        """
+        text = str(source or "")
+        if text.startswith("bybit"):
+            return cls.bybit_linear()
+        if text.startswith("yahoo"):
+            return cls.equities()
+        raise ValueError(
+            f"{what}: no default cost model for {text or None!r} (defaults exist for 'bybit*' "
+            "and 'yahoo*' sources); pass costs=CostModel(...), e.g. CostModel.bybit_linear(), "
+            "CostModel.equities() or CostModel.zero()"
+        )
+
     @property
     def fee_rate(self) -> float:
         """Fee as a fraction of the fill notional for this model's order type."""

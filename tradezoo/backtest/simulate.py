@@ -299,10 +299,15 @@ def _trades_table(
             "entry_step": step,
         }
 
-    def close_trade(trade: dict[str, Any], step: int, exit_time: Any, price: float,
-                    status: str) -> None:
-        trade.update(exit_time=exit_time, exit_price=price,
-                     bars_held=step - trade["entry_step"], status=status)
+    def close_trade(
+        trade: dict[str, Any], step: int, exit_time: Any, price: float, status: str
+    ) -> None:
+        trade.update(
+            exit_time=exit_time,
+            exit_price=price,
+            bars_held=step - trade["entry_step"],
+            status=status,
+        )
         records.append(trade)
 
     for step in range(n - 1):
@@ -320,22 +325,18 @@ def _trades_table(
         elif new_sign == 0:
             assert current is not None
             current["pnl"] += change
-            close_trade(current, step, fill_time(step), float(path.fill_price[step + 1]),
-                        "closed")
+            close_trade(current, step, fill_time(step), float(path.fill_price[step + 1]), "closed")
             current = None
         else:  # reversal: split the step between the closing and the opening trade
             assert current is not None
             reference = opens[step + 1] if next_open else closes[step]
             closing_share = abs(old) / abs(float(path.traded[step + 1]))
-            fill_costs = float(
-                path.fee[step + 1] + path.spread[step + 1] + path.slippage[step + 1]
-            )
+            fill_costs = float(path.fee[step + 1] + path.spread[step + 1] + path.slippage[step + 1])
             old_part = old * (reference - closes[step]) - closing_share * fill_costs
             if next_open:  # funding at the stamp is charged on the old position
                 old_part -= float(path.funding[step + 1])
             current["pnl"] += old_part
-            close_trade(current, step, fill_time(step), float(path.fill_price[step + 1]),
-                        "closed")
+            close_trade(current, step, fill_time(step), float(path.fill_price[step + 1]), "closed")
             current = open_trade(step, new, change - old_part)
     if current is not None:
         close_trade(current, n - 1, index[n - 1], float(closes[n - 1]), "open")
@@ -362,9 +363,7 @@ def _trades_table(
     return frame
 
 
-def _fills_table(
-    path: _Path, index: pd.DatetimeIndex, *, next_open: bool
-) -> pd.DataFrame:
+def _fills_table(path: _Path, index: pd.DatetimeIndex, *, next_open: bool) -> pd.DataFrame:
     steps = np.flatnonzero(path.traded[1:] != 0.0)  # step t is stored in row t+1
     rows = steps + 1
     traded = path.traded[rows]
@@ -429,16 +428,7 @@ def default_costs(bars: pd.DataFrame) -> CostModel:
         ValueError: for any other source (a user CSV could be crypto or stocks, so guessing
             would silently charge the wrong costs); pass ``costs=`` explicitly.
     """
-    source = str(bars.attrs.get("source") or "")
-    if source.startswith("bybit"):
-        return CostModel.bybit_linear()
-    if source.startswith("yahoo"):
-        return CostModel.equities()
-    raise ValueError(
-        f"simulate: no default cost model for bars source {source or None!r} (defaults exist "
-        "for 'bybit*' and 'yahoo'); pass costs=CostModel(...), e.g. CostModel.bybit_linear(), "
-        "CostModel.equities() or CostModel.zero()"
-    )
+    return CostModel.for_source(bars.attrs.get("source"), what="simulate: bars source")
 
 
 def _target_array(positions: Any, index: pd.DatetimeIndex) -> np.ndarray:
@@ -454,8 +444,10 @@ def _target_array(positions: Any, index: pd.DatetimeIndex) -> np.ndarray:
             extra = positions.index.difference(index)
             missing = index.difference(positions.index)
             detail = (
-                f"{len(missing)} bar timestamps missing (first {missing[0]})" if len(missing)
-                else f"{len(extra)} timestamps not in the bars (first {extra[0]})" if len(extra)
+                f"{len(missing)} bar timestamps missing (first {missing[0]})"
+                if len(missing)
+                else f"{len(extra)} timestamps not in the bars (first {extra[0]})"
+                if len(extra)
                 else "same timestamps in a different order or with duplicates"
             )
             raise ValueError(
@@ -575,20 +567,18 @@ def simulate(
         or not math.isfinite(initial_equity)
         or initial_equity <= 0
     ):
-        raise ValueError(f"simulate: initial_equity must be a finite number > 0, got "
-                         f"{initial_equity!r}")
+        raise ValueError(
+            f"simulate: initial_equity must be a finite number > 0, got {initial_equity!r}"
+        )
     if not isinstance(risk_free, int | float | np.floating) or not math.isfinite(risk_free):
         raise ValueError(f"simulate: risk_free must be a finite annual rate, got {risk_free!r}")
     if costs is not None and not isinstance(costs, CostModel):
-        raise TypeError(
-            f"simulate: costs must be a CostModel or None, got {type(costs).__name__}"
-        )
+        raise TypeError(f"simulate: costs must be a CostModel or None, got {type(costs).__name__}")
     frame = _validated(bars)
     n = len(frame)
     if n < 2:
         raise ValueError(
-            f"simulate: bars must have at least 2 rows (a decision and a bar to fill on), "
-            f"got {n}"
+            f"simulate: bars must have at least 2 rows (a decision and a bar to fill on), got {n}"
         )
     index = frame.index
     targets = _target_array(positions, index)
@@ -625,7 +615,10 @@ def simulate(
     }
     every_bar = rebalance == "every_bar"
     path = _run_engine(
-        targets.tolist(), market, every_bar=every_bar, rates=rates,
+        targets.tolist(),
+        market,
+        every_bar=every_bar,
+        rates=rates,
         initial_equity=float(initial_equity),
     )
     bench = _run_engine(
@@ -709,4 +702,3 @@ def simulate(
         config=config,
         bankrupt_at=bankrupt_at,
     )
-

@@ -204,8 +204,9 @@ class Market:
             low[:, : self.n_features] = -feature_bound
             return spaces.Box(low=low, high=-low, dtype=np.float32)
         parts: dict[str, spaces.Space] = {
-            tf.name: spaces.Box(-feature_bound, feature_bound, (tf.window, self.n_features),
-                                np.float32)
+            tf.name: spaces.Box(
+                -feature_bound, feature_bound, (tf.window, self.n_features), np.float32
+            )
             for tf in self.timeframes
         }
         parts[ACCOUNT_KEY] = spaces.Box(-np.inf, np.inf, (N_ACCOUNT_FEATURES,), np.float32)
@@ -267,7 +268,11 @@ class Market:
         return np.zeros((n, 2 * self.window, self.n_features + N_ACCOUNT_COLUMNS), np.float32)
 
     def box_push_all(
-        self, rings: np.ndarray, clock: int, rows: np.ndarray, position: np.ndarray,
+        self,
+        rings: np.ndarray,
+        clock: int,
+        rows: np.ndarray,
+        position: np.ndarray,
         log_return: np.ndarray,
     ) -> None:
         """:meth:`box_push` for every account at the shared ``clock`` (``rows``, values
@@ -354,8 +359,10 @@ def _interval_of(bars: pd.DataFrame, name: str) -> Interval:
     raw = bars.attrs.get("interval")
     interval = parse_interval(str(raw)) if raw else infer_interval(bars.index)
     if interval is None:
-        raise DataError(f"dataset {name!r}: cannot tell the bar interval; set "
-                        "bars.attrs['interval'] (e.g. '1h')")
+        raise DataError(
+            f"dataset {name!r}: cannot tell the bar interval; set "
+            "bars.attrs['interval'] (e.g. '1h')"
+        )
     return interval
 
 
@@ -428,8 +435,9 @@ def resample_bars(bars: pd.DataFrame, interval: Interval) -> pd.DataFrame:
             agg[extra] = "sum"
     out = (
         bars[list(agg)]
-        .resample(pd.Timedelta(minutes=interval.minutes), origin="epoch", label="left",
-                  closed="left")
+        .resample(
+            pd.Timedelta(minutes=interval.minutes), origin="epoch", label="left", closed="left"
+        )
         .agg(agg)  # type: ignore[arg-type]
     )
     out = out[out["open"].notna()]
@@ -452,8 +460,7 @@ def _resolve_rows(
         part = splits.part(split)  # type: ignore[arg-type]
         if part.size == 0:
             raise ValueError(
-                f"dataset {name!r}: the {split!r} split is empty (split_fractions gives it no "
-                "rows)"
+                f"dataset {name!r}: the {split!r} split is empty (split_fractions gives it no rows)"
             )
         return int(part[0]), int(part[-1])
     if not (isinstance(split, tuple) and len(split) == 2):
@@ -505,11 +512,13 @@ def _aligned_features(
 ) -> tuple[pd.DataFrame, int]:
     """Check user features: a frame on a contiguous run of the bars' timestamps, all finite."""
     if not isinstance(features, pd.DataFrame):
-        raise TypeError(f"features for dataset {name!r} must be a DataFrame, got "
-                        f"{type(features).__name__}")
+        raise TypeError(
+            f"features for dataset {name!r} must be a DataFrame, got {type(features).__name__}"
+        )
     if not isinstance(features.index, pd.DatetimeIndex) or len(features) == 0:
-        raise ValueError(f"features for dataset {name!r} must have a non-empty DatetimeIndex "
-                         "of bar open times")
+        raise ValueError(
+            f"features for dataset {name!r} must have a non-empty DatetimeIndex of bar open times"
+        )
     index = features.index
     index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     positions = bars.index.get_indexer(index)
@@ -582,11 +591,19 @@ def _prepare_one(
     index = pd.DatetimeIndex(frame.index)
     length = len(index)
     if length < 2:
-        raise ValueError(f"dataset {name!r}: {length} feature row(s); at least 2 are needed "
-                         "(a decision and a bar to fill on)")
+        raise ValueError(
+            f"dataset {name!r}: {length} feature row(s); at least 2 are needed "
+            "(a decision and a bar to fill on)"
+        )
     try:
-        splits = time_splits(index, train=split_fractions[0], val=split_fractions[1],
-                             test=split_fractions[2], lookback=window, horizon=1)
+        splits = time_splits(
+            index,
+            train=split_fractions[0],
+            val=split_fractions[1],
+            test=split_fractions[2],
+            lookback=window,
+            horizon=1,
+        )
     except ValueError as exc:
         raise ValueError(
             f"dataset {name!r}: cannot split its {length} feature rows with window={window} "
@@ -601,8 +618,9 @@ def _prepare_one(
         )
     train_rows = splits.train
     fit_rows = int(train_rows[-1]) + 1 if train_rows.size else 0
-    base_scaler, scaled = _fit_or_use(scalers.get(interval.name), frame, fit_rows, name,
-                                      interval.name)
+    base_scaler, scaled = _fit_or_use(
+        scalers.get(interval.name), frame, fit_rows, name, interval.name
+    )
     used_scalers = {interval.name: base_scaler}
     first = max(first, window - 1)
     last = min(last, length - 2)
@@ -621,15 +639,22 @@ def _prepare_one(
                     tf_frame = compute_features(tf_bars, spec).astype(np.float64)
                 except DataError as exc:
                     raise DataError(f"dataset {name!r}, timeframe {tf.name}: {exc}") from None
-                bin_end = pd.DatetimeIndex(tf_frame.index).as_unit("ns").asi8 + pd.Timedelta(
-                    minutes=tf.minutes or 0).value
-                tf_fit = (int(np.searchsorted(bin_end, train_close, side="right"))
-                          if train_close is not None else 0)
-                tf_scaler, tf_feats = _fit_or_use(scalers.get(tf.name), tf_frame, tf_fit, name,
-                                                  tf.name)
+                bin_end = (
+                    pd.DatetimeIndex(tf_frame.index).as_unit("ns").asi8
+                    + pd.Timedelta(minutes=tf.minutes or 0).value
+                )
+                tf_fit = (
+                    int(np.searchsorted(bin_end, train_close, side="right"))
+                    if train_close is not None
+                    else 0
+                )
+                tf_scaler, tf_feats = _fit_or_use(
+                    scalers.get(tf.name), tf_frame, tf_fit, name, tf.name
+                )
                 used_scalers[tf.name] = tf_scaler
-                last_closed = np.searchsorted(bin_end, close_time, side="right").astype(
-                    np.int64) - 1
+                last_closed = (
+                    np.searchsorted(bin_end, close_time, side="right").astype(np.int64) - 1
+                )
             # First decision with a full window of closed bars of this timeframe.
             first = max(first, int(np.searchsorted(last_closed, tf_window - 1, side="left")))
             tf_parts.append((tf.name, tf_window, tf_feats, last_closed))
@@ -639,10 +664,20 @@ def _prepare_one(
             f"({window}) and the bar to fill on are accounted for; use more data or a shorter "
             "window"
         )
-    return _Prepared(name=name, bars=bars, interval=interval, index=index,
-                     bar_offset=bar_offset, features=scaled, columns=tuple(frame.columns),
-                     splits=splits, first=first, last=last, scalers=used_scalers,
-                     timeframes=tf_parts)
+    return _Prepared(
+        name=name,
+        bars=bars,
+        interval=interval,
+        index=index,
+        bar_offset=bar_offset,
+        features=scaled,
+        columns=tuple(frame.columns),
+        splits=splits,
+        first=first,
+        last=last,
+        scalers=used_scalers,
+        timeframes=tf_parts,
+    )
 
 
 def _check_fractions(value: object) -> tuple[float, float, float]:
@@ -705,11 +740,14 @@ def prepare_market(
     else:
         feature_list = list(features)
     if len(feature_list) != len(sources):
-        raise ValueError(f"features: got {len(feature_list)} frame(s) for {len(sources)} "
-                         "dataset(s)")
+        raise ValueError(
+            f"features: got {len(feature_list)} frame(s) for {len(sources)} dataset(s)"
+        )
     if observation == "dict" and any(f is not None for f in feature_list):
-        raise ValueError("features= (precomputed) is supported for observation='box' only; "
-                         "dict observations compute every timeframe with feature_spec")
+        raise ValueError(
+            "features= (precomputed) is supported for observation='box' only; "
+            "dict observations compute every timeframe with feature_spec"
+        )
     if feature_spec is None:
         spec = FeatureSpec()
     elif isinstance(feature_spec, FeatureSpec):
@@ -717,8 +755,9 @@ def prepare_market(
     elif isinstance(feature_spec, Mapping):
         spec = FeatureSpec.from_dict(feature_spec)
     else:
-        raise TypeError(f"feature_spec must be a FeatureSpec or a dict, got "
-                        f"{type(feature_spec).__name__}")
+        raise TypeError(
+            f"feature_spec must be a FeatureSpec or a dict, got {type(feature_spec).__name__}"
+        )
     if scaler is None:
         scaler_map: dict[str, FeatureScaler] = {}
     elif isinstance(scaler, FeatureScaler):
@@ -726,16 +765,15 @@ def prepare_market(
     elif isinstance(scaler, Mapping):
         scaler_map = {parse_interval(str(k)).name: v for k, v in scaler.items()}
     else:
-        raise TypeError(f"scaler must be a FeatureScaler, a mapping timeframe -> scaler, or "
-                        f"None, got {type(scaler).__name__}")
+        raise TypeError(
+            f"scaler must be a FeatureScaler, a mapping timeframe -> scaler, or "
+            f"None, got {type(scaler).__name__}"
+        )
 
     loaded = [_load(s, i) for i, s in enumerate(sources)]
-    names = [_dataset_name(s, b, i) for i, (s, b) in enumerate(zip(sources, loaded,
-                                                                    strict=True))]
+    names = [_dataset_name(s, b, i) for i, (s, b) in enumerate(zip(sources, loaded, strict=True))]
     bases = [_interval_of(b, n) for b, n in zip(loaded, names, strict=True)]
-    tf_list = (
-        _parse_timeframes(timeframes, window, bases, names) if observation == "dict" else None
-    )
+    tf_list = _parse_timeframes(timeframes, window, bases, names) if observation == "dict" else None
     add_zero_funding = (
         spec.include_funding
         and any(f is None for f in feature_list)
@@ -747,10 +785,20 @@ def prepare_market(
         if "__base__" in per_dataset:
             per_dataset[base.name] = per_dataset.pop("__base__")
         prepared.append(
-            _prepare_one(bars, name, base, feature_list[i], spec=spec, scalers=per_dataset,
-                         window=window, split=split, split_fractions=fractions,
-                         observation=observation, timeframes=tf_list,
-                         add_zero_funding=add_zero_funding)
+            _prepare_one(
+                bars,
+                name,
+                base,
+                feature_list[i],
+                spec=spec,
+                scalers=per_dataset,
+                window=window,
+                split=split,
+                split_fractions=fractions,
+                observation=observation,
+                timeframes=tf_list,
+                add_zero_funding=add_zero_funding,
+            )
         )
     columns = prepared[0].columns
     for item in prepared[1:]:
@@ -775,8 +823,9 @@ def _assemble(
 
     n_features = len(prepared[0].columns)
     datasets: list[MarketDataset] = []
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "close", "open", "funding_rate", "range_frac", "notional", *_STEP_COLUMNS)}
+    columns: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("close", "open", "funding_rate", "range_frac", "notional", *_STEP_COLUMNS)
+    }
     feature_blocks: list[np.ndarray] = []
     tf_blocks: dict[str, list[np.ndarray]] = {}
     tf_last: dict[str, list[np.ndarray]] = {}
@@ -790,8 +839,11 @@ def _assemble(
         low = bars["low"].to_numpy(dtype=np.float64)
         volume = bars["volume"].to_numpy(dtype=np.float64)
         has_funding = "funding_rate" in bars.columns
-        funding = (np.nan_to_num(bars["funding_rate"].to_numpy(dtype=np.float64), nan=0.0)
-                   if has_funding else np.zeros(len(bars)))
+        funding = (
+            np.nan_to_num(bars["funding_rate"].to_numpy(dtype=np.float64), nan=0.0)
+            if has_funding
+            else np.zeros(len(bars))
+        )
         range_frac = (high - low) / close
         notional = np.maximum(volume * close, MIN_BAR_NOTIONAL)
         columns["close"].append(close)
@@ -808,7 +860,8 @@ def _assemble(
             base_offset = tf_offsets.get(tf_name, 0)
             tf_blocks.setdefault(tf_name, []).append(tf_feats)
             tf_last.setdefault(tf_name, []).append(
-                np.where(last_closed >= 0, last_closed + base_offset, -1))
+                np.where(last_closed >= 0, last_closed + base_offset, -1)
+            )
             tf_offsets[tf_name] = base_offset + len(tf_feats)
         try:
             ppy = float(periods_per_year_for(item.bars))
@@ -836,9 +889,18 @@ def _assemble(
         offset += len(item.index)
 
     flat = {k: np.concatenate(v) for k, v in columns.items()}
-    step_table = np.ascontiguousarray(np.stack([
-        flat["close"], flat["open_next"], flat["close_next"], flat["funding_next"],
-        flat["range_frac"], flat["notional"]]))
+    step_table = np.ascontiguousarray(
+        np.stack(
+            [
+                flat["close"],
+                flat["open_next"],
+                flat["close_next"],
+                flat["funding_next"],
+                flat["range_frac"],
+                flat["notional"],
+            ]
+        )
+    )
     features = np.ascontiguousarray(np.concatenate(feature_blocks), dtype=np.float32)
     box_table = None
     if observation == "box":
@@ -847,17 +909,21 @@ def _assemble(
         _read_only(box_table)
     timeframes: list[Timeframe] = []
     for tf, tf_window in tf_list or []:
-        tf_feats = _read_only(np.ascontiguousarray(np.concatenate(tf_blocks[tf.name]),
-                                                   dtype=np.float32))
-        timeframes.append(Timeframe(
-            name=tf.name,
-            window=tf_window,
-            features=tf_feats,
-            last_closed=_read_only(np.concatenate(tf_last[tf.name]).astype(np.int64)),
-            offsets=_read_only(np.arange(tf_window, dtype=np.int64)),
-        ))
-    lists = {k: flat[k].tolist() for k in ("close", "open", "funding_rate", "range_frac",
-                                            "notional")}
+        tf_feats = _read_only(
+            np.ascontiguousarray(np.concatenate(tf_blocks[tf.name]), dtype=np.float32)
+        )
+        timeframes.append(
+            Timeframe(
+                name=tf.name,
+                window=tf_window,
+                features=tf_feats,
+                last_closed=_read_only(np.concatenate(tf_last[tf.name]).astype(np.int64)),
+                offsets=_read_only(np.arange(tf_window, dtype=np.int64)),
+            )
+        )
+    lists = {
+        k: flat[k].tolist() for k in ("close", "open", "funding_rate", "range_frac", "notional")
+    }
     return Market(
         datasets=tuple(datasets),
         feature_names=prepared[0].columns,
@@ -883,16 +949,7 @@ def _assemble(
 def default_costs(bars: pd.DataFrame, name: str) -> CostModel:
     """The cost model for a dataset's ``attrs["source"]``: :meth:`CostModel.bybit_linear` for
     ``bybit*``, :meth:`CostModel.equities` for ``yahoo*``; anything else must be given."""
-    source = str(bars.attrs.get("source") or "")
-    if source.startswith("bybit"):
-        return CostModel.bybit_linear()
-    if source.startswith("yahoo"):
-        return CostModel.equities()
-    raise ValueError(
-        f"dataset {name!r}: no default cost model for source {source or None!r} (defaults exist "
-        "for 'bybit*' and 'yahoo*' sources); pass costs=CostModel(...), e.g. "
-        "CostModel.bybit_linear(), CostModel.equities() or CostModel.zero()"
-    )
+    return CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
 
 
 def resolve_costs(
@@ -913,15 +970,18 @@ def resolve_costs(
         if len(given) != n:
             raise ValueError(f"costs: got {len(given)} cost model(s) for {n} dataset(s)")
     else:
-        raise TypeError(f"costs must be a CostModel, a list of them, or None, got "
-                        f"{type(costs).__name__}")
+        raise TypeError(
+            f"costs must be a CostModel, a list of them, or None, got {type(costs).__name__}"
+        )
     models: list[CostModel] = []
     for dataset, model in zip(market.datasets, given, strict=True):
         if model is None:
             model = default_costs(dataset.bars, dataset.name)
         elif not isinstance(model, CostModel):
-            raise TypeError(f"costs for dataset {dataset.name!r} must be a CostModel, got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"costs for dataset {dataset.name!r} must be a CostModel, got "
+                f"{type(model).__name__}"
+            )
         models.append(model)
     rates = tuple(
         execution_rates(model, fill=fill, periods_per_year=d.periods_per_year)  # type: ignore[arg-type]
