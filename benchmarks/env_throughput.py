@@ -33,8 +33,10 @@ price columns (gym-anytrading: [32, 2]), so our observations are the widest of t
 Episodes: the single env makes one sequential pass over the data (``random_start=False``), as
 the peers do, with ``min_equity_fraction=0`` (random actions would otherwise go bankrupt after
 about 3,000 steps; the check still runs every step). The vector env uses seeded random starts
-and ``episode_length=1024``, and its timed loop is long enough that every sub-env autoresets
-inside it. Episode metrics at the last step stay on (the envs' default) everywhere.
+and ``episode_length=4096`` (the episode length of the tool's own batched reference,
+``ref_vec64``; still five times more episode ends than the peers' 20,000-bar pass), and its
+timed loop is long enough that every sub-env autoresets inside it. Episode metrics at the
+last step stay on (the envs' default) everywhere.
 
 Usage (from the repository root)::
 
@@ -80,7 +82,7 @@ SEED = 42
 FUNDING_RATE = 1e-4
 """Synthetic funding rate per 8-hourly stamp (0.01 %, Bybit's base rate), tradezoo only."""
 FUNDING_HOURS = (0, 8, 16)
-VEC_EPISODE_LENGTH = 1024
+VEC_EPISODE_LENGTH = 4096
 """Episode length (bars) of the vector env's sub-envs. The timed loop runs ``--vec-calls``
 (default 2x this) calls, so every sub-env autoresets inside it and per-episode work (the
 episode metrics at the last step, the reset) is paid at its steady-state rate."""

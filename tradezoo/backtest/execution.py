@@ -3,7 +3,9 @@
 ``execute_step`` turns a target exposure decided at the close of bar t into a fill and marks
 the account at the close of bar t+1. It is written once, with arithmetic that works on Python
 floats (the single env's fast path) and on numpy arrays of N accounts (the vector envs and the
-backtester) alike: no branches on values, only ``+ - * /``, ``abs``, comparisons and ``**``.
+backtester) alike: no branches on values (only on the configuration in ``rates``), only
+``+ - * /``, ``abs``, sign, square root and comparisons, with helpers that give the float and
+the array path bit-identical results.
 Nothing else in the package may re-implement this arithmetic.
 
 Timeline of one step with ``fill="next_open"`` (the default, the no-look-ahead contract):
@@ -81,6 +83,7 @@ class ExecutionRates(NamedTuple):
     funding: bool
     next_open: bool
     borrow_per_bar: float
+    borrow: bool = True  # False: no account borrows (borrow_per_bar == 0); the term is skipped
 
 
 _SLIPPAGE_CODES = {"fixed": 0, "volatility": 1, "volume": 2}
@@ -96,6 +99,13 @@ def _sqrt(value: Num) -> Num:
     if isinstance(value, float):
         return math.sqrt(value)
     return np.sqrt(value)
+
+
+def _sign(value: Num) -> Num:
+    """-1.0, 0.0 or 1.0 by the sign of a float or of each array element (one numpy call)."""
+    if isinstance(value, float):
+        return float((value > 0.0) - (value < 0.0))
+    return np.sign(value)
 
 
 def execution_rates(
@@ -124,6 +134,7 @@ def execution_rates(
         funding=costs.funding,
         next_open=fill == "next_open",
         borrow_per_bar=costs.borrow_rate_annual / periods_per_year,
+        borrow=costs.borrow_rate_annual > 0.0,
     )
 
 
@@ -162,7 +173,8 @@ def execute_step(
     reference = open_next if next_open else close_prev
     gap_pnl = units * (reference - close_prev)
     equity_before_fill = equity + gap_pnl
-    funding_paid = 0.0 * units
+    zero = 0.0 * units  # a zero of the inputs' kind (float or array [N])
+    funding_paid = zero
     if next_open and rates.funding:
         # The position at the funding stamp is the old one: the order fills after the open.
         funding_paid = (funding_rate * open_next) * units
@@ -188,21 +200,24 @@ def execute_step(
         slip = slip + rates.slippage_k * _sqrt(participation)
     spread_cost = traded_notional * rates.half_spread
     slippage_cost = traded_notional * slip
-    direction = (traded_units > 0) * 1.0 - (traded_units < 0) * 1.0
+    direction = _sign(traded_units)
     fill_price = reference * (1.0 + direction * (rates.half_spread + slip))
     fee = size * fill_price * rates.fee_rate
 
     if not next_open and rates.funding:
         funding_paid = (funding_rate * open_next) * new_units  # the new position is held
-    borrow_paid = (abs(new_units) - new_units) * (0.5 * open_next * rates.borrow_per_bar)
+    # Branches on the configuration, never on values: a model without borrow skips the term.
+    borrow_paid = zero
+    if rates.borrow:
+        borrow_paid = (abs(new_units) - new_units) * (0.5 * open_next * rates.borrow_per_bar)
 
     if next_open:
         position_pnl = gap_pnl + new_units * (close_next - open_next)
     else:
         position_pnl = new_units * (close_next - close_prev)
-    new_equity = (
-        equity + position_pnl - fee - spread_cost - slippage_cost - funding_paid - borrow_paid
-    )
+    new_equity = equity + position_pnl - fee - spread_cost - slippage_cost - funding_paid
+    if rates.borrow:
+        new_equity = new_equity - borrow_paid
     return StepFill(
         new_units,
         new_equity,

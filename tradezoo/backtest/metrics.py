@@ -308,19 +308,23 @@ def _core(
 def _trade_figures(trades: object) -> dict[str, Any]:
     if trades is None:
         return {"n_trades": 0, "win_rate": _NAN, "profit_factor": _NAN, "avg_trade_return": _NAN}
-    if not isinstance(trades, pd.DataFrame):
+    # A DataFrame (simulate's trade list) or a mapping of columns (the envs' trade arrays,
+    # which skip building a DataFrame at every episode end).
+    if not isinstance(trades, pd.DataFrame | Mapping):
         raise TypeError(
-            f"trades must be a DataFrame with a 'pnl' column, got {type(trades).__name__}"
+            "trades must be a DataFrame (or a mapping of columns) with a 'pnl' column, got "
+            f"{type(trades).__name__}"
         )
-    if "pnl" not in trades.columns:
+    columns = list(trades.columns) if isinstance(trades, pd.DataFrame) else list(trades)
+    if "pnl" not in columns:
         raise ValueError(
-            f"trades must have a 'pnl' column (quote currency), got columns {list(trades.columns)}"
+            f"trades must have a 'pnl' column (quote currency), got columns {columns}"
         )
     pnl, _ = _as_series_array("trades['pnl']", trades["pnl"])
     _check_finite("trades['pnl']", pnl)
     n = int(pnl.size)
     avg_return = _NAN
-    if "return" in trades.columns and n:
+    if "return" in columns and n:
         trade_returns, _ = _as_series_array("trades['return']", trades["return"])
         _check_finite("trades['return']", trade_returns)
         avg_return = float(np.mean(trade_returns))
@@ -374,7 +378,7 @@ def compute_metrics(
     *,
     periods_per_year: float,
     risk_free: float = 0.0,
-    trades: pd.DataFrame | None = None,
+    trades: pd.DataFrame | Mapping[str, object] | None = None,
     positions: object = None,
     turnover: object = None,
     costs: Mapping[str, float] | None = None,
@@ -386,8 +390,8 @@ def compute_metrics(
         returns: simple per-period returns of the account, shape [n] (array, list or Series).
         periods_per_year: bars per year (:func:`periods_per_year_for`), > 0.
         risk_free: annual risk-free rate (0.04 = 4 %), converted per period geometrically.
-        trades: round trips, a DataFrame with a ``pnl`` column (quote currency) and
-            optionally ``return`` (fraction).
+        trades: round trips, a DataFrame (or a mapping of equal-length 1-D arrays) with a
+            ``pnl`` column (quote currency) and optionally ``return`` (fraction).
         positions: exposure held over each bar (signed fraction of equity), shape [n].
         turnover: traded notional over equity per bar, shape [n], >= 0.
         costs: ``fees_paid``, ``spread_paid``, ``slippage_paid``, ``funding_paid``,

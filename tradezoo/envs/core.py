@@ -333,8 +333,6 @@ def episode_metrics(
         ``Metrics.to_dict(json_safe=False)`` with every value a Python ``float`` (counts too,
         so the dicts of several envs batch into float arrays; NaN marks undefined figures).
     """
-    import pandas as pd
-
     from tradezoo.backtest.metrics import compute_metrics
 
     previous = equity[:-1]
@@ -343,7 +341,7 @@ def episode_metrics(
     metrics = compute_metrics(
         returns,
         periods_per_year=periods_per_year,
-        trades=pd.DataFrame({"pnl": trade_pnl, "return": trade_return}),
+        trades={"pnl": trade_pnl, "return": trade_return},
         positions=positions,
         turnover=turnover,
         costs={key: float(value) / initial_equity

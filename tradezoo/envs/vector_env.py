@@ -125,15 +125,18 @@ class BatchCore:
         self.units, self.equity, self.target, self.position, self.peak = (
             zeros_f() for _ in range(5))
         self.side, self.base, self.entry_eq, self.entry_price = (zeros_f() for _ in range(4))
-        self.entry_row, self.n_trades = zeros_i(), zeros_i()
+        self.entry_row = zeros_i()
         self.cost_sums = np.zeros((5, n))  # fee, spread, slippage, funding, borrow
         self.dsr_a, self.dsr_b = zeros_f(), zeros_f()
         width = self._history if self._keep_history else 1
         self.hist_equity = np.zeros((n, width))
         self.hist_position = np.zeros((n, width))
         self.hist_turnover = np.zeros((n, width))
-        self.trade_pnl = np.zeros(n * width)  # account i's trades at [i * width, ...)
-        self.trade_return = np.zeros(n * width)
+        # Closed trades by clock column, like the other histories: a column write per step
+        # instead of a scatter; ``hist_closed`` marks the columns where a trade closed.
+        self.hist_closed = np.zeros((n, width), bool)
+        self.hist_trade_pnl = np.zeros((n, width))
+        self.hist_trade_return = np.zeros((n, width))
         if self._box:
             self.rings = market.box_rings(n)
         self.started = np.zeros(n, bool)
@@ -175,6 +178,7 @@ class BatchCore:
             funding=True,
             next_open=rates[0].next_open,
             borrow_per_bar=arrays["borrow_per_bar"],  # type: ignore[arg-type]
+            borrow=any(r.borrow for r in rates),
         )
 
     # -- seeding and episode starts ------------------------------------------------------
@@ -243,7 +247,6 @@ class BatchCore:
         for array in (self.peak, self.entry_eq, self.base):
             array[idx] = initial
         self.entry_row[idx] = start
-        self.n_trades[idx] = 0
         self.cost_sums[:, idx] = 0.0
         if self._keep_history:
             column = self.clock % self._history
@@ -363,9 +366,11 @@ class BatchCore:
         if np.count_nonzero(changed):
             closed, trades = self._trade_transitions(
                 changed, side, equity - equity0, units0, traded, fee + spread + slip, funding,
-                fill_price, rows, equity0, close_prev)
+                fill_price, rows, equity0, close_prev, open_next)
         else:
             closed = np.zeros(self.num_envs, bool)
+        if self._with_metrics:
+            self.hist_closed[:, clock % self._history] = closed
 
         truncated = (rows1 >= self.end) > terminated  # bools: a > b is a & ~b
         # State arrays are copied for the infos (a caller may write into an info array);
@@ -411,10 +416,14 @@ class BatchCore:
         rows: np.ndarray,
         equity0: np.ndarray,
         close_prev: np.ndarray,
+        open_next: np.ndarray,
     ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """Close and open trades where the position's sign changed (the arithmetic of
         :meth:`TradingEnv._trade_transition`, on arrays). Returns the closed mask and the
-        closed trades' info values (``None`` when none closed)."""
+        closed trades' info values, zero where no trade closed (``None`` when none closed).
+
+        The info values come as rows of two fresh blocks (float and int64 fields), each
+        masked with one multiplication: a handful of numpy calls instead of one per key."""
         old_side = self.side
         opened = changed & (side != 0.0)
         closed = changed & (old_side != 0.0)
@@ -424,7 +433,7 @@ class BatchCore:
             old_part = delta
             reversal = closed & opened
             if np.count_nonzero(reversal):
-                reference = self.market.open.take(rows + 1) if self._next_open else close_prev
+                reference = open_next if self._next_open else close_prev
                 # Non-reversal accounts divide by |traded| + 1 (unused; avoids 0 / 0).
                 share = np.abs(units0) / (np.abs(traded) + ~reversal)
                 split = units0 * (reference - close_prev) - share * fill_costs
@@ -433,21 +442,26 @@ class BatchCore:
                 old_part = np.where(reversal, split, delta)
             else:
                 reversal = None
-            pnl = (equity0 - self.base) + old_part
-            trade_return = pnl / self.entry_eq
+            reals = np.empty((5, self.num_envs))
+            pnl = np.add(equity0 - self.base, old_part, out=reals[3])
+            trade_return = np.divide(pnl, self.entry_eq, out=reals[4])
             if self._with_metrics:
-                which = closed.nonzero()[0]
-                count = self.n_trades.take(which)
-                flat = which * self.hist_equity.shape[1] + count
-                self.trade_pnl[flat] = pnl.take(which)
-                self.trade_return[flat] = trade_return.take(which)
-                self.n_trades[which] = count + 1
-            offset = self.offset
+                column = self.clock % self._history
+                self.hist_trade_pnl[:, column] = pnl
+                self.hist_trade_return[:, column] = trade_return
+            reals[0] = old_side
+            reals[1] = self.entry_price
+            reals[2] = fill_price
+            reals *= closed
+            ints = np.empty((3, self.num_envs), np.int64)
+            np.subtract(self.entry_row, self.offset, out=ints[0])
+            np.subtract(rows, self.offset, out=ints[1])
+            np.subtract(rows, self.entry_row, out=ints[2])
+            ints *= closed
             trades = {
-                "side": old_side, "opened_at": self.entry_row - offset,
-                "closed_at": rows - offset, "entry_price": self.entry_price.copy(),
-                "exit_price": fill_price, "pnl": pnl, "return": trade_return,
-                "bars": rows - self.entry_row,
+                "side": reals[0], "opened_at": ints[0], "closed_at": ints[1],
+                "entry_price": reals[1], "exit_price": reals[2], "pnl": reals[3],
+                "return": reals[4], "bars": ints[2],
             }
         # New trades: running P&L is equity - base (see TradingEnv._trade_transition). These
         # arrays never reach an info, so they are updated in place.
@@ -467,11 +481,10 @@ class BatchCore:
     def metrics(self, i: int) -> dict[str, float]:
         """Episode metrics of account ``i`` (what :meth:`TradingEnv._metrics` computes)."""
         k = self.steps(i)
-        n = int(self.n_trades[i])
         columns = (int(self.clock0[i]) + np.arange(k + 1)) % self._history
-        start = i * self.hist_equity.shape[1]
-        pnl = self.trade_pnl[start : start + n]
-        ret = self.trade_return[start : start + n]
+        closed = columns[1:][self.hist_closed[i, columns[1:]]]
+        pnl = self.hist_trade_pnl[i, closed]
+        ret = self.hist_trade_return[i, closed]
         if self.side[i] != 0.0:
             open_pnl = self.equity[i] - self.base[i]
             pnl = np.append(pnl, open_pnl)
@@ -551,8 +564,15 @@ def _info_block(
     return out
 
 
-def _trade_block(trades: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return _info_block(trades, TRADE_KEYS, mask, mask)
+def _trade_block(
+    trades: Mapping[str, np.ndarray], mask: np.ndarray, closed: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The ``"trade"`` info of the sub-envs in ``mask`` (a subset of the core's ``closed``):
+    the core's values, already zero where no trade closed, plus a ``"_key"`` mask per key."""
+    out = dict(trades) if mask is closed else {key: trades[key] * mask for key in TRADE_KEYS}
+    for key in TRADE_KEYS:
+        out[f"_{key}"] = mask
+    return out
 
 
 def _metrics_block(
@@ -730,7 +750,7 @@ class TradingVectorEnv(VectorEnv):
                 info.update(_info_block(values, _STEP_ONLY_KEYS, stepped, all_true))
         closed = result.closed if stepped is None else result.closed & stepped
         if result.trades is not None and np.count_nonzero(closed):
-            info["trade"] = _trade_block(result.trades, closed)
+            info["trade"] = _trade_block(result.trades, closed, result.closed)
             info["_trade"] = closed
         metrics = result.metrics
         if stepped is not None:
@@ -755,7 +775,7 @@ class TradingVectorEnv(VectorEnv):
         final_info = _info_block(result.values, STEP_INFO_KEYS, done, done)
         closed_done = result.closed & done
         if result.trades is not None and np.count_nonzero(closed_done):
-            final_info["trade"] = _trade_block(result.trades, closed_done)
+            final_info["trade"] = _trade_block(result.trades, closed_done, result.closed)
             final_info["_trade"] = closed_done
         if result.metrics:
             final_info["metrics"], final_info["_metrics"] = _metrics_block(result.metrics,
