@@ -180,3 +180,26 @@ def test_reports_do_not_import_matplotlib_until_drawing() -> None:
         "assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_quantstats_html_writes_a_tearsheet_with_the_strategy_figures(
+    result: BacktestResult, tmp_path: Path
+) -> None:
+    """The real quantstats path (a test extra): the page exists and names the benchmark, and
+    quantstats' total return and CAGR of the same returns are the ones our metrics report
+    (same convention, see the quantstats pin in pyproject)."""
+    pytest.importorskip("quantstats")
+    import quantstats
+
+    path = quantstats_html(result, tmp_path / "tearsheet.html", title="SPY test tearsheet")
+    html = path.read_text(encoding="utf-8")
+    assert path.stat().st_size > 10_000
+    assert "SPY test tearsheet" in html
+    assert "buy &amp; hold" in html or "buy & hold" in html
+    returns = result.returns.copy()
+    returns.index = returns.index.tz_convert(None)
+    ppy = float(result.config["periods_per_year"])
+    assert float(quantstats.stats.comp(returns)) == pytest.approx(
+        result.metrics.total_return, rel=1e-9)
+    assert float(quantstats.stats.cagr(returns, periods=ppy)) == pytest.approx(
+        result.metrics.cagr, rel=1e-9)

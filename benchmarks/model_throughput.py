@@ -1,0 +1,258 @@
+"""Model throughput: every tradezoo backbone against ncps, mambapy and the textbook Mamba loop.
+
+Issue 4, section 3. One run measures, with ``../shared/tools/bench_models.py`` (each
+(model, length) case in a fresh process, so peak RSS is that case's), at batch 64, 16
+features, hidden 64, one thread and ``torch.set_flush_denormal(True)`` on CPU:
+
+- parameter count, forward+backward samples/s at L = 64 and L = 256, batch-1 forward latency
+  at L = 64 (the policy re-encodes the window at every env step), peak memory;
+- peers in the same run: ncps CfC and LTC, mambapy's parallel scan (``mambapy_pscan``), the
+  textbook Mamba loop (``mamba_loop``; its backward is quadratic) and its ``unbind`` variant,
+  ``nn.LSTM`` and a 2-layer ``nn.TransformerEncoder``;
+- Mamba and mambapy at L = 257 too (mambapy pads to a power of two).
+
+Configurations: every backbone is built through the registry with ``d_model = hidden``;
+``mamba`` with one layer, like the mambapy peer (``n_layers=1, d_state=16, expand=2``);
+``cfc`` and ``ltc`` fully connected with ``hidden`` units, like the ncps peers; the others
+with their defaults. The wrapper returns the backbone's ``[B, d_model]`` output, which is what
+the peers' wrappers return (the last step).
+
+Targets printed as met / NOT MET: Mamba >= 1.5x mambapy at L = 256; Mamba's L = 257 costs at
+most 1.2x its L = 256; CfC >= ncps CfC; LTC >= 3x ncps LTC with at most a quarter of its peak
+memory at L = 256; batch-1 latency at L = 64 <= 2 ms for every architecture.
+
+Usage (repository root; needs the ``bench`` extra: ncps, mambapy)::
+
+    python benchmarks/model_throughput.py                      # CPU, about 10-15 minutes
+    python benchmarks/model_throughput.py --json models.json
+    python benchmarks/model_throughput.py --device cuda        # where a GPU is available
+    python benchmarks/model_throughput.py --quick              # a smoke run, 2-3 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT.parent / "shared" / "tools" / "bench_models.py"
+
+#: Peers measured in the same run (names of bench_models.py's built-in models).
+PEERS = ("ncps_cfc", "ncps_ltc", "mambapy_pscan", "lstm", "transformer")
+#: The textbook loops are very slow at L = 256 (quadratic backward): one short repeat.
+SLOW_PEERS = ("mamba_loop", "mamba_loop_unbind")
+PREFIX = "tz_"
+
+#: Per-architecture overrides that make the comparison like for like (see module docstring).
+BENCH_CONFIGS: dict[str, dict[str, Any]] = {
+    "mamba": {"n_layers": 1},
+}
+
+LATENCY_TARGET_MS = 2.0
+
+
+# ----------------------------------------------------------------------------- factories --
+# ``bench_models.py --extra model_throughput:factories`` imports this module in its workers.
+
+
+def factories() -> dict[str, Callable[[int, int], Any]]:
+    """``{"tz_<arch>": factory(n_features, hidden) -> nn.Module}`` for every architecture."""
+    from torch import nn
+
+    from tradezoo.policies.registry import ARCHITECTURES, make_backbone
+
+    class Wrapped(nn.Module):
+        def __init__(self, name: str, n_features: int, hidden: int) -> None:
+            super().__init__()
+            cfg = dict(BENCH_CONFIGS.get(name, {}))
+            if name == "mlp":
+                cfg["window"] = int(os.environ.get("TRADEZOO_BENCH_SEQ_LEN", "64"))
+            self.backbone = make_backbone(name, n_features, d_model=hidden, **cfg)
+
+        def forward(self, x: Any) -> Any:
+            return self.backbone(x)  # [B, d_model]
+
+    def make(name: str) -> Callable[[int, int], Any]:
+        return lambda n_features, hidden: Wrapped(name, n_features, hidden)
+
+    return {PREFIX + name: make(name) for name in ARCHITECTURES}
+
+
+# ------------------------------------------------------------------------------- running --
+
+
+def run_tool(models: Sequence[str], seq_lens: Sequence[int], args: argparse.Namespace,
+             *, repeats: int, min_time: float, latency: bool = True) -> list[dict[str, Any]]:
+    """One bench_models.py run (each case isolated); returns its result rows."""
+    rows: list[dict[str, Any]] = []
+    # The mlp needs its window at construction: run it once per length.
+    for group, lens in _groups(models, seq_lens):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rows.json"
+            cmd = [
+                args.python, str(TOOL), "--models", *group, "--seq-lens", *map(str, lens),
+                "--extra", "model_throughput:factories", "--threads", str(args.threads),
+                "--repeats", str(repeats), "--min-time", str(min_time), "--device", args.device,
+                "--isolate", "--json", str(out),
+            ]
+            if args.device == "cpu":
+                cmd.append("--flush-denormal")
+            if not latency:
+                cmd.append("--no-latency")
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(ROOT / "benchmarks"), str(ROOT), env.get("PYTHONPATH", "")])
+            env["OMP_NUM_THREADS"] = str(args.threads)
+            if len(lens) == 1:
+                env["TRADEZOO_BENCH_SEQ_LEN"] = str(lens[0])
+            print(f"# {' '.join(group)} at L={list(lens)}", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode != 0 or not out.exists():
+                raise RuntimeError(f"bench_models.py failed:\n{proc.stderr[-2000:]}")
+            rows.extend(json.loads(out.read_text())["results"])
+    return rows
+
+
+def _groups(models: Sequence[str], seq_lens: Sequence[int]):
+    plain = [m for m in models if m != PREFIX + "mlp"]
+    if plain:
+        yield plain, list(seq_lens)
+    if PREFIX + "mlp" in models:
+        for length in seq_lens:
+            yield [PREFIX + "mlp"], [length]
+
+
+# ------------------------------------------------------------------------------ reporting --
+
+
+def _get(rows: list[dict[str, Any]], model: str, length: int, key: str) -> float:
+    for row in rows:
+        if row.get("model") == model and row.get("seq_len") == length:
+            value = row.get(key)
+            return float(value) if value is not None else math.nan
+    return math.nan
+
+
+def _fmt(value: float, spec: str = "{:,.0f}") -> str:
+    return "n/a" if not math.isfinite(value) else spec.format(value)
+
+
+def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
+              meta: dict[str, Any]) -> str:
+    memory_key = "peak_cuda_mb" if meta["device"].startswith("cuda") else "peak_rss_mb"
+    memory_label = ("peak CUDA allocated" if memory_key == "peak_cuda_mb"
+                    else "peak RSS of the case process")
+    lines = [
+        f"device {meta['device']}, threads {meta['threads']}, flush denormals "
+        f"{meta['flush_denormal']}, batch 64, features 16, hidden 64 "
+        f"(train = forward+backward samples/s, median of repeats; memory = "
+        f"{memory_label})",
+        "",
+        "| model | params | train L=64 | train L=256 | fwd b=1 L=64 ms | memory L=256 MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = [PREFIX + a for a in arch_names] + list(PEERS) + list(SLOW_PEERS)
+    for name in names:
+        if not any(r.get("model") == name for r in rows):
+            continue
+        params = _get(rows, name, 64, "params")
+        lines.append(
+            f"| {name} | {_fmt(params)} | {_fmt(_get(rows, name, 64, 'train_sps_median'))} | "
+            f"{_fmt(_get(rows, name, 256, 'train_sps_median'))} | "
+            f"{_fmt(_get(rows, name, 64, 'fwd_b1_ms_median'), '{:.2f}')} | "
+            f"{_fmt(_get(rows, name, 256, memory_key))} |"
+        )
+    errors = [r for r in rows if "error" in r]
+    for row in errors:
+        lines.append(f"ERROR {row['model']} L={row['seq_len']}: {row['error'][-300:]}")
+
+    def ratio(a: str, b: str, length: int, key: str = "train_sps_median") -> float:
+        return _get(rows, a, length, key) / _get(rows, b, length, key)
+
+    t = PREFIX
+    mamba_257 = _get(rows, t + "mamba", 256, "train_sps_median") / _get(
+        rows, t + "mamba", 257, "train_sps_median")
+    mambapy_257 = _get(rows, "mambapy_pscan", 256, "train_sps_median") / _get(
+        rows, "mambapy_pscan", 257, "train_sps_median")
+    ltc_mem = _get(rows, t + "ltc", 256, memory_key) / _get(rows, "ncps_ltc", 256, memory_key)
+    latencies = {a: _get(rows, t + a, 64, "fwd_b1_ms_median") for a in arch_names}
+    slowest = max(latencies, key=lambda a: latencies[a] if math.isfinite(latencies[a]) else 1e9)
+    checks = [
+        ("Mamba >= 1.5x mambapy pscan, train L=256", ratio(t + "mamba", "mambapy_pscan", 256),
+         lambda v: v >= 1.5, "{:.2f}x"),
+        ("Mamba L=257 time <= 1.2x L=256", mamba_257, lambda v: v <= 1.2,
+         "{:.2f}x" + f" (mambapy {mambapy_257:.2f}x)"),
+        ("Mamba vs textbook loop, train L=256", ratio(t + "mamba", "mamba_loop", 256),
+         lambda v: True, "{:.0f}x"),
+        ("CfC >= ncps CfC, train L=64", ratio(t + "cfc", "ncps_cfc", 64), lambda v: v >= 1.0,
+         "{:.2f}x"),
+        ("CfC >= ncps CfC, train L=256", ratio(t + "cfc", "ncps_cfc", 256), lambda v: v >= 1.0,
+         "{:.2f}x"),
+        ("LTC >= 3x ncps LTC, train L=256", ratio(t + "ltc", "ncps_ltc", 256),
+         lambda v: v >= 3.0, "{:.2f}x"),
+        ("LTC memory <= 1/4 of ncps LTC at L=256", ltc_mem, lambda v: v <= 0.25, "{:.3f}x"),
+        (f"batch-1 latency L=64 <= {LATENCY_TARGET_MS:g} ms, every arch (slowest: {slowest})",
+         latencies[slowest], lambda v: v <= LATENCY_TARGET_MS, "{:.2f} ms"),
+    ]
+    lines += ["", "targets (issue 4)"]
+    for label, value, ok, spec in checks:
+        verdict = "n/a" if not math.isfinite(value) else ("met" if ok(value) else "NOT MET")
+        lines.append(f"  {label:<62} {_fmt(value, spec):>22}  {verdict}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per repeat")
+    parser.add_argument("--archs", nargs="*", default=None, help="subset of architectures")
+    parser.add_argument("--quick", action="store_true", help="one short repeat, no slow peers")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter with tradezoo, ncps and mambapy installed")
+    parser.add_argument("--json", default=None, help="write every result row here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not TOOL.exists():
+        print(f"measurement tool not found: {TOOL}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from tradezoo.policies.registry import ARCHITECTURES
+
+    archs = args.archs or list(ARCHITECTURES)
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        print(f"unknown architectures {unknown}; valid: {list(ARCHITECTURES)}", file=sys.stderr)
+        return 2
+    repeats, min_time = (1, 0.3) if args.quick else (args.repeats, args.min_time)
+    ours = [PREFIX + a for a in archs]
+    rows = run_tool([*ours, *PEERS], [64, 256], args, repeats=repeats, min_time=min_time)
+    if not args.quick:
+        rows += run_tool(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
+                         latency=False)
+    if "mamba" in archs:
+        rows += run_tool([PREFIX + "mamba", "mambapy_pscan"], [257], args, repeats=repeats,
+                         min_time=min_time, latency=False)
+    meta = {"device": args.device, "threads": args.threads,
+            "flush_denormal": args.device == "cpu", "repeats": repeats, "min_time": min_time}
+    print(summarise(rows, archs, meta))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_float_state() -> Iterator[None]:
+    """Undo ``torch.set_flush_denormal(True)`` after each test.
+
+    The trainers and benchmarks turn it on for CPU speed (DESIGN.md) and leave it on for the
+    process, as a training script would; in the test process it would leak into later tests
+    (hypothesis refuses to run with subnormals flushed). torch is only touched when a test
+    imported it.
+    """
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)

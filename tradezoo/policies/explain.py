@@ -1,0 +1,147 @@
+"""``explain(model, x)``: each architecture's diagnostics for an observation batch.
+
+Accepts a :class:`~tradezoo.policies.base.Backbone`, a
+:class:`~tradezoo.policies.extractor.SequenceExtractor`, an SB3 policy whose features extractor
+is one, or an SB3 algorithm (``PPO``...). ``x`` is a tensor or numpy observation, batched or
+single: a window ``[B, L, F]`` / ``[L, F]`` (Box) or a mapping of them (dict observations).
+What comes back is the backbone's :meth:`~tradezoo.policies.base.Backbone.explain` dict
+(attention and scale weights for ``msa``, beta weights and per-particle trends for
+``timeparticle``, effective time constants for ``cfc``/``ltc``, delta statistics for ``mamba``,
+...), its keys prefixed by the timeframe (``"4h/hidden_norm"``) when a dict observation has one
+backbone per timeframe.
+
+Modules run in eval mode (no dropout, no MambaTS training permutation) and their training
+flags are restored afterwards; tensors come back detached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from tradezoo.policies.base import Backbone
+from tradezoo.policies.extractor import SequenceExtractor
+
+__all__ = ["explain"]
+
+ArrayLike = Tensor | np.ndarray
+Observation = ArrayLike | Mapping[str, ArrayLike]
+
+
+@contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration; each submodule's own training flag restored after."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def _as_batch(value: ArrayLike, sample_ndim: int, device: torch.device, name: str) -> Tensor:
+    """float32 tensor on ``device`` with a leading batch axis (added to a single sample)."""
+    tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, Tensor) else value)
+    tensor = tensor.to(device=device, dtype=torch.float32)
+    if tensor.dim() == sample_ndim:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != sample_ndim + 1:
+        raise ValueError(
+            f"explain: {name} must have {sample_ndim} dims (one sample) or {sample_ndim + 1} "
+            f"(a batch), got shape {tuple(tensor.shape)}"
+        )
+    return tensor
+
+
+def _resolve(model: Any) -> Backbone | SequenceExtractor:
+    """The backbone or extractor inside ``model`` (algorithm -> policy -> extractor)."""
+    policy = getattr(model, "policy", None)
+    if isinstance(policy, nn.Module) and not isinstance(model, nn.Module):
+        model = policy  # an SB3 algorithm
+    if isinstance(model, (Backbone, SequenceExtractor)):
+        return model
+    extractor = getattr(model, "pi_features_extractor", None) or getattr(
+        model, "features_extractor", None
+    )
+    if isinstance(extractor, SequenceExtractor):
+        return extractor
+    raise TypeError(
+        "explain: model must be a Backbone, a SequenceExtractor, an SB3 policy using "
+        f"SequenceExtractor, or an SB3 algorithm with such a policy; got {type(model).__name__}"
+    )
+
+
+def _explain_extractor(
+    extractor: SequenceExtractor, x: Observation, dt: Any
+) -> dict[str, Tensor]:
+    device = _device_of(extractor)
+    space = extractor._observation_space
+    if isinstance(space, spaces.Box):
+        if isinstance(x, Mapping):
+            raise ValueError("explain: this model takes a Box window, got a dict observation")
+        assert extractor.backbone is not None
+        xb = _as_batch(x, 2, device, "x")
+        dtb = None if dt is None else _as_batch(dt, 1, device, "dt")
+        return dict(extractor.backbone.explain(xb, dtb))
+    if not isinstance(x, Mapping):
+        raise ValueError(
+            f"explain: this model takes dict observations with keys {list(extractor.timeframes)}"
+            f" + {extractor.vector_keys}, got {type(x).__name__}"
+        )
+    missing = [tf for tf in extractor.timeframes if tf not in x]
+    if missing:
+        raise ValueError(f"explain: dict observation lacks timeframe(s) {missing}")
+    windows = {tf: _as_batch(x[tf], 2, device, f"x[{tf!r}]") for tf in extractor.timeframes}
+    if extractor.backbones is None:  # msa: timeframes are its scales
+        assert extractor.backbone is not None
+        backbone: Any = extractor.backbone
+        return dict(backbone.explain_scales([windows[tf] for tf in extractor.timeframes]))
+    out: dict[str, Tensor] = {}
+    for tf in extractor.timeframes:
+        dt_tf = None
+        if dt is not None:
+            dt_tf = _as_batch(dt[tf], 1, device, f"dt[{tf!r}]") if tf in dt else None
+        for key, value in extractor.backbones[tf].explain(windows[tf], dt_tf).items():
+            out[f"{tf}/{key}"] = value
+    return out
+
+
+def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
+    """Architecture diagnostics for observation(s) ``x`` (see the module docstring).
+
+    Args:
+        model: a Backbone, a SequenceExtractor, an SB3 policy or an SB3 algorithm.
+        x: ``[B, L, F]`` or ``[L, F]`` (tensor or numpy), or a mapping timeframe -> window
+            for dict observations (extra keys such as ``"account"`` are ignored).
+        dt: optional seconds since the previous bar, ``[B, L]`` / ``[L]`` (a mapping per
+            timeframe for dict observations); only backbones with ``uses_dt`` use it.
+
+    Returns:
+        ``{name: detached tensor}``; keys prefixed ``"<timeframe>/"`` for per-timeframe
+        backbones.
+    """
+    target = _resolve(model)
+    with _eval_mode(target), torch.no_grad():
+        if isinstance(target, SequenceExtractor):
+            result = _explain_extractor(target, x, dt)
+        else:
+            if isinstance(x, Mapping):
+                raise ValueError("explain: a Backbone takes a window [B, L, F], not a dict")
+            device = _device_of(target)
+            xb = _as_batch(x, 2, device, "x")
+            dtb = None if dt is None else _as_batch(dt, 1, device, "dt")
+            result = dict(target.explain(xb, dtb))
+    return {key: value.detach() for key, value in result.items()}

@@ -1,0 +1,397 @@
+"""``mambats``: variable-aware selective scanning over patched series (after MambaTS).
+
+Reference: Cai et al., "MambaTS: Improved Selective State Space Models for Long-term Time
+Series Forecasting" (arXiv 2405.16440), as the seed chapter adapts it: instance normalisation,
+patch tokens per variable, Mamba scans along time and across variables, random variable
+permutation while training. Differences from the paper, on purpose: the paper scans one long
+sequence of all variables' patches ("variable scan along time") and, at inference, an order
+found by solving an asymmetric TSP on learned variable distances; here each layer runs two
+shorter scans (below) and inference uses the identity order, because a trading policy needs
+batch-1 latency and a fixed feature layout. The temporal Mamba keeps a short causal conv
+(``d_conv``, the paper drops it); the variable Mamba has none (``d_conv = 1``), since
+neighbouring variables have no order.
+
+Shapes: ``B`` batch, ``L`` window, ``F`` variables (features), ``P`` patch length, ``S``
+stride, ``n`` patches, ``d = d_model``.
+
+1. Instance normalisation per variable over the window (RevIN, Kim et al. 2022; no look-ahead:
+   the statistics are those of the observed window)::
+
+       x~[b, :, f] = gamma_f * (x[b, :, f] - mean_f) / sqrt(var_f + eps) + beta_f
+
+2. Patch tokens per variable: the normalised series is cut into ``n = ceil((L - P) / S) + 1``
+   patches of ``P`` bars with stride ``S``; the LAST patch ends at the last bar. When
+   ``L - P`` is not a multiple of ``S``, the series is padded at the START only, by repeating
+   its first bar, so no patch reads past the window's end (never pad at the end: that would
+   put a fake "future" bar in the newest patch)::
+
+       e[b, f, i] = W_p patch_i + pos[n - 1 - i] + var[f]        [B, F, n, d]
+
+   ``pos`` is learned and indexed by the patch's age (0 = newest), so the newest patch always
+   gets the same code whatever the window (at most ``max_patches`` patches).
+
+3. Per layer, variable-aware scanning with a gated fusion, then the channel-mixing MLP::
+
+       t = MambaT(RMSNorm(e))    along patches, per variable (sequences [B F, n, d])
+       v = MambaV(RMSNorm(e))    along variables, per patch (sequences [B n, F, d]), in the
+                                 permuted variable order pi during training, pi^-1 after
+       g = sigmoid(W_g [t; v] + b_g)                       [B, F, n, d]  (g = 1: time only)
+       e = e + dropout(g * t + (1 - g) * v)
+       e = e + dropout(W_2 GELU(W_1 RMSNorm(e)))           (MLP-Mixer's "channel-mixing"
+                                                            MLP: per token, over d channels)
+
+   ``MambaT`` and ``MambaV`` are :class:`~tradezoo.policies.mamba.MambaBlock` (selective SSM,
+   mamba_ssm initialisation).
+
+4. Pooled output: the final RMSNorm of each variable's newest patch token ``h_f`` (it has seen
+   the whole window through ``MambaT``) is pooled by attention over variables::
+
+       w = softmax_f(u^T tanh(W_a h_f))      [B, F]      output = sum_f w_f h_f   [B, d]
+
+Variable permutation (training only, ``permute_variables=True``): one permutation of the
+``F`` variables per forward call, drawn from a ``torch.Generator`` owned by the module and
+seeded from ``MambaTSConfig.seed`` (``None``: a seed drawn from torch's global RNG at
+construction, so ``torch.manual_seed`` fixes it). Eval mode uses the identity order, so a batch
+equals its samples run one by one. The generator's state is not part of the ``state_dict``.
+
+Supervised heads (:class:`MambaTSHeads`): classification logits (0 sell, 1 hold, 2 buy),
+a regression output and one output per horizon, from the backbone's ``[B, d]`` vector.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tradezoo.policies.base import Backbone, BackboneConfig
+from tradezoo.policies.mamba import SCAN_BACKENDS, MambaBlock, MambaConfig
+
+__all__ = ["MambaTSBackbone", "MambaTSConfig", "MambaTSHeads", "patch_geometry"]
+
+
+@dataclass
+class MambaTSConfig(BackboneConfig):
+    """``mambats`` configuration.
+
+    Attributes:
+        d_model: token width ``d`` and output size.
+        n_layers: variable-aware scanning layers (default 1: each layer runs two Mamba scans,
+            and one layer keeps batch-1 latency at L=64 near the 2 ms budget on one CPU
+            thread; raise it for supervised training).
+        patch_len: bars per patch ``P`` (also the shortest window accepted).
+        stride: bars between patch starts ``S``.
+        max_patches: rows of the learned positional table (longest window:
+            ``(max_patches - 1) * stride + patch_len`` bars).
+        d_state: SSM state size of both Mamba blocks.
+        d_conv: causal conv kernel of the temporal Mamba (patches).
+        expand: inner width factor of both Mamba blocks.
+        mlp_ratio: hidden width of the channel-mixing MLP, in units of ``d_model``.
+        dropout: dropout on the residual branches.
+        permute_variables: random variable order for the variable scan while training.
+        seed: seed of the permutation generator (``None``: drawn from torch's global RNG).
+        revin_eps: epsilon of the instance normalisation's variance.
+        revin_affine: learned per-variable scale and shift after the normalisation.
+        norm_eps: RMSNorm epsilon.
+        scan: Mamba scan backend (see :class:`~tradezoo.policies.mamba.MambaConfig`).
+    """
+
+    d_model: int = 64
+    n_layers: int = 1
+    patch_len: int = 16
+    stride: int = 8
+    max_patches: int = 512
+    d_state: int = 16
+    d_conv: int = 2
+    expand: int = 1
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    permute_variables: bool = True
+    seed: int | None = None
+    revin_eps: float = 1e-5
+    revin_affine: bool = True
+    norm_eps: float = 1e-5
+    scan: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = type(self).__name__
+        if self.stride > self.patch_len:
+            raise ValueError(
+                f"{name}.stride must be <= patch_len (patches must cover every bar), got "
+                f"stride={self.stride}, patch_len={self.patch_len}"
+            )
+        if not self.mlp_ratio > 0:
+            raise ValueError(f"{name}.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"{name}.seed must be a non-negative integer or None, got {self.seed}")
+        if not self.revin_eps > 0:
+            raise ValueError(f"{name}.revin_eps must be > 0, got {self.revin_eps}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"{name}.norm_eps must be > 0, got {self.norm_eps}")
+        if self.scan not in SCAN_BACKENDS:
+            raise ValueError(
+                f"{name}.scan must be one of {list(SCAN_BACKENDS)}, got {self.scan!r}"
+            )
+
+    def mamba_config(self, d_conv: int) -> MambaConfig:
+        """The :class:`MambaConfig` of one inner Mamba block (temporal or variable)."""
+        return MambaConfig(
+            d_model=self.d_model, n_layers=self.n_layers, d_state=self.d_state,
+            d_conv=d_conv, expand=self.expand, norm_eps=self.norm_eps, scan=self.scan,  # type: ignore[arg-type]
+        )
+
+
+def patch_geometry(window: int, patch_len: int, stride: int) -> tuple[int, int]:
+    """``(n_patches, left_pad)`` for a window: the last patch ends at the last bar.
+
+    ``left_pad = (-(window - patch_len)) mod stride`` bars are repeated at the start so that
+    ``(window + left_pad - patch_len)`` is a multiple of ``stride``.
+    """
+    if window < patch_len:
+        raise ValueError(f"window={window} is shorter than patch_len={patch_len}")
+    left_pad = (-(window - patch_len)) % stride
+    return (window + left_pad - patch_len) // stride + 1, left_pad
+
+
+def _rms_norm(norm: nn.RMSNorm, x: Tensor) -> Tensor:
+    """``norm(x)`` without the module-call overhead (matters for batch-1 latency)."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
+
+
+class _VariableAwareLayer(nn.Module):
+    """One layer: temporal and variable Mamba scans, gated fusion, channel-mixing MLP."""
+
+    def __init__(self, config: MambaTSConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm_time = nn.RMSNorm(d, eps=config.norm_eps)
+        self.time_mamba = MambaBlock(config.mamba_config(config.d_conv))
+        self.norm_var = nn.RMSNorm(d, eps=config.norm_eps)
+        self.var_mamba = MambaBlock(config.mamba_config(1))
+        self.gate = nn.Linear(2 * d, d)
+        self.norm_mlp = nn.RMSNorm(d, eps=config.norm_eps)
+        hidden = max(1, round(config.mlp_ratio * d))
+        self.mlp_in = nn.Linear(d, hidden)
+        self.mlp_out = nn.Linear(hidden, d)
+        self.dropout = float(config.dropout)
+        with torch.no_grad():
+            # Residual branches start small, as mamba_ssm's prenorm rescaling does.
+            for linear in (self.time_mamba.out_proj, self.var_mamba.out_proj, self.mlp_out):
+                linear.weight.div_(math.sqrt(2 * config.n_layers))
+            nn.init.zeros_(self.gate.bias)
+
+    def forward(self, h: Tensor, order: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``h [B, F, n, d]`` -> ``(h [B, F, n, d], gate [B, F, n, d])``.
+
+        ``order``: variable permutation for the variable scan (``None``: identity).
+        """
+        batch, n_var, n_patch, d = h.shape
+        drop = self.dropout if self.training else 0.0
+        normed = _rms_norm(self.norm_time, h)  # [B, F, n, d]
+        temporal = self.time_mamba(normed.reshape(batch * n_var, n_patch, d))  # [B F, n, d]
+        temporal = temporal.view(batch, n_var, n_patch, d)  # [B, F, n, d]
+        across = _rms_norm(self.norm_var, h if order is None else h[:, order])  # [B, F, n, d]
+        across = across.transpose(1, 2).reshape(batch * n_patch, n_var, d)  # [B n, F, d]
+        variable = self.var_mamba(across).view(batch, n_patch, n_var, d).transpose(1, 2)
+        if order is not None:
+            variable = variable[:, torch.argsort(order)]  # back to the canonical order
+        gate = torch.sigmoid(
+            F.linear(torch.cat([temporal, variable], dim=-1), self.gate.weight, self.gate.bias)
+        )  # [B, F, n, d]
+        fused = torch.lerp(variable, temporal, gate)  # g t + (1 - g) v  [B, F, n, d]
+        h = h + (F.dropout(fused, drop, True) if drop else fused)  # [B, F, n, d]
+        hidden = F.gelu(F.linear(_rms_norm(self.norm_mlp, h), self.mlp_in.weight, self.mlp_in.bias))
+        mixed = F.linear(hidden, self.mlp_out.weight, self.mlp_out.bias)  # [B, F, n, d]
+        h = h + (F.dropout(mixed, drop, True) if drop else mixed)  # [B, F, n, d]
+        return h, gate
+
+
+class MambaTSBackbone(Backbone):
+    """``mambats``: ``x [B, L, F] -> [B, d_model]`` (see the module docstring)."""
+
+    name: ClassVar[str] = "mambats"
+    config_cls: ClassVar[type[BackboneConfig]] = MambaTSConfig
+    emits_sequence: ClassVar[bool] = False  # patches mix bars in time
+    uses_dt: ClassVar[bool] = False
+
+    config: MambaTSConfig
+
+    def __init__(self, n_features: int, config: MambaTSConfig) -> None:
+        super().__init__(n_features, config)
+        d, n_var = config.d_model, self.n_features
+        self.revin_weight: nn.Parameter | None = None
+        self.revin_bias: nn.Parameter | None = None
+        if config.revin_affine:
+            self.revin_weight = nn.Parameter(torch.ones(n_var))
+            self.revin_bias = nn.Parameter(torch.zeros(n_var))
+        self.patch_embed = nn.Linear(config.patch_len, d)
+        self.pos_embed = nn.Parameter(torch.randn(config.max_patches, d) * 0.02)  # by age
+        self.var_embed = nn.Parameter(torch.randn(n_var, d) * 0.02)
+        self.layers = nn.ModuleList(_VariableAwareLayer(config) for _ in range(config.n_layers))
+        self.norm_f = nn.RMSNorm(d, eps=config.norm_eps)
+        self.pool_proj = nn.Linear(d, d)
+        self.pool_score = nn.Linear(d, 1, bias=False)
+        seed = config.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.permutation_generator = torch.Generator().manual_seed(seed)
+        #: The variable order used by the last training forward pass (``None`` in eval mode).
+        self.last_permutation: Tensor | None = None
+
+    # -- window rules ---------------------------------------------------------------------
+
+    @classmethod
+    def min_window(cls, config: BackboneConfig) -> int:
+        """A window must hold at least one patch: ``patch_len`` bars."""
+        return int(config.patch_len)  # type: ignore[attr-defined]
+
+    @classmethod
+    def check_window(cls, config: BackboneConfig, window: int) -> None:
+        """Also rejects windows with more patches than the positional table has rows."""
+        super().check_window(config, window)
+        n_patches, _ = patch_geometry(window, config.patch_len, config.stride)  # type: ignore[attr-defined]
+        if n_patches > config.max_patches:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"architecture {cls.name!r}: window={window} makes {n_patches} patches, more "
+                f"than max_patches={config.max_patches}; raise max_patches or the stride"  # type: ignore[attr-defined]
+            )
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def draw_permutation(self) -> Tensor:
+        """Next variable permutation from the module's generator (``[F]`` int64, CPU)."""
+        return torch.randperm(self.n_features, generator=self.permutation_generator)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """Instance normalisation per sample and variable over the window: ``[B, L, F]``."""
+        mean = x.mean(dim=1, keepdim=True)  # [B, 1, F]
+        var = x.var(dim=1, keepdim=True, correction=0)  # [B, 1, F]
+        normed = (x - mean) * torch.rsqrt(var + self.config.revin_eps)  # [B, L, F]
+        if self.revin_weight is None or self.revin_bias is None:
+            return normed
+        return normed * self.revin_weight + self.revin_bias  # [B, L, F]
+
+    def patches(self, x: Tensor) -> Tensor:
+        """Normalised patches ``[B, F, n, P]``, oldest first; the last one ends at the last bar
+        (start padded by repeating the first bar when ``L - P`` is not a multiple of ``S``)."""
+        patch_len, stride = self.config.patch_len, self.config.stride
+        _, left_pad = patch_geometry(x.shape[1], patch_len, stride)
+        series = self.normalise(x).transpose(1, 2)  # [B, F, L]
+        if left_pad:
+            series = F.pad(series, (left_pad, 0), mode="replicate")  # [B, F, L + pad]
+        return series.unfold(-1, patch_len, stride)  # [B, F, n, P]
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """Normalised patch tokens with positions and variable codes: ``[B, F, n, d]``."""
+        patches = self.patches(x)  # [B, F, n, P]
+        n_patches = patches.shape[2]
+        positions = self.pos_embed[:n_patches].flip(0)  # patch i gets row n - 1 - i  [n, d]
+        embedded = self.patch_embed(patches) + positions  # [B, F, n, d]
+        return embedded + self.var_embed.unsqueeze(1)  # [B, F, n, d]
+
+    def _run(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``(output [B, d], variable weights [B, F], per-layer gates [B, F, n, d])``."""
+        h = self.tokens(x)  # [B, F, n, d]
+        order: Tensor | None = None
+        if self.training and self.config.permute_variables and self.n_features > 1:
+            order = self.draw_permutation()
+            self.last_permutation = order
+            order = order.to(x.device)
+        else:
+            self.last_permutation = None
+        gates: list[Tensor] = []
+        for layer in self.layers:
+            h, gate = layer(h, order)  # [B, F, n, d]
+            gates.append(gate)
+        newest = _rms_norm(self.norm_f, h[:, :, -1])  # [B, F, d]
+        scores = self.pool_score(torch.tanh(self.pool_proj(newest))).squeeze(-1)  # [B, F]
+        weights = torch.softmax(scores, dim=-1)  # [B, F]
+        pooled = torch.einsum("bf,bfd->bd", weights, newest)  # [B, d]
+        return pooled, weights, gates
+
+    # -- interface ------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
+        """``x [B, L, F] -> [B, d_model]`` (``dt`` is accepted and ignored)."""
+        self.check_input(x, dt)
+        return self._run(x)[0]
+
+    @torch.no_grad()
+    def explain(self, x: Tensor, dt: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-variable diagnostics.
+
+        Returns:
+            ``variable_weights`` ``[B, F]``: the pooling attention over variables (which
+            variables' newest tokens make up the output; rows sum to 1).
+            ``temporal_gate`` ``[n_layers, B, F]``: mean fusion gate per variable (over
+            patches and channels): 1 = the variable's token is updated from its own history
+            (temporal scan), 0 = from the other variables (variable scan).
+            ``window_std`` ``[B, F]``: the per-variable scale the instance normalisation
+            removed (the model is blind to it).
+        """
+        self.check_input(x, dt)
+        _, weights, gates = self._run(x)
+        return {
+            "variable_weights": weights,
+            "temporal_gate": torch.stack([g.mean(dim=(2, 3)) for g in gates]),
+            "window_std": x.std(dim=1, correction=0),
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """The inner Mamba blocks' ``A_log`` and ``D``, the embeddings' tables and RevIN's
+        affine parameters."""
+        names = {"pos_embed", "var_embed"}
+        if self.revin_weight is not None:
+            names.update({"revin_weight", "revin_bias"})
+        for i in range(len(self.layers)):
+            for block in ("time_mamba", "var_mamba"):
+                names.update({f"layers.{i}.{block}.A_log", f"layers.{i}.{block}.D"})
+        return names
+
+
+class MambaTSHeads(nn.Module):
+    """Supervised heads on the backbone's ``[B, d_model]`` vector.
+
+    ``forward(features)`` returns a dict:
+
+    - ``"logits"`` ``[B, n_classes]``: class logits, order 0 sell, 1 hold, 2 buy (use with
+      ``cross_entropy``);
+    - ``"regression"`` ``[B, 1]``: e.g. the next-horizon return;
+    - ``"multi_horizon"`` ``[B, n_horizons]``: one output per forecast horizon.
+    """
+
+    def __init__(
+        self, d_model: int = 64, n_classes: int = 3, n_horizons: int = 3, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        for name, value in (("d_model", d_model), ("n_classes", n_classes),
+                            ("n_horizons", n_horizons)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MambaTSHeads.{name} must be a positive integer, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MambaTSHeads.dropout must be in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout)
+        self.classification = nn.Linear(d_model, n_classes)
+        self.regression = nn.Linear(d_model, 1)
+        self.multi_horizon = nn.Linear(d_model, n_horizons)
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        """``features [B, d_model]`` -> the dict described in the class docstring."""
+        if features.dim() != 2 or features.shape[-1] != self.classification.in_features:
+            raise ValueError(
+                f"MambaTSHeads expects features of shape [batch, "
+                f"{self.classification.in_features}], got {tuple(features.shape)}"
+            )
+        h = self.dropout(features)  # [B, d]
+        return {
+            "logits": self.classification(h),  # [B, n_classes]
+            "regression": self.regression(h),  # [B, 1]
+            "multi_horizon": self.multi_horizon(h),  # [B, H]
+        }
