@@ -1,0 +1,473 @@
+"""Data preparation shared by the supervised and the PPO trainers: one function, one result.
+
+:func:`prepare_data` turns a dataset name, a bars file or a bars frame into everything a
+trainer needs, prepared exactly the way the environments prepare it, so a model trained here
+sees the same inputs when it later runs inside :class:`~tradezoo.envs.TradingEnv`::
+
+    bars      = load_bars(source)                            # validated (one validator)
+    features  = compute_features(bars, feature_spec)         # [T, F] float32, causal
+    labels    = make_labels(bars, horizon=h, threshold=..., cost_bps=costs.one_way_cost_bps)
+    splits    = time_splits(features.index, lookback=window, horizon=h,
+                            embargo >= window + h)           # train / val / test rows
+    scaler    = FeatureScaler().fit(features[rows the env fits on])   # see below
+    scaled    = scaler.transform(features)                   # [T, F] float32
+    train/val/test = WindowDataset(scaled, labels, window=window, indices=splits.<part>)
+
+Scaler rows. The env (:mod:`tradezoo.envs.market`) splits the feature rows with
+``time_splits(lookback=window, horizon=1)`` and fits its scaler on the feature rows ``0 ..
+last train row`` of *that* split. The label splits here use the label horizon ``h`` in the
+embargo (``window + h`` rows), so for ``h > 1`` their train part ends ``h - 1`` rows earlier.
+The scaler is fitted on the env's rows, not on the label train part: features are causal, so
+those ``h - 1`` extra rows only hold data known before the validation part starts (no label
+or future information), and the env built on the same data, ``window`` and
+``split_fractions`` then scales every feature bit-identically, with or without being handed
+``PreparedData.scaler`` (tested). The test rows do not depend on ``window`` or ``h``
+(:func:`~tradezoo.data.splits.time_splits` cuts the embargo from the earlier part), so every
+architecture and the PPO env are scored on the same test rows.
+
+Labels follow DESIGN.md's order (0 sell, 1 hold, 2 buy) and net out the round trip of the
+dataset's own cost model (``cost_bps`` defaults to :attr:`CostModel.one_way_cost_bps` of
+:meth:`CostModel.for_source`), so a label says "this trade beats its costs under the env's
+fill rule".
+
+Window items are ``(x [window, F], dt [window], y)``; the models take the env's Box
+observation ``[window, F + 2]`` (features plus the two account columns, 0 for a flat account):
+:func:`flat_account_observation` pads ``x``. ``dt`` is the unscaled seconds since the previous
+bar (the scaled ``dt`` feature column stays among the features, as in the env).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from tradezoo.backtest.costs import CostModel
+from tradezoo.data.datasets import load_bars
+from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
+from tradezoo.data.labels import make_labels
+from tradezoo.data.splits import PART_NAMES, PartName, Splits, time_splits
+
+if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
+    import torch
+    from gymnasium import spaces
+
+    from tradezoo.data.windows import WindowDataset
+
+__all__ = [
+    "N_ACCOUNT_COLUMNS",
+    "LabelSpec",
+    "PreparedData",
+    "flat_account_observation",
+    "observation_space",
+    "prepare_data",
+]
+
+N_ACCOUNT_COLUMNS = 2
+"""Account columns the env appends to each Box observation row (position, equity log-return);
+equal to :data:`tradezoo.envs.market.N_ACCOUNT_COLUMNS`."""
+
+DataSource = str | Path | pd.DataFrame
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How buy/hold/sell labels are made (:func:`tradezoo.data.labels.make_labels`).
+
+    Attributes:
+        horizon: bars between entry (``open[t+1]``) and exit (``open[t+1+horizon]``), >= 1.
+        threshold: net return (fraction) a side must beat, >= 0, or ``"vol"`` (causal
+            volatility threshold, ``vol_k * std * sqrt(horizon)``).
+        vol_k: volatility multiplier for ``threshold="vol"``, > 0.
+        vol_window: rolling window of the volatility threshold, >= 2.
+        cost_bps: one-way cost (bps) netted out of both sides; ``None`` takes the dataset's
+            cost model's :attr:`~tradezoo.backtest.costs.CostModel.one_way_cost_bps`.
+
+    The default (4 bars, threshold 0, costs on) labels a bar "buy" when a long opened at the
+    next open and closed 4 bars later beats its round-trip costs, "sell" for the short, and
+    "hold" when neither does.
+    """
+
+    horizon: int = 4
+    threshold: float | str = 0.0
+    vol_k: float = 1.0
+    vol_window: int = 20
+    cost_bps: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, numbers.Integral):
+            raise TypeError(f"LabelSpec.horizon must be an integer >= 1, got {self.horizon!r}")
+        if self.horizon < 1:
+            raise ValueError(f"LabelSpec.horizon must be an integer >= 1, got {self.horizon!r}")
+        if isinstance(self.threshold, str):
+            if self.threshold != "vol":
+                raise ValueError(
+                    f"LabelSpec.threshold must be a number >= 0 or 'vol', got {self.threshold!r}"
+                )
+        elif (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, numbers.Real)
+            or not math.isfinite(float(self.threshold))
+            or float(self.threshold) < 0
+        ):
+            raise ValueError(
+                f"LabelSpec.threshold must be a number >= 0 or 'vol', got {self.threshold!r}"
+            )
+        if self.cost_bps is not None and (
+            isinstance(self.cost_bps, bool)
+            or not isinstance(self.cost_bps, numbers.Real)
+            or not math.isfinite(float(self.cost_bps))
+            or float(self.cost_bps) < 0
+        ):
+            raise ValueError(
+                f"LabelSpec.cost_bps must be a number >= 0 or None, got {self.cost_bps!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (checkpoint and JSON friendly)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelSpec:
+        """Rebuild from :meth:`to_dict`; unknown keys are a ``ValueError`` listing valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"LabelSpec: unknown key(s) {unknown}; valid keys: {valid}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """Everything :func:`prepare_data` prepares (see the module docstring).
+
+    Attributes:
+        name: dataset name (bundled name, ``attrs["dataset"]``, symbol or ``"data"``).
+        bars: the validated bars frame (all rows, warm-up included).
+        features: unscaled causal features ``[T, F]`` float32 on ``bars.index[warmup:]``.
+        scaled: ``scaler.transform(features)`` ``[T, F]`` float32, same index and columns.
+        labels: float64 ``[T]`` on ``features.index``: 0 sell, 1 hold, 2 buy, NaN unlabelled.
+        splits: label splits of the feature rows (``lookback=window``, ``horizon``,
+            ``embargo >= window + horizon``).
+        boundaries: ``{part: (first timestamp, last timestamp)}`` of each non-empty part.
+        scaler: fitted on the env's train rows only (see the module docstring).
+        feature_spec, label_spec: how features and labels were made; ``label_spec.cost_bps``
+            is the resolved number.
+        costs: the dataset's cost model (labels and backtests use the same one).
+        window: bars per model input window.
+        split_fractions: ``(train, val, test)``.
+        train, val, test: :class:`~tradezoo.data.windows.WindowDataset` of each part (``None``
+            for a part with no fraction).
+    """
+
+    name: str
+    bars: pd.DataFrame = field(repr=False)
+    features: pd.DataFrame = field(repr=False)
+    scaled: pd.DataFrame = field(repr=False)
+    labels: pd.Series = field(repr=False)
+    splits: Splits = field(repr=False)
+    boundaries: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
+    scaler: FeatureScaler = field(repr=False)
+    feature_spec: FeatureSpec = field(repr=False)
+    label_spec: LabelSpec
+    costs: CostModel = field(repr=False)
+    window: int
+    split_fractions: tuple[float, float, float]
+    train: WindowDataset = field(repr=False)
+    val: WindowDataset | None = field(repr=False)
+    test: WindowDataset | None = field(repr=False)
+
+    @property
+    def n_features(self) -> int:
+        """``F``, feature columns (the Box observation has ``F + 2`` columns)."""
+        return int(self.features.shape[1])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(map(str, self.features.columns))
+
+    @property
+    def bar_offset(self) -> int:
+        """Position in :attr:`bars` of feature row 0 (the feature warm-up)."""
+        return len(self.bars) - len(self.features)
+
+    def dataset(self, part: PartName) -> WindowDataset:
+        """The window dataset of ``part`` (``ValueError`` if that part is empty)."""
+        if part not in PART_NAMES:
+            raise ValueError(f"split must be one of {PART_NAMES}, got {part!r}")
+        ds = getattr(self, part)
+        if ds is None:
+            raise ValueError(
+                f"the {part!r} split is empty (split_fractions={self.split_fractions})"
+            )
+        return ds
+
+    def decision_rows(self, part: PartName) -> np.ndarray:
+        """Feature rows the env decides at in ``part``: the part's rows with a full window
+        before them and a bar after them (``window - 1 <= t <= T - 2``), labelled or not.
+
+        These are the rows a backtest of ``part`` trades on; for ``"test"`` they equal the
+        decision rows of ``TradingEnv(..., split="test")`` on the same data and window.
+        """
+        rows = self.splits.part(part)
+        if rows.size == 0:
+            raise ValueError(
+                f"the {part!r} split is empty (split_fractions={self.split_fractions})"
+            )
+        first = max(int(rows[0]), self.window - 1)
+        last = min(int(rows[-1]), len(self.features) - 2)
+        if last < first:
+            raise ValueError(f"the {part!r} split has no decision row with a full window")
+        return np.arange(first, last + 1, dtype=np.int64)
+
+    def windows(self, rows: np.ndarray) -> np.ndarray:
+        """Scaled feature windows ``[N, window, F]`` float32 ending at feature ``rows`` ``[N]``."""
+        values = self.scaled.to_numpy(dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < self.window - 1 or rows.max() >= len(values)):
+            raise ValueError(
+                f"rows must be in [{self.window - 1}, {len(values) - 1}] (a full window), got "
+                f"{int(rows.min())}..{int(rows.max())}"
+            )
+        offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
+        return values[rows[:, None] + offsets]
+
+    def observation_space(self) -> spaces.Box:
+        """The env's Box observation space for this data (``[window, F + 2]``)."""
+        return observation_space(self.window, self.n_features, self.scaler.clip)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (rows and timestamps of each part, class balance)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "bars": len(self.bars),
+            "feature_rows": len(self.features),
+            "n_features": self.n_features,
+            "window": self.window,
+            "embargo": self.splits.embargo,
+            "label_spec": self.label_spec.to_dict(),
+        }
+        for part in PART_NAMES:
+            ds = getattr(self, part)
+            if ds is None:
+                continue
+            first, last = self.boundaries[part]
+            out[part] = {
+                "items": len(ds),
+                "start": first.isoformat(),
+                "end": last.isoformat(),
+                "class_counts": ds.class_counts().tolist(),
+            }
+        return out
+
+
+def observation_space(window: int, n_features: int, clip: float | None = 5.0) -> spaces.Box:
+    """The env's Box observation space ``[window, n_features + 2]`` float32.
+
+    Feature columns are bounded by the scaler's clip (unbounded without clipping), the two
+    account columns are unbounded, as in
+    :meth:`tradezoo.envs.market.Market.observation_space`.
+    """
+    from gymnasium import spaces
+
+    bound = float("inf") if clip is None else float(clip)
+    low = np.full((window, n_features + N_ACCOUNT_COLUMNS), -np.inf, np.float32)
+    low[:, :n_features] = -bound
+    return spaces.Box(low=low, high=-low, dtype=np.float32)
+
+
+def flat_account_observation(x: torch.Tensor) -> torch.Tensor:
+    """``[..., L, F]`` scaled features -> the env's Box layout ``[..., L, F + 2]``.
+
+    The two account columns (position held, equity log-return) are 0: the observation of a
+    flat account, which is what the env shows at the first decision of an episode.
+    """
+    import torch.nn.functional as functional
+
+    return functional.pad(x, (0, N_ACCOUNT_COLUMNS))  # [..., L, F + 2]
+
+
+# ------------------------------------------------------------------------------- building
+
+
+def _dataset_name(source: DataSource, bars: pd.DataFrame) -> str:
+    if isinstance(source, str) and not Path(source).suffix:
+        return source
+    for key in ("dataset", "symbol"):
+        value = bars.attrs.get(key)
+        if value:
+            return str(value)
+    return "data"
+
+
+def _check_fractions(value: object) -> tuple[float, float, float]:
+    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3):
+        raise ValueError(f"split_fractions must be (train, val, test), got {value!r}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):
+            raise ValueError(f"split_fractions must be three numbers in [0, 1], got {value!r}")
+        out.append(float(item))
+    return out[0], out[1], out[2]
+
+
+def prepare_data(
+    data: DataSource,
+    *,
+    window: int = 64,
+    feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+    label_spec: LabelSpec | Mapping[str, Any] | None = None,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    embargo: int | None = None,
+    costs: CostModel | None = None,
+) -> PreparedData:
+    """Load, featurise, label, split and scale one dataset (see the module docstring).
+
+    Args:
+        data: a bundled dataset name (``"bybit-btcusdt-1h"``), a CSV/Parquet path, or a bars
+            frame; everything goes through :func:`tradezoo.data.load_bars` (validation).
+        window: bars per input window, >= 1 (the env's ``window``).
+        feature_spec: :class:`FeatureSpec` or its dict; default ``FeatureSpec()``.
+        label_spec: :class:`LabelSpec` or its dict; default ``LabelSpec()``.
+        split_fractions: ``(train, val, test)`` fractions (the env's ``split_fractions``).
+        embargo: rows between parts; default and minimum ``window + label_spec.horizon``.
+        costs: cost model for the labels' ``cost_bps`` (and the later backtests); default
+            :meth:`CostModel.for_source` of ``bars.attrs["source"]`` (a user file with another
+            source must pass one).
+
+    Returns:
+        :class:`PreparedData`.
+
+    Raises:
+        TypeError, ValueError: a bad argument (the message names it and the rule), too little
+            data for the window and splits.
+        tradezoo.data.DataError: bars that fail validation or yield non-finite features.
+    """
+    from tradezoo.data.windows import WindowDataset
+
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    window = int(window)
+    fractions = _check_fractions(split_fractions)
+    if feature_spec is None:
+        spec = FeatureSpec()
+    elif isinstance(feature_spec, FeatureSpec):
+        spec = feature_spec
+    elif isinstance(feature_spec, Mapping):
+        spec = FeatureSpec.from_dict(feature_spec)
+    else:
+        raise TypeError(
+            f"feature_spec must be a FeatureSpec or a dict, got {type(feature_spec).__name__}"
+        )
+    if label_spec is None:
+        labels_cfg = LabelSpec()
+    elif isinstance(label_spec, LabelSpec):
+        labels_cfg = label_spec
+    elif isinstance(label_spec, Mapping):
+        labels_cfg = LabelSpec.from_dict(label_spec)
+    else:
+        raise TypeError(
+            f"label_spec must be a LabelSpec or a dict, got {type(label_spec).__name__}"
+        )
+    if not isinstance(data, str | Path | pd.DataFrame):
+        raise TypeError(
+            "data must be a bundled dataset name, a CSV/Parquet path or a bars DataFrame, got "
+            f"{type(data).__name__}"
+        )
+    bars, _report = load_bars(data)
+    name = _dataset_name(data, bars)
+    if costs is None:
+        costs = CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
+    elif not isinstance(costs, CostModel):
+        raise TypeError(f"costs must be a CostModel or None, got {type(costs).__name__}")
+    cost_bps = (
+        float(costs.one_way_cost_bps) if labels_cfg.cost_bps is None else labels_cfg.cost_bps
+    )
+    labels_cfg = LabelSpec(**{**labels_cfg.to_dict(), "cost_bps": float(cost_bps)})
+
+    features = compute_features(bars, spec)  # [T, F] float32, warm-up rows dropped
+    index = pd.DatetimeIndex(features.index)
+    horizon = labels_cfg.horizon
+    try:
+        splits = time_splits(
+            index,
+            train=fractions[0],
+            val=fractions[1],
+            test=fractions[2],
+            lookback=window,
+            horizon=horizon,
+            embargo=embargo,
+        )
+        # The env's own split (horizon 1): its train part decides the scaler's rows.
+        env_splits = time_splits(
+            index, train=fractions[0], val=fractions[1], test=fractions[2], lookback=window,
+            horizon=1,
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"dataset {name!r}: cannot split its {len(index)} feature rows with window={window} "
+            f"and label horizon={horizon}: {exc}"
+        ) from None
+    fit_rows = int(env_splits.train[-1]) + 1
+    scaler = FeatureScaler().fit(features.iloc[:fit_rows])
+    scaled = scaler.transform(features)  # [T, F] float32 DataFrame
+
+    raw_labels = make_labels(
+        bars,
+        horizon=horizon,
+        threshold=labels_cfg.threshold,  # type: ignore[arg-type]
+        vol_k=labels_cfg.vol_k,
+        vol_window=labels_cfg.vol_window,
+        cost_bps=labels_cfg.cost_bps or 0.0,
+    )
+    labels = raw_labels.reindex(index)
+    # Seconds since the previous bar, unscaled (the scaled 'dt' column is not seconds).
+    dt = (
+        features["dt"].to_numpy(dtype=np.float32)
+        if "dt" in features.columns
+        else np.ones(len(features), dtype=np.float32)
+    )
+    datasets: dict[str, WindowDataset | None] = {}
+    boundaries: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+    for part in PART_NAMES:
+        rows = splits.part(part)
+        if rows.size == 0:
+            datasets[part] = None
+            continue
+        boundaries[part] = (index[int(rows[0])], index[int(rows[-1])])
+        try:
+            datasets[part] = WindowDataset(
+                scaled, labels.to_numpy(), window=window, dt=dt, indices=rows
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"dataset {name!r}: the {part!r} split ({rows.size} rows) has no usable "
+                f"window of {window} bars with a label: {exc}"
+            ) from None
+    train = datasets["train"]
+    assert train is not None  # time_splits requires train > 0
+    return PreparedData(
+        name=name,
+        bars=bars,
+        features=features,
+        scaled=scaled,
+        labels=labels,
+        splits=splits,
+        boundaries=boundaries,
+        scaler=scaler,
+        feature_spec=spec,
+        label_spec=labels_cfg,
+        costs=costs,
+        window=window,
+        split_fractions=fractions,
+        train=train,
+        val=datasets["val"],
+        test=datasets["test"],
+    )
+

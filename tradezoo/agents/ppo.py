@@ -1,0 +1,1138 @@
+"""PPO fine-tuning of any zoo architecture on the trading env, warm-startable from a classifier.
+
+Training (:func:`train_ppo`)::
+
+    train env  = VecMonitor(make_sb3_vec_env(data=bars, split="train", n_envs=N,
+                            episode_length=..., feature_spec=data.feature_spec,
+                            scaler=data.scaler, window=data.window, costs=data.costs))
+    policy     = POLICY_CLASSES[arch] with policy_kwargs_for(arch, features_dim,
+                            net_arch=dict(pi=pi_layers, vf=vf_layers), **arch_config)
+    model      = stable_baselines3.PPO(policy, train env, seed=seed, ...)
+    model.learn(timesteps, callbacks=[trading metrics + hparams, validation eval (best model),
+                                      periodic checkpoints, backbone freeze, non-finite guard])
+
+The env gets the :class:`~tradezoo.agents.data.PreparedData`'s bars, feature spec, **scaler**
+and window, so its observations are bit-identical to the supervised trainer's inputs (the
+account columns aside). The policy's action head reads the extractor output directly
+(``pi_layers=()`` by default): ``action_net = Linear(features_dim, 3)``, the shape of the
+supervised classifier's head.
+
+Warm start (``init_from=<supervised checkpoint>``): the checkpoint's architecture, feature
+spec, window, feature count and scaler must match the data (a mismatch is a
+:class:`~tradezoo.agents.checkpoint.CheckpointError` naming it); the policy is built with the
+checkpoint's backbone config and ``features_dim`` and gets::
+
+    policy.features_extractor <- checkpoint["state_dict"]["extractor.*"]
+    policy.action_net         <- checkpoint["state_dict"]["head.*"]   (class order = actions)
+
+so before any update ``argmax`` of the policy's logits, the deterministic action, equals the
+classifier's prediction on every observation (tested). The value head starts fresh.
+``freeze_backbone_updates=k`` keeps the extractor frozen for the first ``k`` updates
+(:class:`~tradezoo.agents.callbacks.FreezeBackboneCallback`), so the fresh value head does not
+push large gradients through the pretrained backbone at the start.
+
+Run directory (``out_dir``)::
+
+    tb/                       TensorBoard (SB3 rollout/ and train/ scalars, trading/*, eval/*,
+                              eval/equity_curve figure, HParams)
+    best_model.zip + .pt      best deterministic validation mean reward
+    final_model.zip + .pt     the model at the end of training
+    checkpoints/ppo_<t>_steps.zip + .pt   every checkpoint_freq timesteps
+    interrupted.zip + .pt     written on Ctrl-C (resume with resume_from=)
+
+PPO checkpoints. Every ``X.zip`` (SB3's own format: weights, optimiser state, hyperparameters,
+``num_timesteps``; what :func:`train_ppo` resumes from) has a sidecar ``X.pt``: a tradezoo
+checkpoint (:mod:`tradezoo.agents.checkpoint`) of ``kind="ppo"`` holding the policy's
+``state_dict`` plus everything needed to rebuild the policy and the env on any split without
+unpickling code (``torch.load(weights_only=True)``): ``arch``, ``arch_config``,
+``features_dim``, ``net_arch``, ``feature_spec``, ``scaler``, ``window``, ``splits``,
+``dataset``, ``costs``, ``env`` (action scheme, leverage, shorting, reward, rebalance, fill,
+episode length, split fractions), ``action_scheme``, ``training`` (:class:`PPOConfig`),
+``seed``, ``num_timesteps``, ``sb3_zip``, ``init_from``. :func:`load_ppo_policy` rebuilds the
+policy from either file; :func:`evaluate_ppo` backtests it.
+
+Evaluation (:func:`evaluate_ppo`): the deterministic policy walks one full sequential pass of
+``TradingEnv(split=...)`` (the split's every decision bar, as the supervised evaluation), and
+its target positions are replayed through :func:`tradezoo.backtest.simulate`, the same
+execution engine: the replay's equity equals the env's (to 1e-9, tested), and the result
+carries the metrics and the buy-and-hold benchmark on the same bars and costs.
+
+Determinism: ``seed`` seeds Python, numpy, torch (SB3's ``set_random_seed``), the action space
+and the env accounts; on CPU the same seed gives the same first update (tested) and the same
+run.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tradezoo.agents.callbacks import (
+    FreezeBackboneCallback,
+    NonFiniteGuardCallback,
+    PeriodicCheckpointCallback,
+    TradingEvalCallback,
+    TradingMetricsCallback,
+)
+from tradezoo.agents.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    versions,
+)
+from tradezoo.agents.data import N_ACCOUNT_COLUMNS, PreparedData, observation_space
+from tradezoo.agents.supervised import TrainingInterrupted, resolve_device
+from tradezoo.agents.tensorboard import print_tensorboard_hint
+from tradezoo.backtest.costs import CostModel
+from tradezoo.data.features import FeatureScaler
+from tradezoo.policies.registry import get_architecture
+
+if TYPE_CHECKING:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.common.vec_env import VecEnv
+
+__all__ = [
+    "RESUME_FIXED_KEYS",
+    "PPOConfig",
+    "PPOEvaluation",
+    "PPOResult",
+    "env_kwargs",
+    "evaluate_ppo",
+    "load_ppo_policy",
+    "make_eval_env",
+    "make_ppo",
+    "make_train_env",
+    "save_ppo",
+    "train_ppo",
+    "warm_start_policy",
+]
+
+ActionSchemeName = Literal["target", "signal", "continuous"]
+PPO_KIND = "ppo"
+FILL = "next_open"
+INITIAL_EQUITY = 1.0
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@dataclass
+class PPOConfig:
+    """Settings of :func:`train_ppo` (SB3 PPO hyperparameters, env, policy, monitoring).
+
+    Attributes:
+        timesteps: total env steps to train for (over all envs; rounded up by SB3 to whole
+            rollouts of ``n_envs * n_steps``), >= 1. On resume, the total including the
+            steps already done.
+        n_envs: parallel training accounts (one batched VecEnv), >= 1.
+        n_steps: steps per env per rollout, >= 1.
+        batch_size: minibatch size, 2 <= batch_size <= ``n_envs * n_steps``.
+        n_epochs: passes over each rollout per update, >= 1.
+        lr: Adam learning rate, > 0.
+        gamma: discount in [0, 1]; gae_lambda: GAE lambda in [0, 1].
+        clip_range: PPO clip range, > 0.
+        ent_coef, vf_coef: entropy and value loss weights, >= 0.
+        max_grad_norm: gradient clipping norm, > 0.
+        target_kl: early stop of an update's epochs above this KL (``None``: off).
+        episode_length: steps per training episode (random starts in the train split), >= 2.
+        window: bars per observation; ``None`` takes the data's window (another value is an
+            error: the data was prepared for one window).
+        features_dim: extractor output width; ``None``: 64, or the warm-start checkpoint's.
+        arch_config: the architecture's config fields (``d_model``, ...); with ``init_from``
+            they must agree with the checkpoint's.
+        pi_layers: hidden layers of the policy head (``()``: the action head reads the
+            extractor output, as the supervised classifier's head; required for warm start).
+        vf_layers: hidden layers of the value head.
+        action_scheme: ``"target"`` (0 short, 1 flat, 2 long), ``"signal"`` (1 keeps the
+            position) or ``"continuous"`` (no warm start).
+        max_leverage: exposure of a full position, > 0; allow_short: actions may go short.
+        reward: the env's reward (``"log_return"``, ``"pnl"``, ``"differential_sharpe"``).
+        rebalance: ``"on_change"`` or ``"every_bar"``.
+        eval_freq: timesteps between validation evaluations; the final weights are evaluated
+            too (0: no evaluation at all, no best model).
+        eval_episodes: validation episodes per evaluation (run in parallel), >= 1.
+        eval_episode_length: steps per validation episode (seeded random starts, the same
+            episodes at every evaluation); ``None``: one full pass of the validation split
+            (``eval_episodes`` must then be 1).
+        checkpoint_freq: timesteps between checkpoints (0: none).
+        freeze_backbone_updates: PPO updates with the features extractor frozen, >= 0 (the
+            first updates of a run; a resumed run does not freeze again).
+        log_interval: rollouts between SB3 log dumps, >= 1.
+        tensorboard: write TensorBoard logs under ``out_dir/tb``.
+        eval_figure: log the validation equity-curve figure at each evaluation.
+    """
+
+    timesteps: int = 200_000
+    n_envs: int = 8
+    n_steps: int = 256
+    batch_size: int = 256
+    n_epochs: int = 4
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    episode_length: int = 720
+    window: int | None = None
+    features_dim: int | None = None
+    arch_config: dict[str, Any] = field(default_factory=dict)
+    pi_layers: tuple[int, ...] = ()
+    vf_layers: tuple[int, ...] = (64,)
+    action_scheme: ActionSchemeName = "target"
+    max_leverage: float = 1.0
+    allow_short: bool = True
+    reward: str = "log_return"
+    rebalance: str = "on_change"
+    eval_freq: int = 20_000
+    eval_episodes: int = 1
+    eval_episode_length: int | None = None
+    checkpoint_freq: int = 50_000
+    freeze_backbone_updates: int = 0
+    log_interval: int = 1
+    tensorboard: bool = True
+    eval_figure: bool = True
+
+    def __post_init__(self) -> None:
+        def integer(name: str, minimum: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+                    value < minimum:
+                raise ValueError(
+                    f"PPOConfig.{name} must be an integer >= {minimum}"
+                    f"{' or None' if optional else ''}, got {value!r}"
+                )
+            setattr(self, name, int(value))
+
+        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False,
+                   optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+                  and math.isfinite(float(value))
+                  and (value > low if open_low else value >= low) and value <= high)
+            if not ok:
+                rule = f"> {low}" if open_low else f">= {low}"
+                upper = "" if high == math.inf else f" and <= {high}"
+                raise ValueError(f"PPOConfig.{name} must be a number {rule}{upper}"
+                                 f"{' or None' if optional else ''}, got {value!r}")
+            setattr(self, name, float(value))
+
+        def layers(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, list | tuple) or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+                for v in value
+            ):
+                raise ValueError(f"PPOConfig.{name} must be a list of layer widths >= 1, got "
+                                 f"{value!r}")
+            setattr(self, name, tuple(int(v) for v in value))
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"PPOConfig.{name} must be one of {list(allowed)}, got "
+                                 f"{getattr(self, name)!r}")
+
+        def boolean(name: str) -> None:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"PPOConfig.{name} must be true or false, got "
+                                 f"{getattr(self, name)!r}")
+
+        integer("timesteps", 1)
+        integer("n_envs", 1)
+        integer("n_steps", 1)
+        integer("batch_size", 2)
+        integer("n_epochs", 1)
+        number("lr", 0.0, open_low=True)
+        number("gamma", 0.0, 1.0)
+        number("gae_lambda", 0.0, 1.0)
+        number("clip_range", 0.0, open_low=True)
+        number("ent_coef", 0.0)
+        number("vf_coef", 0.0)
+        number("max_grad_norm", 0.0, open_low=True)
+        number("target_kl", 0.0, open_low=True, optional=True)
+        integer("episode_length", 2)
+        integer("window", 1, optional=True)
+        integer("features_dim", 1, optional=True)
+        if not isinstance(self.arch_config, Mapping):
+            raise ValueError(f"PPOConfig.arch_config must be a mapping of the architecture's "
+                             f"config fields, got {self.arch_config!r}")
+        self.arch_config = dict(self.arch_config)
+        layers("pi_layers")
+        layers("vf_layers")
+        choice("action_scheme", ("target", "signal", "continuous"))
+        number("max_leverage", 0.0, open_low=True)
+        boolean("allow_short")
+        choice("reward", ("log_return", "pnl", "differential_sharpe"))
+        choice("rebalance", ("on_change", "every_bar"))
+        integer("eval_freq", 0)
+        integer("eval_episodes", 1)
+        integer("eval_episode_length", 2, optional=True)
+        integer("checkpoint_freq", 0)
+        integer("freeze_backbone_updates", 0)
+        integer("log_interval", 1)
+        boolean("tensorboard")
+        boolean("eval_figure")
+        if self.batch_size > self.n_envs * self.n_steps:
+            raise ValueError(
+                f"PPOConfig.batch_size ({self.batch_size}) must be <= n_envs * n_steps "
+                f"({self.n_envs} * {self.n_steps} = {self.n_envs * self.n_steps}), the rollout "
+                "size"
+            )
+        if self.eval_episode_length is None and self.eval_episodes != 1:
+            raise ValueError(
+                f"PPOConfig.eval_episodes={self.eval_episodes} needs eval_episode_length: without "
+                "it an evaluation is one deterministic full pass of the validation split"
+            )
+
+    @property
+    def rollout_size(self) -> int:
+        """Timesteps per rollout (and per update): ``n_envs * n_steps``."""
+        return self.n_envs * self.n_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for checkpoints, JSON and YAML."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PPOConfig:
+        """Build from a dict; unknown keys are a ``ValueError`` listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown PPO training key(s) {unknown}; valid keys: {valid}")
+        return cls(**dict(data))
+
+
+RESUME_FIXED_KEYS: tuple[str, ...] = (
+    "n_steps", "batch_size", "n_epochs", "lr", "gamma", "gae_lambda", "clip_range", "ent_coef",
+    "vf_coef", "max_grad_norm", "target_kl", "features_dim", "arch_config", "pi_layers",
+    "vf_layers", "action_scheme", "max_leverage", "allow_short", "reward", "rebalance",
+)
+"""Config keys a resumed run must share with its checkpoint: SB3 restores the saved
+hyperparameters and weights, so a different value would be silently ignored or not fit."""
+
+
+def _as_config(config: PPOConfig | Mapping[str, Any] | None) -> PPOConfig | None:
+    if config is None or isinstance(config, PPOConfig):
+        return config
+    if isinstance(config, Mapping):
+        return PPOConfig.from_dict(config)
+    raise TypeError(f"config must be a PPOConfig or a dict, got {type(config).__name__}")
+
+
+# ------------------------------------------------------------------------------- envs
+
+
+def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
+               *, costs: CostModel | None = None) -> dict[str, Any]:
+    """``TradingEnv``/``make_sb3_vec_env`` keyword arguments for ``data`` and ``config``.
+
+    The env sees ``data``'s validated bars, feature spec, fitted scaler, window, split
+    fractions and cost model, so its feature columns equal ``data.scaled`` bit for bit.
+    ``episode_length`` is left to the caller.
+    """
+    return {
+        "data": data.bars,
+        "feature_spec": data.feature_spec,
+        "scaler": data.scaler,
+        "window": data.window,
+        "split": split,
+        "split_fractions": data.split_fractions,
+        "costs": costs if costs is not None else data.costs,
+        "action_scheme": config.action_scheme,
+        "max_leverage": config.max_leverage,
+        "allow_short": config.allow_short,
+        "reward": config.reward,
+        "rebalance": config.rebalance,
+        "fill": FILL,
+        "initial_equity": INITIAL_EQUITY,
+    }
+
+
+def make_train_env(data: PreparedData, config: PPOConfig, seed: int) -> VecEnv:
+    """``VecMonitor`` over ``config.n_envs`` training accounts on the train split (random
+    episode starts, ``config.episode_length`` steps), seeded ``seed, seed + 1, ...``."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from tradezoo.envs import make_sb3_vec_env
+
+    venv = make_sb3_vec_env(n_envs=config.n_envs, seed=seed,
+                            episode_length=config.episode_length, **env_kwargs(data, config))
+    return VecMonitor(venv)
+
+
+def make_eval_env(data: PreparedData, config: PPOConfig, split: str = "val") -> VecEnv:
+    """The evaluation VecEnv on ``split``: one account walking the whole split
+    (``eval_episode_length=None``) or ``eval_episodes`` accounts with random starts."""
+    from tradezoo.envs import make_sb3_vec_env
+
+    if config.eval_episode_length is None:
+        return make_sb3_vec_env(n_envs=1, episode_length=None, random_start=False,
+                                **env_kwargs(data, config, split))
+    return make_sb3_vec_env(n_envs=config.eval_episodes,
+                            episode_length=config.eval_episode_length, random_start=True,
+                            **env_kwargs(data, config, split))
+
+
+# ---------------------------------------------------------------------- model building
+
+
+def _check_data(data: Any) -> PreparedData:
+    if not isinstance(data, PreparedData):
+        raise TypeError(f"data must be a PreparedData (see prepare_data), got "
+                        f"{type(data).__name__}")
+    return data
+
+
+def _scalers_equal(a: FeatureScaler, b: FeatureScaler) -> bool:
+    """Exact equality of two scalers' ``to_dict()`` (numbers compared as float64 arrays)."""
+    left, right = a.to_dict(), b.to_dict()
+    if set(left) != set(right):
+        return False
+    for key in left:
+        x, y = left[key], right[key]
+        try:
+            xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError):  # names and other non-numeric entries
+            if x != y:
+                return False
+            continue
+        if xs.shape != ys.shape or not np.array_equal(xs, ys, equal_nan=True):
+            return False
+    return True
+
+
+def _check_checkpoint_fits(ckpt: Mapping[str, Any], data: PreparedData) -> None:
+    """Window, feature count and scaler of a checkpoint against the data (names the field)."""
+    where = ckpt.get("path", "<in memory>")
+    for key, have in (("window", data.window), ("n_features", data.n_features)):
+        if int(ckpt[key]) != have:
+            raise CheckpointError(f"checkpoint {where}: {key} mismatch: the checkpoint has "
+                                  f"{ckpt[key]}, the data has {have}")
+    if not _scalers_equal(FeatureScaler.from_dict(ckpt["scaler"]), data.scaler):
+        raise CheckpointError(
+            f"checkpoint {where}: scaler mismatch: its feature scaler differs from the data's "
+            "(fitted on other data or other split fractions); prepare the data as for the "
+            "checkpoint"
+        )
+
+
+def _policy_kwargs(arch: str, features_dim: int, arch_config: Mapping[str, Any],
+                   pi_layers: Any, vf_layers: Any) -> dict[str, Any]:
+    from tradezoo.policies.sb3 import policy_kwargs_for
+
+    return policy_kwargs_for(arch, features_dim,
+                             net_arch={"pi": list(pi_layers), "vf": list(vf_layers)},
+                             **dict(arch_config))
+
+
+def _warm_start_settings(
+    init_from: str | Path, arch: str, data: PreparedData, config: PPOConfig
+) -> tuple[dict[str, Any], int, dict[str, Any]]:
+    """Check a supervised checkpoint against ``arch``, ``data`` and ``config``.
+
+    Returns:
+        ``(arch_config, features_dim, checkpoint)``.
+    """
+    ckpt = load_checkpoint(init_from, expect_arch=arch, expect_feature_spec=data.feature_spec,
+                           expect_kind="supervised")
+    where = ckpt["path"]
+    _check_checkpoint_fits(ckpt, data)
+    saved_cfg = dict(ckpt["arch_config"])
+    clashes = [f"{k}: checkpoint {saved_cfg.get(k, '<absent>')!r} vs config {v!r}"
+               for k, v in config.arch_config.items()
+               if k not in saved_cfg or saved_cfg[k] != v]
+    if clashes:
+        raise CheckpointError(f"checkpoint {where}: architecture config mismatch "
+                              f"({'; '.join(clashes)})")
+    features_dim = int(ckpt.get("features_dim", 64))
+    if config.features_dim is not None and config.features_dim != features_dim:
+        raise CheckpointError(f"checkpoint {where}: features_dim mismatch: the checkpoint has "
+                              f"{features_dim}, the config asks for {config.features_dim}")
+    if config.pi_layers:
+        raise ValueError(
+            f"warm start needs pi_layers=() (the action head must be the classifier's "
+            f"Linear(features_dim, 3)), got pi_layers={list(config.pi_layers)}"
+        )
+    if config.action_scheme == "continuous":
+        raise ValueError("warm start needs a discrete action scheme ('target' or 'signal'): the "
+                         "classifier's classes are the actions sell, hold, buy")
+    return saved_cfg, features_dim, ckpt
+
+
+def warm_start_policy(policy: ActorCriticPolicy, checkpoint: Mapping[str, Any]) -> None:
+    """Copy a supervised checkpoint's extractor into ``policy.features_extractor`` and its
+    head into ``policy.action_net`` (strictly: every tensor must fit).
+
+    Raises:
+        CheckpointError: the weights do not fit the policy (names the part and the keys).
+    """
+    state = checkpoint["state_dict"]
+    where = checkpoint.get("path", "<in memory>")
+    parts = {"extractor.": policy.features_extractor, "head.": policy.action_net}
+    for prefix, module in parts.items():
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(sub, strict=True)
+        except RuntimeError as exc:
+            target = "features extractor" if prefix == "extractor." else "action head"
+            raise CheckpointError(
+                f"checkpoint {where}: its {prefix[:-1]} weights do not fit the policy's "
+                f"{target}: {str(exc).splitlines()[0]}"
+            ) from exc
+
+
+def make_ppo(
+    data: PreparedData,
+    arch: str,
+    *,
+    config: PPOConfig | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    init_from: str | Path | None = None,
+    env: VecEnv | None = None,
+) -> PPO:
+    """Build (do not train) the SB3 PPO model :func:`train_ppo` trains.
+
+    Args:
+        data: prepared data (its train split feeds the env).
+        arch: a registry name.
+        config: :class:`PPOConfig` or its dict.
+        seed: seeds Python, numpy, torch, the action space and the env accounts.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        init_from: a supervised checkpoint to warm-start from (module docstring).
+        env: the training VecEnv (default :func:`make_train_env`).
+
+    Returns:
+        The PPO model; ``model.tradezoo`` holds ``{"arch", "arch_config", "features_dim",
+        "init_from"}`` (what the checkpoints record).
+    """
+    from stable_baselines3 import PPO
+
+    from tradezoo.policies.sb3 import POLICY_CLASSES
+
+    data = _check_data(data)
+    get_architecture(arch)  # ValueError listing the valid names
+    cfg = _as_config(config) or PPOConfig()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if cfg.window is not None and cfg.window != data.window:
+        raise ValueError(f"PPOConfig.window={cfg.window} differs from the data's window "
+                         f"{data.window}; prepare the data with window={cfg.window}")
+    dev = resolve_device(device)
+    checkpoint = None
+    arch_config: dict[str, Any] = dict(cfg.arch_config)
+    features_dim = cfg.features_dim or 64
+    if init_from is not None:
+        arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, data, cfg)
+    policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
+                                   cfg.vf_layers)
+    venv = env if env is not None else make_train_env(data, cfg, seed)
+    model = PPO(
+        POLICY_CLASSES[arch],
+        venv,
+        learning_rate=cfg.lr,
+        n_steps=cfg.n_steps,
+        batch_size=cfg.batch_size,
+        n_epochs=cfg.n_epochs,
+        gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda,
+        clip_range=cfg.clip_range,
+        ent_coef=cfg.ent_coef,
+        vf_coef=cfg.vf_coef,
+        max_grad_norm=cfg.max_grad_norm,
+        target_kl=cfg.target_kl,
+        policy_kwargs=policy_kwargs,
+        seed=seed,
+        device=dev,
+        verbose=0,
+    )
+    if checkpoint is not None:
+        warm_start_policy(model.policy, checkpoint)
+    model.tradezoo = {  # type: ignore[attr-defined]
+        "arch": arch,
+        "arch_config": _backbone_config(model.policy),
+        "features_dim": features_dim,
+        "init_from": str(init_from) if init_from is not None else None,
+    }
+    return model
+
+
+def _backbone_config(policy: ActorCriticPolicy) -> dict[str, Any]:
+    """The extractor backbone's full config as constructor keywords (``init`` fields)."""
+    backbone = policy.features_extractor.backbone  # type: ignore[union-attr]
+    config = backbone.config
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str, Any]:
+    """The parts of a PPO sidecar that do not change during a run."""
+    splits: dict[str, Any] = {
+        "fractions": list(data.split_fractions),
+        "embargo": int(data.splits.embargo),
+        "lookback": int(data.splits.lookback),
+        "horizon": int(data.splits.horizon),
+    }
+    for part, (first, last) in data.boundaries.items():
+        splits[part] = [first.isoformat(), last.isoformat()]
+    attrs = data.bars.attrs
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "kind": PPO_KIND,
+        "feature_spec": data.feature_spec.to_dict(),
+        "feature_names": list(data.feature_names),
+        "n_features": data.n_features,
+        "n_account_columns": N_ACCOUNT_COLUMNS,
+        "window": data.window,
+        "scaler": data.scaler.to_dict(),
+        "splits": splits,
+        "dataset": {
+            "name": data.name,
+            "symbol": str(attrs.get("symbol") or ""),
+            "interval": str(attrs.get("interval") or ""),
+            "source": str(attrs.get("source") or ""),
+        },
+        "costs": dict(data.costs.to_dict()),
+        "env": {
+            "action_scheme": config.action_scheme,
+            "max_leverage": config.max_leverage,
+            "allow_short": config.allow_short,
+            "reward": config.reward,
+            "rebalance": config.rebalance,
+            "fill": FILL,
+            "initial_equity": INITIAL_EQUITY,
+            "episode_length": config.episode_length,
+            "split_fractions": list(data.split_fractions),
+        },
+        "action_scheme": config.action_scheme,
+        "training": config.to_dict(),
+        "seed": int(seed),
+        "versions": versions(),
+    }
+
+
+def save_ppo(model: PPO, stem: str | Path, *, base: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``stem.zip`` (SB3) and its sidecar ``stem.pt`` (tradezoo, ``kind="ppo"``).
+
+    Args:
+        model: a model from :func:`make_ppo` (``model.tradezoo`` set).
+        stem: path without suffix.
+        base: the run's constant sidecar fields (data, config, seed).
+
+    Returns:
+        ``(zip path, sidecar path)``.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    zip_path = stem.parent / f"{stem.name}.zip"
+    model.save(zip_path)
+    meta = model.tradezoo  # type: ignore[attr-defined]
+    policy = model.policy
+    net_arch = policy.net_arch
+    payload = {
+        **base,
+        "arch": meta["arch"],
+        "arch_config": dict(meta["arch_config"]),
+        "features_dim": int(meta["features_dim"]),
+        "net_arch": {"pi": list(net_arch["pi"]), "vf": list(net_arch["vf"])}  # type: ignore[index,call-overload]
+        if isinstance(net_arch, dict) else {"pi": list(net_arch), "vf": list(net_arch)},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+        "num_timesteps": int(model.num_timesteps),
+        "step": int(model.num_timesteps),
+        "epoch": 0,
+        "sb3_zip": zip_path.name,
+        "init_from": meta["init_from"],
+    }
+    pt_path = save_checkpoint(payload, stem.parent / f"{stem.name}.pt")
+    return zip_path, pt_path
+
+
+def _ppo_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(zip, sidecar)`` for a path to either one (the other is found by the stem)."""
+    path = Path(path)
+    if path.suffix == ".zip":
+        return path, path.with_suffix(".pt")
+    if path.suffix == ".pt":
+        return path.with_suffix(".zip"), path
+    return path.parent / f"{path.name}.zip", path.parent / f"{path.name}.pt"
+
+
+def load_ppo_policy(
+    path_or_checkpoint: str | Path | Mapping[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[ActorCriticPolicy, dict[str, Any]]:
+    """Rebuild a PPO policy (eval mode) from a ``kind="ppo"`` sidecar, a path to it or to its
+    ``.zip`` (the sidecar next to it is read; SB3's zip is not unpickled).
+
+    Returns:
+        ``(policy, checkpoint dict)``.
+
+    Raises:
+        FileNotFoundError: no sidecar.
+        CheckpointError: not a PPO checkpoint, or weights that do not fit.
+    """
+    from gymnasium import spaces
+
+    from tradezoo.policies.sb3 import POLICY_CLASSES
+
+    if isinstance(path_or_checkpoint, Mapping):
+        ckpt = dict(path_or_checkpoint)
+        if ckpt.get("kind") != PPO_KIND:
+            raise CheckpointError(f"checkpoint {ckpt.get('path', '<in memory>')}: kind "
+                                  f"{ckpt.get('kind')!r}, expected {PPO_KIND!r}")
+    else:
+        zip_path, sidecar = _ppo_paths(path_or_checkpoint)
+        if not sidecar.exists():
+            raise FileNotFoundError(
+                f"PPO checkpoint {path_or_checkpoint}: no sidecar {sidecar} (the tradezoo "
+                f"metadata written next to {zip_path.name} by train_ppo)"
+            )
+        ckpt = load_checkpoint(sidecar, expect_kind=PPO_KIND)
+    where = ckpt.get("path", "<in memory>")
+    env = ckpt["env"]
+    obs_space = observation_space(int(ckpt["window"]), int(ckpt["n_features"]),
+                                  ckpt["scaler"].get("clip"))
+    action_space = (spaces.Box(-1.0, 1.0, (1,), np.float32)
+                    if env["action_scheme"] == "continuous" else spaces.Discrete(3))
+    kwargs = _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), ckpt["arch_config"],
+                            ckpt["net_arch"]["pi"], ckpt["net_arch"]["vf"])
+    policy = POLICY_CLASSES[ckpt["arch"]](obs_space, action_space, lambda _: 0.0, **kwargs)
+    try:
+        policy.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {where}: its weights do not fit a {ckpt['arch']!r} policy with the "
+            f"saved config: {str(exc).splitlines()[0]}"
+        ) from exc
+    policy = policy.to(resolve_device(device))
+    policy.set_training_mode(False)
+    return policy, ckpt
+
+
+# ------------------------------------------------------------------------------ training
+
+
+@dataclass
+class PPOResult:
+    """What :func:`train_ppo` returns.
+
+    Attributes:
+        model: the trained SB3 PPO model (final weights).
+        arch: architecture name.
+        out_dir: the run directory.
+        final_model: ``out_dir/final_model.zip`` (sidecar ``.pt`` next to it).
+        best_model: ``out_dir/best_model.zip`` (best validation mean reward) or ``None``
+            without evaluation.
+        checkpoints: periodic checkpoint zips written.
+        log_dir: TensorBoard directory (``None`` when disabled).
+        num_timesteps: total timesteps trained (resumed runs included).
+        evaluations: one summary dict per validation evaluation (``timesteps``,
+            ``mean_reward``, trading metrics, ``best``).
+        best_mean_reward: best validation mean episode reward (-inf without evaluation).
+        train_seconds: wall time of ``learn``.
+        n_parameters: trainable policy parameters.
+        device: device used.
+        config: the training config.
+        seed: the seed.
+        init_from: the warm-start checkpoint, if any.
+    """
+
+    model: PPO
+    arch: str
+    out_dir: Path
+    final_model: Path
+    best_model: Path | None
+    checkpoints: list[Path]
+    log_dir: Path | None
+    num_timesteps: int
+    evaluations: list[dict[str, Any]]
+    best_mean_reward: float
+    train_seconds: float
+    n_parameters: int
+    device: str
+    config: PPOConfig
+    seed: int
+    init_from: str | None = None
+
+
+def _resume_config(given: PPOConfig | None, saved: Mapping[str, Any], where: str) -> PPOConfig:
+    saved_cfg = PPOConfig.from_dict(saved)
+    if given is None:
+        return saved_cfg
+    a, b = given.to_dict(), saved_cfg.to_dict()
+    differences = [f"{k}: checkpoint {b[k]!r} vs config {a[k]!r}" for k in RESUME_FIXED_KEYS
+                   if a[k] != b[k] and not (k == "features_dim" and a[k] is None)]
+    if differences:
+        raise ValueError(
+            f"cannot resume from {where} with a different model or PPO setting "
+            f"({'; '.join(differences)}); only timesteps, n_envs, episode length, evaluation, "
+            "checkpoint and logging settings may change"
+        )
+    return given
+
+
+def _sb3_logger(log_dir: Path | None) -> Any:
+    from stable_baselines3.common.logger import Logger, configure
+
+    if log_dir is None:
+        return Logger(folder=None, output_formats=[])
+    return configure(str(log_dir), ["tensorboard"])
+
+
+def train_ppo(
+    data: PreparedData,
+    arch: str,
+    *,
+    config: PPOConfig | Mapping[str, Any] | None = None,
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    init_from: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    callbacks: Sequence[BaseCallback] = (),
+) -> PPOResult:
+    """Train ``arch`` with PPO on ``data``'s train split (see the module docstring).
+
+    Args:
+        data: from :func:`tradezoo.agents.data.prepare_data`.
+        arch: a registry name.
+        config: :class:`PPOConfig` or its dict (unknown keys rejected); on resume ``None``
+            takes the checkpoint's, and a given one may change only the timesteps, envs,
+            evaluation, checkpoint and logging settings (:data:`RESUME_FIXED_KEYS`).
+        out_dir: run directory (module docstring).
+        seed: the seed (a resumed run reseeds with ``seed + timesteps done``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        init_from: a supervised checkpoint to warm-start from.
+        resume_from: a PPO checkpoint (``.zip`` or its ``.pt`` sidecar) to continue: weights,
+            optimiser and ``num_timesteps`` continue (the envs restart their episodes).
+        progress: show SB3's progress bar (rich/tqdm).
+        verbose: print the log directory, the TensorBoard command and a closing line.
+        callbacks: more SB3 callbacks, run after the trainer's own (one may raise
+            ``KeyboardInterrupt`` to stop as Ctrl-C does).
+
+    Returns:
+        :class:`PPOResult`.
+
+    Raises:
+        ValueError, TypeError: bad arguments or config.
+        CheckpointError: a warm-start or resume checkpoint that does not fit.
+        NonFiniteLossError: a PPO update with a non-finite loss.
+        TrainingInterrupted: Ctrl-C; ``interrupted.zip`` (+ ``.pt``) was written.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CallbackList
+
+    data = _check_data(data)
+    get_architecture(arch)
+    cfg = _as_config(config)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if init_from is not None and resume_from is not None:
+        raise ValueError("give init_from (start from a supervised model) or resume_from "
+                         "(continue a PPO run), not both")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    resuming = resume_from is not None
+    if resume_from is not None:
+        zip_path, sidecar = _ppo_paths(resume_from)
+        for path in (zip_path, sidecar):
+            if not path.exists():
+                raise FileNotFoundError(f"resume_from {resume_from}: no such file {path}")
+        meta = load_checkpoint(sidecar, expect_arch=arch, expect_feature_spec=data.feature_spec,
+                               expect_kind=PPO_KIND)
+        _check_checkpoint_fits(meta, data)
+        cfg = _resume_config(cfg, meta["training"], str(sidecar))
+        done = int(meta["num_timesteps"])
+        venv = make_train_env(data, cfg, seed + done)
+        model = PPO.load(zip_path, env=venv, device=dev)
+        model.set_random_seed(seed + done)
+        model.tradezoo = {  # type: ignore[attr-defined]
+            "arch": arch, "arch_config": dict(meta["arch_config"]),
+            "features_dim": int(meta["features_dim"]), "init_from": meta.get("init_from"),
+        }
+        init_label = meta.get("init_from")
+    else:
+        cfg = cfg or PPOConfig()
+        model = make_ppo(data, arch, config=cfg, seed=seed, device=dev, init_from=init_from)
+        init_label = model.tradezoo["init_from"]  # type: ignore[attr-defined]
+    assert cfg is not None
+    base = _base_payload(data, cfg, seed)
+
+    def save(algorithm: Any, stem: Path) -> tuple[Path, Path]:
+        return save_ppo(algorithm, stem, base=base)
+
+    log_dir = out / "tb" if cfg.tensorboard else None
+    model.set_logger(_sb3_logger(log_dir))
+    if verbose and log_dir is not None:
+        print_tensorboard_hint(log_dir)
+
+    hparams = {"arch": arch, "seed": seed, "window": data.window, "dataset": data.name,
+               "init_from": init_label or "none",
+               **{k: v for k, v in cfg.to_dict().items() if k != "arch_config"},
+               **{f"arch.{k}": v for k, v in model.tradezoo["arch_config"].items()}}  # type: ignore[attr-defined]
+    own: list[BaseCallback] = [TradingMetricsCallback(hparams=hparams)]
+    eval_callback: TradingEvalCallback | None = None
+    if cfg.eval_freq > 0:
+        if data.splits.part("val").size == 0:
+            warnings.warn("the data has no validation split: no evaluation, no best model",
+                          stacklevel=2)
+        else:
+            eval_env = make_eval_env(data, cfg, "val")
+            eval_seed = seed + 10_007  # the same validation episodes at every evaluation
+            eval_callback = TradingEvalCallback(
+                eval_env, eval_freq=cfg.eval_freq, save=save, best_stem=out / "best_model",
+                figure=cfg.eval_figure, eval_seed=eval_seed
+                if cfg.eval_episode_length is not None else None,
+            )
+            own.append(eval_callback)
+    checkpoint_callback: PeriodicCheckpointCallback | None = None
+    if cfg.checkpoint_freq > 0:
+        checkpoint_callback = PeriodicCheckpointCallback(cfg.checkpoint_freq, out / "checkpoints",
+                                                         save)
+        own.append(checkpoint_callback)
+    if cfg.freeze_backbone_updates > 0 and not resuming:
+        own.append(FreezeBackboneCallback(cfg.freeze_backbone_updates))
+    own.append(NonFiniteGuardCallback(arch))
+    own.extend(callbacks)
+
+    remaining = cfg.timesteps - int(model.num_timesteps)
+    started = time.perf_counter()
+    finished = False
+    try:
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=CallbackList(own),
+                        log_interval=cfg.log_interval, reset_num_timesteps=not resuming,
+                        progress_bar=progress)
+        if eval_callback is not None and eval_callback.last_eval_timestep != model.num_timesteps:
+            eval_callback.evaluate()  # the final weights are always evaluated
+        finished = True
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        zip_path, _ = save(model, out / "interrupted")
+        message = (f"PPO training of {arch!r} interrupted at timestep {model.num_timesteps}; a "
+                   f"resumable checkpoint was saved to {zip_path} (continue with "
+                   f"train_ppo(..., resume_from={str(zip_path)!r}))")
+        print(message, file=sys.stderr)
+        raise TrainingInterrupted(message, zip_path) from exc
+    finally:
+        model.logger.dump(model.num_timesteps)  # the last update's train/* and trading/*
+        if not finished:
+            model.logger.close()
+    train_seconds = time.perf_counter() - started
+
+    final_zip, _ = save(model, out / "final_model")
+    model.logger.close()
+    best = out / "best_model.zip"
+    if verbose:
+        best_text = (f", best validation mean reward {eval_callback.best_mean_reward:.5f}"
+                     if eval_callback is not None else "")
+        print(f"[{arch}] PPO: {model.num_timesteps} timesteps in {train_seconds:.1f} s"
+              f"{best_text}; final model {final_zip}", file=sys.stderr)
+    return PPOResult(
+        model=model,
+        arch=arch,
+        out_dir=out,
+        final_model=final_zip,
+        best_model=best if best.exists() and eval_callback is not None else None,
+        checkpoints=[Path(f"{stem}.zip") for stem in (checkpoint_callback.saved
+                                                       if checkpoint_callback else [])],
+        log_dir=log_dir,
+        num_timesteps=int(model.num_timesteps),
+        evaluations=list(eval_callback.evaluations) if eval_callback is not None else [],
+        best_mean_reward=(eval_callback.best_mean_reward if eval_callback is not None
+                          else -math.inf),
+        train_seconds=train_seconds,
+        n_parameters=sum(p.numel() for p in model.policy.parameters() if p.requires_grad),
+        device=str(dev),
+        config=cfg,
+        seed=seed,
+        init_from=init_label,
+    )
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class PPOEvaluation:
+    """What :func:`evaluate_ppo` returns.
+
+    Attributes:
+        split: the split walked.
+        actions: ``[k]`` actions the policy took (ints, or floats for ``"continuous"``).
+        targets: target exposure of each decision, on the decision bars' timestamps.
+        env_equity: the env's equity ``[k + 1]`` on the bars (first decision bar .. the bar
+            after the last decision).
+        backtest: :func:`~tradezoo.backtest.simulate` of ``targets`` on the same bars and
+            costs (its ``benchmark_*`` fields: buy-and-hold).
+        episode_metrics: the env's own ``info["metrics"]`` of the pass.
+        max_equity_difference: ``max |backtest.equity - env_equity|`` (0 up to rounding).
+        metrics: flat dict ``backtest/<metric>``, ``buy_and_hold/<metric>``.
+    """
+
+    split: str
+    actions: np.ndarray
+    targets: pd.Series
+    env_equity: pd.Series
+    backtest: Any
+    episode_metrics: dict[str, float]
+    max_equity_difference: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_ppo(
+    model_or_path: Any,
+    data: PreparedData,
+    split: Literal["train", "val", "test"] = "test",
+    *,
+    config: PPOConfig | Mapping[str, Any] | None = None,
+    costs: CostModel | None = None,
+    device: str | torch.device = "cpu",
+) -> PPOEvaluation:
+    """Backtest a PPO policy on one full sequential pass of ``split`` (module docstring).
+
+    Args:
+        model_or_path: a :class:`PPOResult`, an SB3 algorithm, an ``ActorCriticPolicy``, a
+            PPO checkpoint path (``.zip`` or its ``.pt`` sidecar) or a loaded sidecar dict.
+        data: prepared data; a checkpoint's feature spec, window and feature count must match
+            it, and the checkpoint's scaler scales its features.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        config: env settings (action scheme, leverage, shorting, rebalance) for a model or
+            policy object; default a :class:`PPOResult`'s config or ``PPOConfig()``. Ignored
+            for checkpoints (their ``env`` record is used).
+        costs: cost model of the env and the replay; default the data's.
+        device: where the policy runs.
+
+    Raises:
+        ValueError: a bad split or a model that does not fit the data.
+        CheckpointError, FileNotFoundError: an unreadable or mismatched checkpoint.
+    """
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.policies import BasePolicy
+
+    from tradezoo.backtest.simulate import simulate
+    from tradezoo.envs import TradingEnv
+
+    data = _check_data(data)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    cfg = _as_config(config)
+    scaler = data.scaler
+    if isinstance(model_or_path, PPOResult):
+        policy: Any = model_or_path.model.policy
+        cfg = cfg or model_or_path.config
+    elif isinstance(model_or_path, BaseAlgorithm):
+        policy = model_or_path.policy
+    elif isinstance(model_or_path, BasePolicy):
+        policy = model_or_path
+    elif isinstance(model_or_path, str | Path | Mapping):
+        if isinstance(model_or_path, Mapping):
+            policy, ckpt = load_ppo_policy(model_or_path, device=device)
+        else:
+            _, sidecar = _ppo_paths(model_or_path)
+            if not sidecar.exists():
+                raise FileNotFoundError(f"PPO checkpoint {model_or_path}: no sidecar {sidecar}")
+            ckpt = load_checkpoint(sidecar, expect_kind=PPO_KIND,
+                                   expect_feature_spec=data.feature_spec)
+            policy, ckpt = load_ppo_policy(ckpt, device=device)
+        for key, have in (("window", data.window), ("n_features", data.n_features)):
+            if int(ckpt[key]) != have:
+                raise ValueError(f"checkpoint {ckpt.get('path', '<in memory>')}: {key} "
+                                 f"{ckpt[key]} differs from the data's {have}")
+        scaler = FeatureScaler.from_dict(ckpt["scaler"])
+        env_cfg = ckpt["env"]
+        cfg = PPOConfig(action_scheme=env_cfg["action_scheme"],
+                        max_leverage=env_cfg["max_leverage"], allow_short=env_cfg["allow_short"],
+                        rebalance=env_cfg["rebalance"])
+    else:
+        raise TypeError(
+            "model_or_path must be a PPOResult, an SB3 algorithm or policy, a PPO checkpoint "
+            f"path or dict, got {type(model_or_path).__name__}"
+        )
+    cfg = cfg or PPOConfig()
+    kwargs = env_kwargs(data, cfg, split, costs=costs)
+    kwargs["scaler"] = scaler
+    env = TradingEnv(episode_length=None, random_start=False, **kwargs)
+    space = env.observation_space
+    if tuple(policy.observation_space.shape) != tuple(space.shape):
+        raise ValueError(f"the policy takes observations of shape "
+                         f"{tuple(policy.observation_space.shape)}, the env on this data gives "
+                         f"{tuple(space.shape)}")
+    was_training = policy.training
+    policy.set_training_mode(False)
+    obs, info = env.reset()
+    first_bar = int(info["bar"])
+    actions: list[Any] = []
+    targets: list[float] = []
+    episode_metrics: dict[str, float] = {}
+    try:
+        while True:
+            action, _ = policy.predict(obs, deterministic=True)
+            step_action = int(action) if cfg.action_scheme != "continuous" else action
+            obs, _reward, terminated, truncated, info = env.step(step_action)
+            actions.append(step_action)
+            targets.append(float(info["target"]))
+            if terminated or truncated:
+                episode_metrics = dict(info.get("metrics") or {})
+                break
+    finally:
+        policy.set_training_mode(was_training)
+    history = env.episode_history()
+    dataset = env.dataset
+    k = len(targets)
+    start = dataset.bar_offset + first_bar
+    bars = dataset.bars.iloc[start : start + k + 1]
+    positions = np.append(np.asarray(targets, dtype=np.float64), np.nan)
+    result = simulate(bars, pd.Series(positions, index=bars.index, name="target"),
+                      costs=costs if costs is not None else data.costs, fill=FILL,
+                      initial_equity=INITIAL_EQUITY, rebalance=cfg.rebalance,  # type: ignore[arg-type]
+                      periods_per_year=float(dataset.periods_per_year))
+    env_equity = pd.Series(history["equity"], index=bars.index, name="env_equity")
+    difference = float(np.max(np.abs(result.equity.to_numpy() - env_equity.to_numpy())))
+    metrics: dict[str, Any] = {f"backtest/{k}": v for k, v in result.metrics.to_dict().items()}
+    metrics.update({f"buy_and_hold/{k}": v for k, v in result.benchmark_metrics.to_dict().items()})
+    action_array = (np.asarray(actions, dtype=np.int64) if cfg.action_scheme != "continuous"
+                    else np.asarray(actions, dtype=np.float64).reshape(k, -1))
+    return PPOEvaluation(
+        split=split,
+        actions=action_array,
+        targets=pd.Series(targets, index=bars.index[:k], name="target"),
+        env_equity=env_equity,
+        backtest=result,
+        episode_metrics=episode_metrics,
+        max_equity_difference=difference,
+        metrics=metrics,
+    )

@@ -1,0 +1,1260 @@
+"""Supervised buy/hold/sell training of any zoo architecture, warm-startable into SB3 PPO.
+
+Model (:class:`SupervisedModel`)::
+
+    obs [B, window, F + 2]  -> SequenceExtractor(Box(window, F + 2), arch, features_dim, **cfg)
+                            -> [B, features_dim] -> head = Linear(features_dim, 3) -> logits
+
+The input is the env's Box observation layout (:mod:`tradezoo.envs.market`): the scaled
+features plus the two account columns (position held, equity log-return), which are **0** in
+training (a flat account: the observation the env shows at an episode's first decision;
+:func:`~tradezoo.agents.data.flat_account_observation`). The classes are 0 sell, 1 hold, 2 buy:
+the env's action order. So the classifier runs unchanged on env observations, and its weights
+map one to one onto an SB3 ``ActorCriticPolicy`` built with ``features_extractor_class=
+SequenceExtractor`` (same ``arch``, ``features_dim`` and config, ``share_features_extractor=
+True``) and ``net_arch=dict(pi=[], vf=[64])``::
+
+    policy.features_extractor.load_state_dict(model.extractor.state_dict())
+    policy.action_net.load_state_dict(model.head.state_dict())     # Linear(features_dim, 3)
+
+after which the policy's deterministic action is the classifier's argmax on every
+observation (the PPO trainer tests this). During PPO the account columns are no longer 0;
+the classifier never saw them, which is what fine-tuning is for. The backbone is called
+without ``dt``, as the extractor calls it.
+
+Auxiliary heads (``mambats``, ``msa``): when ``SupervisedConfig.aux_horizons`` is set and the
+architecture's module defines the heads class named in :data:`AUX_HEADS` (``MambaTSHeads``,
+``MSAHeads``), the model adds ``aux = Heads(d_model, horizons)`` on the backbone output
+``[B, d_model]``, built as ``Heads(d_model, horizons=("h4", "h24", ...), regression=True)``
+(the interface of :class:`tradezoo.policies.msa.MSAHeads`); its ``forward`` returns a dict
+with ``"regression"`` ``[B, H]`` (trained on the forward returns over each horizon, in units of
+their train-split std: MSE) and the direction logits of "the price rises over the horizon"
+(one ``[B]`` entry per horizon name, or ``"direction"`` ``[B, H]``; BCE with logits). Other
+outputs (the heads' own class logits) are not trained: :attr:`SupervisedModel.head` is the
+classifier. Their loss is added with weight ``aux_weight``. An architecture without the class
+(or with another constructor) trains without them and a warning says so. The auxiliary heads
+are not part of the PPO policy.
+
+Training (:func:`train_supervised`): cross-entropy with class weights ``N / (3 N_c)`` from the
+train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``), AdamW with no
+weight decay on the backbone's ``no_weight_decay()`` parameters, biases and norms, a cosine
+schedule with linear warm-up (per optimiser step), gradient clipping, validation every epoch,
+early stopping on the validation loss, the best checkpoint kept (``best.pt``), the last one
+(``last.pt``) resumable, bf16 autocast on CUDA, TensorBoard logs
+(:mod:`tradezoo.agents.tensorboard`), seeded and bit-deterministic on CPU.
+
+Failures: a non-finite loss or gradient norm stops with :class:`NonFiniteLossError` naming
+the step, the architecture and the last finite loss; Ctrl-C (``KeyboardInterrupt``, also when
+raised by a callback) writes ``interrupted.pt`` (resumable with ``resume_from=``) and raises
+:class:`TrainingInterrupted` saying where.
+
+Evaluation (:func:`evaluate_supervised`): a classification report on the labelled rows of a
+split, and a backtest of the classifier's signals through :func:`tradezoo.backtest.simulate`
+with the dataset's costs against buy-and-hold. Signals become target positions as in the
+chapters' ``signal`` semantics: buy -> +1 (long), sell -> -1 (short; 0 = flat with
+``allow_short=False``), hold -> keep the previous target (flat before the first signal).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import random
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as functional
+from torch import Tensor, nn
+
+from tradezoo.agents.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    versions,
+)
+from tradezoo.agents.data import (
+    N_ACCOUNT_COLUMNS,
+    PreparedData,
+    flat_account_observation,
+    observation_space,
+)
+from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
+from tradezoo.backtest.costs import CostModel
+from tradezoo.data.labels import CLASS_NAMES, forward_returns
+from tradezoo.data.windows import WindowDataset
+from tradezoo.policies.extractor import SequenceExtractor
+from tradezoo.policies.registry import get_architecture
+
+__all__ = [
+    "AUX_HEADS",
+    "ClassificationReport",
+    "NonFiniteLossError",
+    "SupervisedConfig",
+    "SupervisedEvaluation",
+    "SupervisedModel",
+    "SupervisedResult",
+    "TrainState",
+    "TrainingInterrupted",
+    "classification_report",
+    "evaluate_supervised",
+    "resolve_device",
+    "signals_to_positions",
+    "train_supervised",
+]
+
+N_CLASSES = 3
+AUX_HEADS: dict[str, str] = {"mambats": "MambaTSHeads", "msa": "MSAHeads"}
+"""Architecture -> name of the optional auxiliary-heads class in its module."""
+
+
+# --------------------------------------------------------------------------------- model
+
+
+def aux_heads_class(arch: str) -> type[nn.Module] | None:
+    """The auxiliary-heads class of ``arch`` (see the module docstring), or ``None``."""
+    name = AUX_HEADS.get(arch)
+    if name is None:
+        return None
+    module = importlib.import_module(get_architecture(arch).backbone_cls.__module__)
+    heads = getattr(module, name, None)
+    return heads if isinstance(heads, type) and issubclass(heads, nn.Module) else None
+
+
+class SupervisedModel(nn.Module):
+    """Zoo backbone + 3-class head on the env's Box observation (see the module docstring).
+
+    Args:
+        arch: a registry name (:data:`~tradezoo.policies.registry.ARCHITECTURES`).
+        n_features: ``F``, scaled feature columns (the observation has ``F + 2``).
+        window: bars per observation.
+        features_dim: extractor output width (the PPO policy's ``features_dim``).
+        clip: the scaler's clip (bounds of the observation space, as the env's).
+        aux_horizons: horizons of the optional auxiliary heads (``()``: none).
+        arch_config: the architecture's config fields as a dict (use it for a field whose
+            name clashes with an argument here, e.g. ``mlp``'s ``window``).
+        **cfg: more config fields (``d_model``, ``n_layers``, ...); they override
+            ``arch_config``.
+
+    Attributes:
+        extractor: the :class:`~tradezoo.policies.extractor.SequenceExtractor`.
+        head: ``Linear(features_dim, 3)``, logits of sell, hold, buy.
+        aux: the auxiliary heads or ``None``.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        n_features: int,
+        window: int,
+        *,
+        features_dim: int = 64,
+        clip: float | None = 5.0,
+        aux_horizons: Sequence[int] = (),
+        arch_config: Mapping[str, Any] | None = None,
+        **cfg: Any,
+    ) -> None:
+        super().__init__()
+        cfg = {**dict(arch_config or {}), **cfg}
+        self.arch = arch
+        self.n_features = int(n_features)
+        self.window = int(window)
+        self.features_dim = int(features_dim)
+        space = observation_space(self.window, self.n_features, clip)
+        self.extractor = SequenceExtractor(space, arch=arch, features_dim=features_dim, **cfg)
+        self.head = nn.Linear(self.features_dim, N_CLASSES)
+        self.aux_horizons: tuple[int, ...] = tuple(int(h) for h in aux_horizons)
+        self.aux: nn.Module | None = None
+        if self.aux_horizons:
+            heads_cls = aux_heads_class(arch)
+            if heads_cls is None:
+                warnings.warn(
+                    f"architecture {arch!r} has no auxiliary heads class "
+                    f"({AUX_HEADS.get(arch, 'none registered')}); aux_horizons ignored",
+                    stacklevel=2,
+                )
+                self.aux_horizons = ()
+            else:
+                try:
+                    self.aux = heads_cls(
+                        self.backbone.d_model, horizons=self.aux_names, regression=True
+                    )
+                except TypeError as exc:
+                    warnings.warn(
+                        f"{heads_cls.__name__} of architecture {arch!r} does not take "
+                        f"(d_model, horizons=..., regression=True) ({exc}); aux_horizons "
+                        "ignored",
+                        stacklevel=2,
+                    )
+                    self.aux_horizons = ()
+
+    @property
+    def aux_names(self) -> tuple[str, ...]:
+        """Names of the auxiliary horizons: ``"h<bars>"``."""
+        return tuple(f"h{h}" for h in self.aux_horizons)
+
+    @property
+    def backbone(self) -> nn.Module:
+        assert self.extractor.backbone is not None
+        return self.extractor.backbone
+
+    def backbone_config(self) -> dict[str, Any]:
+        """The backbone's full config as constructor keywords (``init`` fields only)."""
+        config = self.extractor.backbone.config  # type: ignore[union-attr]
+        return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
+
+    def forward_all(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``obs [B, window, F + 2]`` -> ``(logits [B, 3], aux outputs)``."""
+        encoded = self.extractor.encode(obs)  # [B, d_model]
+        logits = self.head(self.extractor.head(encoded))  # [B, 3]
+        aux: dict[str, Tensor] = self.aux(encoded) if self.aux is not None else {}
+        return logits, aux
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``obs [B, window, F + 2]`` (env layout) -> logits ``[B, 3]`` (sell, hold, buy)."""
+        return self.head(self.extractor(obs))  # [B, 3]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Scaled features ``[B, window, F]`` (flat account) -> logits ``[B, 3]``."""
+        return self(flat_account_observation(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (relative to this model) AdamW must not decay: the backbone's
+        ``no_weight_decay()``, every bias and every parameter with fewer than 2 dimensions
+        (norm scales, per-channel gains)."""
+        prefix = "extractor.backbone."
+        names = {prefix + n for n in self.backbone.no_weight_decay()}  # type: ignore[operator]
+        for name, param in self.named_parameters():
+            if param.ndim < 2 or name.endswith(".bias"):
+                names.add(name)
+        return names
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@dataclass
+class SupervisedConfig:
+    """Training settings of :func:`train_supervised`.
+
+    Attributes:
+        epochs: passes over the train split, >= 1.
+        batch_size: items per optimiser step, >= 1.
+        lr: peak learning rate of AdamW, > 0.
+        weight_decay: AdamW decoupled weight decay, >= 0 (not on biases, norms and the
+            backbone's ``no_weight_decay`` parameters).
+        warmup_fraction: share of the optimiser steps with a linear warm-up, in [0, 1).
+        grad_clip: max global gradient norm (``None``: no clipping).
+        patience: epochs without a lower validation loss before stopping (``None``: never).
+        loss: ``"ce"`` (cross-entropy) or ``"focal"``.
+        focal_gamma: focusing parameter of the focal loss, >= 0.
+        class_weights: weight classes by ``N / (3 N_c)`` from the train split.
+        label_smoothing: cross-entropy label smoothing in [0, 1) (off by default).
+        features_dim: extractor output width (and the PPO policy's).
+        aux_horizons: horizons (bars) of the auxiliary heads (mambats/msa); ``()``: off.
+        aux_weight: weight of the auxiliary losses, >= 0.
+        max_train_batches: optimiser steps per epoch cap (tiny budgets, tests).
+        max_eval_batches: evaluation batches cap per validation pass.
+        eval_batch_size: items per evaluation batch.
+        num_workers: ``0`` gathers batches in-process with one vectorised index on the
+            training device (fastest: the windows are views of a small in-memory matrix);
+            ``> 0`` uses a ``torch.utils.data.DataLoader`` with that many workers.
+        log_every: optimiser steps between TensorBoard step scalars.
+        progress: show a progress bar (tqdm).
+        tensorboard: write TensorBoard logs.
+    """
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    grad_clip: float | None = 1.0
+    patience: int | None = 3
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: float = 2.0
+    class_weights: bool = True
+    label_smoothing: float = 0.0
+    features_dim: int = 64
+    aux_horizons: tuple[int, ...] = ()
+    aux_weight: float = 0.1
+    max_train_batches: int | None = None
+    max_eval_batches: int | None = None
+    eval_batch_size: int = 1024
+    num_workers: int = 0
+    log_every: int = 10
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        def integer(name: str, minimum: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"SupervisedConfig.{name} must be an integer >= {minimum}"
+                    f"{' or None' if optional else ''}, got {value!r}"
+                )
+
+        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False,
+                   open_high: bool = False, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            ok = (not isinstance(value, bool) and isinstance(value, int | float)
+                  and math.isfinite(value)
+                  and (value > low if open_low else value >= low)
+                  and (value < high if open_high else value <= high))
+            if not ok:
+                lo = f"> {low}" if open_low else f">= {low}"
+                hi = "" if high == math.inf else (f" and < {high}" if open_high else
+                                                  f" and <= {high}")
+                raise ValueError(f"SupervisedConfig.{name} must be a number {lo}{hi}, got "
+                                 f"{value!r}")
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        number("lr", 0.0, open_low=True)
+        number("weight_decay", 0.0)
+        number("warmup_fraction", 0.0, 1.0, open_high=True)
+        number("grad_clip", 0.0, open_low=True, optional=True)
+        integer("patience", 1, optional=True)
+        if self.loss not in ("ce", "focal"):
+            raise ValueError(f"SupervisedConfig.loss must be 'ce' or 'focal', got {self.loss!r}")
+        number("focal_gamma", 0.0)
+        if not isinstance(self.class_weights, bool):
+            raise ValueError(f"SupervisedConfig.class_weights must be a bool, got "
+                             f"{self.class_weights!r}")
+        number("label_smoothing", 0.0, 1.0, open_high=True)
+        integer("features_dim", 1)
+        self.aux_horizons = tuple(self.aux_horizons)
+        for h in self.aux_horizons:
+            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
+                raise ValueError(f"SupervisedConfig.aux_horizons must be integers >= 1, got "
+                                 f"{self.aux_horizons!r}")
+        number("aux_weight", 0.0)
+        integer("max_train_batches", 1, optional=True)
+        integer("max_eval_batches", 1, optional=True)
+        integer("eval_batch_size", 1)
+        integer("num_workers", 0)
+        integer("log_every", 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists) for checkpoints, JSON and YAML."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SupervisedConfig:
+        """Build from a dict; unknown keys are a ``ValueError`` listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown supervised training key(s) {unknown}; valid keys: {valid}")
+        return cls(**dict(data))
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class ClassificationReport:
+    """Per-class precision, recall, F1 and support, the confusion matrix, accuracy, macro-F1.
+
+    ``confusion[i][j]`` counts items of true class ``i`` predicted as ``j`` (0 sell, 1 hold,
+    2 buy). Precision of a class never predicted, and recall of a class absent, are 0.
+    """
+
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    f1: tuple[float, ...]
+    support: tuple[int, ...]
+    confusion: tuple[tuple[int, ...], ...]
+    accuracy: float
+    macro_f1: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-friendly dict: ``accuracy``, ``macro_f1``, ``precision_sell``, ...,
+        ``confusion`` (list of lists)."""
+        out: dict[str, Any] = {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
+        for k, name in enumerate(CLASS_NAMES):
+            out[f"precision_{name}"] = self.precision[k]
+            out[f"recall_{name}"] = self.recall[k]
+            out[f"f1_{name}"] = self.f1[k]
+            out[f"support_{name}"] = self.support[k]
+        out["confusion"] = [list(row) for row in self.confusion]
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"{'class':<6} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+        for k, name in enumerate(CLASS_NAMES):
+            lines.append(f"{name:<6} {self.precision[k]:>9.3f} {self.recall[k]:>7.3f} "
+                         f"{self.f1[k]:>7.3f} {self.support[k]:>8d}")
+        lines.append(f"accuracy {self.accuracy:.3f}, macro-F1 {self.macro_f1:.3f}")
+        lines.append("confusion (rows true, columns predicted; sell hold buy):")
+        lines.extend("  " + " ".join(f"{v:>6d}" for v in row) for row in self.confusion)
+        return "\n".join(lines)
+
+
+def classification_report(
+    y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int]
+) -> ClassificationReport:
+    """:class:`ClassificationReport` of integer labels in ``{0, 1, 2}`` (both ``[N]``)."""
+    true = np.asarray(y_true, dtype=np.int64).ravel()
+    pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if true.shape != pred.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {true.size} vs {pred.size}")
+    for name, values in (("y_true", true), ("y_pred", pred)):
+        if values.size and (values.min() < 0 or values.max() >= N_CLASSES):
+            raise ValueError(f"{name} must hold classes 0 (sell), 1 (hold), 2 (buy)")
+    confusion = np.bincount(true * N_CLASSES + pred, minlength=N_CLASSES**2).reshape(
+        N_CLASSES, N_CLASSES
+    )
+    tp = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0).astype(np.float64)
+    support = confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros(N_CLASSES), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(N_CLASSES), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(N_CLASSES),
+                   where=denominator > 0)
+    accuracy = float(tp.sum() / true.size) if true.size else 0.0
+    return ClassificationReport(
+        precision=tuple(float(v) for v in precision),
+        recall=tuple(float(v) for v in recall),
+        f1=tuple(float(v) for v in f1),
+        support=tuple(int(v) for v in support),
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        accuracy=accuracy,
+        macro_f1=float(f1.mean()),
+    )
+
+
+# ------------------------------------------------------------------------------ training
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient norm (the message names step, arch and
+    the last finite loss)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: a resumable checkpoint was written to :attr:`checkpoint`."""
+
+    def __init__(self, message: str, checkpoint: Path) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainState:
+    """What callbacks see after every optimiser step.
+
+    Attributes:
+        model: the model being trained (train mode).
+        epoch: 0-based epoch in progress.
+        step: optimiser steps done so far (global).
+        batch: optimiser steps done in this epoch.
+        loss: this step's training loss.
+        lr: learning rate used for this step.
+        grad_norm: global gradient norm before clipping.
+    """
+
+    model: SupervisedModel
+    epoch: int
+    step: int
+    batch: int
+    loss: float
+    lr: float
+    grad_norm: float
+
+
+Callback = Callable[[TrainState], None]
+
+
+@dataclass
+class SupervisedResult:
+    """What :func:`train_supervised` returns.
+
+    Attributes:
+        model: the model with the **best** weights (lowest validation loss), eval mode.
+        arch: architecture name.
+        best_checkpoint: ``out_dir/best.pt``.
+        last_checkpoint: ``out_dir/last.pt`` (resumable).
+        log_dir: TensorBoard directory (``None`` when disabled).
+        history: one dict per epoch (train loss/accuracy, val metrics, lr, seconds).
+        best_epoch: 0-based epoch of the best checkpoint.
+        best_val_loss: its validation loss (train loss when there is no validation split).
+        best_metrics: its validation classification metrics.
+        steps: optimiser steps done.
+        stopped_early: early stopping ended training.
+        device: the device used.
+        train_seconds: wall time of the training loop.
+        n_parameters: trainable parameters of the model.
+        config: the training config.
+    """
+
+    model: SupervisedModel
+    arch: str
+    best_checkpoint: Path
+    last_checkpoint: Path
+    log_dir: Path | None
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_loss: float
+    best_metrics: dict[str, Any]
+    steps: int
+    stopped_early: bool
+    device: str
+    train_seconds: float
+    n_parameters: int
+    config: SupervisedConfig
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is checked.
+
+    Raises:
+        ValueError: an unknown device string, or CUDA asked for but not available.
+    """
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available here; use "
+                         "device='auto' or 'cpu'")
+    return resolved
+
+
+def _seed_everything(seed: int) -> None:
+    # numpy's global RNG is not used here (shuffling draws from seeded torch generators).
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _class_weights(counts: np.ndarray) -> np.ndarray:
+    """``N / (K * N_c)`` (1 on average over items); 0 for a class absent from train."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = total / (present.sum() * counts[present])
+    return weights
+
+
+def _classification_loss(
+    logits: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig
+) -> Tensor:
+    """Mean loss over the batch (weighted mean when class weights are on, as in
+    ``F.cross_entropy``)."""
+    logits = logits.float()
+    if config.loss == "ce":
+        return functional.cross_entropy(
+            logits, target, weight=weight, label_smoothing=config.label_smoothing
+        )
+    # Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+    log_p = functional.log_softmax(logits, dim=-1)  # [B, 3]
+    log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # [B]
+    focal = -((1.0 - log_pt.exp()) ** config.focal_gamma) * log_pt  # [B]
+    if weight is None:
+        return focal.mean()
+    w = weight[target]  # [B]
+    return (w * focal).sum() / w.sum().clamp_min(1e-12)
+
+
+def _aux_loss(aux: dict[str, Tensor], targets: Tensor, names: Sequence[str]) -> Tensor:
+    """Auxiliary loss: MSE on standardised forward returns and BCE-with-logits on their sign.
+
+    Args:
+        aux: the heads' outputs: ``"regression"`` ``[B, H]`` and the direction logits, either
+            ``"direction"`` ``[B, H]`` or one ``[B]`` entry per horizon name.
+        targets: ``[B, H]`` standardised forward returns, NaN where the horizon runs past the
+            data (masked out).
+        names: the horizon names, in column order.
+    """
+    valid = torch.isfinite(targets)  # [B, H]
+    safe = torch.where(valid, targets, torch.zeros_like(targets))
+    total = targets.new_zeros(())
+    n = valid.sum().clamp_min(1)
+    if "regression" in aux:
+        err = (aux["regression"].float() - safe) ** 2  # [B, H]
+        total = total + (err * valid).sum() / n
+    direction = aux.get("direction")
+    if direction is None and names and all(name in aux for name in names):
+        direction = torch.stack([aux[name] for name in names], dim=1)  # [B, H]
+    if direction is not None:
+        bce = functional.binary_cross_entropy_with_logits(
+            direction.float(), (safe > 0).float(), reduction="none"
+        )  # [B, H]
+        total = total + (bce * valid).sum() / n
+    return total
+
+
+def _param_groups(model: SupervisedModel, weight_decay: float) -> list[dict[str, Any]]:
+    no_decay = model.no_weight_decay()
+    decay, keep = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (keep if name in no_decay else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": keep, "weight_decay": 0.0},
+    ]
+
+
+def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Linear warm-up over ``ceil(warmup_fraction * total)`` steps, then cosine to 0."""
+    warmup = math.ceil(warmup_fraction * total_steps) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class _Batches:
+    """Batches of one :class:`WindowDataset` gathered on ``device`` by one index operation.
+
+    ``x`` is ``features[rows[:, None] + offsets]`` ``[B, L, F]`` (the same windows the
+    dataset's items are), padded to the env layout ``[B, L, F + 2]``.
+    """
+
+    def __init__(self, dataset: WindowDataset, device: torch.device,
+                 aux_targets: np.ndarray | None = None) -> None:
+        self.dataset = dataset
+        self.device = device
+        self.features = dataset.features.to(device)  # [T, F]
+        self.rows = torch.from_numpy(np.array(dataset.decision_rows)).to(device)  # [N]
+        self.labels = dataset.labels.to(device)  # [N]
+        self.offsets = torch.arange(-dataset.window + 1, 1, device=device)  # [L]
+        self.aux = None if aux_targets is None else torch.from_numpy(aux_targets).to(device)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        index = index.to(self.device)
+        rows = self.rows[index]  # [B]
+        x = self.features[rows[:, None] + self.offsets]  # [B, L, F]
+        aux = None if self.aux is None else self.aux[index]  # [B, H]
+        return flat_account_observation(x), self.labels[index], aux
+
+
+def _aux_targets(data: PreparedData, dataset: WindowDataset, horizons: Sequence[int],
+                 scale: np.ndarray | None) -> np.ndarray:
+    """``[N, H]`` float32 forward returns of each item over each horizon / ``scale``."""
+    columns = []
+    for h in horizons:
+        returns = forward_returns(data.bars, h).reindex(data.features.index).to_numpy()
+        columns.append(returns[dataset.decision_rows])
+    values = np.stack(columns, axis=1)  # [N, H]
+    if scale is not None:
+        values = values / scale
+    return values.astype(np.float32)
+
+
+def _loader_batches(batches: _Batches, order: Tensor, batch_size: int, num_workers: int,
+                    skip: int, limit: int) -> Any:
+    """Yield index tensors of the epoch's batches (``skip`` first ones left out)."""
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)][:limit]
+    if num_workers == 0:
+        yield from chunks[skip:]
+        return
+    # Worker processes only slice index lists here; the windows are gathered on the
+    # training device (the matrix is small and already there).
+    loader = torch.utils.data.DataLoader(chunks[skip:], batch_size=None,
+                                         num_workers=num_workers)
+    yield from loader
+
+
+def _evaluate(
+    model: SupervisedModel,
+    batches: _Batches,
+    criterion_weight: Tensor | None,
+    config: SupervisedConfig,
+    amp: bool,
+) -> tuple[float, ClassificationReport, np.ndarray]:
+    """Validation loss (weighted like training), report and probabilities ``[N, 3]``."""
+    model.eval()
+    n = len(batches)
+    limit = n
+    if config.max_eval_batches is not None:
+        limit = config.max_eval_batches * config.eval_batch_size
+    order = torch.arange(min(n, limit))
+    logits_all = []
+    labels_all = []
+    with torch.no_grad(), torch.autocast(batches.device.type, dtype=torch.bfloat16,
+                                         enabled=amp):
+        for start in range(0, len(order), config.eval_batch_size):
+            obs, labels, _ = batches.get(order[start : start + config.eval_batch_size])
+            logits_all.append(model(obs).float())
+            labels_all.append(labels)
+    logits = torch.cat(logits_all)
+    labels = torch.cat(labels_all)
+    loss = float(_classification_loss(logits, labels, criterion_weight, config))
+    predicted = logits.argmax(dim=-1).cpu().numpy()
+    report = classification_report(labels.cpu().numpy(), predicted)
+    model.train()
+    return loss, report, torch.softmax(logits, dim=-1).cpu().numpy()
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _payload(
+    model: SupervisedModel,
+    data: PreparedData,
+    config: SupervisedConfig,
+    *,
+    epoch: int,
+    step: int,
+    metrics: Mapping[str, Any],
+    seed: int,
+    resume: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The checkpoint dict (plain types; see :mod:`tradezoo.agents.checkpoint`)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    splits: dict[str, Any] = {
+        "fractions": list(data.split_fractions),
+        "embargo": int(data.splits.embargo),
+        "lookback": int(data.splits.lookback),
+        "horizon": int(data.splits.horizon),
+    }
+    for part, (first, last) in data.boundaries.items():
+        splits[part] = [first.isoformat(), last.isoformat()]
+    attrs = data.bars.attrs
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "kind": "supervised",
+        "arch": model.arch,
+        "arch_config": model.backbone_config(),
+        "features_dim": model.features_dim,
+        "aux_horizons": list(model.aux_horizons),
+        "state_dict": state,
+        "feature_spec": data.feature_spec.to_dict(),
+        "feature_names": list(data.feature_names),
+        "n_features": data.n_features,
+        "n_account_columns": N_ACCOUNT_COLUMNS,
+        "window": data.window,
+        "class_names": list(CLASS_NAMES),
+        "scaler": data.scaler.to_dict(),
+        "label_spec": data.label_spec.to_dict(),
+        "splits": splits,
+        "dataset": {
+            "name": data.name,
+            "symbol": str(attrs.get("symbol") or ""),
+            "interval": str(attrs.get("interval") or ""),
+            "source": str(attrs.get("source") or ""),
+        },
+        "costs": {k: v for k, v in data.costs.to_dict().items()},
+        "training": config.to_dict(),
+        "seed": int(seed),
+        "epoch": int(epoch),
+        "step": int(step),
+        "metrics": {k: v for k, v in metrics.items()},
+        "resume": resume,
+        "versions": versions(),
+    }
+
+
+def _check_resume(ckpt: Mapping[str, Any], data: PreparedData, path: Path) -> dict[str, Any]:
+    if ckpt.get("resume") is None:
+        raise ValueError(f"checkpoint {path} holds no optimiser state to resume from (a best.pt "
+                         "is weights only; resume from last.pt or interrupted.pt)")
+    for key, have in (("window", data.window), ("n_features", data.n_features)):
+        if int(ckpt[key]) != have:
+            raise ValueError(f"checkpoint {path}: {key} {ckpt[key]} differs from the data's {have}")
+    return dict(ckpt["resume"])
+
+
+def train_supervised(
+    data: PreparedData,
+    arch: str,
+    *,
+    config: SupervisedConfig | Mapping[str, Any] | None = None,
+    arch_config: Mapping[str, Any] | None = None,
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    resume_from: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    verbose: bool = True,
+) -> SupervisedResult:
+    """Train ``arch`` on ``data``'s buy/hold/sell labels (see the module docstring).
+
+    Args:
+        data: from :func:`tradezoo.agents.data.prepare_data`.
+        arch: a registry name.
+        config: :class:`SupervisedConfig` or its dict (unknown keys rejected).
+        arch_config: the architecture's config fields (``d_model``, ...).
+        out_dir: run directory: ``best.pt``, ``last.pt``, ``interrupted.pt``, ``tb/``.
+        seed: seeds Python and torch; the shuffling of epoch ``e`` depends only on
+            ``(seed, e)``, so a resumed run sees the batches it would have seen.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        resume_from: a ``last.pt`` or ``interrupted.pt`` of the same arch and data to continue.
+        callbacks: called with a :class:`TrainState` after every optimiser step (a callback
+            may raise ``KeyboardInterrupt`` to stop as Ctrl-C does).
+        verbose: print the log directory, the TensorBoard command and a line per epoch.
+
+    Returns:
+        :class:`SupervisedResult` (the model holds the best weights).
+
+    Raises:
+        ValueError: a bad argument, unknown config keys, an unusable resume checkpoint.
+        NonFiniteLossError: a NaN/inf loss or gradient norm.
+        TrainingInterrupted: Ctrl-C; ``interrupted.pt`` was written.
+    """
+    if not isinstance(data, PreparedData):
+        raise TypeError(f"data must be a PreparedData (see prepare_data), got "
+                        f"{type(data).__name__}")
+    get_architecture(arch)  # ValueError listing the valid names
+    if config is None:
+        cfg = SupervisedConfig()
+    elif isinstance(config, SupervisedConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = SupervisedConfig.from_dict(config)
+    else:
+        raise TypeError(f"config must be a SupervisedConfig or a dict, got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
+    amp = dev.type == "cuda"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    _seed_everything(seed)
+    model = SupervisedModel(
+        arch,
+        data.n_features,
+        data.window,
+        features_dim=cfg.features_dim,
+        clip=data.scaler.clip,
+        aux_horizons=cfg.aux_horizons,
+        arch_config=arch_config,
+    ).to(dev)
+    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    counts = data.train.class_counts()
+    weight = (
+        torch.tensor(_class_weights(counts), dtype=torch.float32, device=dev)
+        if cfg.class_weights else None
+    )
+    aux_train = aux_val = None
+    if model.aux_horizons:
+        raw = _aux_targets(data, data.train, model.aux_horizons, None)
+        scale = np.nanstd(raw, axis=0)
+        scale[~(np.isfinite(scale) & (scale > 0))] = 1.0
+        aux_train = raw / scale
+        if data.val is not None:
+            aux_val = _aux_targets(data, data.val, model.aux_horizons, scale)
+    train_batches = _Batches(data.train, dev, aux_train)
+    val_batches = _Batches(data.val, dev, aux_val) if data.val is not None else None
+
+    per_epoch = math.ceil(len(train_batches) / cfg.batch_size)
+    if cfg.max_train_batches is not None:
+        per_epoch = min(per_epoch, cfg.max_train_batches)
+    total_steps = per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, cfg.warmup_fraction)
+    )
+
+    start_epoch, skip_batches, step = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, best_metrics, bad_epochs = math.inf, -1, {}, 0
+    if resume_from is not None:
+        path = Path(resume_from)
+        ckpt = load_checkpoint(path, expect_arch=arch, expect_feature_spec=data.feature_spec,
+                               expect_kind="supervised", map_location=dev)
+        resume = _check_resume(ckpt, data, path)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch, skip_batches = int(resume["epoch"]), int(resume["batch"])
+        step = int(ckpt["step"])
+        history = [dict(h) for h in resume.get("history", [])]
+        best_loss = float(resume.get("best_val_loss", math.inf))
+        best_epoch = int(resume.get("best_epoch", -1))
+        best_metrics = dict(resume.get("best_metrics", {}))
+        bad_epochs = int(resume.get("bad_epochs", 0))
+        if "rng" in resume:
+            torch.set_rng_state(resume["rng"]["torch"].cpu())
+
+    best_path, last_path = out / "best.pt", out / "last.pt"
+    tb = TBLogger(out / "tb", enabled=cfg.tensorboard)
+    if verbose and cfg.tensorboard:
+        print_tensorboard_hint(tb.log_dir)
+
+    def resume_state(epoch: int, batch: int) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "history": history,
+            "best_val_loss": best_loss,
+            "best_epoch": best_epoch,
+            "best_metrics": best_metrics,
+            "bad_epochs": bad_epochs,
+            "rng": _rng_state(),
+        }
+
+    progress = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=step, desc=f"supervised {arch}",
+                        unit="step", leave=False, disable=not cfg.progress)
+    model.train()
+    last_finite: tuple[float, int] | None = None
+    stopped_early = False
+    epoch = start_epoch
+    batch_in_epoch = skip_batches
+    started = time.perf_counter()
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_started = time.perf_counter()
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            order = torch.randperm(len(train_batches), generator=generator)
+            batch_in_epoch = skip_batches if epoch == start_epoch else 0
+            loss_sum = correct = seen = 0.0
+            window_started, window_items = time.perf_counter(), 0
+            for index in _loader_batches(train_batches, order, cfg.batch_size, cfg.num_workers,
+                                         batch_in_epoch, per_epoch):
+                obs, labels, aux_targets = train_batches.get(index)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    logits, aux = model.forward_all(obs)
+                loss = _classification_loss(logits, labels, weight, cfg)
+                if aux and aux_targets is not None and cfg.aux_weight > 0:
+                    loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(_nonfinite_message(
+                        "loss", loss_value, arch, epoch, batch_in_epoch, step, last_finite, cfg))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+                if not math.isfinite(grad_norm):
+                    raise NonFiniteLossError(_nonfinite_message(
+                        "gradient norm", grad_norm, arch, epoch, batch_in_epoch, step,
+                        last_finite, cfg))
+                lr = float(optimizer.param_groups[0]["lr"])
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                batch_in_epoch += 1
+                last_finite = (loss_value, step)
+                n_items = int(labels.numel())
+                loss_sum += loss_value * n_items
+                correct += float((logits.detach().argmax(-1) == labels).sum())
+                seen += n_items
+                window_items += n_items
+                if step % cfg.log_every == 0:
+                    elapsed = time.perf_counter() - window_started
+                    tb.scalars({"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                                "samples_per_s": window_items / max(elapsed, 1e-9)},
+                               step, prefix="train")
+                    window_started, window_items = time.perf_counter(), 0
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(epoch=epoch, loss=f"{loss_value:.4f}", refresh=False)
+                state = TrainState(model, epoch, step, batch_in_epoch, loss_value, lr, grad_norm)
+                for callback in callbacks:
+                    callback(state)
+
+            # -- end of epoch: validate, keep the best, maybe stop --------------------------
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "step": step,
+                "train_loss": loss_sum / seen if seen else math.nan,
+                "train_accuracy": correct / seen if seen else math.nan,
+                "lr": float(optimizer.param_groups[0]["lr"]),
+            }
+            if val_batches is not None:
+                val_loss, report, _ = _evaluate(model, val_batches, weight, cfg, amp)
+                metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
+                                                if k != "confusion"}}
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                record["val_confusion"] = [list(r) for r in report.confusion]
+                tb.scalars({"loss": val_loss, "accuracy": report.accuracy,
+                            "macro_f1": report.macro_f1,
+                            **{f"recall_{n}": report.recall[k]
+                               for k, n in enumerate(CLASS_NAMES)}}, step, prefix="val")
+                tb.confusion_matrix("val/confusion_matrix", report.confusion, step)
+                score = val_loss
+            else:
+                metrics = {"loss": record["train_loss"]}
+                score = record["train_loss"]
+            tb.scalars({"epoch_loss": record["train_loss"],
+                        "accuracy": record["train_accuracy"]}, step, prefix="train")
+            record["seconds"] = time.perf_counter() - epoch_started
+            history.append(record)
+            if score < best_loss:
+                best_loss, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
+                save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
+                                         metrics=metrics, seed=seed, resume=None), best_path)
+            else:
+                bad_epochs += 1
+            save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
+                                     metrics=metrics, seed=seed,
+                                     resume=resume_state(epoch + 1, 0)), last_path)
+            if verbose:
+                val_text = (f", val loss {record['val_loss']:.4f}, acc "
+                            f"{record['val_accuracy']:.3f}, macro-F1 {record['val_macro_f1']:.3f}"
+                            if "val_loss" in record else "")
+                print(f"[{arch}] epoch {epoch + 1}/{cfg.epochs}: train loss "
+                      f"{record['train_loss']:.4f}{val_text}", file=sys.stderr)
+            tb.flush()
+            if cfg.patience is not None and bad_epochs >= cfg.patience:
+                stopped_early = epoch + 1 < cfg.epochs
+                break
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        path = out / "interrupted.pt"
+        save_checkpoint(_payload(model, data, cfg, epoch=epoch, step=step, metrics={},
+                                 seed=seed, resume=resume_state(epoch, batch_in_epoch)), path)
+        message = (f"training of {arch!r} interrupted at epoch {epoch + 1}, step {step}; a "
+                   f"resumable checkpoint was saved to {path} (continue with "
+                   f"train_supervised(..., resume_from={str(path)!r}))")
+        print(message, file=sys.stderr)
+        raise TrainingInterrupted(message, path) from exc
+    finally:
+        if progress is not None:
+            progress.close()
+        tb.flush()
+    train_seconds = time.perf_counter() - started
+
+    if best_epoch >= 0:
+        best = load_checkpoint(best_path, map_location=dev)
+        model.load_state_dict(best["state_dict"])
+    model.eval()
+    hparams = {"arch": arch, "seed": seed, "window": data.window, **cfg.to_dict(),
+               **{f"arch.{k}": v for k, v in model.backbone_config().items()}}
+    best_f1 = float(best_metrics.get("macro_f1", math.nan))
+    tb.hparams(hparams, {"hparams/best_val_loss": best_loss, "hparams/best_val_macro_f1": best_f1})
+    tb.close()
+    return SupervisedResult(
+        model=model,
+        arch=arch,
+        best_checkpoint=best_path,
+        last_checkpoint=last_path,
+        log_dir=tb.log_dir if cfg.tensorboard else None,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        best_metrics=best_metrics,
+        steps=step,
+        stopped_early=stopped_early,
+        device=str(dev),
+        train_seconds=train_seconds,
+        n_parameters=n_parameters,
+        config=cfg,
+    )
+
+
+def _nonfinite_message(what: str, value: float, arch: str, epoch: int, batch: int, step: int,
+                       last_finite: tuple[float, int] | None, cfg: SupervisedConfig) -> str:
+    last = (f"last finite loss {last_finite[0]:.6g} at step {last_finite[1]}"
+            if last_finite is not None else "no finite loss before it")
+    return (f"non-finite training {what} ({value}) at step {step + 1} (epoch {epoch + 1}, batch "
+            f"{batch + 1}) for architecture {arch!r}; {last}. Training stopped: try a lower lr "
+            f"(now {cfg.lr:g}), gradient clipping (grad_clip={cfg.grad_clip}) or check the "
+            "features for extreme values")
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class SupervisedEvaluation:
+    """What :func:`evaluate_supervised` returns.
+
+    Attributes:
+        split: the split evaluated.
+        rule: ``"argmax"`` or ``"threshold"`` (with :attr:`threshold`).
+        report: classification report on the split's labelled decision rows.
+        probabilities: ``[N, 3]`` DataFrame (sell, hold, buy) on the decision timestamps.
+        signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy).
+        positions: the target positions given to ``simulate`` (bars of the backtest; NaN =
+            keep the previous target).
+        backtest: the :class:`~tradezoo.backtest.simulate.BacktestResult` (its
+            ``benchmark_*`` fields are buy-and-hold on the same bars and costs).
+        metrics: flat dict: classification metrics, ``backtest/<metric>`` and
+            ``buy_and_hold/<metric>``.
+    """
+
+    split: str
+    rule: str
+    threshold: float | None
+    report: ClassificationReport
+    probabilities: pd.DataFrame
+    signals: pd.Series
+    positions: pd.Series
+    backtest: Any
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def signals_to_positions(signals: np.ndarray, *, allow_short: bool = True) -> np.ndarray:
+    """Classes -> target exposures for ``simulate``: buy (2) -> +1, sell (0) -> -1 (0 without
+    shorting), hold (1) -> NaN (``simulate`` keeps the previous target; flat before the
+    first signal)."""
+    signals = np.asarray(signals)
+    positions = np.full(signals.shape, np.nan)
+    positions[signals == 2] = 1.0
+    positions[signals == 0] = -1.0 if allow_short else 0.0
+    return positions
+
+
+def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.ndarray:
+    if rule == "argmax":
+        return probabilities.argmax(axis=1)
+    # The chapters' rule: act on a side only when its probability clears the threshold;
+    # when both do (threshold < 0.5), the more probable side wins.
+    sell, buy = probabilities[:, 0], probabilities[:, 2]
+    signals = np.full(len(probabilities), 1, dtype=np.int64)
+    buy_ok, sell_ok = buy > threshold, sell > threshold
+    signals[buy_ok & (~sell_ok | (buy >= sell))] = 2
+    signals[sell_ok & (~buy_ok | (sell > buy))] = 0
+    return signals
+
+
+def evaluate_supervised(
+    model_or_checkpoint: SupervisedModel | str | Path | Mapping[str, Any],
+    data: PreparedData,
+    split: Literal["train", "val", "test"] = "test",
+    *,
+    rule: Literal["argmax", "threshold"] = "argmax",
+    threshold: float = 0.5,
+    allow_short: bool = True,
+    costs: CostModel | None = None,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> SupervisedEvaluation:
+    """Classification report and backtest of a classifier on a split (module docstring).
+
+    The model decides at every decision row of the split that the env would decide at
+    (:meth:`PreparedData.decision_rows`: a full window before, a bar after), so the backtest
+    spans the same bars as a ``TradingEnv(split=...)`` episode; the classification report uses
+    the labelled ones among them. A checkpoint's own scaler scales ``data.features`` (so other
+    data than the training data is scaled as in training); its architecture-independent
+    inputs must match: feature spec, window and feature count.
+
+    Args:
+        model_or_checkpoint: a :class:`SupervisedModel`, a checkpoint path or loaded dict.
+        data: prepared data (same feature spec and window as the model).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        rule: ``"argmax"`` or ``"threshold"`` (buy when P(buy) > threshold, sell when
+            P(sell) > threshold, hold otherwise).
+        threshold: probability in [0, 1) for ``rule="threshold"``.
+        allow_short: sell opens a short (else it goes flat).
+        costs: cost model of the backtest; default the data's (the dataset's default costs).
+        batch_size: items per forward pass.
+        device: where to run the model.
+
+    Raises:
+        ValueError: a bad argument, or a model/checkpoint that does not fit ``data``.
+        tradezoo.agents.checkpoint.CheckpointError: an unreadable or mismatched checkpoint.
+    """
+    from tradezoo.backtest.simulate import simulate
+
+    if rule not in ("argmax", "threshold"):
+        raise ValueError(f"rule must be 'argmax' or 'threshold', got {rule!r}")
+    if rule == "threshold" and not (
+        isinstance(threshold, int | float) and not isinstance(threshold, bool)
+        and 0.0 <= float(threshold) < 1.0
+    ):
+        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}")
+    dev = resolve_device(device)
+    scaled = data.scaled
+    if isinstance(model_or_checkpoint, SupervisedModel):
+        model = model_or_checkpoint
+    else:
+        ckpt = (
+            model_or_checkpoint
+            if isinstance(model_or_checkpoint, Mapping)
+            else load_checkpoint(model_or_checkpoint, expect_feature_spec=data.feature_spec,
+                                 expect_kind="supervised")
+        )
+        model = model_from_checkpoint(ckpt)
+        from tradezoo.agents.checkpoint import scaler_from_checkpoint
+
+        scaled = scaler_from_checkpoint(ckpt).transform(data.features)
+    if model.window != data.window or model.n_features != data.n_features:
+        raise ValueError(
+            f"the model takes windows of {model.window} bars x {model.n_features} features, the "
+            f"data has window={data.window} and {data.n_features} features"
+        )
+    rows = data.decision_rows(split)
+    values = torch.tensor(scaled.to_numpy(dtype=np.float32), device=dev)  # [T, F]
+    offsets = torch.arange(-data.window + 1, 1, device=dev)  # [L]
+    rows_t = torch.from_numpy(rows).to(dev)
+    model = model.to(dev)
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(rows_t), batch_size):
+            x = values[rows_t[start : start + batch_size, None] + offsets]  # [B, L, F]
+            chunks.append(torch.softmax(model.forward_features(x).float(), dim=-1).cpu())
+    model.train(was_training)
+    probabilities = torch.cat(chunks).numpy().astype(np.float64)  # [N, 3]
+    signals = _apply_rule(probabilities, rule, float(threshold))
+    index = data.features.index[rows]
+
+    labels = data.labels.to_numpy()[rows]
+    labelled = np.isfinite(labels)
+    if not labelled.any():
+        raise ValueError(f"the {split!r} split has no labelled decision row to score")
+    report = classification_report(labels[labelled].astype(np.int64), signals[labelled])
+
+    # Bars of the backtest: the first decision bar .. the bar after the last decision.
+    offset = data.bar_offset
+    bars = data.bars.iloc[offset + int(rows[0]) : offset + int(rows[-1]) + 2]
+    positions = np.full(len(bars), np.nan)
+    positions[: len(rows)] = signals_to_positions(signals, allow_short=allow_short)
+    position_series = pd.Series(positions, index=bars.index, name="target")
+    result = simulate(bars, position_series, costs=costs or data.costs)
+
+    metrics: dict[str, Any] = {k: v for k, v in report.to_dict().items() if k != "confusion"}
+    metrics.update({f"backtest/{k}": v for k, v in result.metrics.to_dict().items()})
+    metrics.update({f"buy_and_hold/{k}": v for k, v in result.benchmark_metrics.to_dict().items()})
+    return SupervisedEvaluation(
+        split=split,
+        rule=rule,
+        threshold=float(threshold) if rule == "threshold" else None,
+        report=report,
+        probabilities=pd.DataFrame(probabilities, index=index, columns=list(CLASS_NAMES)),
+        signals=pd.Series(signals, index=index, name="signal"),
+        positions=position_series,
+        backtest=result,
+        metrics=metrics,
+    )
