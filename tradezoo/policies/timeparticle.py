@@ -39,7 +39,10 @@ Decisions where the chapter is silent:
   ONE ``baddbmm`` over weights stacked ``[K, D, 2D]`` per step (no loop over particles). The
   scan is an autograd function with a hand-written backward (:class:`_ParticleScan`): the
   backward is one ``baddbmm`` per step plus one big matmul for the gradient of ``U``, instead
-  of autograd's two small matmuls and a dozen bookkeeping kernels per step.
+  of autograd's two small matmuls and a dozen bookkeeping kernels per step. The scan keeps
+  ``p = (h + 1) / 2`` and uses ``tanh(a) = 2 sigmoid(2a) - 1`` (exact algebra, folded into the
+  weights; see :meth:`ParticleLayer.recurrence`), so a step is a ``baddbmm``, a sigmoid and a
+  lerp. Under autocast the scan and the convolutions run in float32.
 - The messages use the recurrent states and do not feed back into the recurrence (feeding them
   back would put K x K attention inside the time loop); they are added to each particle's
   state before aggregation.
