@@ -131,7 +131,7 @@ class BatchCore:
         width = self._history if self._keep_history else 1
         self.hist_equity = np.zeros((n, width))
         self.hist_position = np.zeros((n, width))
-        self.hist_turnover = np.zeros((n, width))
+        self.hist_notional = np.zeros((n, width))  # signed traded notional per step
         # Closed trades by clock column, like the other histories: a column write per step
         # instead of a scatter; ``hist_closed`` marks the columns where a trade closed.
         self.hist_closed = np.zeros((n, width), bool)
@@ -356,7 +356,7 @@ class BatchCore:
             column = clock % self._history
             self.hist_equity[:, column] = equity
             self.hist_position[:, column] = position
-            self.hist_turnover[:, column] = np.abs(traded) * fill_price / equity0
+            self.hist_notional[:, column] = traded * fill_price
         if self._box:
             self.market.box_push_all(self.rings, clock, rows1, position, log_return)
 
@@ -491,7 +491,9 @@ class BatchCore:
             ret = np.append(ret, open_pnl / self.entry_eq[i])
         return episode_metrics(
             self.hist_equity[i, columns], self.hist_position[i, columns[1:]],
-            self.hist_turnover[i, columns[1:]], pnl, ret, self.cost_sums[:, i].tolist(),
+            # |traded * fill| / equity0 == |traded| * fill / equity0 bit for bit (fill > 0)
+            np.abs(self.hist_notional[i, columns[1:]]) / self.hist_equity[i, columns[:-1]],
+            pnl, ret, self.cost_sums[:, i].tolist(),
             initial_equity=self.config.initial_equity,
             periods_per_year=self._ds_ppy[int(self.ds[i])],
         )
