@@ -6,6 +6,18 @@
     tradezoo data fetch bybit BTCUSDT --interval 1h --start 2024-01-01 --end 2024-02-01
     tradezoo data fetch yahoo SPY --interval 1d --start 2020-01-01 --end 2020-12-31
 
+    tradezoo run                                     the main job (supervised -> PPO -> test)
+    tradezoo run --arch cfc --epochs 20 --timesteps 1000000 --device cuda
+    tradezoo train supervised --arch lstm --epochs 10 --out runs/lstm
+    tradezoo train ppo --init-from runs/lstm/best.pt --timesteps 200000
+    tradezoo backtest runs/lstm/best.pt --split test --tearsheet
+    tradezoo compare --archs gru,lstm,cfc --mode both --seeds 3 --budget small
+
+Training options come from the command's defaults, a YAML config file (``--config``), the
+flags and ``--set KEY=VALUE`` (later wins; see :mod:`tradezoo.agents.config`). Exit codes:
+0 done, 1 training diverged (non-finite loss), 2 bad input (the message names it), 130
+interrupted (a resumable checkpoint was saved and named).
+
 Every subcommand has ``--help``. Heavy imports happen inside the handlers so ``--help`` is
 instant and nothing here imports torch.
 """
@@ -13,8 +25,13 @@ instant and nothing here imports torch.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from tradezoo import __version__
 
@@ -133,6 +150,238 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- training commands
+
+# flag dest -> dotted option key (tradezoo.agents.config); a flag left out is None (not given).
+_FLAG_KEYS: dict[str, str] = {
+    "data": "data", "arch": "arch", "seed": "seed", "device": "device", "out": "out",
+    "window": "window", "d_model": "arch_config.d_model", "costs": "costs",
+    "epochs": "supervised.epochs", "batch_size": "supervised.batch_size",
+    "timesteps": "ppo.timesteps", "n_envs": "ppo.n_envs", "init_from": "init_from",
+    "resume_from": "resume_from", "name": "name", "archs": "archs", "mode": "mode",
+    "seeds": "seeds", "budget": "budget", "threads": "threads",
+}
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items()
+             if getattr(args, dest, None) is not None}
+    if getattr(args, "quiet", False):
+        flags["progress"] = False
+    return flags
+
+
+def _options(command: str, args: argparse.Namespace,
+             base: dict[str, Any] | None = None) -> dict[str, Any]:
+    from tradezoo.agents.config import resolve_options, torch_threads
+
+    options = resolve_options(command, config_path=args.config, flags=_flags(args),
+                              assignments=args.set or (), base=base)
+    threads = torch_threads(options["threads"])
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return options
+
+
+def _stamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _checkpoint_base(path: str, *, resume: bool) -> dict[str, Any]:
+    """Options a warm-start or resume checkpoint fixes (data, window, features, ...)."""
+    from tradezoo.agents.checkpoint import load_checkpoint
+    from tradezoo.agents.run import checkpoint_options
+
+    location = Path(path)
+    sidecar = location.with_suffix(".pt") if location.suffix == ".zip" else location
+    if not sidecar.exists():
+        raise FileNotFoundError(f"checkpoint {location}: no such file"
+                                + (f" (nor its sidecar {sidecar})" if sidecar != location else ""))
+    ckpt = load_checkpoint(sidecar)
+    base = checkpoint_options(sidecar, ckpt)
+    if resume:
+        training = dict(ckpt.get("training") or {})
+        if ckpt["kind"] == "ppo":
+            base["arch_config"] = dict(training.pop("arch_config", {}) or {})
+            training.pop("window", None)
+            base["ppo"] = training
+        else:
+            base["arch_config"] = dict(ckpt["arch_config"])
+            base["supervised"] = training
+    return base
+
+
+def _cmd_train_supervised(args: argparse.Namespace) -> int:
+    from tradezoo.agents.run import prepare_from_options, supervised_config_from, write_options
+    from tradezoo.agents.supervised import evaluate_supervised, train_supervised
+
+    base = _checkpoint_base(args.resume_from, resume=True) if args.resume_from else None
+    options = _options("train-supervised", args, base)
+    arch = options["arch"]
+    resume = options.get("resume_from")
+    default_out = Path(resume).parent if resume else Path("runs") / f"supervised-{arch}-{_stamp()}"
+    out = Path(options["out"] or default_out)
+    config = supervised_config_from(options)
+    data = prepare_from_options(options)
+    if options.get("resume_from"):  # a mismatch is an error before anything is written
+        from tradezoo.agents.checkpoint import load_checkpoint
+
+        load_checkpoint(options["resume_from"], expect_arch=arch,
+                        expect_feature_spec=data.feature_spec, expect_kind="supervised")
+    write_options(out, options)
+    print(f"tradezoo train supervised: {arch} on {options['data']}; run directory {out}")
+    result = train_supervised(
+        data, arch, config=config, arch_config=dict(options["arch_config"]), out_dir=out,
+        seed=int(options["seed"]), device=options["device"],
+        resume_from=options.get("resume_from"),
+    )
+    evaluation = evaluate_supervised(result.model, data, "val", device=result.device)
+    print(f"[{arch}] {result.n_parameters:,} parameters, {result.steps} steps in "
+          f"{result.train_seconds:.1f} s on {result.device}; best epoch {result.best_epoch + 1}")
+    print("validation split (model selection; the test split is for `tradezoo backtest`):")
+    print(evaluation.report)
+    print(evaluation.backtest.summary())
+    print(f"checkpoint: {result.best_checkpoint} (resumable: {result.last_checkpoint})")
+    print(f"next: tradezoo backtest {result.best_checkpoint} --split test")
+    print(f"      tradezoo train ppo --init-from {result.best_checkpoint}")
+    return 0
+
+
+def _cmd_train_ppo(args: argparse.Namespace) -> int:
+    from tradezoo.agents.ppo import evaluate_ppo, train_ppo
+    from tradezoo.agents.run import ppo_config_from, prepare_from_options, write_options
+
+    if args.init_from and args.resume_from:
+        raise ValueError("give --init-from (start from a supervised checkpoint) or --resume-from "
+                         "(continue a PPO run), not both")
+    checkpoint = args.init_from or args.resume_from
+    base = _checkpoint_base(checkpoint, resume=bool(args.resume_from)) if checkpoint else None
+    options = _options("train-ppo", args, base)
+    arch = options["arch"]
+    warm = options.get("init_from") is not None
+    default_out = Path("runs") / f"ppo-{arch}-{_stamp()}"
+    if options.get("resume_from"):  # continue in the run's own directory
+        default_out = Path(options["resume_from"]).parent
+        if default_out.name == "checkpoints":
+            default_out = default_out.parent
+    out = Path(options["out"] or default_out)
+    config = ppo_config_from(options, warm_start=warm)
+    data = prepare_from_options(options)
+    if checkpoint:  # a mismatch is an error before anything is written
+        from tradezoo.agents.checkpoint import load_checkpoint
+        from tradezoo.agents.ppo import _check_checkpoint_fits
+
+        sidecar = Path(checkpoint)
+        ckpt = load_checkpoint(sidecar.with_suffix(".pt") if sidecar.suffix == ".zip" else sidecar,
+                               expect_arch=arch, expect_feature_spec=data.feature_spec,
+                               expect_kind="supervised" if warm else "ppo")
+        _check_checkpoint_fits(ckpt, data)  # window, feature count, scaler
+    write_options(out, options)
+    print(f"tradezoo train ppo: {arch} on {options['data']}"
+          f"{' warm-started from ' + str(options['init_from']) if warm else ''}; run directory "
+          f"{out}")
+    result = train_ppo(
+        data, arch, config=config, out_dir=out, seed=int(options["seed"]),
+        device=options["device"], init_from=options.get("init_from"),
+        resume_from=options.get("resume_from"), progress=bool(options["progress"]),
+    )
+    chosen = result.best_model or result.final_model
+    evaluation = evaluate_ppo(chosen, data, "val", device=result.device)
+    print(f"[{arch}] {result.n_parameters:,} parameters, {result.num_timesteps:,} timesteps in "
+          f"{result.train_seconds:.1f} s on {result.device}")
+    print(f"validation split ({chosen.name}; the test split is for `tradezoo backtest`):")
+    print(evaluation.backtest.summary())
+    print(f"checkpoint: {chosen} (final: {result.final_model})")
+    print(f"next: tradezoo backtest {chosen} --split test")
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from tradezoo.agents.config import torch_threads
+    from tradezoo.agents.run import backtest_checkpoint
+    from tradezoo.backtest.report import print_report
+
+    threads = torch_threads("auto")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        outcome = backtest_checkpoint(args.checkpoint, data=args.data, split=args.split,
+                                      out_dir=args.out, tearsheet=args.tearsheet,
+                                      device=args.device)
+    except ImportError as exc:  # the optional quantstats of --tearsheet
+        raise ValueError(str(exc)) from None
+    console = _console()
+    console.print(f"{outcome.kind} checkpoint {args.checkpoint} ({outcome.arch}) on the "
+                  f"{outcome.split} split of {outcome.data}")
+    print_report(outcome.result, console=console)
+    if outcome.classification is not None:
+        report = outcome.classification
+        console.print(f"classifier on {outcome.split}: accuracy {report['accuracy']:.3f}, "
+                      f"macro-F1 {report['macro_f1']:.3f}")
+    console.print(f"wrote {outcome.json_path}")
+    console.print(f"wrote {outcome.png_path}")
+    if outcome.html_path is not None:
+        console.print(f"wrote {outcome.html_path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from tradezoo.agents.compare import run_compare
+
+    options = _options("compare", args)
+    command = "tradezoo " + " ".join(shlex.quote(a) for a in args.argv)
+    run_compare(options, command=command)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tradezoo.agents.run import run_main_job
+
+    run_main_job(_options("run", args))
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, *, arch: bool = True) -> None:
+    """Flags shared by the training commands (default None: "not given", see _flags)."""
+    group = parser.add_argument_group("common options")
+    group.add_argument("--config", metavar="FILE",
+                       help="YAML config file (flags override it; unknown keys are rejected)")
+    group.add_argument("--data", metavar="NAME|PATH",
+                       help="bundled dataset (default bybit-btcusdt-1h) or a CSV/Parquet bars "
+                            "file")
+    if arch:
+        group.add_argument("--arch", help="architecture (tradezoo.policies registry; default gru)")
+    group.add_argument("--seed", type=int, help="random seed (default 0)")
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                       help="auto (CUDA when present; default), cpu or cuda")
+    group.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>)")
+    group.add_argument("--window", type=int, help="bars per observation (default 64)")
+    group.add_argument("--d-model", type=int, dest="d_model",
+                       help="backbone width (arch_config.d_model; default the architecture's)")
+    group.add_argument("--costs", choices=("auto", "bybit-linear", "equities", "zero"),
+                       help="cost model (default auto: by the data source; a user file needs "
+                            "one)")
+    group.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="any option, e.g. --set supervised.lr=3e-4 --set ppo.n_steps=512 "
+                            "(repeatable)")
+    group.add_argument("--threads", type=int,
+                       help="torch CPU threads (default auto: 1 on machines with <= 4 cores)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_budget_flags(parser: argparse.ArgumentParser, *, epochs: bool, timesteps: bool) -> None:
+    if epochs:
+        parser.add_argument("--epochs", type=int, help="supervised epochs (supervised.epochs)")
+    if timesteps:
+        parser.add_argument("--timesteps", type=int, help="PPO timesteps (ppo.timesteps)")
+        parser.add_argument("--n-envs", type=int, dest="n_envs",
+                            help="parallel PPO training envs (ppo.n_envs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradezoo",
@@ -180,19 +429,106 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
         sub.set_defaults(handler=_cmd_data_fetch)
+
+    train = commands.add_parser("train", help="train a model (supervised or PPO)")
+    trainers = train.add_subparsers(dest="trainer", required=True, metavar="TRAINER")
+    supervised = trainers.add_parser(
+        "supervised", help="train an architecture on buy/hold/sell labels",
+        description="Supervised buy/hold/sell training (early stopping on the validation "
+                    "split); writes best.pt, last.pt and TensorBoard logs to --out.")
+    _add_common(supervised)
+    _add_budget_flags(supervised, epochs=True, timesteps=False)
+    supervised.add_argument("--batch-size", type=int, dest="batch_size",
+                            help="items per step (supervised.batch_size)")
+    supervised.add_argument("--resume-from", metavar="CKPT",
+                            help="continue from a last.pt or interrupted.pt")
+    supervised.set_defaults(handler=_cmd_train_supervised)
+    ppo = trainers.add_parser(
+        "ppo", help="train with PPO, optionally warm-started from a supervised checkpoint",
+        description="SB3 PPO on the train split, best model on the validation split; with "
+                    "--init-from the policy starts as the classifier (data, window and "
+                    "features are taken from the checkpoint).")
+    _add_common(ppo)
+    _add_budget_flags(ppo, epochs=False, timesteps=True)
+    ppo.add_argument("--init-from", metavar="CKPT", help="supervised checkpoint to start from")
+    ppo.add_argument("--resume-from", metavar="CKPT",
+                     help="PPO checkpoint (.zip or its .pt) to continue")
+    ppo.set_defaults(handler=_cmd_train_ppo)
+
+    backtest = commands.add_parser(
+        "backtest", help="backtest a supervised or PPO checkpoint against buy-and-hold",
+        description="Prints the metrics table against buy-and-hold and writes "
+                    "<checkpoint>.<split>.backtest.json and .png next to the checkpoint (or in "
+                    "--out); --tearsheet adds a quantstats HTML page.")
+    backtest.add_argument("checkpoint", metavar="CHECKPOINT",
+                          help="a supervised .pt, or a PPO .zip or its .pt sidecar")
+    backtest.add_argument("--split", choices=("train", "val", "test"), default="test")
+    backtest.add_argument("--data", metavar="NAME|PATH",
+                          help="data to backtest on (default: what the checkpoint was trained on)")
+    backtest.add_argument("--out", metavar="DIR", help="where to write the reports")
+    backtest.add_argument("--tearsheet", action="store_true",
+                          help="also write a quantstats HTML tearsheet")
+    backtest.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    backtest.set_defaults(handler=_cmd_backtest)
+
+    compare = commands.add_parser(
+        "compare", help="leaderboard: train every architecture on the same data and splits",
+        description="Trains each architecture (and seed) on the same data and splits and "
+                    "writes leaderboard.md, leaderboard.csv and equity.png of the test split.")
+    _add_common(compare, arch=False)
+    compare.add_argument("--archs", help="'all' (default) or a comma-separated list")
+    compare.add_argument("--mode", choices=("supervised", "ppo", "both"),
+                         help="supervised, ppo (from scratch) or both (PPO warm-started from "
+                              "the classifier; default)")
+    compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
+    compare.add_argument("--budget", help="smoke, small, default (default) or large (GPU)")
+    _add_budget_flags(compare, epochs=True, timesteps=True)
+    compare.set_defaults(handler=_cmd_compare)
+
+    run = commands.add_parser(
+        "run", help="the main job: supervised pre-training, PPO warm start, test backtest",
+        description="On the bundled BTCUSDT 1h bars: supervised pre-training, PPO "
+                    "warm-started from it, the backtest on the test split. Writes runs/<name>/ "
+                    "(logs, checkpoints, report.md, equity.png). The defaults (gru, 8 epochs, "
+                    "100k PPO timesteps) take a few minutes on a 2-core CPU; scale up with "
+                    "flags, e.g. --arch mamba --epochs 30 --timesteps 2000000 --device cuda.")
+    _add_common(run)
+    _add_budget_flags(run, epochs=True, timesteps=True)
+    run.add_argument("--name", help="run name: the directory runs/<name> (default "
+                                    "<arch>-<date>-<time>)")
+    run.set_defaults(handler=_cmd_run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tradezoo`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from tradezoo.data.errors import DataError, SourceError
 
+    debug = bool(os.environ.get("TRADEZOO_DEBUG"))  # show tracebacks instead of one line
     try:
         return int(args.handler(args))
-    except (DataError, SourceError, FileNotFoundError, ValueError) as exc:
+    except (DataError, SourceError, FileNotFoundError, ValueError, TypeError) as exc:
+        if debug:
+            raise
         print(f"tradezoo: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        # The trainers turn Ctrl-C into TrainingInterrupted after saving a checkpoint (and
+        # say where); elsewhere there is nothing to save.
+        where = getattr(exc, "checkpoint", None)
+        print("tradezoo: interrupted" + (f"; resumable checkpoint: {where}" if where else ""),
+              file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        from tradezoo.agents.supervised import NonFiniteLossError
+
+        if debug or not isinstance(exc, NonFiniteLossError):
+            raise
+        print(f"tradezoo: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,1 +1,60 @@
-"""Supervised and PPO trainers, callbacks and tuning."""
+"""Supervised and PPO trainers, callbacks, the command jobs (run, compare) and their options.
+
+Nothing is imported eagerly (torch and Stable-Baselines3 are heavy); the names below load
+their module on first access::
+
+    from tradezoo.agents import prepare_data, train_supervised, train_ppo, run_main_job
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # data preparation
+    "LabelSpec": "data",
+    "PreparedData": "data",
+    "prepare_data": "data",
+    # supervised
+    "SupervisedConfig": "supervised",
+    "SupervisedModel": "supervised",
+    "NonFiniteLossError": "supervised",
+    "TrainingInterrupted": "supervised",
+    "train_supervised": "supervised",
+    "evaluate_supervised": "supervised",
+    # PPO
+    "PPOConfig": "ppo",
+    "train_ppo": "ppo",
+    "evaluate_ppo": "ppo",
+    "load_ppo_policy": "ppo",
+    # checkpoints
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    # command options and jobs
+    "BUDGETS": "config",
+    "ConfigError": "config",
+    "read_config_file": "config",
+    "resolve_options": "config",
+    "backtest_checkpoint": "run",
+    "run_main_job": "run",
+    "run_compare": "compare",
+    "leaderboard_frame": "compare",
+    "write_leaderboard": "compare",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'tradezoo.agents' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tradezoo.agents.{module_name}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

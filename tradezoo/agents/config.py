@@ -1,0 +1,505 @@
+"""Options of the ``tradezoo`` training commands: defaults < budget < YAML file < flags.
+
+Every training command (``train supervised``, ``train ppo``, ``run``, ``compare``) resolves
+one nested dict of options, in layers, each overriding the one before key by key (sections
+such as ``supervised:`` are merged field by field)::
+
+    COMMAND_DEFAULTS[command]         the command's defaults (below)
+    checkpoint-derived options        ``train ppo --init-from``: the checkpoint's window,
+                                      features, labels, splits, costs, architecture
+    BUDGETS[budget]                   ``compare --budget`` presets (epochs, timesteps)
+    the YAML file of --config         (JSON is YAML too: a saved ``config.json`` works)
+    the flags, then --set KEY=VALUE   ``--epochs 3`` = ``--set supervised.epochs=3``
+
+A config file looks like::
+
+    data: bybit-btcusdt-1h         # a bundled dataset name or a CSV/Parquet bars file
+    arch: gru
+    seed: 0
+    device: auto                   # auto | cpu | cuda
+    window: 64                     # bars per observation
+    costs: auto                    # auto | bybit-linear | equities | zero | {CostModel fields}
+    arch_config: {d_model: 64}     # the architecture's config fields
+    features: {}                   # FeatureSpec fields
+    labels: {horizon: 4}           # LabelSpec fields
+    split_fractions: [0.7, 0.15, 0.15]
+    threads: auto                  # torch CPU threads: auto (1 on <= 4 cores) or a number
+    supervised: {epochs: 8, batch_size: 256}     # SupervisedConfig fields
+    ppo: {timesteps: 100000, n_envs: 8}          # PPOConfig fields (not arch_config, window)
+
+Unknown keys, at the top or inside a section, are a :class:`ConfigError` that names the
+file (or flag), the key and lists the valid keys. Values are checked by the dataclasses they
+end up in (:class:`~tradezoo.agents.supervised.SupervisedConfig`,
+:class:`~tradezoo.agents.ppo.PPOConfig`, :class:`~tradezoo.data.features.FeatureSpec`,
+:class:`~tradezoo.agents.data.LabelSpec`, the architecture's config): their errors name the
+field and the rule.
+
+YAML needs ``pyyaml``; without it only JSON-syntax files are read (JSON is a subset of YAML)
+and a YAML-only file is an error saying to install it.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "BUDGETS",
+    "COMMANDS",
+    "COMMAND_DEFAULTS",
+    "ConfigError",
+    "cost_model",
+    "parse_archs",
+    "parse_assignment",
+    "read_config_file",
+    "resolve_options",
+    "torch_threads",
+    "valid_keys",
+]
+
+Command = Literal["train-supervised", "train-ppo", "run", "compare"]
+COMMANDS: tuple[str, ...] = ("train-supervised", "train-ppo", "run", "compare")
+
+
+class ConfigError(ValueError):
+    """A config file or option that cannot be used (names the source, the key, the rule)."""
+
+
+# ------------------------------------------------------------------------------ defaults
+
+_COMMON: dict[str, Any] = {
+    "data": "bybit-btcusdt-1h",
+    "arch": "gru",
+    "seed": 0,
+    "device": "auto",
+    "out": None,
+    "window": 64,
+    "costs": "auto",
+    "arch_config": {},
+    "features": {},
+    "labels": {},
+    "split_fractions": [0.7, 0.15, 0.15],
+    "progress": True,
+    "threads": "auto",
+}
+
+# The main job's budget (``tradezoo run`` defaults, ``compare --budget default``): with the
+# default gru (d_model 64) it took 188-231 s of wall time on a shared 2-core CPU (load
+# average 1.4-2.5), inside the 10-minute bound with room for a busier machine. gru because it
+# is the fastest zoo backbone per step on a CPU (fused GRU kernel): cfc measured ~1.6x slower
+# in PPO and ~1.7x slower in supervised epochs at the same width.
+_SUPERVISED_DEFAULT: dict[str, Any] = {
+    "epochs": 8,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "patience": 3,
+}
+_PPO_DEFAULT: dict[str, Any] = {
+    "timesteps": 100_352,  # 49 rollouts of 8 envs x 256 steps
+    "n_envs": 8,
+    "n_steps": 256,
+    "batch_size": 256,
+    "n_epochs": 4,
+    "lr": 1e-4,  # a warm start should be fine-tuned, not overwritten
+    "eval_freq": 20_480,
+    "checkpoint_freq": 51_200,
+}
+
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train-supervised": {**_COMMON, "supervised": dict(_SUPERVISED_DEFAULT),
+                         "resume_from": None},
+    "train-ppo": {**_COMMON, "ppo": dict(_PPO_DEFAULT), "init_from": None, "resume_from": None},
+    "run": {**_COMMON, "name": None, "supervised": dict(_SUPERVISED_DEFAULT),
+            "ppo": {**_PPO_DEFAULT, "freeze_backbone_updates": 2}},
+    "compare": {
+        **{k: v for k, v in _COMMON.items() if k != "arch"},
+        "archs": "all",
+        "mode": "both",
+        "seeds": 1,
+        "budget": "default",
+        "supervised": dict(_SUPERVISED_DEFAULT),
+        "ppo": {**_PPO_DEFAULT, "checkpoint_freq": 0},
+    },
+}
+"""Each command's defaults; their keys are the command's valid top-level keys."""
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    "smoke": {  # seconds per architecture: checks the pipeline, measures nothing
+        "supervised": {"epochs": 1, "max_train_batches": 4, "max_eval_batches": 1},
+        "ppo": {"timesteps": 1024, "n_envs": 2, "n_steps": 256, "batch_size": 128,
+                "n_epochs": 2, "eval_freq": 0, "checkpoint_freq": 0},
+    },
+    "small": {  # a few minutes per architecture on a CPU
+        "supervised": {"epochs": 4},
+        "ppo": {"timesteps": 40_960, "eval_freq": 20_480},
+    },
+    "default": {  # the `tradezoo run` budget
+        "supervised": {"epochs": 8},
+        "ppo": {"timesteps": 100_352, "eval_freq": 20_480},
+    },
+    "large": {  # meant for a GPU
+        "supervised": {"epochs": 30, "patience": 5},
+        "ppo": {"timesteps": 1_003_520, "n_envs": 16, "eval_freq": 102_400},
+    },
+}
+"""``compare --budget`` presets, applied over the defaults and under the file and flags."""
+
+_SECTIONS = ("supervised", "ppo", "features", "labels")
+# PPOConfig fields the top level owns (one window and one arch_config for both trainers).
+_PPO_TOP_LEVEL = ("arch_config", "window")
+_COST_PRESETS = ("auto", "bybit-linear", "equities", "zero")
+
+
+def _section_keys(section: str) -> list[str]:
+    """Valid keys inside a section (dataclass fields; imported lazily: torch for two)."""
+    if section == "supervised":
+        from tradezoo.agents.supervised import SupervisedConfig
+
+        return [f.name for f in fields(SupervisedConfig)]
+    if section == "ppo":
+        from tradezoo.agents.ppo import PPOConfig
+
+        return [f.name for f in fields(PPOConfig) if f.name not in _PPO_TOP_LEVEL]
+    if section == "features":
+        from tradezoo.data.features import FeatureSpec
+
+        return [f.name for f in fields(FeatureSpec)]
+    if section == "labels":
+        from tradezoo.agents.data import LabelSpec
+
+        return [f.name for f in fields(LabelSpec)]
+    raise KeyError(section)
+
+
+def valid_keys(command: str) -> list[str]:
+    """The valid top-level keys of ``command`` (a name of :data:`COMMANDS`)."""
+    if command not in COMMAND_DEFAULTS:
+        raise ValueError(f"command must be one of {list(COMMANDS)}, got {command!r}")
+    return list(COMMAND_DEFAULTS[command])
+
+
+# ------------------------------------------------------------------------------- reading
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file into a dict.
+
+    Raises:
+        ConfigError: no such file, unreadable, not valid YAML/JSON, not a mapping at the top,
+            or YAML syntax without pyyaml installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc}") from None
+    try:
+        import yaml
+    except ImportError:
+        yaml = None
+    if yaml is not None:
+        try:
+            loaded = _yaml_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+    else:
+        try:
+            loaded = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"config file {path}: reading YAML needs the pyyaml package (pip install "
+                f"pyyaml); without it only JSON-syntax files are read, and this is not JSON "
+                f"({exc})"
+            ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(
+            f"config file {path}: the top level must be a mapping of keys to values, got "
+            f"{type(loaded).__name__}"
+        )
+    return dict(loaded)
+
+
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats: pyyaml follows YAML 1.1, where ``3e-4`` (no
+    dot) is the *string* "3e-4", a classic trap for learning rates in config files."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+        list("-+0123456789."),
+    )
+    return yaml.load(text, Loader=Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def _parse_scalar(text: str) -> Any:
+    """A ``--set`` value: YAML when pyyaml is there, else JSON, else the string itself."""
+    try:
+        import yaml
+
+        try:
+            return _yaml_load(text)
+        except yaml.YAMLError:
+            return text
+    except ImportError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if lowered in ("null", "none", "~"):
+            return None
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"supervised.lr=3e-4"`` -> ``("supervised.lr", 0.0003)`` (``--set`` options).
+
+    Raises:
+        ConfigError: no ``=`` or an empty key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. supervised.lr=3e-4")
+    return key.strip(), _parse_scalar(value.strip())
+
+
+def _nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"supervised.lr": 1}`` -> ``{"supervised": {"lr": 1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"option {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+# ------------------------------------------------------------------------------ checking
+
+
+def _check_keys(command: str, options: Mapping[str, Any], source: str) -> None:
+    """Reject unknown top-level and section keys of one layer (``source`` names it)."""
+    valid = valid_keys(command)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {unknown} for `tradezoo {command.replace('-', ' ')}`; "
+            f"valid keys: {valid}"
+        )
+    for section in _SECTIONS:
+        if section not in options or section not in valid:
+            continue
+        value = options[section]
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {section!r} must be a mapping of keys to values, got "
+                              f"{value!r}")
+        keys = _section_keys(section)
+        unknown = sorted(set(value) - set(keys))
+        if unknown:
+            hint = ""
+            if section == "ppo" and set(unknown) & set(_PPO_TOP_LEVEL):
+                hint = " (arch_config and window are top-level keys, shared by both trainers)"
+            raise ConfigError(
+                f"{source}: unknown key(s) {[f'{section}.{k}' for k in unknown]}{hint}; valid "
+                f"keys in {section!r}: {keys}"
+            )
+    if "arch_config" in options and options["arch_config"] is not None and not isinstance(
+        options["arch_config"], Mapping
+    ):
+        raise ConfigError(f"{source}: 'arch_config' must be a mapping of the architecture's "
+                          f"config fields, got {options['arch_config']!r}")
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``base``; mappings (sections, arch_config) merge key by key."""
+    out = copy.deepcopy(base)
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_values(command: str, options: dict[str, Any]) -> None:
+    """Types of the top-level values the commands use directly (sections are checked by
+    their dataclasses when built)."""
+    seed = options.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"option 'seed' must be an integer >= 0, got {seed!r}")
+    window = options.get("window")
+    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+        raise ConfigError(f"option 'window' must be an integer >= 1, got {window!r}")
+    if options.get("device") not in ("auto", "cpu", "cuda") and not str(
+        options.get("device")
+    ).startswith("cuda:"):
+        raise ConfigError(f"option 'device' must be auto, cpu, cuda or cuda:N, got "
+                          f"{options.get('device')!r}")
+    fractions = options.get("split_fractions")
+    if not (isinstance(fractions, Sequence) and not isinstance(fractions, str)
+            and len(fractions) == 3):
+        raise ConfigError(f"option 'split_fractions' must be [train, val, test], got "
+                          f"{fractions!r}")
+    threads = options.get("threads", "auto")
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                              or threads < 1):
+        raise ConfigError(f"option 'threads' must be 'auto' or an integer >= 1, got {threads!r}")
+    costs = options.get("costs")
+    if not (costs in _COST_PRESETS or isinstance(costs, Mapping)):
+        raise ConfigError(f"option 'costs' must be one of {list(_COST_PRESETS)} or a mapping of "
+                          f"CostModel fields, got {costs!r}")
+    if not isinstance(options.get("data"), str | Path) or not str(options.get("data")):
+        raise ConfigError(f"option 'data' must be a bundled dataset name or a bars file path, "
+                          f"got {options.get('data')!r}")
+    if command == "compare":
+        if options["mode"] not in ("supervised", "ppo", "both"):
+            raise ConfigError(f"option 'mode' must be supervised, ppo or both, got "
+                              f"{options['mode']!r}")
+        seeds = options["seeds"]
+        if isinstance(seeds, bool) or not isinstance(seeds, numbers.Integral) or seeds < 1:
+            raise ConfigError(f"option 'seeds' must be an integer >= 1 (seeds seed .. seed + "
+                              f"N - 1), got {seeds!r}")
+        options["archs"] = parse_archs(options["archs"])
+
+
+def parse_archs(value: str | Sequence[str]) -> list[str]:
+    """``"all"``, ``"gru,lstm"`` or a list -> registry names (unknown names rejected)."""
+    from tradezoo.policies.registry import ARCHITECTURES
+
+    if isinstance(value, str):
+        names = list(ARCHITECTURES) if value.strip() == "all" else [
+            v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, Sequence):
+        names = [str(v) for v in value]
+    else:
+        raise ConfigError(f"option 'archs' must be 'all', a comma-separated list or a list, got "
+                          f"{value!r}")
+    unknown = [n for n in names if n not in ARCHITECTURES]
+    if unknown or not names:
+        raise ConfigError(f"option 'archs': unknown architecture(s) {unknown or names}; valid "
+                          f"names: {list(ARCHITECTURES)} or 'all'")
+    return list(dict.fromkeys(names))
+
+
+def resolve_options(
+    command: str,
+    *,
+    config_path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    assignments: Sequence[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The options of ``command``: defaults < ``base`` < budget < file < flags < ``--set``.
+
+    Args:
+        command: one of :data:`COMMANDS`.
+        config_path: a YAML/JSON config file (``--config``).
+        flags: dotted keys of the flags the user gave (``None`` values are skipped), e.g.
+            ``{"supervised.epochs": 3, "arch": "lstm"}``.
+        assignments: ``--set KEY=VALUE`` texts.
+        base: options derived from elsewhere (a warm-start checkpoint), under the file.
+
+    Returns:
+        The nested options dict (``compare``'s ``archs`` resolved to a list of names).
+
+    Raises:
+        ConfigError: unknown keys (listing the valid ones) or bad top-level values.
+    """
+    defaults = copy.deepcopy(COMMAND_DEFAULTS[command]) if command in COMMAND_DEFAULTS else None
+    if defaults is None:
+        raise ConfigError(f"command must be one of {list(COMMANDS)}, got {command!r}")
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if base:
+        layers.append(("checkpoint", dict(base)))
+    file_layer: dict[str, Any] = {}
+    if config_path is not None:
+        file_layer = read_config_file(config_path)
+        _check_keys(command, file_layer, f"config file {config_path}")
+    flag_layer = _nest({k: v for k, v in (flags or {}).items() if v is not None})
+    _check_keys(command, flag_layer, "command-line flags")
+    set_layer = _nest(dict(parse_assignment(text) for text in assignments))
+    _check_keys(command, set_layer, "--set")
+
+    if command == "compare":  # the budget preset goes under the file and the flags
+        budget = set_layer.get("budget", flag_layer.get("budget",
+                                                        file_layer.get("budget", "default")))
+        if budget not in BUDGETS:
+            raise ConfigError(f"option 'budget' must be one of {list(BUDGETS)}, got {budget!r}")
+        layers.append((f"budget {budget}", copy.deepcopy(BUDGETS[budget])))
+    layers += [("file", file_layer), ("flags", flag_layer), ("--set", set_layer)]
+    options = defaults
+    for _, layer in layers:
+        options = _merge(options, layer)
+    for section in ("arch_config", *_SECTIONS):
+        if section in options and options[section] is None:
+            options[section] = {}
+    _check_values(command, options)
+    return options
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def torch_threads(value: str | int = "auto") -> int | None:
+    """The torch intra-op thread count for ``threads`` (``None``: leave torch's default).
+
+    ``"auto"`` is 1 on machines with at most 4 cores: the zoo's models are small, and on a
+    small machine shared with other work torch's OpenMP workers wait on each other, which
+    was measured at 100-500x slower per GRU call with 2 threads than with 1 on 2 busy cores
+    (and no faster with 2 threads on the same cores idle).
+    """
+    import os
+
+    if value == "auto":
+        return 1 if (os.cpu_count() or 1) <= 4 else None
+    return int(value)
+
+
+def cost_model(value: str | Mapping[str, Any]) -> Any:
+    """``costs`` option -> a :class:`~tradezoo.backtest.costs.CostModel` or ``None``
+    (``"auto"``: the dataset's default for its source)."""
+    from tradezoo.backtest.costs import CostModel
+
+    if isinstance(value, Mapping):
+        names = [f.name for f in fields(CostModel)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(f"option 'costs': unknown CostModel field(s) {unknown}; valid "
+                              f"fields: {names}")
+        return CostModel(**dict(value))
+    presets = {"bybit-linear": CostModel.bybit_linear, "equities": CostModel.equities,
+               "zero": CostModel.zero}
+    if value == "auto":
+        return None
+    if value not in presets:
+        raise ConfigError(f"option 'costs' must be one of {list(_COST_PRESETS)} or a mapping of "
+                          f"CostModel fields, got {value!r}")
+    return presets[value]()

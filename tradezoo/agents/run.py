@@ -1,0 +1,585 @@
+"""The jobs behind the ``tradezoo`` commands: checkpoint backtests and the main job.
+
+:func:`run_main_job` (``tradezoo run``): on the bundled BTCUSDT 1h bars (by default),
+
+1. supervised pre-training of ``arch`` on buy/hold/sell labels (train split; early stopping
+   and the best checkpoint on the validation split);
+2. PPO warm-started from the best supervised checkpoint (train split; the best model by the
+   deterministic validation reward is kept);
+3. the backtest of the PPO model chosen on validation, and of the classifier, on the **test**
+   split, each against buy-and-hold on the same bars with the dataset's costs.
+
+It writes ``runs/<name>/``::
+
+    config.json             the resolved options (``tradezoo run --config`` reads it back)
+    run.log                 what the job printed (paths, timings, the metrics table)
+    supervised/             best.pt, last.pt, tb/ (TensorBoard)
+    ppo/                    best_model.zip + .pt, final_model.zip + .pt, checkpoints/, tb/
+    backtest_test.json      both backtests (report_dict) and the classification report
+    equity.png              PPO on the test split: price and positions, equity vs
+                            buy-and-hold, drawdown
+    supervised_equity.png   the same for the classifier's signals
+    report.md               the summary: data, model, budget, timings, the metrics table
+
+:func:`backtest_checkpoint` (``tradezoo backtest``) grades any checkpoint (a supervised
+``.pt``, a PPO ``.zip`` or its ``.pt`` sidecar) on a split. The data is prepared as the
+checkpoint was trained (window, features, labels, split fractions and costs come from the
+checkpoint; the data source from ``--data``, else the ``config.json`` the commands write
+next to their checkpoints, else the checkpoint's bundled dataset name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tradezoo.agents.data import PreparedData
+    from tradezoo.backtest.simulate import BacktestResult
+
+__all__ = [
+    "CheckpointBacktest",
+    "MainJobResult",
+    "backtest_checkpoint",
+    "checkpoint_options",
+    "markdown_metrics_table",
+    "prepare_from_options",
+    "run_main_job",
+    "write_options",
+]
+
+CONFIG_NAME = "config.json"
+REPORT_METRICS: tuple[str, ...] = (
+    "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "win_rate",
+    "n_trades", "profit_factor", "exposure", "turnover", "fees_paid", "funding_paid",
+)
+"""Metrics rows of the Markdown tables (names of :class:`~tradezoo.backtest.metrics.Metrics`)."""
+_PERCENT = frozenset({"total_return", "cagr", "max_drawdown", "win_rate", "exposure",
+                      "fees_paid", "funding_paid", "accuracy", "macro_f1"})
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None, recursively (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
+    """Strict JSON (no NaN tokens), UTF-8, trailing newline."""
+    text = json.dumps(_json_safe(json.loads(json.dumps(payload, default=_json_default))),
+                      indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+def write_options(out_dir: str | Path, options: Mapping[str, Any]) -> Path:
+    """Write the resolved options as ``out_dir/config.json`` (a valid ``--config`` file).
+
+    The output directory is left out (a re-run picks its own) and a ``data`` path that exists
+    is made absolute, so the file works from any working directory.
+    """
+    saved = {k: v for k, v in options.items() if k != "out"}
+    data = saved.get("data")
+    if isinstance(data, str | Path) and Path(data).exists():
+        saved["data"] = str(Path(data).resolve())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_json(out / CONFIG_NAME, saved)
+
+
+def _format(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if name == "n_trades":
+        return f"{int(value):,}"
+    if name in _PERCENT:
+        return f"{float(value):.2%}"
+    return f"{float(value):.3f}"
+
+
+def markdown_metrics_table(columns: Mapping[str, Mapping[str, Any]],
+                           metrics: tuple[str, ...] = REPORT_METRICS) -> str:
+    """A Markdown table: one row per metric, one column per strategy (fractions as %)."""
+    names = list(columns)
+    lines = ["| metric | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for metric in metrics:
+        if not any(metric in columns[n] for n in names):
+            continue
+        cells = [_format(metric, columns[n].get(metric)) for n in names]
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class _Tee:
+    """Print to the console and append to a log file."""
+
+    def __init__(self, path: Path | None, stream: IO[str] | None = None) -> None:
+        self.path = path
+        self.stream = stream or sys.stdout
+
+    def __call__(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+
+
+# -------------------------------------------------------------------------- preparation
+
+
+def prepare_from_options(options: Mapping[str, Any]) -> PreparedData:
+    """:func:`~tradezoo.agents.data.prepare_data` with the options' data, window, features,
+    labels, split fractions and costs."""
+    from tradezoo.agents.config import ConfigError, cost_model
+    from tradezoo.agents.data import prepare_data
+
+    costs = cost_model(options.get("costs", "auto"))
+    try:
+        return prepare_data(
+            str(options["data"]),
+            window=int(options["window"]),
+            feature_spec=dict(options.get("features") or {}) or None,
+            label_spec=dict(options.get("labels") or {}) or None,
+            split_fractions=tuple(options["split_fractions"]),
+            costs=costs,
+        )
+    except ValueError as exc:
+        if costs is None and "no default cost model" in str(exc):
+            raise ConfigError(
+                f"data {options['data']!r}: its source has no default cost model; choose one "
+                "with --costs bybit-linear|equities|zero (or 'costs:' in the config file)"
+            ) from None
+        raise
+
+
+def _guess_data_source(path: Path, ckpt: Mapping[str, Any]) -> str | None:
+    """The data a checkpoint was trained on: the ``config.json`` a command wrote next to it
+    (or up to two folders above), else its dataset name when that is a bundled dataset."""
+    from tradezoo.data.datasets import DATASETS
+
+    for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
+        config = folder / CONFIG_NAME
+        if config.is_file():
+            try:
+                data = json.loads(config.read_text(encoding="utf-8")).get("data")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(data, str) and data:
+                return data
+    name = str((ckpt.get("dataset") or {}).get("name") or "")
+    return name if name in DATASETS else None
+
+
+def checkpoint_options(path: str | Path, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """Options that prepare data the way ``ckpt`` was trained (a layer for
+    :func:`~tradezoo.agents.config.resolve_options`): ``arch``, ``window``, ``features``,
+    ``labels``, ``split_fractions``, ``costs`` and, when it can be found, ``data``."""
+    splits = ckpt.get("splits") or {}
+    out: dict[str, Any] = {
+        "arch": str(ckpt["arch"]),
+        "window": int(ckpt["window"]),
+        "features": dict(ckpt["feature_spec"]),
+    }
+    if ckpt.get("label_spec"):
+        out["labels"] = dict(ckpt["label_spec"])
+    elif splits.get("horizon"):
+        out["labels"] = {"horizon": int(splits["horizon"])}
+    if splits.get("fractions"):
+        out["split_fractions"] = [float(v) for v in splits["fractions"]]
+    if ckpt.get("costs"):
+        out["costs"] = dict(ckpt["costs"])
+    data = _guess_data_source(Path(path), ckpt)
+    if data is not None:
+        out["data"] = data
+    return out
+
+
+def _read_any_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A supervised ``.pt``, a PPO ``.zip`` (its sidecar is read) or a PPO ``.pt`` sidecar.
+
+    Raises:
+        FileNotFoundError: no such file (or a ``.zip`` without its sidecar).
+        CheckpointError: unreadable, not a tradezoo checkpoint, or of an unknown kind.
+    """
+    from tradezoo.agents.checkpoint import CheckpointError, load_checkpoint
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    sidecar = path
+    if path.suffix == ".zip":
+        sidecar = path.with_suffix(".pt")
+        if not sidecar.exists():
+            raise FileNotFoundError(
+                f"checkpoint {path}: no sidecar {sidecar} (the tradezoo metadata train_ppo "
+                "writes next to each SB3 .zip); back it up together with the .zip"
+            )
+    ckpt = load_checkpoint(sidecar)
+    if ckpt["kind"] not in ("supervised", "ppo"):
+        raise CheckpointError(f"checkpoint {sidecar}: kind {ckpt['kind']!r}; tradezoo backtest "
+                              "reads 'supervised' and 'ppo' checkpoints")
+    return sidecar, ckpt
+
+
+# ---------------------------------------------------------------------------- backtests
+
+
+@dataclass
+class CheckpointBacktest:
+    """What :func:`backtest_checkpoint` returns.
+
+    Attributes:
+        checkpoint: the checkpoint file read (a PPO ``.zip``'s sidecar).
+        kind: ``"supervised"`` or ``"ppo"``.
+        arch: architecture.
+        split: the split backtested.
+        data: the data source used.
+        result: the :class:`~tradezoo.backtest.simulate.BacktestResult` (buy-and-hold in its
+            ``benchmark_*`` fields).
+        classification: the classification report dict (supervised only).
+        json_path, png_path, html_path: the files written (``html_path`` with a tearsheet).
+    """
+
+    checkpoint: Path
+    kind: str
+    arch: str
+    split: str
+    data: str
+    result: BacktestResult
+    classification: dict[str, Any] | None
+    json_path: Path
+    png_path: Path
+    html_path: Path | None = None
+
+
+def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str,
+                         device: str) -> tuple[BacktestResult, dict[str, Any] | None]:
+    if ckpt["kind"] == "supervised":
+        from tradezoo.agents.supervised import evaluate_supervised
+
+        evaluation = evaluate_supervised(ckpt, data, split, device=device)  # type: ignore[arg-type]
+        return evaluation.backtest, evaluation.report.to_dict()
+    from tradezoo.agents.ppo import evaluate_ppo
+
+    return evaluate_ppo(ckpt, data, split, device=device).backtest, None  # type: ignore[arg-type]
+
+
+def backtest_checkpoint(
+    path: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    tearsheet: bool = False,
+    device: str = "cpu",
+) -> CheckpointBacktest:
+    """Backtest a supervised or PPO checkpoint on ``split`` and write its reports.
+
+    Files (in ``out_dir``, default the checkpoint's folder), for checkpoint ``X.pt``/``X.zip``:
+    ``X.<split>.backtest.json`` (:func:`~tradezoo.backtest.report.report_dict` plus the
+    checkpoint, split and, for a classifier, its classification report),
+    ``X.<split>.backtest.png`` (price and positions, equity vs buy-and-hold, drawdown) and,
+    with ``tearsheet=True``, ``X.<split>.tearsheet.html`` (quantstats).
+
+    Raises:
+        FileNotFoundError, CheckpointError: a missing, unreadable or mismatched checkpoint.
+        ConfigError: the data source cannot be found (pass ``data``).
+        ValueError: a bad split, or data that does not fit the checkpoint.
+        ImportError: ``tearsheet=True`` without quantstats.
+    """
+    from tradezoo.agents.config import ConfigError, cost_model
+    from tradezoo.agents.data import prepare_data
+    from tradezoo.backtest.report import quantstats_html, report_dict, save_png
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    original = Path(path)
+    sidecar, ckpt = _read_any_checkpoint(original)
+    options = checkpoint_options(sidecar, ckpt)
+    source = str(data) if data is not None else options.get("data")
+    if source is None:
+        raise ConfigError(
+            f"checkpoint {original}: cannot tell which data it was trained on (dataset "
+            f"{(ckpt.get('dataset') or {}).get('name')!r} is not bundled and no {CONFIG_NAME} "
+            "is next to it); pass --data NAME|PATH"
+        )
+    prepared = prepare_data(
+        source,
+        window=options["window"],
+        feature_spec=options["features"],
+        label_spec=options.get("labels"),
+        split_fractions=tuple(options.get("split_fractions", (0.7, 0.15, 0.15))),
+        costs=cost_model(options["costs"]) if "costs" in options else None,
+    )
+    result, classification = _evaluate_checkpoint(ckpt, prepared, split, device)
+    out = Path(out_dir) if out_dir is not None else original.parent
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{original.stem}.{split}"
+    payload = {
+        "checkpoint": str(original),
+        "kind": ckpt["kind"],
+        "arch": ckpt["arch"],
+        "split": split,
+        "data": source,
+        "backtest": report_dict(result),
+    }
+    if classification is not None:
+        payload["classification"] = classification
+    json_path = write_json(out / f"{stem}.backtest.json", payload)
+    png_path = save_png(result, out / f"{stem}.backtest.png")
+    html_path = quantstats_html(result, out / f"{stem}.tearsheet.html") if tearsheet else None
+    return CheckpointBacktest(
+        checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
+        data=source, result=result, classification=classification, json_path=json_path,
+        png_path=png_path, html_path=html_path,
+    )
+
+
+# ------------------------------------------------------------------------------ main job
+
+
+@dataclass
+class MainJobResult:
+    """What :func:`run_main_job` returns.
+
+    Attributes:
+        out_dir: the run directory.
+        report: ``out_dir/report.md``.
+        supervised_metrics, ppo_metrics, buy_and_hold_metrics: test-split metrics dicts.
+        classification: the classifier's test classification report dict.
+        seconds: wall time of each stage (``prepare``, ``supervised``, ``ppo``, ``backtest``,
+            ``total``).
+        ppo_model: the PPO checkpoint backtested (best on validation, else final).
+        supervised_checkpoint: the supervised ``best.pt``.
+    """
+
+    out_dir: Path
+    report: Path
+    supervised_metrics: dict[str, Any]
+    ppo_metrics: dict[str, Any]
+    buy_and_hold_metrics: dict[str, Any]
+    classification: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    ppo_model: Path | None = None
+    supervised_checkpoint: Path | None = None
+
+
+def default_run_name(arch: str) -> str:
+    """``<arch>-<local time YYYYmmdd-HHMMSS>``."""
+    return f"{arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def supervised_config_from(options: Mapping[str, Any]) -> Any:
+    """The :class:`~tradezoo.agents.supervised.SupervisedConfig` of the options."""
+    from tradezoo.agents.supervised import SupervisedConfig
+
+    section = dict(options.get("supervised") or {})
+    if not options.get("progress", True):
+        section["progress"] = False
+    return SupervisedConfig.from_dict(section)
+
+
+def ppo_config_from(options: Mapping[str, Any], *, warm_start: bool) -> Any:
+    """The :class:`~tradezoo.agents.ppo.PPOConfig` of the options (``arch_config`` and
+    ``window`` from the top level; a warm start takes the architecture from the checkpoint)."""
+    from tradezoo.agents.ppo import PPOConfig
+
+    section = dict(options.get("ppo") or {})
+    section["window"] = int(options["window"])
+    arch_config = dict(options.get("arch_config") or {})
+    if arch_config:
+        section["arch_config"] = arch_config
+    elif not warm_start:
+        section.setdefault("arch_config", {})
+    return PPOConfig.from_dict(section)
+
+
+def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None) -> MainJobResult:
+    """Supervised pre-training, warm-started PPO and the test backtest (module docstring).
+
+    Args:
+        options: resolved ``run`` options (:func:`~tradezoo.agents.config.resolve_options`).
+        stream: where to print (default stdout); everything printed also goes to ``run.log``.
+
+    Raises:
+        ValueError, CheckpointError, DataError: bad options or data.
+        NonFiniteLossError: training diverged.
+        TrainingInterrupted: Ctrl-C (a resumable checkpoint was written and named).
+    """
+    from tradezoo.agents.ppo import evaluate_ppo, train_ppo
+    from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
+    from tradezoo.agents.tensorboard import tensorboard_command
+    from tradezoo.backtest.report import print_report, report_dict, save_png
+
+    started = time.perf_counter()
+    arch = str(options["arch"])
+    seed = int(options["seed"])
+    device = str(resolve_device(options["device"]))
+    name = options.get("name") or default_run_name(arch)
+    out = Path(options["out"]) if options.get("out") else Path("runs") / str(name)
+    supervised_cfg = supervised_config_from(options)
+    ppo_cfg = ppo_config_from(options, warm_start=True)
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
+    data = prepare_from_options(options)  # bad data fails before anything is written
+    seconds["prepare"] = time.perf_counter() - tick
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "run.log"
+    log_path.write_text("", encoding="utf-8")
+    say = _Tee(log_path, stream)
+    write_options(out, options)
+    say(f"tradezoo run: {arch} on {options['data']} (seed {seed}, device {device})")
+    say(f"run directory: {out}")
+    say(f"logs: {log_path}; TensorBoard (both stages): {tensorboard_command(out)}")
+    summary = data.summary()
+    say(f"data: {data.name}, {summary['bars']} bars, window {data.window}, {data.n_features} "
+        f"features; train {summary['train']['items']}, val {summary['val']['items']}, test "
+        f"{summary['test']['items']} labelled windows; test {summary['test']['start']} .. "
+        f"{summary['test']['end']}")
+
+    say(f"[1/3] supervised pre-training ({supervised_cfg.epochs} epochs max)")
+    tick = time.perf_counter()
+    supervised = train_supervised(
+        data, arch, config=supervised_cfg, arch_config=dict(options.get("arch_config") or {}),
+        out_dir=out / "supervised", seed=seed, device=device, verbose=True,
+    )
+    seconds["supervised"] = time.perf_counter() - tick
+    say(f"      best epoch {supervised.best_epoch + 1}, val loss {supervised.best_val_loss:.4f}, "
+        f"{supervised.n_parameters:,} parameters, {seconds['supervised']:.0f} s; "
+        f"checkpoint {supervised.best_checkpoint}")
+
+    say(f"[2/3] PPO warm-started from it ({ppo_cfg.timesteps:,} timesteps, {ppo_cfg.n_envs} "
+        "envs)")
+    tick = time.perf_counter()
+    ppo = train_ppo(
+        data, arch, config=ppo_cfg, out_dir=out / "ppo", seed=seed, device=device,
+        init_from=supervised.best_checkpoint, progress=bool(options.get("progress", True)),
+        verbose=True,
+    )
+    seconds["ppo"] = time.perf_counter() - tick
+    chosen = ppo.best_model or ppo.final_model
+    say(f"      {ppo.num_timesteps:,} timesteps in {ppo.train_seconds:.0f} s; backtesting "
+        f"{chosen.name} ({'best on validation' if ppo.best_model else 'final'})")
+
+    say("[3/3] backtest on the test split")
+    tick = time.perf_counter()
+    sup_eval = evaluate_supervised(supervised.model, data, "test", device=device)
+    ppo_eval = evaluate_ppo(chosen, data, "test", device=device)
+    seconds["backtest"] = time.perf_counter() - tick
+    ppo_metrics = ppo_eval.backtest.metrics.to_dict()
+    sup_metrics = sup_eval.backtest.metrics.to_dict()
+    bh_metrics = ppo_eval.backtest.benchmark_metrics.to_dict()
+    classification = sup_eval.report.to_dict()
+    write_json(out / "backtest_test.json", {
+        "split": "test",
+        "ppo": {"checkpoint": str(chosen), **report_dict(ppo_eval.backtest)},
+        "supervised": {"checkpoint": str(supervised.best_checkpoint),
+                       **report_dict(sup_eval.backtest), "classification": classification},
+    })
+    save_png(ppo_eval.backtest, out / "equity.png")
+    save_png(sup_eval.backtest, out / "supervised_equity.png")
+    seconds["total"] = time.perf_counter() - started
+
+    report = out / "report.md"
+    report.write_text(_report_markdown(
+        options, data, arch, device, seconds, supervised, ppo, chosen,
+        {"PPO (warm-started)": ppo_metrics, "supervised": sup_metrics,
+         "buy & hold": bh_metrics}, sup_eval.report, out,
+    ), encoding="utf-8")
+    from rich.console import Console
+
+    console = Console(file=stream) if stream is not None else Console()
+    print_report(ppo_eval.backtest, console=console)
+    with log_path.open("a", encoding="utf-8") as handle:
+        handle.write(ppo_eval.backtest.summary() + "\n")
+        handle.write(markdown_metrics_table({"PPO": ppo_metrics, "buy & hold": bh_metrics})
+                     + "\n")
+    say(f"supervised classifier on test: accuracy {sup_eval.report.accuracy:.3f}, macro-F1 "
+        f"{sup_eval.report.macro_f1:.3f}, total return "
+        f"{_format('total_return', sup_metrics.get('total_return'))}, Sharpe "
+        f"{_format('sharpe', sup_metrics.get('sharpe'))}")
+    say(f"done in {seconds['total']:.0f} s: report {report}, equity plot {out / 'equity.png'}")
+    say(f"TensorBoard: {tensorboard_command(out)}")
+    return MainJobResult(
+        out_dir=out, report=report, supervised_metrics=sup_metrics, ppo_metrics=ppo_metrics,
+        buy_and_hold_metrics=bh_metrics, classification=classification, seconds=seconds,
+        ppo_model=chosen, supervised_checkpoint=supervised.best_checkpoint,
+    )
+
+
+def _report_markdown(options: Mapping[str, Any], data: PreparedData, arch: str, device: str,
+                     seconds: Mapping[str, float], supervised: Any, ppo: Any, chosen: Path,
+                     columns: Mapping[str, Mapping[str, Any]], report: Any, out: Path) -> str:
+    first, last = data.boundaries["test"]
+    arch_config = supervised.model.backbone_config()
+    lines = [
+        f"# tradezoo run: {arch} on {data.name}",
+        "",
+        f"Supervised pre-training on buy/hold/sell labels, then PPO warm-started from the best "
+        f"classifier, then both backtested on the **test split** ({first} .. {last}, never "
+        f"seen in training or model selection) against buy-and-hold, with the dataset's costs "
+        f"(fees, spread, slippage, funding), fills at the next bar's open.",
+        "",
+        "## Test-split metrics",
+        "",
+        markdown_metrics_table(columns),
+        "",
+        f"Classifier on the test split: accuracy {report.accuracy:.3f}, macro-F1 "
+        f"{report.macro_f1:.3f}.",
+        "",
+        "```",
+        str(report),
+        "```",
+        "",
+        "## Setup",
+        "",
+        f"- data: `{options['data']}` ({len(data.bars)} bars), window {data.window}, "
+        f"{data.n_features} features, split fractions {list(data.split_fractions)}, labels "
+        f"{data.label_spec.to_dict()}",
+        f"- model: `{arch}` {arch_config}, {supervised.n_parameters:,} parameters "
+        f"(classifier), {ppo.n_parameters:,} (PPO policy with its value head)",
+        f"- supervised: {len(supervised.history)} epochs run (best {supervised.best_epoch + 1}, "
+        f"val loss {supervised.best_val_loss:.4f}), {seconds['supervised']:.0f} s",
+        f"- PPO: {ppo.num_timesteps:,} timesteps, {ppo.config.n_envs} envs, "
+        f"{seconds['ppo']:.0f} s; backtested model `{chosen.name}`",
+        f"- device {device}; seed {options['seed']}; total wall time {seconds['total']:.0f} s",
+        "",
+        "## Files",
+        "",
+        "- `equity.png`: PPO on the test split (price and positions, equity vs buy-and-hold, "
+        "drawdown); `supervised_equity.png`: the classifier",
+        "- `backtest_test.json`: both backtests in full; `run.log`: the console output",
+        f"- `supervised/best.pt`, `ppo/{chosen.name}` (+ `.pt` sidecar): grade them again with "
+        f"`tradezoo backtest {out / 'ppo' / chosen.name} --split test`",
+        f"- TensorBoard: `tensorboard --logdir {out}`",
+        f"- re-run: `tradezoo run --config {out / CONFIG_NAME}`",
+        "",
+    ]
+    return "\n".join(lines)
