@@ -68,5 +68,11 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     assert (ROOT / ".ci" / "run").stat().st_mode & 0o111, ".ci/run needs its run bit"
 
 
-def test_readme_main_job_is_the_data_info_command() -> None:
-    assert _readme_command("main").endswith("tradezoo data info bybit-btcusdt-1h")
+def test_readme_main_job_is_tradezoo_run() -> None:
+    """The Quickstart's first command installs and runs the main job (issue 5); the command
+    exists in the CLI with defaults (tests/test_cli_train.py runs it with tiny budgets)."""
+    from tradezoo.cli import build_parser
+
+    assert _readme_command("main") == "pip install -e . && tradezoo run"
+    args = build_parser().parse_args(["run"])
+    assert args.handler.__name__ == "_cmd_run"
