@@ -355,16 +355,7 @@ def prepare_data(
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
     window = int(window)
     fractions = _check_fractions(split_fractions)
-    if feature_spec is None:
-        spec = FeatureSpec()
-    elif isinstance(feature_spec, FeatureSpec):
-        spec = feature_spec
-    elif isinstance(feature_spec, Mapping):
-        spec = FeatureSpec.from_dict(feature_spec)
-    else:
-        raise TypeError(
-            f"feature_spec must be a FeatureSpec or a dict, got {type(feature_spec).__name__}"
-        )
+    spec = FeatureSpec.coerce(feature_spec)
     if label_spec is None:
         labels_cfg = LabelSpec()
     elif isinstance(label_spec, LabelSpec):

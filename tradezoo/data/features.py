@@ -252,6 +252,19 @@ class FeatureSpec:
             raise ValueError(f"FeatureSpec.from_dict: unknown field(s) {unknown}")
         return cls(**dict(data))
 
+    @classmethod
+    def coerce(cls, value: FeatureSpec | Mapping[str, Any] | None) -> FeatureSpec:
+        """``value`` as a spec: ``None`` -> the default spec, a dict -> :meth:`from_dict`."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise TypeError(
+            f"feature_spec must be a FeatureSpec or a dict, got {type(value).__name__}"
+        )
+
 
 def feature_names(spec: FeatureSpec | None = None, *, funding: bool = False) -> tuple[str, ...]:
     """Column names :func:`compute_features` returns for ``spec`` (default spec), in order.

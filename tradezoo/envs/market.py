@@ -748,16 +748,7 @@ def prepare_market(
             "features= (precomputed) is supported for observation='box' only; "
             "dict observations compute every timeframe with feature_spec"
         )
-    if feature_spec is None:
-        spec = FeatureSpec()
-    elif isinstance(feature_spec, FeatureSpec):
-        spec = feature_spec
-    elif isinstance(feature_spec, Mapping):
-        spec = FeatureSpec.from_dict(feature_spec)
-    else:
-        raise TypeError(
-            f"feature_spec must be a FeatureSpec or a dict, got {type(feature_spec).__name__}"
-        )
+    spec = FeatureSpec.coerce(feature_spec)
     if scaler is None:
         scaler_map: dict[str, FeatureScaler] = {}
     elif isinstance(scaler, FeatureScaler):
