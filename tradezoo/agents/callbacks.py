@@ -40,6 +40,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Figure, HParam
 
+from tradezoo.agents.tensorboard import hparam_value
+
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
@@ -85,17 +87,6 @@ def _finite(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def hparam_value(value: Any) -> bool | int | float | str:
-    """HParams accept bool, int, float and str only; anything else is written as text."""
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return "None" if value is None else str(value)
 
 
 class TradingMetricsCallback(BaseCallback):

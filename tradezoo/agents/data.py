@@ -41,18 +41,20 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from tradezoo.agents.validation import from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.datasets import load_bars
 from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
 from tradezoo.data.labels import make_labels
 from tradezoo.data.splits import PART_NAMES, PartName, Splits, time_splits
+from tradezoo.envs.market import check_split_fractions, env_time_splits
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     import torch
@@ -136,11 +138,7 @@ class LabelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelSpec:
         """Rebuild from :meth:`to_dict`; unknown keys are a ``ValueError`` listing valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"LabelSpec: unknown key(s) {unknown}; valid keys: {valid}")
-        return cls(**dict(data))
+        return from_known_keys(cls, data)
 
 
 @dataclass(frozen=True, eq=False)
@@ -306,17 +304,6 @@ def _dataset_name(source: DataSource, bars: pd.DataFrame) -> str:
     return "data"
 
 
-def _check_fractions(value: object) -> tuple[float, float, float]:
-    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3):
-        raise ValueError(f"split_fractions must be (train, val, test), got {value!r}")
-    out = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, numbers.Real):
-            raise ValueError(f"split_fractions must be three numbers in [0, 1], got {value!r}")
-        out.append(float(item))
-    return out[0], out[1], out[2]
-
-
 def prepare_data(
     data: DataSource,
     *,
@@ -354,7 +341,7 @@ def prepare_data(
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
     window = int(window)
-    fractions = _check_fractions(split_fractions)
+    fractions = check_split_fractions(split_fractions)
     spec = FeatureSpec.coerce(feature_spec)
     if label_spec is None:
         labels_cfg = LabelSpec()
@@ -396,10 +383,7 @@ def prepare_data(
             embargo=embargo,
         )
         # The env's own split (horizon 1): its train part decides the scaler's rows.
-        env_splits = time_splits(
-            index, train=fractions[0], val=fractions[1], test=fractions[2], lookback=window,
-            horizon=1,
-        )
+        env_splits = env_time_splits(index, window, fractions)
     except ValueError as exc:
         raise ValueError(
             f"dataset {name!r}: cannot split its {len(index)} feature rows with window={window} "

@@ -65,7 +65,6 @@ run.
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
 import warnings
@@ -96,6 +95,7 @@ from tradezoo.agents.checkpoint import (
 from tradezoo.agents.data import N_ACCOUNT_COLUMNS, PreparedData, observation_space
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device
 from tradezoo.agents.tensorboard import print_tensorboard_hint
+from tradezoo.agents.validation import FieldChecks, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.features import FeatureScaler
 from tradezoo.policies.registry import get_architecture
@@ -211,88 +211,42 @@ class PPOConfig:
     eval_figure: bool = True
 
     def __post_init__(self) -> None:
-        def integer(name: str, minimum: int, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
-                    value < minimum:
-                raise ValueError(
-                    f"PPOConfig.{name} must be an integer >= {minimum}"
-                    f"{' or None' if optional else ''}, got {value!r}"
-                )
-            setattr(self, name, int(value))
-
-        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False,
-                   optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
-                  and math.isfinite(float(value))
-                  and (value > low if open_low else value >= low) and value <= high)
-            if not ok:
-                rule = f"> {low}" if open_low else f">= {low}"
-                upper = "" if high == math.inf else f" and <= {high}"
-                raise ValueError(f"PPOConfig.{name} must be a number {rule}{upper}"
-                                 f"{' or None' if optional else ''}, got {value!r}")
-            setattr(self, name, float(value))
-
-        def layers(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, list | tuple) or any(
-                isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
-                for v in value
-            ):
-                raise ValueError(f"PPOConfig.{name} must be a list of layer widths >= 1, got "
-                                 f"{value!r}")
-            setattr(self, name, tuple(int(v) for v in value))
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"PPOConfig.{name} must be one of {list(allowed)}, got "
-                                 f"{getattr(self, name)!r}")
-
-        def boolean(name: str) -> None:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"PPOConfig.{name} must be true or false, got "
-                                 f"{getattr(self, name)!r}")
-
-        integer("timesteps", 1)
-        integer("n_envs", 1)
-        integer("n_steps", 1)
-        integer("batch_size", 2)
-        integer("n_epochs", 1)
-        number("lr", 0.0, open_low=True)
-        number("gamma", 0.0, 1.0)
-        number("gae_lambda", 0.0, 1.0)
-        number("clip_range", 0.0, open_low=True)
-        number("ent_coef", 0.0)
-        number("vf_coef", 0.0)
-        number("max_grad_norm", 0.0, open_low=True)
-        number("target_kl", 0.0, open_low=True, optional=True)
-        integer("episode_length", 2)
-        integer("window", 1, optional=True)
-        integer("features_dim", 1, optional=True)
+        check = FieldChecks(self)
+        check.integer("timesteps", 1)
+        check.integer("n_envs", 1)
+        check.integer("n_steps", 1)
+        check.integer("batch_size", 2)
+        check.integer("n_epochs", 1)
+        check.number("lr", 0.0, open_low=True)
+        check.number("gamma", 0.0, 1.0)
+        check.number("gae_lambda", 0.0, 1.0)
+        check.number("clip_range", 0.0, open_low=True)
+        check.number("ent_coef", 0.0)
+        check.number("vf_coef", 0.0)
+        check.number("max_grad_norm", 0.0, open_low=True)
+        check.number("target_kl", 0.0, open_low=True, optional=True)
+        check.integer("episode_length", 2)
+        check.integer("window", 1, optional=True)
+        check.integer("features_dim", 1, optional=True)
         if not isinstance(self.arch_config, Mapping):
             raise ValueError(f"PPOConfig.arch_config must be a mapping of the architecture's "
                              f"config fields, got {self.arch_config!r}")
         self.arch_config = dict(self.arch_config)
-        layers("pi_layers")
-        layers("vf_layers")
-        choice("action_scheme", ("target", "signal", "continuous"))
-        number("max_leverage", 0.0, open_low=True)
-        boolean("allow_short")
-        choice("reward", ("log_return", "pnl", "differential_sharpe"))
-        choice("rebalance", ("on_change", "every_bar"))
-        integer("eval_freq", 0)
-        integer("eval_episodes", 1)
-        integer("eval_episode_length", 2, optional=True)
-        integer("checkpoint_freq", 0)
-        integer("freeze_backbone_updates", 0)
-        integer("log_interval", 1)
-        boolean("tensorboard")
-        boolean("eval_figure")
+        check.widths("pi_layers")
+        check.widths("vf_layers")
+        check.choice("action_scheme", ("target", "signal", "continuous"))
+        check.number("max_leverage", 0.0, open_low=True)
+        check.boolean("allow_short")
+        check.choice("reward", ("log_return", "pnl", "differential_sharpe"))
+        check.choice("rebalance", ("on_change", "every_bar"))
+        check.integer("eval_freq", 0)
+        check.integer("eval_episodes", 1)
+        check.integer("eval_episode_length", 2, optional=True)
+        check.integer("checkpoint_freq", 0)
+        check.integer("freeze_backbone_updates", 0)
+        check.integer("log_interval", 1)
+        check.boolean("tensorboard")
+        check.boolean("eval_figure")
         if self.batch_size > self.n_envs * self.n_steps:
             raise ValueError(
                 f"PPOConfig.batch_size ({self.batch_size}) must be <= n_envs * n_steps "
@@ -317,11 +271,7 @@ class PPOConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PPOConfig:
         """Build from a dict; unknown keys are a ``ValueError`` listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown PPO training key(s) {unknown}; valid keys: {valid}")
-        return cls(**dict(data))
+        return from_known_keys(cls, data, "PPO training")
 
 
 RESUME_FIXED_KEYS: tuple[str, ...] = (

@@ -89,6 +89,7 @@ from tradezoo.agents.data import (
     observation_space,
 )
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
+from tradezoo.agents.validation import FieldChecks, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
@@ -296,58 +297,26 @@ class SupervisedConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        def integer(name: str, minimum: int, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(
-                    f"SupervisedConfig.{name} must be an integer >= {minimum}"
-                    f"{' or None' if optional else ''}, got {value!r}"
-                )
-
-        def number(name: str, low: float, high: float = math.inf, *, open_low: bool = False,
-                   open_high: bool = False, optional: bool = False) -> None:
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            ok = (not isinstance(value, bool) and isinstance(value, int | float)
-                  and math.isfinite(value)
-                  and (value > low if open_low else value >= low)
-                  and (value < high if open_high else value <= high))
-            if not ok:
-                lo = f"> {low}" if open_low else f">= {low}"
-                hi = "" if high == math.inf else (f" and < {high}" if open_high else
-                                                  f" and <= {high}")
-                raise ValueError(f"SupervisedConfig.{name} must be a number {lo}{hi}, got "
-                                 f"{value!r}")
-
-        integer("epochs", 1)
-        integer("batch_size", 1)
-        number("lr", 0.0, open_low=True)
-        number("weight_decay", 0.0)
-        number("warmup_fraction", 0.0, 1.0, open_high=True)
-        number("grad_clip", 0.0, open_low=True, optional=True)
-        integer("patience", 1, optional=True)
-        if self.loss not in ("ce", "focal"):
-            raise ValueError(f"SupervisedConfig.loss must be 'ce' or 'focal', got {self.loss!r}")
-        number("focal_gamma", 0.0)
-        if not isinstance(self.class_weights, bool):
-            raise ValueError(f"SupervisedConfig.class_weights must be a bool, got "
-                             f"{self.class_weights!r}")
-        number("label_smoothing", 0.0, 1.0, open_high=True)
-        integer("features_dim", 1)
-        self.aux_horizons = tuple(self.aux_horizons)
-        for h in self.aux_horizons:
-            if isinstance(h, bool) or not isinstance(h, int) or h < 1:
-                raise ValueError(f"SupervisedConfig.aux_horizons must be integers >= 1, got "
-                                 f"{self.aux_horizons!r}")
-        number("aux_weight", 0.0)
-        integer("max_train_batches", 1, optional=True)
-        integer("max_eval_batches", 1, optional=True)
-        integer("eval_batch_size", 1)
-        integer("num_workers", 0)
-        integer("log_every", 1)
+        check = FieldChecks(self)
+        check.integer("epochs", 1)
+        check.integer("batch_size", 1)
+        check.number("lr", 0.0, open_low=True)
+        check.number("weight_decay", 0.0)
+        check.number("warmup_fraction", 0.0, 1.0, open_high=True)
+        check.number("grad_clip", 0.0, open_low=True, optional=True)
+        check.integer("patience", 1, optional=True)
+        check.choice("loss", ("ce", "focal"))
+        check.number("focal_gamma", 0.0)
+        check.boolean("class_weights")
+        check.number("label_smoothing", 0.0, 1.0, open_high=True)
+        check.integer("features_dim", 1)
+        check.widths("aux_horizons", "a list of horizons (bars) >= 1")
+        check.number("aux_weight", 0.0)
+        check.integer("max_train_batches", 1, optional=True)
+        check.integer("max_eval_batches", 1, optional=True)
+        check.integer("eval_batch_size", 1)
+        check.integer("num_workers", 0)
+        check.integer("log_every", 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for checkpoints, JSON and YAML."""
@@ -356,11 +325,7 @@ class SupervisedConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SupervisedConfig:
         """Build from a dict; unknown keys are a ``ValueError`` listing the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown supervised training key(s) {unknown}; valid keys: {valid}")
-        return cls(**dict(data))
+        return from_known_keys(cls, data, "supervised training")
 
 
 # ------------------------------------------------------------------------------- metrics

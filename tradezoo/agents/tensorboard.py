@@ -120,7 +120,7 @@ def _figure_rgb(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _hparam_value(value: Any) -> bool | int | float | str:
+def hparam_value(value: Any) -> bool | int | float | str:
     """HParams accept bool, int, float and str only; anything else is shown as text."""
     if isinstance(value, bool | str):
         return value
@@ -205,7 +205,7 @@ class TBLogger:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        clean = {str(k): _hparam_value(v) for k, v in hparams.items()}
+        clean = {str(k): hparam_value(v) for k, v in hparams.items()}
         finite = {
             str(k): float(v) for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))

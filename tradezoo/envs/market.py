@@ -43,6 +43,7 @@ Observations (float32, fresh arrays):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -596,14 +597,7 @@ def _prepare_one(
             "(a decision and a bar to fill on)"
         )
     try:
-        splits = time_splits(
-            index,
-            train=split_fractions[0],
-            val=split_fractions[1],
-            test=split_fractions[2],
-            lookback=window,
-            horizon=1,
-        )
+        splits = env_time_splits(index, window, split_fractions)
     except ValueError as exc:
         raise ValueError(
             f"dataset {name!r}: cannot split its {length} feature rows with window={window} "
@@ -680,11 +674,31 @@ def _prepare_one(
     )
 
 
-def _check_fractions(value: object) -> tuple[float, float, float]:
-    if not (isinstance(value, Sequence) and len(value) == 3):
+def env_time_splits(
+    index: pd.Index, window: int, split_fractions: tuple[float, float, float]
+) -> Splits:
+    """The env's train/val/test parts of a feature index: chronological, embargo of
+    ``window + 1`` rows (lookback ``window``, horizon 1: a decision fills on the next bar).
+    The feature scaler is fitted on rows ``0 .. splits.train[-1]``; the trainers' data
+    preparation calls this too, so both fit on exactly the same rows."""
+    return time_splits(
+        index,
+        train=split_fractions[0],
+        val=split_fractions[1],
+        test=split_fractions[2],
+        lookback=window,
+        horizon=1,
+    )
+
+
+def check_split_fractions(value: object) -> tuple[float, float, float]:
+    """``(train, val, test)`` as three floats (their ranges and sum are checked by
+    :func:`~tradezoo.data.splits.time_splits`)."""
+    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3):
         raise ValueError(f"split_fractions must be (train, val, test), got {value!r}")
-    out = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    return out  # type: ignore[return-value]
+    if any(isinstance(item, bool) or not isinstance(item, numbers.Real) for item in value):
+        raise ValueError(f"split_fractions must be three numbers in [0, 1], got {value!r}")
+    return float(value[0]), float(value[1]), float(value[2])
 
 
 def prepare_market(
@@ -727,7 +741,7 @@ def prepare_market(
     window = _check_int("window", window, 1)
     if observation not in ("box", "dict"):
         raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
-    fractions = _check_fractions(split_fractions)
+    fractions = check_split_fractions(split_fractions)
     sources: list[DataSource] = (
         list(data) if isinstance(data, list | tuple) else [data]  # type: ignore[arg-type]
     )

@@ -71,7 +71,7 @@ class TradingSB3VecEnv(VecEnv):
             if actions.dtype.kind == "f":  # SB3 may hand over float arrays of integers
                 actions = actions.astype(np.int64)
         result = core.advance(actions)
-        done = result.terminated | result.truncated
+        done = result.done
         values = result.values
         columns = [values[key].tolist() for key in STEP_INFO_KEYS]
         infos: list[dict[str, Any]] = [

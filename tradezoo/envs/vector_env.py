@@ -56,7 +56,7 @@ class BatchStep(NamedTuple):
 
     Attributes:
         reward: float64 rewards.
-        terminated, truncated: bool flags.
+        terminated, truncated: bool flags; ``done`` is ``terminated | truncated``.
         values: step info values by key (:data:`~tradezoo.envs.core.STEP_INFO_KEYS`).
         closed: bool, a trade closed on this step.
         trades: trade info values by key (:data:`~tradezoo.envs.core.TRADE_KEYS`), valid where
@@ -67,6 +67,7 @@ class BatchStep(NamedTuple):
     reward: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    done: np.ndarray
     values: dict[str, np.ndarray]
     closed: np.ndarray
     trades: dict[str, np.ndarray] | None
@@ -381,13 +382,12 @@ class BatchCore:
             "slippage_cost": slip, "funding_paid": funding, "borrow_paid": borrow,
             "position_pnl": position_pnl, "bar": rows1 - self.offset, "dataset": self.ds.copy(),
         }
+        done = terminated | truncated
         metrics: dict[int, dict[str, float]] = {}
-        if self._with_metrics:
-            done = terminated | truncated
-            if np.count_nonzero(done):
-                for i in done.nonzero()[0].tolist():
-                    metrics[i] = self.metrics(i)
-        return BatchStep(reward, terminated, truncated, values, closed, trades, metrics)
+        if self._with_metrics and np.count_nonzero(done):
+            for i in done.nonzero()[0].tolist():
+                metrics[i] = self.metrics(i)
+        return BatchStep(reward, terminated, truncated, done, values, closed, trades, metrics)
 
     def _differential_sharpe(self, simple_return: np.ndarray) -> np.ndarray:
         a, b = self.dsr_a, self.dsr_b
@@ -714,7 +714,7 @@ class TradingVectorEnv(VectorEnv):
             core.begin(reset_idx)  # NEXT_STEP: new episodes; their actions are ignored
         result = core.advance(actions)
         reward, terminated, truncated = result.reward, result.terminated, result.truncated
-        done = terminated | truncated
+        done = result.done
         info: dict[str, Any]
         if mode == AutoresetMode.SAME_STEP:
             info = self._same_step_info(result, done)
@@ -785,8 +785,7 @@ class TradingVectorEnv(VectorEnv):
         core.begin(done_idx)
         alive = ~done
         info = self._plain_info(
-            BatchStep(result.reward, result.terminated, result.truncated, result.values,
-                      result.closed, result.trades, {}),
+            result._replace(metrics={}),
             alive, core.reset_values(),
         )
         info["final_obs"] = final_obs
