@@ -481,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="supervised, ppo (from scratch) or both (PPO warm-started from "
                               "the classifier; default)")
     compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
-    compare.add_argument("--budget", help="smoke, small, default (default) or large (GPU)")
+    compare.add_argument("--budget",
+                         help="smoke, tiny, small, default (default) or large (GPU); see README")
     _add_budget_flags(compare, epochs=True, timesteps=True)
     compare.set_defaults(handler=_cmd_compare)
 

@@ -46,13 +46,14 @@ import torch
 from tradezoo.data.features import FeatureScaler, FeatureSpec
 
 if TYPE_CHECKING:
-    from tradezoo.agents.data import LabelSpec
+    from tradezoo.agents.data import LabelSpec, PreparedData
     from tradezoo.agents.supervised import SupervisedModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "data_payload",
     "feature_spec_from_checkpoint",
     "label_spec_from_checkpoint",
     "load_checkpoint",
@@ -83,6 +84,39 @@ def versions() -> dict[str, str]:
         "tradezoo": str(tradezoo.__version__),
         "torch": str(torch.__version__),
         "python": sys.version.split()[0],
+    }
+
+
+def data_payload(data: PreparedData) -> dict[str, Any]:
+    """The checkpoint fields that describe the data a model was trained on, the same for both
+    trainers: ``feature_spec, feature_names, n_features, n_account_columns, window, scaler,
+    splits, dataset, costs`` (module docstring)."""
+    from tradezoo.agents.data import N_ACCOUNT_COLUMNS
+
+    splits: dict[str, Any] = {
+        "fractions": list(data.split_fractions),
+        "embargo": int(data.splits.embargo),
+        "lookback": int(data.splits.lookback),
+        "horizon": int(data.splits.horizon),
+    }
+    for part, (first, last) in data.boundaries.items():
+        splits[part] = [first.isoformat(), last.isoformat()]
+    attrs = data.bars.attrs
+    return {
+        "feature_spec": data.feature_spec.to_dict(),
+        "feature_names": list(data.feature_names),
+        "n_features": data.n_features,
+        "n_account_columns": N_ACCOUNT_COLUMNS,
+        "window": data.window,
+        "scaler": data.scaler.to_dict(),
+        "splits": splits,
+        "dataset": {
+            "name": data.name,
+            "symbol": str(attrs.get("symbol") or ""),
+            "interval": str(attrs.get("interval") or ""),
+            "source": str(attrs.get("source") or ""),
+        },
+        "costs": dict(data.costs.to_dict()),
     }
 
 

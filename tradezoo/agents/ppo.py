@@ -88,11 +88,12 @@ from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
+    data_payload,
     load_checkpoint,
     save_checkpoint,
     versions,
 )
-from tradezoo.agents.data import N_ACCOUNT_COLUMNS, PreparedData, observation_space
+from tradezoo.agents.data import PreparedData, observation_space
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device
 from tradezoo.agents.tensorboard import print_tensorboard_hint
 from tradezoo.agents.validation import FieldChecks, from_known_keys
@@ -541,33 +542,11 @@ def _backbone_config(policy: ActorCriticPolicy) -> dict[str, Any]:
 
 def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str, Any]:
     """The parts of a PPO sidecar that do not change during a run."""
-    splits: dict[str, Any] = {
-        "fractions": list(data.split_fractions),
-        "embargo": int(data.splits.embargo),
-        "lookback": int(data.splits.lookback),
-        "horizon": int(data.splits.horizon),
-    }
-    for part, (first, last) in data.boundaries.items():
-        splits[part] = [first.isoformat(), last.isoformat()]
-    attrs = data.bars.attrs
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "kind": PPO_KIND,
-        "feature_spec": data.feature_spec.to_dict(),
-        "feature_names": list(data.feature_names),
-        "n_features": data.n_features,
-        "n_account_columns": N_ACCOUNT_COLUMNS,
-        "window": data.window,
-        "scaler": data.scaler.to_dict(),
-        "splits": splits,
-        "dataset": {
-            "name": data.name,
-            "symbol": str(attrs.get("symbol") or ""),
-            "interval": str(attrs.get("interval") or ""),
-            "source": str(attrs.get("source") or ""),
-        },
-        "costs": dict(data.costs.to_dict()),
+        **data_payload(data),
         "env": {
             "action_scheme": config.action_scheme,
             "max_leverage": config.max_leverage,

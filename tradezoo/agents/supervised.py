@@ -77,13 +77,13 @@ from torch import Tensor, nn
 from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    data_payload,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
     versions,
 )
 from tradezoo.agents.data import (
-    N_ACCOUNT_COLUMNS,
     PreparedData,
     flat_account_observation,
     observation_space,
@@ -702,15 +702,6 @@ def _payload(
 ) -> dict[str, Any]:
     """The checkpoint dict (plain types; see :mod:`tradezoo.agents.checkpoint`)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    splits: dict[str, Any] = {
-        "fractions": list(data.split_fractions),
-        "embargo": int(data.splits.embargo),
-        "lookback": int(data.splits.lookback),
-        "horizon": int(data.splits.horizon),
-    }
-    for part, (first, last) in data.boundaries.items():
-        splits[part] = [first.isoformat(), last.isoformat()]
-    attrs = data.bars.attrs
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -720,22 +711,9 @@ def _payload(
         "features_dim": model.features_dim,
         "aux_horizons": list(model.aux_horizons),
         "state_dict": state,
-        "feature_spec": data.feature_spec.to_dict(),
-        "feature_names": list(data.feature_names),
-        "n_features": data.n_features,
-        "n_account_columns": N_ACCOUNT_COLUMNS,
-        "window": data.window,
+        **data_payload(data),
         "class_names": list(CLASS_NAMES),
-        "scaler": data.scaler.to_dict(),
         "label_spec": data.label_spec.to_dict(),
-        "splits": splits,
-        "dataset": {
-            "name": data.name,
-            "symbol": str(attrs.get("symbol") or ""),
-            "interval": str(attrs.get("interval") or ""),
-            "source": str(attrs.get("source") or ""),
-        },
-        "costs": {k: v for k, v in data.costs.to_dict().items()},
         "training": config.to_dict(),
         "seed": int(seed),
         "epoch": int(epoch),
