@@ -5,6 +5,7 @@ slippage formulas, and the validation of ``CostModel`` and ``execution_rates``."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import fields
 
@@ -14,7 +15,9 @@ import pytest
 from tradezoo.backtest.costs import BPS, CostModel
 from tradezoo.backtest.execution import (
     MIN_BAR_NOTIONAL,
+    BarTerms,
     StepFill,
+    bar_terms_of,
     execute_step,
     execution_rates,
 )
@@ -231,6 +234,42 @@ def test_float_path_equals_array_path(model: str, fill: str) -> None:
             got = getattr(single, name)
             assert type(got) is float, (name, type(got))
             assert got == getattr(arrays, name)[i], (model, fill, i, name)
+
+
+@pytest.mark.parametrize("fill", FILLS)
+@pytest.mark.parametrize("model", list(COST_CASES))
+def test_precomputed_bar_terms_give_the_same_bits(model: str, fill: str) -> None:
+    """execute_step(..., bar_terms=bar_terms_of(...)) (the vector envs gather the terms per
+    row) equals the step that computes them itself, to the bit, on floats and on arrays, with
+    and without funding."""
+    market = random_market(seed=200 + 10 * list(COST_CASES).index(model) + FILLS.index(fill))
+    for costs in (COST_CASES[model], dataclasses.replace(COST_CASES[model], funding=False)):
+        rates = execution_rates(costs, fill=fill, periods_per_year=8760.0)  # type: ignore[arg-type]
+        prices = [market[key] for key in ("close_prev", "open_next", "close_next",
+                                           "funding_rate")]
+        terms = bar_terms_of(*prices, rates)
+        assert isinstance(terms, BarTerms)
+        reference = market["open_next"] if fill == "next_open" else market["close_prev"]
+        np.testing.assert_array_equal(terms.price_gap, reference - market["close_prev"])
+        np.testing.assert_array_equal(terms.drift, market["close_next"] - reference)
+        own, given = execute_step(**market, rates=rates), execute_step(
+            **market, rates=rates, bar_terms=terms)
+        for name in StepFill._fields:
+            assert getattr(own, name).tobytes() == getattr(given, name).tobytes(), name
+        # The given terms are the ones used: another drift moves the mark.
+        moved = execute_step(**market, rates=rates, bar_terms=terms._replace(
+            drift=terms.drift + 1.0))
+        held = own.units != 0
+        assert np.all(moved.position_pnl[held] != own.position_pnl[held])
+        for i in range(0, N_ACCOUNTS, 7):
+            scalars = {name: value[i].item() for name, value in market.items()}
+            one_terms = bar_terms_of(*(p[i].item() for p in prices), rates)
+            own_one = execute_step(**scalars, rates=rates)
+            given_one = execute_step(**scalars, rates=rates, bar_terms=one_terms)
+            for name in StepFill._fields:
+                a, b = getattr(own_one, name), getattr(given_one, name)
+                assert type(b) is float and math.copysign(1.0, a) == math.copysign(1.0, b)
+                assert a == b or (math.isnan(a) and math.isnan(b)), (i, name)
 
 
 def test_trade_false_keeps_units_and_costs_nothing_but_funding_and_borrow() -> None:

@@ -19,6 +19,7 @@ from tradezoo.backtest.metrics import (
     COST_KEYS,
     Metrics,
     compute_metrics,
+    compute_metrics_batch,
     drawdown_series,
     equity_curve,
     periods_per_year_for,
@@ -453,6 +454,117 @@ def test_bad_helper_input() -> None:
         equity_curve([0.1, math.nan])
     with pytest.raises(ValueError, match="initial must be a finite number > 0"):
         equity_curve([0.1], initial=0.0)
+
+
+# ------------------------------------------------------------------- batched entry point
+
+
+def assert_same_bits(got: Metrics, expected: Metrics, label: object = "") -> None:
+    """Every field equal to the bit (NaN included) and of the same Python type."""
+    for item in Metrics.__dataclass_fields__:
+        a, b = getattr(got, item), getattr(expected, item)
+        assert type(a) is type(b), (label, item, type(a), type(b))
+        assert np.float64(a).tobytes() == np.float64(b).tobytes(), (label, item, a, b)
+
+
+def batch_cases(n: int, seed: int) -> np.ndarray:
+    """Rows that reach every branch: random, constant (zero volatility), all zero (no hit
+    rate, NaN ratios), never below the risk-free rate (no downside), a wiped-out account
+    (equity below zero: CAGR -1), a first bar that falls (drawdown from the start) and
+    +100 % bars whose CAGR overflows to inf on 15-minute bars."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.normal(2e-4, 0.01, n), np.full(n, 0.003), np.zeros(n),
+            np.abs(rng.normal(0.01, 0.001, n)) + 0.01, rng.normal(0.0, 0.02, n),
+            rng.normal(0.0, 0.02, n), np.full(n, 1.0)]
+    rows[4][0] = -1.5  # equity -0.5 after the first bar
+    rows[5][0] = -0.2
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 700])
+def test_batch_equals_compute_metrics_row_by_row_to_the_bit(n: int) -> None:
+    returns = batch_cases(n, seed=n)
+    m = len(returns)
+    rng = np.random.default_rng(100 + n)
+    ppy = [252.0, 8760.0, 35040.0, 365.0, 1638.0, 52.0, 35040.0]
+    trades: list[dict[str, np.ndarray] | pd.DataFrame | None] = [
+        None,
+        {"pnl": np.zeros(0), "return": np.zeros(0)},  # no trades
+        pd.DataFrame({"pnl": [1.0, 2.0]}),  # winners only: profit factor inf
+        {"pnl": np.zeros(3), "return": np.zeros(3)},  # every pnl 0: profit factor NaN
+        {"pnl": rng.normal(0, 1, 40), "return": rng.normal(0, 0.01, 40)},
+        {"pnl": np.array([-1.0]), "return": np.array([-0.01])},
+        None,
+    ]
+    costs = [None if i % 3 == 0 else dict(zip(COST_KEYS, rng.normal(0, 0.01, 5).tolist(),
+                                               strict=True)) for i in range(m)]
+    positions = rng.choice([-1.0, 0.0, 0.5, 2.0], (m, n))
+    positions[2] = 0.0
+    turnover = np.abs(rng.normal(0, 0.3, (m, n)))
+    benchmark = rng.normal(0, 0.01, (m, n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as compute_metrics: no numpy warnings
+        batch = compute_metrics_batch(
+            returns, periods_per_year=ppy, risk_free=0.03, trades=trades, positions=positions,
+            turnover=turnover, costs=costs, benchmark_returns=benchmark)
+        plain = compute_metrics_batch(returns, periods_per_year=8760)
+        for i in range(m):
+            assert_same_bits(batch[i], compute_metrics(
+                returns[i], periods_per_year=ppy[i], risk_free=0.03, trades=trades[i],
+                positions=positions[i], turnover=turnover[i], costs=costs[i],
+                benchmark_returns=benchmark[i]), (n, i))
+            assert_same_bits(plain[i], compute_metrics(returns[i], periods_per_year=8760),
+                             (n, i, "plain"))
+    # The rows reach the branches they were built for.
+    assert batch[1].annual_volatility == 0.0 or n == 1
+    assert math.isnan(batch[2].sharpe) and math.isnan(batch[2].hit_rate)
+    assert batch[4].cagr == -1.0
+    assert batch[6].cagr == math.inf
+    assert batch[0].n_trades == batch[1].n_trades == 0
+    assert batch[2].profit_factor == math.inf and math.isnan(batch[3].profit_factor)
+
+
+def test_batch_takes_any_float_layout_and_one_row() -> None:
+    returns = batch_cases(64, seed=3)
+    fortran = np.asfortranarray(returns)
+    for got, row in zip(compute_metrics_batch(fortran, periods_per_year=252), returns,
+                        strict=True):
+        assert_same_bits(got, compute_metrics(row, periods_per_year=252))
+    (one,) = compute_metrics_batch(returns[:1].tolist(), periods_per_year=[252])
+    assert_same_bits(one, compute_metrics(returns[0], periods_per_year=252))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"returns": [0.01, 0.02]}, ValueError, r"returns must be 2-D \[M series, n periods\]"),
+        ({"returns": np.zeros((2, 0))}, ValueError, "with M, n >= 1"),
+        ({"returns": [["a"]]}, ValueError, "returns must be numeric"),
+        ({"returns": [[0.0, 0.1], [0.2, math.nan]]}, ValueError,
+         r"returns\[1\] must be finite.*position 1"),
+        ({"periods_per_year": [252]}, ValueError,
+         r"periods_per_year must have one entry per series \(2\), got 1"),
+        ({"periods_per_year": [252, -1]}, ValueError,
+         r"periods_per_year\[1\] must be a finite number > 0"),
+        ({"periods_per_year": 0}, ValueError, "periods_per_year must be a finite number > 0"),
+        ({"risk_free": -2.0}, ValueError, "risk_free must be a finite annual rate > -1"),
+        ({"positions": np.zeros((2, 2))}, ValueError,
+         r"positions must have the shape of returns \(2, 3\), got \(2, 2\)"),
+        ({"turnover": [[0.1, 0.0, 0.0], [0.0, -0.1, 0.0]]}, ValueError, "turnover must be >= 0"),
+        ({"benchmark_returns": [[0.0] * 3, [0.0, math.inf, 0.0]]}, ValueError,
+         r"benchmark_returns\[1\] must be finite"),
+        ({"trades": {"pnl": [1.0]}}, TypeError, "trades must be a sequence with one entry"),
+        ({"trades": [None]}, ValueError, r"trades must have one entry per series \(2\)"),
+        ({"trades": [None, {"profit": [1.0]}]}, ValueError,
+         "series 1: trades must have a 'pnl' column"),
+        ({"costs": [None, {"fees_paid": 0.0}]}, ValueError, "series 1: costs must have"),
+    ],
+)
+def test_batch_bad_input(kwargs: dict[str, object], error: type, message: str) -> None:
+    arguments: dict[str, object] = {
+        "returns": [[0.01, 0.0, -0.01], [0.0, 0.02, 0.0]], "periods_per_year": 252, **kwargs}
+    with pytest.raises(error, match=message):
+        compute_metrics_batch(**arguments)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ periods per year

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import tradezoo  # noqa: F401  (registers the envs)
 from tradezoo.backtest.costs import CostModel
+from tradezoo.envs import vector_env
 from tradezoo.envs.trading_env import TradingEnv
 from tradezoo.envs.vector_env import TradingVectorEnv
 
@@ -116,6 +117,20 @@ def test_equals_sync_vector_env_two_datasets_with_their_own_costs() -> None:
 def test_equals_sync_vector_env_full_pass_without_random_start() -> None:
     _compare(AutoresetMode.NEXT_STEP, 2, 40, 0, window=8, random_start=False,
              split=("2025-03-01", "2025-03-02"))
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_episode_metrics_in_small_batches_equal_sync_vector_env(
+    mode: AutoresetMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The episodes that end on one step are batched by start tick, at most _METRICS_BATCH
+    # accounts per compute_metrics_batch call; with 2, five accounts ending together take
+    # three calls, and bankruptcies (different start ticks) leave non-consecutive groups.
+    # 100 steps of 12-step episodes also wrap the circular histories.
+    monkeypatch.setattr(vector_env, "_METRICS_BATCH", 2)
+    counts = _compare(mode, 5, 100, 21, window=8, action_scheme="continuous",
+                      max_leverage=5.0, min_equity_fraction=0.97, episode_length=12)
+    assert counts["terminated"] >= 2 and counts["done"] >= 25
 
 
 def test_disabled_autoreset_needs_a_masked_reset() -> None:

@@ -5,7 +5,8 @@
   function (scalar and batched), and :func:`execution_rates`.
 - :mod:`~tradezoo.backtest.simulate`: :func:`simulate` -> :class:`BacktestResult`.
 - :mod:`~tradezoo.backtest.metrics`: :func:`compute_metrics`, :class:`Metrics`,
-  :func:`periods_per_year_for`.
+  :func:`periods_per_year_for`; :func:`compute_metrics_batch` (many equal-length series at
+  once, each result equal to ``compute_metrics`` of that series to the bit).
 - :mod:`~tradezoo.backtest.report` and :mod:`~tradezoo.backtest.plots`: rich table, JSON, PNG,
   quantstats tearsheet; matplotlib is imported only when a figure is drawn.
 
@@ -36,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "simulate": "simulate",
     "BacktestResult": "simulate",
     "compute_metrics": "metrics",
+    "compute_metrics_batch": "metrics",
     "Metrics": "metrics",
     "periods_per_year_for": "metrics",
     "metrics_table": "report",

@@ -138,6 +138,28 @@ def execution_rates(
     )
 
 
+class BarTerms(NamedTuple):
+    """The terms of :func:`execute_step` that depend on the bar only, not on the account.
+
+    ``price_gap``: the reference price minus ``close[t]`` (the old position's gap per unit;
+    0 with ``fill="close"``). ``funding_per_unit``: ``funding_rate * open[t+1]``, the funding
+    paid per unit held at the stamp. ``drift``: the mark's move per unit held after the fill,
+    ``close[t+1] - open[t+1]`` (``close[t+1] - close[t]`` with ``fill="close"``).
+    """
+
+    price_gap: Num
+    funding_per_unit: Num
+    drift: Num
+
+
+def bar_terms_of(
+    close_prev: Num, open_next: Num, close_next: Num, funding_rate: Num, rates: ExecutionRates
+) -> BarTerms:
+    """:class:`BarTerms` of bars (floats or arrays), for :func:`execute_step`."""
+    reference = open_next if rates.next_open else close_prev
+    return BarTerms(reference - close_prev, funding_rate * open_next, close_next - reference)
+
+
 def execute_step(
     units: Num,
     equity: Num,
@@ -150,6 +172,7 @@ def execute_step(
     range_frac: Num,
     bar_notional: Num,
     rates: ExecutionRates,
+    bar_terms: BarTerms | None = None,
 ) -> StepFill:
     """Advance accounts by one bar: fill the decision made at the close of bar t, mark at t+1.
 
@@ -165,19 +188,29 @@ def execute_step(
         bar_notional: the decision bar's ``volume * close``, floored at ``MIN_BAR_NOTIONAL``
             (volume slippage).
         rates: the resolved cost model and fill rule (:func:`execution_rates`).
+        bar_terms: the terms that depend on the bar only, :func:`bar_terms_of` these prices
+            (callers that step many accounts over one table of bars gather them with the
+            prices instead of recomputing them per account and step); ``None``: computed
+            here. The same values either way.
 
     Returns:
         A :class:`StepFill` of floats or of arrays shaped like the inputs.
     """
     next_open = rates.next_open
     reference = open_next if next_open else close_prev
-    gap_pnl = units * (reference - close_prev)
+    if bar_terms is None:  # inline, not bar_terms_of(): the scalar path pays no call
+        price_gap = reference - close_prev
+        funding_per_unit = funding_rate * open_next
+        drift = close_next - reference
+    else:
+        price_gap, funding_per_unit, drift = bar_terms
+    gap_pnl = units * price_gap
     equity_before_fill = equity + gap_pnl
     zero = 0.0 * units  # a zero of the inputs' kind (float or array [N])
     funding_paid = zero
     if next_open and rates.funding:
         # The position at the funding stamp is the old one: the order fills after the open.
-        funding_paid = (funding_rate * open_next) * units
+        funding_paid = funding_per_unit * units
         equity_before_fill = equity_before_fill - funding_paid
 
     traded_units = trade * (target_exposure * equity_before_fill / reference - units)
@@ -205,16 +238,13 @@ def execute_step(
     fee = size * fill_price * rates.fee_rate
 
     if not next_open and rates.funding:
-        funding_paid = (funding_rate * open_next) * new_units  # the new position is held
+        funding_paid = funding_per_unit * new_units  # the new position is held
     # Branches on the configuration, never on values: a model without borrow skips the term.
     borrow_paid = zero
     if rates.borrow:
         borrow_paid = (abs(new_units) - new_units) * (0.5 * open_next * rates.borrow_per_bar)
 
-    if next_open:
-        position_pnl = gap_pnl + new_units * (close_next - open_next)
-    else:
-        position_pnl = new_units * (close_next - close_prev)
+    position_pnl = gap_pnl + new_units * drift if next_open else new_units * drift
     new_equity = equity + position_pnl - fee - spread_cost - slippage_cost - funding_paid
     if rates.borrow:
         new_equity = new_equity - borrow_paid

@@ -335,16 +335,28 @@ def episode_metrics(
     """
     from tradezoo.backtest.metrics import compute_metrics
 
-    previous = equity[:-1]
-    alive = previous > 0
-    returns = np.where(alive, equity[1:] / np.where(alive, previous, 1.0) - 1.0, 0.0)
     metrics = compute_metrics(
-        returns,
+        episode_returns(equity),
         periods_per_year=periods_per_year,
         trades={"pnl": trade_pnl, "return": trade_return},
         positions=positions,
         turnover=turnover,
-        costs={key: float(value) / initial_equity
-               for key, value in zip(COST_KEYS, cost_totals, strict=True)},
+        costs=episode_costs(cost_totals, initial_equity),
     )
     return {key: float(value) for key, value in metrics.to_dict(json_safe=False).items()}  # type: ignore[arg-type]
+
+
+def episode_returns(equity: np.ndarray) -> np.ndarray:
+    """Simple returns of each step from an equity history ``[k + 1, ...]`` -> ``[k, ...]``
+    (the batched env passes ``[k + 1, M]``); 0 after a step that starts at equity <= 0, where
+    the account is bankrupt and the episode over."""
+    previous = equity[:-1]
+    alive = previous > 0
+    return np.where(alive, equity[1:] / np.where(alive, previous, 1.0) - 1.0, 0.0)
+
+
+def episode_costs(cost_totals: Sequence[float], initial_equity: float) -> dict[str, float]:
+    """The five cost totals (quote currency, :data:`COST_KEYS` order) as the fractions of the
+    initial equity that :func:`~tradezoo.backtest.metrics.compute_metrics` takes."""
+    return {key: float(value) / initial_equity
+            for key, value in zip(COST_KEYS, cost_totals, strict=True)}

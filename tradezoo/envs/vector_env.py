@@ -19,6 +19,7 @@ front ends share it:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -29,7 +30,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tradezoo.backtest.execution import ExecutionRates, execute_step
+from tradezoo.backtest.execution import BarTerms, ExecutionRates, bar_terms_of, execute_step
+from tradezoo.backtest.metrics import Metrics
 from tradezoo.envs.core import (
     DSR_MIN_VARIANCE,
     LOG_FLOOR,
@@ -39,7 +41,8 @@ from tradezoo.envs.core import (
     TRADE_KEYS,
     EnvConfig,
     build_config,
-    episode_metrics,
+    episode_costs,
+    episode_returns,
     invalid_action,
 )
 from tradezoo.envs.market import N_ACCOUNT_FEATURES, account_scale
@@ -49,6 +52,12 @@ _STEP_ONLY_KEYS = tuple(k for k in STEP_INFO_KEYS if k not in RESET_INFO_KEYS)
 _MASK_KEYS = tuple(f"_{k}" for k in STEP_INFO_KEYS)
 _UNSIGNED = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32),
              8: np.dtype(np.uint64)}
+_TWO = {size: np.array(2, dtype) for size, dtype in _UNSIGNED.items()}  # highest action
+_RATE_FIELDS = ("fee_rate", "half_spread", "slippage_fixed", "slippage_k", "max_participation",
+                "borrow_per_bar")
+_TRADE_MASK_KEYS = tuple(f"_{k}" for k in TRADE_KEYS)
+_METRIC_NAMES = tuple(item.name for item in dataclasses.fields(Metrics))
+_METRICS_BATCH = 64  # accounts per compute_metrics_batch call (see BatchCore.episode_metrics)
 
 
 class BatchStep(NamedTuple):
@@ -62,6 +71,7 @@ class BatchStep(NamedTuple):
         trades: trade info values by key (:data:`~tradezoo.envs.core.TRADE_KEYS`), valid where
             ``closed``; ``None`` when no trade closed.
         metrics: slot -> episode metrics dict for the slots whose episode ended.
+        any_done: whether ``done`` has a True.
     """
 
     reward: np.ndarray
@@ -72,6 +82,7 @@ class BatchStep(NamedTuple):
     closed: np.ndarray
     trades: dict[str, np.ndarray] | None
     metrics: dict[int, dict[str, float]]
+    any_done: bool
 
 
 class BatchCore:
@@ -81,11 +92,17 @@ class BatchCore:
         config: validated settings (:func:`~tradezoo.envs.core.build_config`).
         num_envs: number of accounts ``N``.
 
-    Speed notes (numpy's per-call overhead, not arithmetic, dominates at N = 64): every
-    account shares one ``clock`` that ticks once per step, so per-step writes to the box
-    observation rings and the episode histories are plain column slices instead of
-    per-account gathers, and no Python loop runs over accounts except at episode starts and
-    ends.
+    Speed notes (numpy's per-call overhead, not arithmetic, dominates at N = 64, so the step
+    is written for few numpy calls): every account shares one ``clock`` that ticks once per
+    step, so per-step writes to the box observation rings and to the time-major episode
+    histories are plain rows instead of per-account scatters, and no Python loop runs over
+    accounts except at episode starts and ends; the per-row inputs, including the terms of
+    ``execute_step`` that depend on the bar only, come from one gather of a per-row table;
+    the trade transitions work on one block per step (one masked copy opens the new
+    trades, one multiplication masks the closed ones' info); constants are 0-d arrays
+    (numpy applies those faster than Python scalars); the truncation test runs only once an
+    account can have reached its end row; the episode metrics of accounts that end
+    together are one :func:`~tradezoo.backtest.metrics.compute_metrics_batch` call.
     """
 
     def __init__(self, config: EnvConfig, num_envs: int) -> None:
@@ -110,8 +127,25 @@ class BatchCore:
         self._bars_scale = account_scale(market.window)
         self._ds_offsets = np.array([d.offset for d in market.datasets], np.int64)
         self._ds_ppy = [d.periods_per_year for d in market.datasets]
-        self._log_floor = np.float64(LOG_FLOOR)
-        self._min_equity = np.float64(config.min_equity)
+        # The market's per-row execute_step inputs, then the terms of execute_step that
+        # depend on the bar only (BarTerms: price gap, funding per unit, drift; the price
+        # gap is also the reversal split's price term) and the decision row in its
+        # dataset's index (a trade's closing bar): float64 [R, 10], one gather per step.
+        table = market.step_rows
+        terms = bar_terms_of(table[:, 0], table[:, 1], table[:, 2], table[:, 3],
+                             config.rates[0])
+        bars = np.empty(len(table))
+        for dataset in market.datasets:
+            span = slice(dataset.offset, dataset.offset + dataset.length)
+            bars[span] = np.arange(dataset.length)
+        self._step_table = np.column_stack([table, *terms, bars])
+        # Constants as 0-d arrays: numpy applies an array operand faster than a Python or
+        # numpy scalar (no scalar conversion per call), with the same IEEE result.
+        self._log_floor = np.array(LOG_FLOOR)
+        self._min_equity = np.array(config.min_equity)
+        self._zero = np.array(0.0)
+        self._one = np.array(1, np.int64)
+        self._true = np.ones(n, bool)  # template: copied for each fresh all-True info mask
         self._init_rates(config)
         # Histories are kept only when something reads them (metrics, the rgb render).
         self._with_metrics = config.episode_metrics
@@ -125,29 +159,39 @@ class BatchCore:
             zeros_i() for _ in range(6))
         self.units, self.equity, self.target, self.position, self.peak = (
             zeros_f() for _ in range(5))
-        self.side, self.base, self.entry_eq, self.entry_price = (zeros_f() for _ in range(4))
-        self.entry_row = zeros_i()
+        self.side = zeros_f()
+        self.held = np.zeros(n, bool)  # side != 0
+        # The open trades' entry state, one block so that opening trades is one masked copy:
+        # rows entry price, entry bar (row in the dataset, as a float), base (the equity its
+        # running P&L is measured from, TradingEnv._trade_transition) and equity at entry.
+        self.entry = np.zeros((4, n))
+        self.entry_price, self.entry_bar, self.base, self.entry_eq = self.entry
         self.cost_sums = np.zeros((5, n))  # fee, spread, slippage, funding, borrow
+        self._cost_rows = tuple(self.cost_sums)  # row views, added to in place
         self.dsr_a, self.dsr_b = zeros_f(), zeros_f()
+        # Histories by clock tick (time-major, so each step writes one contiguous row).
         width = self._history if self._keep_history else 1
-        self.hist_equity = np.zeros((n, width))
-        self.hist_position = np.zeros((n, width))
-        self.hist_notional = np.zeros((n, width))  # signed traded notional per step
-        # Closed trades by clock column, like the other histories: a column write per step
-        # instead of a scatter; ``hist_closed`` marks the columns where a trade closed.
-        self.hist_closed = np.zeros((n, width), bool)
-        self.hist_trade_pnl = np.zeros((n, width))
-        self.hist_trade_return = np.zeros((n, width))
+        self.hist_equity = np.zeros((width, n))
+        self.hist_position = np.zeros((width, n))
+        self.hist_notional = np.zeros((width, n))  # signed traded notional per step
+        # Closed trades by clock tick: side of the trade that closed (0 where none closed,
+        # so it marks the closes), its P&L and its return.
+        self.hist_trades = np.zeros((width, 3, n))
         if self._box:
             self.rings = market.box_rings(n)
         self.started = np.zeros(n, bool)
+        # The clock tick at which the first account can reach its end row (every account
+        # moves one row per tick): no truncation test runs before it.
+        self._next_truncation = 0
 
     def _init_rates(self, config: EnvConfig) -> None:
         rates = config.rates
         self._funding_flags: np.ndarray | None = None
         self._per_env_rates = False
         if all(r == rates[0] for r in rates):
-            self._rates: ExecutionRates = rates[0]
+            # The rates as 0-d arrays (see ``_log_floor``): same products, fewer conversions.
+            self._rates: ExecutionRates = rates[0]._replace(**{
+                name: np.array(getattr(rates[0], name)) for name in _RATE_FIELDS})
             return
         models = {r.slippage_model for r in rates}
         if len(models) > 1:
@@ -160,8 +204,7 @@ class BatchCore:
         n = self.num_envs
         self._rate_table = {
             name: np.array([getattr(r, name) for r in rates], dtype=np.float64)
-            for name in ("fee_rate", "half_spread", "slippage_fixed", "slippage_k",
-                         "max_participation", "borrow_per_bar")
+            for name in _RATE_FIELDS
         }
         self._rate_arrays = {name: np.zeros(n) for name in self._rate_table}
         self._funding_table = np.array([1.0 if r.funding else 0.0 for r in rates])
@@ -243,16 +286,17 @@ class BatchCore:
             array = getattr(self, name).copy()
             array[idx] = initial if name == "equity" else 0.0
             setattr(self, name, array)
-        for array in (self.entry_price, self.dsr_a, self.dsr_b):
+        for array in (self.dsr_a, self.dsr_b):
             array[idx] = 0.0
-        for array in (self.peak, self.entry_eq, self.base):
-            array[idx] = initial
-        self.entry_row[idx] = start
+        self.peak[idx] = initial
+        self.held[idx] = False
+        self.entry[:, idx] = ((0.0,), (0.0,), (initial,), (initial,))
+        self.entry_bar[idx] = start - self.offset[idx]
         self.cost_sums[:, idx] = 0.0
         if self._keep_history:
             column = self.clock % self._history
-            self.hist_equity[idx, column] = initial
-            self.hist_position[idx, column] = 0.0
+            self.hist_equity[column, idx] = initial
+            self.hist_position[column, idx] = 0.0
         if self._per_env_rates:
             for name, table in self._rate_table.items():
                 self._rate_arrays[name][idx] = table[ds]
@@ -261,6 +305,7 @@ class BatchCore:
             for i, row in zip(idx.tolist(), start.tolist(), strict=True):
                 self.market.box_begin(self.rings[i], row, self.clock)
         self.started[idx] = True
+        self._next_truncation = self.clock + int((self.end - self.row).min())
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -296,7 +341,7 @@ class BatchCore:
                 f"{array.dtype} of shape {array.shape}"
             )
         # One unsigned comparison catches negatives too (they wrap to huge values).
-        outside = array.view(_UNSIGNED[array.itemsize]) > 2
+        outside = array.view(_UNSIGNED[array.itemsize]) > _TWO[array.itemsize]
         if np.count_nonzero(outside):
             bad = int(outside.nonzero()[0][0])
             raise invalid_action(array[bad], gym.spaces.Discrete(3))
@@ -311,16 +356,18 @@ class BatchCore:
         config = self.config
         trade: bool | np.ndarray = True if self._every_bar else target != self.target
         rows = self.row
-        close_prev, open_next, close_next, funding_next, range_frac, notional = (
-            self.market.step_rows.take(rows, axis=0).T)
+        (close_prev, open_next, close_next, funding_next, range_frac, notional, gap,
+         funding_per_unit, drift, bar) = self._step_table.take(rows, axis=0).T
+        terms: BarTerms | None = BarTerms(gap, funding_per_unit, drift)
         if self._funding_flags is not None:
             funding_next = funding_next * self._funding_flags
+            terms = None  # per-dataset funding: execute_step computes the terms
         units0 = self.units
         equity0 = self.equity
         (units, equity, traded, fill_price, fee, spread, slip, funding, borrow,
          position_pnl) = execute_step(
             units0, equity0, target, trade, close_prev, open_next, close_next, funding_next,
-            range_frac, notional, self._rates,
+            range_frac, notional, self._rates, terms,
         )
         ratio = equity / equity0
         log_return = np.log(np.maximum(ratio, self._log_floor))
@@ -331,14 +378,15 @@ class BatchCore:
         else:
             reward = self._differential_sharpe(ratio - 1.0)
         terminated = equity <= self._min_equity
-        if np.count_nonzero(terminated):  # equity <= 0 is possible there: no 0-division
+        any_terminated = np.count_nonzero(terminated)
+        if any_terminated:  # equity <= 0 is possible there: no 0-division
             position = np.divide(units * close_next, equity, out=np.zeros(self.num_envs),
                                  where=equity > 0.0)
         else:
             position = units * close_next / equity
 
         self.clock = clock = self.clock + 1
-        rows1 = rows + 1
+        rows1 = rows + self._one
         self.row = rows1
         self.units = units
         self.equity = equity
@@ -347,17 +395,17 @@ class BatchCore:
         if not self._box:  # the peak feeds the dict account vector's drawdown only
             np.maximum(self.peak, equity, out=self.peak)
         if self._keep_costs:
-            sums = self.cost_sums
-            sums[0] += fee
-            sums[1] += spread
-            sums[2] += slip
-            sums[3] += funding
-            sums[4] += borrow
+            fee_sum, spread_sum, slip_sum, funding_sum, borrow_sum = self._cost_rows
+            fee_sum += fee
+            spread_sum += spread
+            slip_sum += slip
+            funding_sum += funding
+            borrow_sum += borrow
+        column = clock % self._history
         if self._keep_history:
-            column = clock % self._history
-            self.hist_equity[:, column] = equity
-            self.hist_position[:, column] = position
-            self.hist_notional[:, column] = traded * fill_price
+            self.hist_equity[column] = equity
+            self.hist_position[column] = position
+            np.multiply(traded, fill_price, out=self.hist_notional[column])
         if self._box:
             self.market.box_push_all(self.rings, clock, rows1, position, log_return)
 
@@ -366,14 +414,21 @@ class BatchCore:
         trades = None
         if np.count_nonzero(changed):
             closed, trades = self._trade_transitions(
-                changed, side, equity - equity0, units0, traded, fee + spread + slip, funding,
-                fill_price, rows, equity0, close_prev, open_next)
+                changed, side, equity, units0, traded, fee, spread, slip, funding,
+                fill_price, bar, equity0, gap, column)
         else:
             closed = np.zeros(self.num_envs, bool)
-        if self._with_metrics:
-            self.hist_closed[:, clock % self._history] = closed
+            if self._with_metrics:
+                self.hist_trades[column, 0] = 0.0
 
-        truncated = (rows1 >= self.end) > terminated  # bools: a > b is a & ~b
+        if clock >= self._next_truncation:
+            truncated = (rows1 >= self.end) > terminated  # bools: a > b is a & ~b
+            done = terminated | truncated
+            any_done = np.count_nonzero(done)
+        else:  # no account can be at its end row yet
+            truncated = np.zeros(self.num_envs, bool)
+            done = terminated.copy()
+            any_done = any_terminated
         # State arrays are copied for the infos (a caller may write into an info array);
         # the other values are fresh arrays of this step that the core does not keep.
         values = {
@@ -382,12 +437,11 @@ class BatchCore:
             "slippage_cost": slip, "funding_paid": funding, "borrow_paid": borrow,
             "position_pnl": position_pnl, "bar": rows1 - self.offset, "dataset": self.ds.copy(),
         }
-        done = terminated | truncated
         metrics: dict[int, dict[str, float]] = {}
-        if self._with_metrics and np.count_nonzero(done):
-            for i in done.nonzero()[0].tolist():
-                metrics[i] = self.metrics(i)
-        return BatchStep(reward, terminated, truncated, done, values, closed, trades, metrics)
+        if self._with_metrics and any_done:
+            metrics = self.episode_metrics(done.nonzero()[0])
+        return BatchStep(reward, terminated, truncated, done, values, closed, trades, metrics,
+                         bool(any_done))
 
     def _differential_sharpe(self, simple_return: np.ndarray) -> np.ndarray:
         a, b = self.dsr_a, self.dsr_b
@@ -407,108 +461,179 @@ class BatchCore:
         self,
         changed: np.ndarray,
         side: np.ndarray,
-        delta: np.ndarray,
+        equity: np.ndarray,
         units0: np.ndarray,
         traded: np.ndarray,
-        fill_costs: np.ndarray,
+        fee: np.ndarray,
+        spread: np.ndarray,
+        slip: np.ndarray,
         funding: np.ndarray,
         fill_price: np.ndarray,
-        rows: np.ndarray,
+        bar: np.ndarray,
         equity0: np.ndarray,
-        close_prev: np.ndarray,
-        open_next: np.ndarray,
+        gap: np.ndarray,
+        column: int,
     ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """Close and open trades where the position's sign changed (the arithmetic of
         :meth:`TradingEnv._trade_transition`, on arrays). Returns the closed mask and the
         closed trades' info values, zero where no trade closed (``None`` when none closed).
 
-        The info values come as rows of two fresh blocks (float and int64 fields), each
-        masked with one multiplication: a handful of numpy calls instead of one per key."""
+        ``bar`` is the decision bar in its dataset's index (float), ``gap`` the reference
+        price minus ``close[t]``. Speed: one fresh float block holds the closed trades' info
+        values (rows 0-7: side, pnl, return, entry price, exit price, opened at, closed at,
+        bars; masked with one multiplication, the integer fields converted in one call) and
+        the new trades' entry state (rows 4, 6, 8, 10: fill price, bar, base, equity), copied
+        into :attr:`entry` by one masked copy before the masking.
+        """
         old_side = self.side
-        opened = changed & (side != 0.0)
-        closed = changed & (old_side != 0.0)
-        trades = None
-        reversal = None
-        if np.count_nonzero(closed):
-            old_part = delta
-            reversal = closed & opened
-            if np.count_nonzero(reversal):
-                reference = open_next if self._next_open else close_prev
-                # Non-reversal accounts divide by |traded| + 1 (unused; avoids 0 / 0).
-                share = np.abs(units0) / (np.abs(traded) + ~reversal)
-                split = units0 * (reference - close_prev) - share * fill_costs
-                if self._next_open:
-                    split = split - funding
-                old_part = np.where(reversal, split, delta)
-            else:
-                reversal = None
-            reals = np.empty((5, self.num_envs))
-            pnl = np.add(equity0 - self.base, old_part, out=reals[3])
-            trade_return = np.divide(pnl, self.entry_eq, out=reals[4])
-            if self._with_metrics:
-                column = self.clock % self._history
-                self.hist_trade_pnl[:, column] = pnl
-                self.hist_trade_return[:, column] = trade_return
-            reals[0] = old_side
-            reals[1] = self.entry_price
-            reals[2] = fill_price
-            reals *= closed
-            ints = np.empty((3, self.num_envs), np.int64)
-            np.subtract(self.entry_row, self.offset, out=ints[0])
-            np.subtract(rows, self.offset, out=ints[1])
-            np.subtract(rows, self.entry_row, out=ints[2])
-            ints *= closed
-            trades = {
-                "side": reals[0], "opened_at": ints[0], "closed_at": ints[1],
-                "entry_price": reals[1], "exit_price": reals[2], "pnl": reals[3],
-                "return": reals[4], "bars": ints[2],
-            }
-        # New trades: running P&L is equity - base (see TradingEnv._trade_transition). These
-        # arrays never reach an info, so they are updated in place.
-        np.copyto(self.base, equity0, where=opened)
-        if reversal is not None:
-            np.add(self.base, old_part, out=self.base, where=reversal)
-        np.copyto(self.entry_eq, equity0, where=opened)
-        np.copyto(self.entry_row, rows, where=opened)
-        np.copyto(self.entry_price, fill_price, where=opened)
+        held = side != self._zero
+        opened = changed & held
+        closed = changed & self.held
         self.side = side
+        self.held = held
+        entry = self.entry
+        block = np.empty((11, self.num_envs))
+        block[4] = fill_price
+        block[6] = bar
+        block[10] = equity0
+        if not np.count_nonzero(closed):
+            block[8] = equity0
+            np.copyto(entry, block[4::2], where=opened)
+            if self._with_metrics:
+                self.hist_trades[column, 0] = 0.0
+            return closed, None
+        old_part = equity - equity0  # the closing trade's share of this step
+        reversal = closed & opened
+        if np.count_nonzero(reversal):
+            # The closing trade gets the old position's gap, its funding and the share
+            # |units0| / |traded| of the fill's costs (only read where reversal).
+            share = np.abs(units0)
+            np.divide(share, np.abs(traded), out=share, where=reversal)
+            split = units0 * gap - share * (fee + spread + slip)
+            if self._next_open:
+                split = split - funding
+            np.copyto(old_part, split, where=reversal)
+            # The reversed-into trade's base: equity0 + the closed part (TradingEnv);
+            # split * False is a zero, and equity0 + 0 is equity0 for the plain opens.
+            split *= reversal
+            np.add(equity0, split, out=block[8])
+        else:
+            block[8] = equity0
+        pnl = block[1]
+        np.subtract(equity0, self.base, out=pnl)
+        pnl += old_part
+        np.divide(pnl, self.entry_eq, out=block[2])
+        block[0] = old_side
+        block[3:6:2] = entry[:2]  # entry price, opened at
+        np.subtract(block[6], block[5], out=block[7])
+        np.copyto(entry, block[4::2], where=opened)  # the new trades' entry state
+        head = block[:8]
+        head *= closed
+        if self._with_metrics:
+            self.hist_trades[column] = block[:3]
+        ints = block[5:8].astype(np.int64)
+        trades = {
+            "side": block[0], "opened_at": ints[0], "closed_at": ints[1],
+            "entry_price": block[3], "exit_price": block[4], "pnl": pnl,
+            "return": block[2], "bars": ints[2],
+        }
         return closed, trades
 
     def steps(self, i: int) -> int:
         """Steps taken in account ``i``'s current episode."""
         return self.clock - int(self.clock0[i])
 
-    def metrics(self, i: int) -> dict[str, float]:
-        """Episode metrics of account ``i`` (what :meth:`TradingEnv._metrics` computes)."""
-        k = self.steps(i)
-        columns = (int(self.clock0[i]) + np.arange(k + 1)) % self._history
-        closed = columns[1:][self.hist_closed[i, columns[1:]]]
-        pnl = self.hist_trade_pnl[i, closed]
-        ret = self.hist_trade_return[i, closed]
-        if self.side[i] != 0.0:
-            open_pnl = self.equity[i] - self.base[i]
-            pnl = np.append(pnl, open_pnl)
-            ret = np.append(ret, open_pnl / self.entry_eq[i])
-        return episode_metrics(
-            self.hist_equity[i, columns], self.hist_position[i, columns[1:]],
-            # |traded * fill| / equity0 == |traded| * fill / equity0 bit for bit (fill > 0)
-            np.abs(self.hist_notional[i, columns[1:]]) / self.hist_equity[i, columns[:-1]],
-            pnl, ret, self.cost_sums[:, i].tolist(),
-            initial_equity=self.config.initial_equity,
-            periods_per_year=self._ds_ppy[int(self.ds[i])],
+    def _span(self, start: int) -> slice | np.ndarray:
+        """History rows of the clock ticks ``start .. clock`` (a slice unless they wrap)."""
+        stop = self.clock + 1
+        if stop <= self._history:
+            return slice(start, stop)
+        return np.arange(start, stop) % self._history
+
+    def episode_metrics(self, idx: np.ndarray) -> dict[int, dict[str, float]]:
+        """Episode metrics of the accounts ``idx`` (what :meth:`TradingEnv._metrics` computes,
+        with :func:`~tradezoo.envs.core.episode_metrics`' arithmetic).
+
+        The accounts whose episodes started on the same clock tick (so they have the same
+        length) go through :func:`~tradezoo.backtest.metrics.compute_metrics_batch`, which
+        equals ``compute_metrics`` of each account to the bit, in batches of at most
+        ``_METRICS_BATCH`` accounts (cache-sized ``[M, k]`` temporaries when many long
+        episodes end together).
+        """
+        clock0 = self.clock0[idx]
+        out: dict[int, dict[str, float]] = {}
+        for start in np.unique(clock0).tolist():
+            same_start = idx[clock0 == start]
+            for first in range(0, len(same_start), _METRICS_BATCH):
+                out.update(self._batch_metrics(same_start[first:first + _METRICS_BATCH], start))
+        return {i: out[i] for i in idx.tolist()}
+
+    def _batch_metrics(self, group: np.ndarray, start: int) -> dict[int, dict[str, float]]:
+        """Episode metrics of the accounts ``group`` (ascending), whose episodes started at
+        clock tick ``start``: one :func:`compute_metrics_batch` call."""
+        from tradezoo.backtest.metrics import compute_metrics_batch
+
+        # Consecutive accounts (the usual case): a slice, so the history reads are views.
+        first, last = int(group[0]), int(group[-1])
+        accounts = slice(first, last + 1) if last + 1 - first == len(group) else group
+        span = self._span(start)
+        # History rows of the episode's ticks and of its steps (the ticks after the first):
+        # slices, or index columns that broadcast against the account indices.
+        if isinstance(span, slice):
+            ticks, steps = span, slice(start + 1, span.stop)
+            step_rows: slice | np.ndarray = steps
+        elif isinstance(accounts, slice):
+            ticks, steps, step_rows = span, span[1:], span[1:]
+        else:
+            ticks, steps, step_rows = span[:, None], span[1:, None], span[1:]
+        equity = self.hist_equity[ticks, accounts]  # [k + 1, M]
+        previous = equity[:-1]
+        returns = episode_returns(equity)  # [k, M]
+        # |traded * fill| / equity0 == |traded| * fill / equity0 bit for bit (fill > 0)
+        turnover = np.abs(self.hist_notional[steps, accounts]) / previous
+        # The closed trades of every account in order, as (account, step) pairs found on a
+        # contiguous [M, k] mask, then read from the history where they are.
+        sides = self.hist_trades[step_rows, 0][:, accounts]  # [k, M]
+        account, step = np.nonzero(np.ascontiguousarray((sides != 0.0).T))
+        rows = step + (start + 1) if isinstance(span, slice) else step_rows[step]
+        trade_pnl = self.hist_trades[rows, 1, group[account]]
+        trade_ret = self.hist_trades[rows, 2, group[account]]
+        ends = np.cumsum(np.bincount(account, minlength=len(group))).tolist()
+        initial = self.config.initial_equity
+        trades: list[dict[str, np.ndarray]] = []
+        costs: list[dict[str, float]] = []
+        begin = 0
+        for i, end in zip(group.tolist(), ends, strict=True):
+            pnl, ret = trade_pnl[begin:end], trade_ret[begin:end]
+            begin = end
+            if self.held[i]:  # the open trade counts with its unrealised P&L
+                open_pnl = self.equity[i] - self.base[i]
+                pnl = np.append(pnl, open_pnl)
+                ret = np.append(ret, open_pnl / self.entry_eq[i])
+            trades.append({"pnl": pnl, "return": ret})
+            costs.append(episode_costs(self.cost_sums[:, i].tolist(), initial))
+        batch = compute_metrics_batch(
+            returns.T,
+            periods_per_year=[self._ds_ppy[ds] for ds in self.ds[group].tolist()],
+            trades=trades, positions=self.hist_position[steps, accounts].T,
+            turnover=turnover.T, costs=costs,
         )
+        # Metrics.to_dict(json_safe=False) as floats (float(int(n)) == float(n)).
+        return {i: {name: float(getattr(metrics, name)) for name in _METRIC_NAMES}
+                for i, metrics in zip(group.tolist(), batch, strict=True)}
 
     # -- observations --------------------------------------------------------------------
 
     def account(self, idx: np.ndarray | None = None) -> np.ndarray:
         """Dict-observation account vectors ``[N or M, 4]`` (float32)."""
         sel = self._all if idx is None else idx
-        held = self.side[sel] != 0.0
+        held = self.held[sel]
         out = np.empty((len(sel), N_ACCOUNT_FEATURES), np.float32)
         equity = self.equity[sel]
         out[:, 0] = self.position[sel]
         out[:, 1] = np.where(held, (equity - self.base[sel]) / self.entry_eq[sel], 0.0)
-        out[:, 2] = np.where(held, np.log1p(self.row[sel] - self.entry_row[sel])
+        out[:, 2] = np.where(held, np.log1p(
+            (self.row[sel] - self.offset[sel]) - self.entry_bar[sel])
                              / self._bars_scale, 0.0)
         out[:, 3] = equity / self.peak[sel] - 1.0
         return out
@@ -540,7 +665,7 @@ class BatchCore:
                                float(sums[0] + sums[1] + sums[2]))
         columns = (int(self.clock0[i]) + np.arange(k + 1)) % self._history
         return rgb_frame(dataset, int(self.start[i]), int(self.row[i]),
-                         self.hist_position[i, columns], self.hist_equity[i, columns])
+                         self.hist_position[columns, i], self.hist_equity[columns, i])
 
 
 # ---------------------------------------------------------------------------- gymnasium
@@ -571,9 +696,9 @@ def _trade_block(
 ) -> dict[str, np.ndarray]:
     """The ``"trade"`` info of the sub-envs in ``mask`` (a subset of the core's ``closed``):
     the core's values, already zero where no trade closed, plus a ``"_key"`` mask per key."""
-    out = dict(trades) if mask is closed else {key: trades[key] * mask for key in TRADE_KEYS}
-    for key in TRADE_KEYS:
-        out[f"_{key}"] = mask
+    # With the core's own mask the core's fresh dict is used (each step's infos read it once).
+    out = trades if mask is closed else {key: trades[key] * mask for key in TRADE_KEYS}
+    out.update(dict.fromkeys(_TRADE_MASK_KEYS, mask))
     return out
 
 
@@ -653,6 +778,7 @@ class TradingVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._pending = np.zeros(self.num_envs, bool)  # autoreset on the next step
+        self._any_pending = False
         self._all_started = False
 
     def reset(
@@ -689,6 +815,7 @@ class TradingVectorEnv(VectorEnv):
                        else [seeds[i] if mask[i] else None for i in range(n)])
         self.core.begin(idx, options)
         self._pending[idx] = False
+        self._any_pending = bool(self._pending.any())
         self._all_started = bool(self.core.started.all())
         observations = self.core.observe()
         keep = None if mask is None else mask
@@ -703,7 +830,7 @@ class TradingVectorEnv(VectorEnv):
                               "first")
         mode = self.autoreset_mode
         pending = self._pending
-        any_pending = bool(np.count_nonzero(pending))
+        any_pending = self._any_pending
         if mode == AutoresetMode.DISABLED and any_pending:
             raise ResetNeeded(
                 f"sub-envs {np.flatnonzero(pending).tolist()} finished their episodes; with "
@@ -731,7 +858,8 @@ class TradingVectorEnv(VectorEnv):
             else:
                 info = self._plain_info(result, None, None)
             observations = core.observe()
-            self._pending = done.copy()
+            self._pending = done  # a fresh array of this step that no output holds
+            self._any_pending = result.any_done if reset_idx is None else bool(done.any())
         return observations, reward, terminated, truncated, info
 
     def _plain_info(
@@ -742,7 +870,8 @@ class TradingVectorEnv(VectorEnv):
         autoresets) were reset instead (``stepped=None``: all stepped)."""
         values = result.values
         if stepped is None:  # every sub-env stepped: one fresh all-True mask for every key
-            info = {**values, **dict.fromkeys(_MASK_KEYS, np.ones(self.num_envs, bool))}
+            info = values  # the core's fresh dict of this step, read once
+            info.update(dict.fromkeys(_MASK_KEYS, self.core._true.copy()))
         else:
             all_true = np.ones(self.num_envs, bool)
             shared = {key: np.where(stepped, values[key], reset_values[key])  # type: ignore[index]
