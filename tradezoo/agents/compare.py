@@ -193,10 +193,15 @@ def _equity_figure(records: Sequence[RunRecord], path: Path, title: str) -> Path
     groups: dict[tuple[str, str], list[pd.Series]] = {}
     for record in records:
         groups.setdefault((record.arch, record.mode), []).append(record.equity)
+    # One colour per architecture, one line style per mode, so 10 architectures x 2 modes
+    # stay distinguishable (matplotlib's default cycle repeats after 10 lines).
+    archs = list(dict.fromkeys(arch for arch, _mode in groups))
+    palette = matplotlib.colormaps["tab10" if len(archs) <= 10 else "tab20"]
     for (arch, mode), curves in groups.items():
         mean = pd.concat(curves, axis=1).mean(axis=1)
         style = "-" if mode == "supervised" else "--" if mode == "ppo" else "-."
         ax.plot(mean.index, mean.to_numpy(), style, linewidth=1.2,
+                color=palette(archs.index(arch) % palette.N),
                 label=f"{arch} ({mode}, n={len(curves)})")
     bench = records[0].benchmark_equity
     ax.plot(bench.index, bench.to_numpy(), color="black", linewidth=2.0, label=BUY_AND_HOLD)
