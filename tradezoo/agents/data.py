@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from tradezoo.agents.validation import from_known_keys
+from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.datasets import load_bars
 from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
 from tradezoo.data.labels import make_labels
 from tradezoo.data.splits import PART_NAMES, PartName, Splits, time_splits
-from tradezoo.envs.market import check_split_fractions, env_time_splits
+from tradezoo.envs.market import check_split_fractions, dataset_name, env_time_splits
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     import torch
@@ -294,16 +294,6 @@ def flat_account_observation(x: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------- building
 
 
-def _dataset_name(source: DataSource, bars: pd.DataFrame) -> str:
-    if isinstance(source, str) and not Path(source).suffix:
-        return source
-    for key in ("dataset", "symbol"):
-        value = bars.attrs.get(key)
-        if value:
-            return str(value)
-    return "data"
-
-
 def prepare_data(
     data: DataSource,
     *,
@@ -343,23 +333,14 @@ def prepare_data(
     window = int(window)
     fractions = check_split_fractions(split_fractions)
     spec = FeatureSpec.coerce(feature_spec)
-    if label_spec is None:
-        labels_cfg = LabelSpec()
-    elif isinstance(label_spec, LabelSpec):
-        labels_cfg = label_spec
-    elif isinstance(label_spec, Mapping):
-        labels_cfg = LabelSpec.from_dict(label_spec)
-    else:
-        raise TypeError(
-            f"label_spec must be a LabelSpec or a dict, got {type(label_spec).__name__}"
-        )
+    labels_cfg = coerce_config(LabelSpec, label_spec, "label_spec") or LabelSpec()
     if not isinstance(data, str | Path | pd.DataFrame):
         raise TypeError(
             "data must be a bundled dataset name, a CSV/Parquet path or a bars DataFrame, got "
             f"{type(data).__name__}"
         )
     bars, _report = load_bars(data)
-    name = _dataset_name(data, bars)
+    name = dataset_name(data, bars)
     if costs is None:
         costs = CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
     elif not isinstance(costs, CostModel):

@@ -96,7 +96,7 @@ from tradezoo.agents.checkpoint import (
 from tradezoo.agents.data import PreparedData, observation_space
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device
 from tradezoo.agents.tensorboard import print_tensorboard_hint
-from tradezoo.agents.validation import FieldChecks, from_known_keys
+from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.features import FeatureScaler
 from tradezoo.policies.registry import get_architecture
@@ -284,13 +284,6 @@ RESUME_FIXED_KEYS: tuple[str, ...] = (
 hyperparameters and weights, so a different value would be silently ignored or not fit."""
 
 
-def _as_config(config: PPOConfig | Mapping[str, Any] | None) -> PPOConfig | None:
-    if config is None or isinstance(config, PPOConfig):
-        return config
-    if isinstance(config, Mapping):
-        return PPOConfig.from_dict(config)
-    raise TypeError(f"config must be a PPOConfig or a dict, got {type(config).__name__}")
-
 
 # ------------------------------------------------------------------------------- envs
 
@@ -311,6 +304,13 @@ def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
         "split": split,
         "split_fractions": data.split_fractions,
         "costs": costs if costs is not None else data.costs,
+        **_env_rules(config),
+    }
+
+
+def _env_rules(config: PPOConfig) -> dict[str, Any]:
+    """The trading rules every env of a run is built with (also recorded in the sidecar)."""
+    return {
         "action_scheme": config.action_scheme,
         "max_leverage": config.max_leverage,
         "allow_short": config.allow_short,
@@ -485,7 +485,7 @@ def make_ppo(
 
     data = _check_data(data)
     get_architecture(arch)  # ValueError listing the valid names
-    cfg = _as_config(config) or PPOConfig()
+    cfg = coerce_config(PPOConfig, config, "config") or PPOConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if cfg.window is not None and cfg.window != data.window:
@@ -548,13 +548,7 @@ def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str,
         "kind": PPO_KIND,
         **data_payload(data),
         "env": {
-            "action_scheme": config.action_scheme,
-            "max_leverage": config.max_leverage,
-            "allow_short": config.allow_short,
-            "reward": config.reward,
-            "rebalance": config.rebalance,
-            "fill": FILL,
-            "initial_equity": INITIAL_EQUITY,
+            **_env_rules(config),
             "episode_length": config.episode_length,
             "split_fractions": list(data.split_fractions),
         },
@@ -781,7 +775,7 @@ def train_ppo(
 
     data = _check_data(data)
     get_architecture(arch)
-    cfg = _as_config(config)
+    cfg = coerce_config(PPOConfig, config, "config")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if init_from is not None and resume_from is not None:
@@ -978,7 +972,7 @@ def evaluate_ppo(
     data = _check_data(data)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    cfg = _as_config(config)
+    cfg = coerce_config(PPOConfig, config, "config")
     scaler = data.scaler
     if isinstance(model_or_path, PPOResult):
         policy: Any = model_or_path.model.policy

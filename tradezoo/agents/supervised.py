@@ -89,7 +89,7 @@ from tradezoo.agents.data import (
     observation_space,
 )
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
-from tradezoo.agents.validation import FieldChecks, from_known_keys
+from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
@@ -775,14 +775,7 @@ def train_supervised(
         raise TypeError(f"data must be a PreparedData (see prepare_data), got "
                         f"{type(data).__name__}")
     get_architecture(arch)  # ValueError listing the valid names
-    if config is None:
-        cfg = SupervisedConfig()
-    elif isinstance(config, SupervisedConfig):
-        cfg = config
-    elif isinstance(config, Mapping):
-        cfg = SupervisedConfig.from_dict(config)
-    else:
-        raise TypeError(f"config must be a SupervisedConfig or a dict, got {type(config).__name__}")
+    cfg = coerce_config(SupervisedConfig, config, "config") or SupervisedConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     dev = resolve_device(device)

@@ -34,6 +34,17 @@ def from_known_keys(cls: type[T], data: Mapping[str, Any], what: str | None = No
     return cls(**dict(data))
 
 
+def coerce_config(cls: type[T], value: T | Mapping[str, Any] | None, argument: str) -> T | None:
+    """``value`` as a ``cls`` instance: an instance as it is, a mapping through
+    ``cls.from_dict``, ``None`` as ``None`` (the caller picks its default); anything else is a
+    ``TypeError`` naming ``argument`` ("config must be a PPOConfig or a dict, got list")."""
+    if value is None or isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return cls.from_dict(value)  # type: ignore[attr-defined, no-any-return]
+    raise TypeError(f"{argument} must be a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
 class FieldChecks:
     """Validators bound to one config instance (messages name its class)."""
 

@@ -88,7 +88,7 @@ import requests
 from tqdm import tqdm
 
 from tradezoo.data.bars import finalize_bars, merge_funding
-from tradezoo.data.cache import BarCache, CacheKey, cached_fetch, last_closed_open
+from tradezoo.data.cache import BarCache, CacheKey, cached_fetch, uncached_fetch
 from tradezoo.data.errors import (
     BybitAPIError,
     DataError,
@@ -1032,13 +1032,7 @@ def fetch_bybit(
 
     try:
         if store is None:
-            last = min(hi, last_closed_open(parsed, at))
-            if last < lo:
-                raise ValueError(
-                    f"{symbol} {parsed.name}: empty range {lo} to {last} (start after end, or "
-                    "no bar of the range has closed yet)"
-                )
-            frame = download(lo, last)
+            frame = uncached_fetch(download, lo, hi, parsed, at, f"{symbol} {parsed.name}")
         else:
             key = CacheKey(f"bybit-{category}", symbol, parsed.name)
             frame, report = cached_fetch(key, lo, hi, download, cache=store, now=at)

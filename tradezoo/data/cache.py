@@ -196,6 +196,29 @@ def last_closed_open(interval: Interval, now: pd.Timestamp | None = None) -> pd.
     return epoch + ((now - epoch) // step) * step - step
 
 
+def uncached_fetch(
+    download: Downloader,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    interval: Interval,
+    now: pd.Timestamp | None,
+    what: str,
+) -> pd.DataFrame:
+    """``download(start, last)`` without the cache, ``last`` being ``end`` capped at the last
+    bar closed at ``now``. ``what`` names the series in the error ("BTCUSDT 1h").
+
+    Raises:
+        ValueError: the capped range is empty (start after end, or no bar has closed yet).
+    """
+    last = min(end, last_closed_open(interval, now))
+    if last < start:
+        raise ValueError(
+            f"{what}: empty range {start} to {last} (start after end, or no bar of the range "
+            "has closed yet)"
+        )
+    return download(start, last)
+
+
 def cached_fetch(
     key: CacheKey,
     start: pd.Timestamp,

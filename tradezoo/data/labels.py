@@ -44,20 +44,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from tradezoo.data.checks import check_int
 from tradezoo.data.errors import DataError
 
 CLASS_NAMES: tuple[str, str, str] = ("sell", "hold", "buy")
 """Class names in label order: 0 = sell, 1 = hold, 2 = buy."""
 
 SELL, HOLD, BUY = 0, 1, 2
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_nonnegative(name: str, value: object) -> float:
@@ -116,7 +109,7 @@ def forward_returns(bars: pd.DataFrame, horizon: int = 1) -> pd.Series:
         TypeError, ValueError: ``horizon`` is not an integer >= 1.
         DataError: ``open`` is missing or not positive.
     """
-    horizon = _check_int("horizon", horizon, 1)
+    horizon = check_int("horizon", horizon, 1)
     bars = _check_bars(bars, ("open",))
     opens = bars["open"].to_numpy(dtype=np.float64)
     gross = np.full(len(opens), np.nan)
@@ -140,8 +133,8 @@ def vol_threshold(
         float64 Series ``[T]`` named ``threshold`` (a fraction, like a return) on
         ``bars.index``; NaN for the first ``vol_window`` rows (warm-up).
     """
-    horizon = _check_int("horizon", horizon, 1)
-    vol_window = _check_int("vol_window", vol_window, 2)
+    horizon = check_int("horizon", horizon, 1)
+    vol_window = check_int("vol_window", vol_window, 2)
     vol_k = _check_positive("vol_k", vol_k)
     bars = _check_bars(bars, ("close",))
     closes = bars["close"].to_numpy(dtype=np.float64)
@@ -188,7 +181,7 @@ def make_labels(
         TypeError, ValueError: an argument breaks its rule (the message names it).
         DataError: a needed price column is missing or not positive.
     """
-    horizon = _check_int("horizon", horizon, 1)
+    horizon = check_int("horizon", horizon, 1)
     cost = _check_nonnegative("cost_bps", cost_bps) * 2.0 / 1e4  # round trip, as a fraction
     if isinstance(threshold, str):
         if threshold != "vol":
@@ -198,7 +191,7 @@ def make_labels(
         ).to_numpy()
     else:
         # vol_k and vol_window only matter for "vol", but a bad value is still a mistake.
-        _check_int("vol_window", vol_window, 2)
+        check_int("vol_window", vol_window, 2)
         _check_positive("vol_k", vol_k)
         thresholds = np.full(len(bars), _check_nonnegative("threshold", threshold))
     gross = forward_returns(bars, horizon).to_numpy()

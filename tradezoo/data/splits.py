@@ -46,18 +46,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from tradezoo.data.checks import check_int
+
 PartName = Literal["train", "val", "test"]
 PART_NAMES: tuple[PartName, PartName, PartName] = ("train", "val", "test")
 
 IndexLike = int | pd.Index | pd.DataFrame | pd.Series
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _resolve_index(index_or_length: object) -> tuple[int, pd.Index | None]:
@@ -80,7 +74,7 @@ def _resolve_embargo(embargo: object, lookback: int, horizon: int) -> int:
     minimum = lookback + horizon
     if embargo is None:
         return minimum
-    embargo = _check_int("embargo", embargo, 0)
+    embargo = check_int("embargo", embargo, 0)
     if embargo < minimum:
         raise ValueError(
             f"embargo must be >= lookback + horizon = {lookback} + {horizon} = {minimum} bars "
@@ -266,8 +260,8 @@ def time_splits(
             that was asked for (non-zero fraction) but gets no rows.
     """
     n_rows, index = _resolve_index(index_or_length)
-    lookback = _check_int("lookback", lookback, 1)
-    horizon = _check_int("horizon", horizon, 1)
+    lookback = check_int("lookback", lookback, 1)
+    horizon = check_int("horizon", horizon, 1)
     embargo = _resolve_embargo(embargo, lookback, horizon)
     fractions = {
         "train": _check_fraction("train", train),
@@ -353,18 +347,18 @@ def walk_forward(
             message gives the number needed).
     """
     n_rows, index = _resolve_index(index_or_length)
-    n_folds = _check_int("n_folds", n_folds, 1)
-    test_size = _check_int("test_size", test_size, 1)
-    val_size = _check_int("val_size", val_size, 0)
+    n_folds = check_int("n_folds", n_folds, 1)
+    test_size = check_int("test_size", test_size, 1)
+    val_size = check_int("val_size", val_size, 0)
     if train_size is not None:
-        train_size = _check_int("train_size", train_size, 1)
-    lookback = _check_int("lookback", lookback, 1)
-    horizon = _check_int("horizon", horizon, 1)
+        train_size = check_int("train_size", train_size, 1)
+    lookback = check_int("lookback", lookback, 1)
+    horizon = check_int("horizon", horizon, 1)
     embargo = _resolve_embargo(embargo, lookback, horizon)
     if step is None:
         step = test_size
     else:
-        step = _check_int("step", step, 1)
+        step = check_int("step", step, 1)
         if step < test_size:
             raise ValueError(
                 f"step must be >= test_size = {test_size} so test windows do not overlap; "

@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 from tradezoo.data.bars import _snake, finalize_bars
-from tradezoo.data.cache import BarCache, CacheKey, cached_fetch, last_closed_open
+from tradezoo.data.cache import BarCache, CacheKey, cached_fetch, uncached_fetch
 from tradezoo.data.errors import DataError, RateLimitedError, YahooDataError
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.validation import Repair, validate_bars
@@ -321,13 +321,7 @@ def fetch_yahoo(
         key = CacheKey("yahoo" if auto_adjust else "yahoo-raw", symbol, parsed.name)
         frame, _report = cached_fetch(key, lo, hi, download, cache=store, now=now_utc)
     elif cache is False or cache is None:
-        capped = min(hi, last_closed_open(parsed, now_utc))
-        if capped < lo:
-            raise ValueError(
-                f"{symbol} {parsed.name}: empty range {lo} to {capped} "
-                "(start after end, or no bar of the range has closed yet)"
-            )
-        frame = download(lo, capped)
+        frame = uncached_fetch(download, lo, hi, parsed, now_utc, f"{symbol} {parsed.name}")
     else:
         raise TypeError(f"cache must be True, False, None or a BarCache, not {type(cache)}")
     if frame.empty:

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -191,6 +192,37 @@ class EnvConfig:
         if self.episode_length is None:
             return d.first_decision, d.last_decision
         return d.first_decision, d.last_decision + 1 - self.episode_length
+
+    def draw_start(
+        self, rng: np.random.Generator, options: Mapping[str, Any]
+    ) -> tuple[int, int]:
+        """An episode's ``(dataset, first global row)``: each drawn from ``rng`` (dataset
+        first, then the start) unless ``options`` pins it (``"dataset"``; ``"start"``, a
+        decision row of that dataset's split that leaves room for the episode).
+
+        Raises:
+            ValueError: a pinned dataset or start outside its range.
+        """
+        n_datasets = len(self.market.datasets)
+        if "dataset" in options:
+            ds = operator.index(options["dataset"])
+            if not 0 <= ds < n_datasets:
+                raise ValueError(f"options['dataset'] must be in [0, {n_datasets}), got {ds}")
+        else:
+            ds = int(rng.integers(n_datasets)) if n_datasets > 1 else 0
+        lo, hi = self.start_range(ds)
+        dataset = self.market.datasets[ds]
+        if "start" not in options:
+            return ds, int(rng.integers(lo, hi + 1)) if hi > lo else lo
+        start = dataset.offset + operator.index(options["start"])
+        latest = dataset.last_decision + 1 - (self.episode_length or 1)
+        if not lo <= start <= latest:
+            raise ValueError(
+                f"options['start'] must be a decision row of the split that leaves room for "
+                f"the episode, in [{lo - dataset.offset}, {latest - dataset.offset}], got "
+                f"{options['start']}"
+            )
+        return ds, start
 
     def end_row(self, dataset: int, start: int) -> int:
         """Row of the final state of an episode started at ``start`` (truncation row)."""

@@ -55,6 +55,7 @@ from gymnasium import spaces
 
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.execution import MIN_BAR_NOTIONAL, ExecutionRates, execution_rates
+from tradezoo.data.checks import check_int
 from tradezoo.data.errors import DataError
 from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
 from tradezoo.data.intervals import Interval, parse_interval
@@ -324,22 +325,16 @@ class Market:
 # ----------------------------------------------------------------------------------- build
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _dataset_name(source: DataSource, bars: pd.DataFrame, position: int) -> str:
+def dataset_name(source: DataSource, bars: pd.DataFrame, fallback: str = "data") -> str:
+    """The name a dataset is reported by: a bundled dataset's name, else the bars' ``dataset``
+    or ``symbol`` attribute, else ``fallback``."""
     if isinstance(source, str) and not Path(source).suffix:
         return source
     for key in ("dataset", "symbol"):
         value = bars.attrs.get(key)
         if value:
             return str(value)
-    return f"data{position}"
+    return fallback
 
 
 def _load(source: DataSource, position: int) -> pd.DataFrame:
@@ -399,7 +394,7 @@ def _parse_timeframes(
             interval = parse_interval(raw)
         except ValueError as exc:
             raise ValueError(f"unknown timeframe {raw!r} in timeframes: {exc}") from None
-        _check_int(f"timeframes[{raw!r}] window", tf_window, 1)
+        check_int(f"timeframes[{raw!r}] window", tf_window, 1)
         if interval.name in seen:
             raise ValueError(f"timeframes repeats {interval.name!r}")
         seen.add(interval.name)
@@ -738,7 +733,7 @@ def prepare_market(
         ValueError, TypeError: a bad argument (the message names it and the rule).
         tradezoo.data.DataError: bars that fail validation, non-finite features.
     """
-    window = _check_int("window", window, 1)
+    window = check_int("window", window, 1)
     if observation not in ("box", "dict"):
         raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
     fractions = check_split_fractions(split_fractions)
@@ -776,7 +771,8 @@ def prepare_market(
         )
 
     loaded = [_load(s, i) for i, s in enumerate(sources)]
-    names = [_dataset_name(s, b, i) for i, (s, b) in enumerate(zip(sources, loaded, strict=True))]
+    names = [dataset_name(s, b, f"data{i}")
+             for i, (s, b) in enumerate(zip(sources, loaded, strict=True))]
     bases = [_interval_of(b, n) for b, n in zip(loaded, names, strict=True)]
     tf_list = _parse_timeframes(timeframes, window, bases, names) if observation == "dict" else None
     add_zero_funding = (

@@ -215,28 +215,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         drawn for what is pinned.
         """
         super().reset(seed=seed)
-        config = self.config
-        n_datasets = len(self.market.datasets)
-        options = options or {}
-        if "dataset" in options:
-            ds = operator.index(options["dataset"])
-            if not 0 <= ds < n_datasets:
-                raise ValueError(f"options['dataset'] must be in [0, {n_datasets}), got {ds}")
-        else:
-            ds = int(self.np_random.integers(n_datasets)) if n_datasets > 1 else 0
-        lo, hi = config.start_range(ds)
+        ds, start = self.config.draw_start(self.np_random, options or {})
         dataset = self.market.datasets[ds]
-        if "start" in options:
-            start = dataset.offset + operator.index(options["start"])
-            latest = dataset.last_decision + 1 - (config.episode_length or 1)
-            if not lo <= start <= latest:
-                raise ValueError(
-                    f"options['start'] must be a decision row of the split that leaves room for "
-                    f"the episode, in [{lo - dataset.offset}, {latest - dataset.offset}], got "
-                    f"{options['start']}"
-                )
-        else:
-            start = int(self.np_random.integers(lo, hi + 1)) if hi > lo else lo
         self._begin(ds, start)
         return self._observe(), {"equity": self._equity, "position": 0.0,
                                  "bar": start - dataset.offset, "dataset": ds}

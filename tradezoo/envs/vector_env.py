@@ -242,31 +242,10 @@ class BatchCore:
         """Start new episodes on accounts ``idx``: draw each one's dataset and first bar from
         its own RNG (as :meth:`TradingEnv.reset` does), then initialise their state."""
         config = self.config
-        market = self.market
-        n_datasets = len(market.datasets)
         options = options or {}
         self.ds = self.ds.copy()  # handed out in infos: never written in place
         for i in idx.tolist():
-            rng = self.rng(i)
-            if "dataset" in options:
-                ds = int(options["dataset"])
-                if not 0 <= ds < n_datasets:
-                    raise ValueError(f"options['dataset'] must be in [0, {n_datasets}), got {ds}")
-            else:
-                ds = int(rng.integers(n_datasets)) if n_datasets > 1 else 0
-            lo, hi = config.start_range(ds)
-            dataset = market.datasets[ds]
-            if "start" in options:
-                start = dataset.offset + int(options["start"])
-                latest = dataset.last_decision + 1 - (config.episode_length or 1)
-                if not lo <= start <= latest:
-                    raise ValueError(
-                        f"options['start'] must be a decision row of the split that leaves room "
-                        f"for the episode, in [{lo - dataset.offset}, {latest - dataset.offset}], "
-                        f"got {options['start']}"
-                    )
-            else:
-                start = int(rng.integers(lo, hi + 1)) if hi > lo else lo
+            ds, start = config.draw_start(self.rng(i), options)
             self.ds[i] = ds
             self.start[i] = start
             self.end[i] = config.end_row(ds, start)
