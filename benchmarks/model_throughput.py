@@ -56,6 +56,13 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "mamba": {"n_layers": 1},
 }
 
+#: Extra rows: an architecture with another backend, ``{row name: (arch, config)}``. ``tz_ltc``
+#: runs the default backend (``auto``: the compiled kernel of ``tradezoo.policies.native`` on
+#: CPU); ``tz_ltc_torch`` is the same model on its PyTorch reference path.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ltc_torch": ("ltc", {"backend": "torch"}),
+}
+
 LATENCY_TARGET_MS = 2.0
 
 
@@ -70,9 +77,10 @@ def factories() -> dict[str, Callable[[int, int], Any]]:
     from tradezoo.policies.registry import ARCHITECTURES, make_backbone
 
     class Wrapped(nn.Module):
-        def __init__(self, name: str, n_features: int, hidden: int) -> None:
+        def __init__(self, name: str, n_features: int, hidden: int,
+                     extra: dict[str, Any] | None = None) -> None:
             super().__init__()
-            cfg = dict(BENCH_CONFIGS.get(name, {}))
+            cfg = {**BENCH_CONFIGS.get(name, {}), **(extra or {})}
             if name == "mlp":
                 cfg["window"] = int(os.environ.get("TRADEZOO_BENCH_SEQ_LEN", "64"))
             self.backbone = make_backbone(name, n_features, d_model=hidden, **cfg)
@@ -80,10 +88,12 @@ def factories() -> dict[str, Callable[[int, int], Any]]:
         def forward(self, x: Any) -> Any:
             return self.backbone(x)  # [B, d_model]
 
-    def make(name: str) -> Callable[[int, int], Any]:
-        return lambda n_features, hidden: Wrapped(name, n_features, hidden)
+    def make(name: str, extra: dict[str, Any] | None = None) -> Callable[[int, int], Any]:
+        return lambda n_features, hidden: Wrapped(name, n_features, hidden, extra)
 
-    return {PREFIX + name: make(name) for name in ARCHITECTURES}
+    made = {PREFIX + name: make(name) for name in ARCHITECTURES}
+    made.update({PREFIX + row: make(arch, cfg) for row, (arch, cfg) in VARIANTS.items()})
+    return made
 
 
 # ------------------------------------------------------------------------------- running --
@@ -159,7 +169,11 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         "| model | params | train L=64 | train L=256 | fwd b=1 L=64 ms | memory L=256 MB |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    names = [PREFIX + a for a in arch_names] + list(PEERS) + list(SLOW_PEERS)
+    names = [PREFIX + a for a in arch_names]
+    for row, (arch, _) in VARIANTS.items():
+        if PREFIX + arch in names:
+            names.insert(names.index(PREFIX + arch) + 1, PREFIX + row)
+    names += list(PEERS) + list(SLOW_PEERS)
     for name in names:
         if not any(r.get("model") == name for r in rows):
             continue
@@ -191,7 +205,7 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         ("Mamba L=257 time <= 1.2x L=256", mamba_257, lambda v: v <= 1.2,
          "{:.2f}x" + f" (mambapy {mambapy_257:.2f}x)"),
         ("Mamba vs textbook loop, train L=256", ratio(t + "mamba", "mamba_loop", 256),
-         lambda v: True, "{:.0f}x"),
+         None, "{:.0f}x"),
         ("CfC >= ncps CfC, train L=64", ratio(t + "cfc", "ncps_cfc", 64), lambda v: v >= 1.0,
          "{:.2f}x"),
         ("CfC >= ncps CfC, train L=256", ratio(t + "cfc", "ncps_cfc", 256), lambda v: v >= 1.0,
@@ -199,12 +213,19 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         ("LTC >= 3x ncps LTC, train L=256", ratio(t + "ltc", "ncps_ltc", 256),
          lambda v: v >= 3.0, "{:.2f}x"),
         ("LTC memory <= 1/4 of ncps LTC at L=256", ltc_mem, lambda v: v <= 0.25, "{:.3f}x"),
+        ("  (LTC PyTorch reference backend vs ncps LTC, train L=256)",
+         ratio(t + "ltc_torch", "ncps_ltc", 256), None, "{:.2f}x"),
         (f"batch-1 latency L=64 <= {LATENCY_TARGET_MS:g} ms, every arch (slowest: {slowest})",
          latencies[slowest], lambda v: v <= LATENCY_TARGET_MS, "{:.2f} ms"),
     ]
     lines += ["", "targets (issue 4)"]
     for label, value, ok, spec in checks:
-        verdict = "n/a" if not math.isfinite(value) else ("met" if ok(value) else "NOT MET")
+        if not math.isfinite(value):
+            verdict = "n/a"
+        elif ok is None:
+            verdict = "(for information)"
+        else:
+            verdict = "met" if ok(value) else "NOT MET"
         lines.append(f"  {label:<62} {_fmt(value, spec):>22}  {verdict}")
     return "\n".join(lines)
 
@@ -238,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     repeats, min_time = (1, 0.3) if args.quick else (args.repeats, args.min_time)
     ours = [PREFIX + a for a in archs]
+    ours += [PREFIX + row for row, (arch, _) in VARIANTS.items() if arch in archs]
     rows = run_tool([*ours, *PEERS], [64, 256], args, repeats=repeats, min_time=min_time)
     if not args.quick:
         rows += run_tool(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,

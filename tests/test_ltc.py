@@ -43,9 +43,14 @@ def _ncps_twin(ours: LTCBackbone) -> torch.nn.Module:
     return ref
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
 @pytest.mark.parametrize("wiring", [None, "ncp"])
-def test_agrees_with_ncps_batch1_uniform_dt_values_and_gradients(wiring: str | None) -> None:
-    ours = _net(d_model=10, wiring=wiring, ncp_output_size=3 if wiring else None)
+def test_agrees_with_ncps_batch1_uniform_dt_values_and_gradients(
+    wiring: str | None, backend: str, native_kernel: None
+) -> None:
+    """Both backends (the PyTorch reference and the compiled kernel) agree with ncps."""
+    ours = _net(d_model=10, wiring=wiring, ncp_output_size=3 if wiring else None,
+                backend=backend)
     ref = _ncps_twin(ours)
     x, _ = _data(batch=1)
     for span in (None, 0.6):
@@ -250,14 +255,18 @@ def test_bad_input() -> None:
             net(x, bad)
 
 
+@pytest.mark.parametrize("backend", ["torch", "native"])
 @pytest.mark.parametrize(
     "cfg", [{}, {"ode_unfolds": 1}, {"wiring": "ncp", "d_model": 10, "ode_unfolds": 3}]
 )
-def test_inference_fast_path_equals_autograd_path(cfg: dict) -> None:
+def test_inference_fast_path_equals_autograd_path(
+    cfg: dict, backend: str, native_kernel: None
+) -> None:
     """Under ``torch.no_grad`` the potentials come from ``_run_inference`` (stacked synaptic
-    sums, preallocated buffers); they must equal the autograd path's to 1e-6 for dt=None and
-    per-sample dt, in ``forward`` and ``forward_sequence``, batch 3 and batch 1."""
-    net = _net(**cfg, time_unit=2.0)
+    sums, preallocated buffers) or the kernel's forward without saving; they must equal the
+    same backend's autograd path to 1e-6 for dt=None and per-sample dt, in ``forward`` and
+    ``forward_sequence``, batch 3 and batch 1."""
+    net = _net(**cfg, time_unit=2.0, backend=backend)
     x, dt = _data(batch=3, length=9)
     for span in (None, dt):
         for method in (net.forward, net.forward_sequence):

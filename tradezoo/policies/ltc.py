@@ -33,16 +33,26 @@ map ``v[:, :motor] * output_w + output_b`` and, for NCP wiring, a Linear to ``d_
 
 Memory and speed: ncps materialises ``[B, H, H]`` sigmoid tensors per unfold and autograd keeps
 them all: O(L x unfolds x B x H^2) (8.5 GB at B=64, L=256, H=64). Here the whole recurrence is
-one ``torch.autograd.Function`` (:class:`_LTCRecurrence`) whose backward is written by hand: the
-forward keeps only the potentials ``v`` entering each unfold and the denominators (``[L,
-unfolds, B, H]``) and the backward recomputes each unfold's sigmoids from them. Parameter
-gradients are accumulated elementwise over all steps and reduced over the batch once at the end.
+one ``torch.autograd.Function`` whose backward is written by hand: the forward keeps only the
+potentials ``v`` entering each unfold and the denominators (``[L, unfolds, B, H]``) and the
+backward recomputes each unfold's sigmoids from them.
 
-Inference (``torch.no_grad``) runs :func:`_run_inference`: the same update with the two
-synaptic sums computed by one product and one reduction into preallocated buffers, tested
-equal to the autograd path to 1e-6. Batch-1 latency is bounded by ``L x ode_unfolds``
-sequential updates of ~7 small ops each (one ``[B, H, H]`` sigmoid among them): use
-``ode_unfolds=1`` where latency matters more than solver accuracy.
+Two backends run that recurrence (``LTCConfig.backend``):
+
+- ``"torch"``, the reference: :class:`_LTCRecurrence` (``[B, H, H]`` tensor ops per unfold,
+  parameter gradients accumulated elementwise and reduced over the batch once at the end) and,
+  under ``torch.no_grad``, :func:`_run_inference` (the two synaptic sums as one product and one
+  reduction into preallocated buffers, tested equal to the autograd path to 1e-6). Runs on any
+  device and dtype. Batch-1 latency is bounded by ``L x ode_unfolds`` sequential updates of ~7
+  small ops each.
+- ``"native"``: the same forward and adjoint in C (``tradezoo/policies/native/ltc.c``, built on
+  first use, see :mod:`tradezoo.policies.native`), for float32 CPU tensors:
+  :class:`_LTCRecurrenceNative` and :class:`_SensorySynapsesNative`. One sample's whole window
+  runs in one loop nest with each sigmoid fused into both synaptic sums, so the ``[H, H]``
+  working set stays in cache, and the sensory gates ``[B, L, F, H]`` are never materialised.
+  Saved for backward: the same ``v`` and denominators (``[B, L, unfolds, H]``) and ``x``.
+  Tested against the reference (outputs and every gradient) in ``tests/test_ltc_native.py``.
+- ``"auto"`` (default): native for float32 CPU tensors when the kernel builds, else torch.
 
 Effective time constant (:meth:`LTCBackbone.explain`, :meth:`LTCBackbone.
 effective_time_constants`): ``tau_j = cm_j / (gleak_j + sum_i W_ij s_ij(v) + den_s_j)``, the
@@ -58,6 +68,11 @@ its effective ``w`` starts in [0.69, 1.31]); a weight copied from ncps gives the
 
 from __future__ import annotations
 
+import ctypes
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -69,9 +84,13 @@ from torch.utils.checkpoint import checkpoint
 
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.cfc import check_dt
+from tradezoo.policies.native import load_kernel
 from tradezoo.policies.wiring import AutoNCP, FullyConnected, Wiring
 
 __all__ = ["LTCBackbone", "LTCCell", "LTCConfig"]
+
+#: Valid values of ``LTCConfig.backend``.
+LTC_BACKENDS = ("auto", "native", "torch")
 
 _INIT_RANGES: dict[str, tuple[float, float]] = {
     "gleak": (0.001, 1.0),
@@ -104,6 +123,10 @@ class LTCConfig(BackboneConfig):
         seed: seed of the wiring draws (parameters follow torch's global RNG).
         epsilon: added to the solver's denominator.
         time_unit: ``dt`` is divided by this; ``dt=None`` counts each bar as ``1 / time_unit``.
+        backend: ``"auto"`` (the compiled kernel of :mod:`tradezoo.policies.native` for CPU
+            float32 tensors when it builds, else PyTorch), ``"native"`` (the kernel; an error
+            where it cannot run) or ``"torch"`` (the PyTorch reference). Same results to
+            float32 rounding (``tests/test_ltc_native.py``).
     """
 
     d_model: int = 64
@@ -114,9 +137,14 @@ class LTCConfig(BackboneConfig):
     seed: int = 1111
     epsilon: float = 1e-8
     time_unit: float = 1.0
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.backend not in LTC_BACKENDS:
+            raise ValueError(
+                f"LTCConfig.backend must be one of {list(LTC_BACKENDS)}, got {self.backend!r}"
+            )
         if self.wiring not in (None, "ncp"):
             raise ValueError(f"LTCConfig.wiring must be None or 'ncp', got {self.wiring!r}")
         if not 0.0 <= self.sparsity_level < 1.0:
@@ -285,6 +313,181 @@ class _LTCRecurrence(torch.autograd.Function):
         )
 
 
+# -- the native fast path ---------------------------------------------------------------------
+#
+# ``tradezoo/policies/native/ltc.c`` runs the same recurrence as :func:`_run` and the same
+# adjoint as :meth:`_LTCRecurrence.backward`, one sample's whole window per loop nest with the
+# sigmoid fused into both synaptic sums. It keeps ``v_in`` / ``dens`` as ``[B, L, U, H]`` (per
+# sample contiguous). The batch is cut into ``torch.get_num_threads()`` chunks run on threads
+# (ctypes releases the GIL); parameter gradients are summed over the chunks in chunk order.
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_KEY = (0, 0)  # (process id, workers) of _POOL: a forked child must not reuse its threads
+
+
+def _native_kernel() -> ctypes.CDLL | None:
+    """The compiled LTC library with its signatures declared, or None (see ``native``)."""
+    lib = load_kernel("ltc")
+    if lib is not None and not getattr(lib, "_tz_declared", False):
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        lib.tz_ltc_forward.argtypes = [i64] * 4 + [ptr] * 8 + [i64, ptr, ptr]
+        lib.tz_ltc_forward.restype = ctypes.c_int
+        lib.tz_ltc_backward.argtypes = [i64] * 4 + [ptr] * 16
+        lib.tz_ltc_backward.restype = ctypes.c_int
+        lib.tz_ltc_sensory_forward.argtypes = [i64] * 4 + [ptr] * 7
+        lib.tz_ltc_sensory_forward.restype = ctypes.c_int
+        lib.tz_ltc_sensory_backward.argtypes = [i64] * 4 + [ptr] * 12
+        lib.tz_ltc_sensory_backward.restype = ctypes.c_int
+        lib._tz_declared = True
+    return lib
+
+
+def _chunks(batch: int) -> list[tuple[int, int]]:
+    """``[b0, b1)`` batch ranges, one per torch CPU thread (at most one per sample)."""
+    n = max(1, min(torch.get_num_threads(), batch))
+    edges = np.linspace(0, batch, n + 1).round().astype(int)
+    return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
+
+
+def _run_chunks(fn: Callable[[int, int], int], chunks: list[tuple[int, int]]) -> None:
+    """Run ``fn(b0, b1)`` for every chunk (on a thread pool when there are several)."""
+    global _POOL, _POOL_KEY
+    if len(chunks) == 1:
+        codes = [fn(*chunks[0])]
+    else:
+        if _POOL is None or _POOL_KEY[0] != os.getpid() or len(chunks) > _POOL_KEY[1]:
+            _POOL = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="tz-ltc")
+            _POOL_KEY = (os.getpid(), len(chunks))
+        codes = list(_POOL.map(lambda lo_hi: fn(*lo_hi), chunks))
+    if any(code != 0 for code in codes):
+        raise MemoryError("the native LTC kernel could not allocate its work buffers")
+
+
+def _chunk_grads(chunks: list[tuple[int, int]], like: Tensor, *shape: int) -> dict[
+    tuple[int, int], Tensor
+]:
+    """One zeroed parameter-gradient buffer ``shape`` per chunk (summed after the threads)."""
+    buffers = like.new_zeros(len(chunks), *shape)
+    return {chunk: buffers[n] for n, chunk in enumerate(chunks)}
+
+
+def _p(t: Tensor, offset: int = 0) -> int:
+    """Address of element ``offset`` (along dim 0) of a contiguous float32 tensor."""
+    return t.data_ptr() + offset * t.stride(0) * t.element_size()
+
+
+def _native_run(
+    lib: ctypes.CDLL, c1: Tensor, c2: Tensor, cmt: Tensor, a: Tensor, c: Tensor, e: Tensor,
+    w: Tensor, unfolds: int, last_only: bool, save: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """:func:`_run` (``save``) / :func:`_run_inference` in the native kernel: potentials
+    ``[B, L, H]`` (``[B, H]`` when ``last_only``) and, when ``save``, ``v_in`` and ``dens``
+    ``[B, L, U, H]``."""
+    c1, c2, cmt, a, c, e, w = (t.detach().contiguous() for t in (c1, c2, cmt, a, c, e, w))
+    B, L, H = c1.shape
+    out = c1.new_empty((B, H) if last_only else (B, L, H))
+    v_in = c1.new_empty(B, L, unfolds, H) if save else None
+    dens = c1.new_empty(B, L, unfolds, H) if save else None
+
+    def run(b0: int, b1: int) -> int:
+        return int(lib.tz_ltc_forward(
+            b1 - b0, L, unfolds, H, _p(c1, b0), _p(c2, b0), _p(cmt, b0),
+            _p(a), _p(c), _p(e), _p(w), _p(out, b0), int(last_only),
+            _p(v_in, b0) if v_in is not None else None,
+            _p(dens, b0) if dens is not None else None,
+        ))
+
+    _run_chunks(run, _chunks(B))
+    return out, v_in, dens
+
+
+class _LTCRecurrenceNative(torch.autograd.Function):
+    """:class:`_LTCRecurrence` with forward and backward in the native kernel."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, lib: ctypes.CDLL, c1: Tensor, c2: Tensor, cmt: Tensor, a: Tensor, c: Tensor,
+        e: Tensor, w: Tensor, unfolds: int,
+    ) -> Tensor:
+        out, v_in, dens = _native_run(lib, c1, c2, cmt, a, c, e, w, unfolds, False, True)
+        ctx.save_for_backward(cmt.detach().contiguous(), a, c, e, w, v_in, dens, out)
+        ctx.lib, ctx.unfolds = lib, unfolds
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        cmt, a, c, e, w, v_in, dens, out = ctx.saved_tensors
+        a, c, e, w = (t.contiguous() for t in (a, c, e, w))
+        grad_out = grad_out.contiguous()
+        B, L, H = out.shape
+        g_c1, g_c2, g_cmt = (torch.empty_like(out) for _ in range(3))  # [B, L, H]
+        chunks = _chunks(B)
+        slots = _chunk_grads(chunks, out, 4, H, H)  # per chunk: a, c, e, w
+
+        def run(b0: int, b1: int) -> int:
+            g = slots[(b0, b1)]
+            return int(ctx.lib.tz_ltc_backward(
+                b1 - b0, L, ctx.unfolds, H, _p(cmt, b0), _p(a), _p(c), _p(e), _p(w),
+                _p(v_in, b0), _p(dens, b0), _p(out, b0), _p(grad_out, b0),
+                _p(g_c1, b0), _p(g_c2, b0), _p(g_cmt, b0),
+                _p(g[0]), _p(g[1]), _p(g[2]), _p(g[3]),
+            ))
+
+        _run_chunks(run, chunks)
+        g_a, g_c, g_e, g_w = torch.stack(list(slots.values())).sum(0).unbind(0)  # [H, H] each
+        return None, g_c1, g_c2, g_cmt, g_a, g_c, g_e, g_w, None
+
+
+class _SensorySynapsesNative(torch.autograd.Function):
+    """:meth:`LTCCell.sensory_terms` in the native kernel: ``x [B, L, F]`` (after the input
+    map) and ``a, c, e, w`` ``[F, H]`` -> ``num_s, den_s`` ``[B, L, H]``. Saves only ``x``
+    (the backward recomputes the ``[B, L, F, H]`` gates per sample and bar)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, lib: ctypes.CDLL, x: Tensor, a: Tensor, c: Tensor, e: Tensor, w: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        x, a, c, e, w = (t.detach().contiguous() for t in (x, a, c, e, w))
+        B, L, Fi = x.shape
+        H = a.shape[1]
+        num, den = x.new_empty(B, L, H), x.new_empty(B, L, H)
+
+        def run(b0: int, b1: int) -> int:
+            return int(lib.tz_ltc_sensory_forward(
+                b1 - b0, L, Fi, H, _p(x, b0), _p(a), _p(c), _p(e), _p(w),
+                _p(num, b0), _p(den, b0),
+            ))
+
+        _run_chunks(run, _chunks(B))
+        ctx.save_for_backward(x, a, c, e, w)
+        ctx.lib = lib
+        return num, den
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, g_num: Tensor, g_den: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        x, a, c, e, w = ctx.saved_tensors
+        B, L, Fi = x.shape
+        H = a.shape[1]
+        g_num, g_den = g_num.contiguous(), g_den.contiguous()
+        g_x = torch.empty_like(x)  # [B, L, F]
+        chunks = _chunks(B)
+        slots = _chunk_grads(chunks, x, 4, Fi, H)  # per chunk: a, c, e, w
+
+        def run(b0: int, b1: int) -> int:
+            g = slots[(b0, b1)]
+            return int(ctx.lib.tz_ltc_sensory_backward(
+                b1 - b0, L, Fi, H, _p(x, b0), _p(a), _p(c), _p(e), _p(w),
+                _p(g_num, b0), _p(g_den, b0), _p(g_x, b0),
+                _p(g[0]), _p(g[1]), _p(g[2]), _p(g[3]),
+            ))
+
+        _run_chunks(run, chunks)
+        g_a, g_c, g_e, g_w = torch.stack(list(slots.values())).sum(0).unbind(0)  # [F, H]
+        return None, g_x, g_a, g_c, g_e, g_w
+
+
 class LTCCell(nn.Module):
     """LTC neurons over a wiring; :meth:`forward` runs a whole window.
 
@@ -297,15 +500,19 @@ class LTCCell(nn.Module):
     Args:
         input_size: ``F``.
         wiring: a :class:`Wiring` (built here for ``F``).
-        ode_unfolds, epsilon: see :class:`LTCConfig`.
+        ode_unfolds, epsilon, backend: see :class:`LTCConfig`.
     """
 
     def __init__(
-        self, input_size: int, wiring: Wiring, ode_unfolds: int = 6, epsilon: float = 1e-8
+        self, input_size: int, wiring: Wiring, ode_unfolds: int = 6, epsilon: float = 1e-8,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if int(ode_unfolds) < 1:
             raise ValueError(f"ode_unfolds must be >= 1, got {ode_unfolds}")
+        if backend not in LTC_BACKENDS:
+            raise ValueError(f"backend must be one of {list(LTC_BACKENDS)}, got {backend!r}")
+        self.backend = backend
         wiring.build(input_size)
         self.wiring = wiring
         self.input_size = int(input_size)
@@ -364,13 +571,19 @@ class LTCCell(nn.Module):
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def sensory_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Input-only synapse sums ``num_s, den_s`` ``[B, L, H]`` for all steps at once."""
+    def sensory_terms(self, x: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
+        """Input-only synapse sums ``num_s, den_s`` ``[B, L, H]`` for all steps at once (in
+        the native kernel when :meth:`native_kernel` gives one and ``native``)."""
         x = x * self.input_w + self.input_b  # [B, L, F]
-        gate = torch.addcmul(
-            -self.sensory_sigma * self.sensory_mu, self.sensory_sigma, x.unsqueeze(-1)
-        ).sigmoid_()  # [B, L, F, H]
         weight = self.sensory_w  # [F, H]
+        a, c = self.sensory_sigma, -self.sensory_sigma * self.sensory_mu  # [F, H]
+        lib = self.native_kernel(x) if native else None
+        if lib is not None:
+            num_s, den_s = _SensorySynapsesNative.apply(
+                lib, x, a, c, weight * self.sensory_erev, weight
+            )
+            return num_s, den_s
+        gate = torch.addcmul(c, a, x.unsqueeze(-1)).sigmoid_()  # [B, L, F, H]
         num = (gate * (weight * self.sensory_erev)).sum(2)  # [B, L, H]
         den = (gate * weight).sum(2)  # [B, L, H]
         return num, den
@@ -379,9 +592,9 @@ class LTCCell(nn.Module):
         self, x: Tensor, ts: Tensor | float
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``c1, c2, cm_t`` ``[B, L, H]`` and ``a, c, e, w`` ``[H, H]`` for :func:`_run`."""
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.native_kernel(x) is None:
             # Recompute the [B, L, F, H] sensory gates in backward instead of storing them.
-            num_s, den_s = checkpoint(self.sensory_terms, x, use_reentrant=False)
+            num_s, den_s = checkpoint(self.sensory_terms, x, False, use_reentrant=False)
         else:
             num_s, den_s = self.sensory_terms(x)
         gleak, cm = self.gleak, self.cm  # [H]
@@ -394,11 +607,37 @@ class LTCCell(nn.Module):
         w = self.w  # [H, H]
         return c1, c2, cmt.contiguous(), self.sigma, -self.sigma * self.mu, w * self.erev, w
 
+    def native_kernel(self, x: Tensor) -> ctypes.CDLL | None:
+        """The compiled kernel to run on ``x``, or None for the PyTorch path (``backend``)."""
+        if self.backend == "torch":
+            return None
+        runnable = x.device.type == "cpu" and x.dtype == torch.float32
+        if self.backend == "native" and not runnable:
+            raise ValueError(
+                "LTC backend='native' runs float32 CPU tensors only, got "
+                f"{x.dtype} on {x.device}; use backend='auto' or 'torch'"
+            )
+        if not runnable:
+            return None
+        lib = _native_kernel()
+        if lib is None and self.backend == "native":
+            load_kernel("ltc", required=True)  # raises, naming the reason
+        return lib
+
     def potentials(self, x: Tensor, ts: Tensor | float, last_only: bool = False) -> Tensor:
         """Neuron potentials after each bar ``[B, L, H]`` (after the last bar ``[B, H]`` when
-        ``last_only``); ``ts`` is ``[B, L]`` or a float. Without autograd (``torch.no_grad``)
-        this runs :func:`_run_inference`, the same update with fewer ops per unfold."""
+        ``last_only``); ``ts`` is ``[B, L]`` or a float. Runs the native kernel when
+        :meth:`native_kernel` gives one; else :class:`_LTCRecurrence` with autograd and,
+        without (``torch.no_grad``), :func:`_run_inference`, the same update with fewer ops."""
         c1, c2, cmt, a, c, e, w = self._inputs(x, ts)
+        lib = self.native_kernel(x)
+        if lib is not None:
+            if torch.is_grad_enabled():
+                seq: Tensor = _LTCRecurrenceNative.apply(
+                    lib, c1, c2, cmt, a, c, e, w, self.ode_unfolds
+                )
+                return seq[:, -1] if last_only else seq
+            return _native_run(lib, c1, c2, cmt, a, c, e, w, self.ode_unfolds, last_only, False)[0]
         if torch.is_grad_enabled():
             out: Tensor = _LTCRecurrence.apply(c1, c2, cmt, a, c, e, w, self.ode_unfolds)
             return out[:, -1] if last_only else out
@@ -437,7 +676,7 @@ class LTCBackbone(Backbone):
         self.config: LTCConfig = config
         self.cell = LTCCell(
             self.n_features, config.make_wiring(self.n_features), config.ode_unfolds,
-            config.epsilon,
+            config.epsilon, config.backend,
         )
         self.project: nn.Module = (
             nn.Identity()
