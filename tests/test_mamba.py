@@ -209,8 +209,13 @@ def test_no_weight_decay_names_exist() -> None:
 # -- backbone ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scan", ["chunked", "sequential"])
+@pytest.mark.parametrize("scan", ["chunked", "sequential", "native"])
 def test_forward_sequence_is_causal(scan: str) -> None:
+    if scan == "native":
+        from tradezoo.policies.native import _compiler
+
+        if _compiler() is None:
+            pytest.skip("no C compiler: the native scan cannot be built here")
     torch.manual_seed(0)
     model = MambaBackbone(3, MambaConfig(d_model=16, n_layers=2, scan=scan)).eval()
     x = torch.randn(2, 30, 3)

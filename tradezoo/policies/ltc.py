@@ -69,10 +69,6 @@ its effective ``w`` starts in [0.69, 1.31]); a weight copied from ncps gives the
 from __future__ import annotations
 
 import ctypes
-import itertools
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -84,7 +80,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.cfc import check_dt
-from tradezoo.policies.native import load_kernel
+from tradezoo.policies.native import address, batch_chunks, load_kernel, run_chunks
 from tradezoo.policies.wiring import AutoNCP, FullyConnected, Wiring
 
 __all__ = ["LTCBackbone", "LTCCell", "LTCConfig"]
@@ -319,11 +315,7 @@ class _LTCRecurrence(torch.autograd.Function):
 # adjoint as :meth:`_LTCRecurrence.backward`, one sample's whole window per loop nest with the
 # sigmoid fused into both synaptic sums. It keeps ``v_in`` / ``dens`` as ``[B, L, U, H]`` (per
 # sample contiguous). The batch is cut into ``torch.get_num_threads()`` chunks run on threads
-# (ctypes releases the GIL); parameter gradients are summed over the chunks in chunk order.
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_KEY = (0, 0)  # (process id, workers) of _POOL: a forked child must not reuse its threads
-
+# (``batch_chunks``, ``run_chunks``); parameter gradients are summed over the chunks in order.
 
 def _native_kernel() -> ctypes.CDLL | None:
     """The compiled LTC library with its signatures declared, or None (see ``native``)."""
@@ -342,27 +334,6 @@ def _native_kernel() -> ctypes.CDLL | None:
     return lib
 
 
-def _chunks(batch: int) -> list[tuple[int, int]]:
-    """``[b0, b1)`` batch ranges, one per torch CPU thread (at most one per sample)."""
-    n = max(1, min(torch.get_num_threads(), batch))
-    edges = np.linspace(0, batch, n + 1).round().astype(int)
-    return [(int(lo), int(hi)) for lo, hi in itertools.pairwise(edges)]
-
-
-def _run_chunks(fn: Callable[[int, int], int], chunks: list[tuple[int, int]]) -> None:
-    """Run ``fn(b0, b1)`` for every chunk (on a thread pool when there are several)."""
-    global _POOL, _POOL_KEY
-    if len(chunks) == 1:
-        codes = [fn(*chunks[0])]
-    else:
-        if _POOL is None or _POOL_KEY[0] != os.getpid() or len(chunks) > _POOL_KEY[1]:
-            _POOL = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="tz-ltc")
-            _POOL_KEY = (os.getpid(), len(chunks))
-        codes = list(_POOL.map(lambda lo_hi: fn(*lo_hi), chunks))
-    if any(code != 0 for code in codes):
-        raise MemoryError("the native LTC kernel could not allocate its work buffers")
-
-
 def _chunk_grads(chunks: list[tuple[int, int]], like: Tensor, *shape: int) -> dict[
     tuple[int, int], Tensor
 ]:
@@ -371,9 +342,7 @@ def _chunk_grads(chunks: list[tuple[int, int]], like: Tensor, *shape: int) -> di
     return {chunk: buffers[n] for n, chunk in enumerate(chunks)}
 
 
-def _p(t: Tensor, offset: int = 0) -> int:
-    """Address of element ``offset`` (along dim 0) of a contiguous float32 tensor."""
-    return t.data_ptr() + offset * t.stride(0) * t.element_size()
+_p = address  # short name for the many kernel arguments below
 
 
 def _native_run(
@@ -397,7 +366,7 @@ def _native_run(
             _p(dens, b0) if dens is not None else None,
         ))
 
-    _run_chunks(run, _chunks(B))
+    run_chunks(run, batch_chunks(B))
     return out, v_in, dens
 
 
@@ -421,7 +390,7 @@ class _LTCRecurrenceNative(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         B, L, H = out.shape
         g_c1, g_c2, g_cmt = (torch.empty_like(out) for _ in range(3))  # [B, L, H]
-        chunks = _chunks(B)
+        chunks = batch_chunks(B)
         slots = _chunk_grads(chunks, out, 4, H, H)  # per chunk: a, c, e, w
 
         def run(b0: int, b1: int) -> int:
@@ -433,7 +402,7 @@ class _LTCRecurrenceNative(torch.autograd.Function):
                 _p(g[0]), _p(g[1]), _p(g[2]), _p(g[3]),
             ))
 
-        _run_chunks(run, chunks)
+        run_chunks(run, chunks)
         g_a, g_c, g_e, g_w = torch.stack(list(slots.values())).sum(0).unbind(0)  # [H, H] each
         return None, g_c1, g_c2, g_cmt, g_a, g_c, g_e, g_w, None
 
@@ -458,7 +427,7 @@ class _SensorySynapsesNative(torch.autograd.Function):
                 _p(num, b0), _p(den, b0),
             ))
 
-        _run_chunks(run, _chunks(B))
+        run_chunks(run, batch_chunks(B))
         ctx.save_for_backward(x, a, c, e, w)
         ctx.lib = lib
         return num, den
@@ -472,7 +441,7 @@ class _SensorySynapsesNative(torch.autograd.Function):
         H = a.shape[1]
         g_num, g_den = g_num.contiguous(), g_den.contiguous()
         g_x = torch.empty_like(x)  # [B, L, F]
-        chunks = _chunks(B)
+        chunks = batch_chunks(B)
         slots = _chunk_grads(chunks, x, 4, Fi, H)  # per chunk: a, c, e, w
 
         def run(b0: int, b1: int) -> int:
@@ -483,7 +452,7 @@ class _SensorySynapsesNative(torch.autograd.Function):
                 _p(g[0]), _p(g[1]), _p(g[2]), _p(g[3]),
             ))
 
-        _run_chunks(run, chunks)
+        run_chunks(run, chunks)
         g_a, g_c, g_e, g_w = torch.stack(list(slots.values())).sum(0).unbind(0)  # [F, H]
         return None, g_x, g_a, g_c, g_e, g_w
 

@@ -57,12 +57,20 @@ Scan backends (all ``(u, delta, A, B, C, D) -> y``; ``u, delta [B, L, E]``, ``A 
   arithmetic); small batches get one chunk (``T = L``).
 - :func:`selective_scan_mamba_ssm`: ``mamba_ssm``'s fused CUDA kernel (optional extra,
   imported lazily, CUDA tensors only).
+- :func:`selective_scan_native`: a forward-only C kernel for float32 CPU tensors
+  (``tradezoo/policies/native/selective_scan.c``, built on first use by
+  :mod:`tradezoo.policies.native`): one sample's ``[N, E]`` state stays in cache and
+  ``exp(delta A)`` is fused with the update. Inference only (no autograd); it serves the
+  policy's batch-1 forward at every env step.
 
-``scan="auto"`` uses ``mamba_ssm`` for CUDA tensors when it imports, else ``chunked``.
+``scan="auto"`` uses ``mamba_ssm`` for CUDA tensors when it imports; on CPU, the native kernel
+when no gradient is needed (``torch.no_grad`` or inputs that do not require grad) and the
+inputs are float32 and it builds, else ``chunked``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from collections.abc import Callable
@@ -75,6 +83,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.policies.base import Backbone, BackboneConfig
+from tradezoo.policies.native import address, batch_chunks, load_kernel, run_chunks
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -87,12 +96,13 @@ __all__ = [
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_mamba_ssm",
+    "selective_scan_native",
     "selective_scan_sequential",
 ]
 
-ScanName = Literal["auto", "chunked", "sequential", "mamba_ssm"]
+ScanName = Literal["auto", "chunked", "sequential", "mamba_ssm", "native"]
 #: Valid values of ``MambaConfig.scan``.
-SCAN_BACKENDS: tuple[str, ...] = ("auto", "chunked", "sequential", "mamba_ssm")
+SCAN_BACKENDS: tuple[str, ...] = ("auto", "chunked", "sequential", "mamba_ssm", "native")
 
 # Auto chunking: a chunk's block [T, B, E, N] holds about this many elements (2 MB in float32):
 # small enough to stay in cache and to be reused by the allocator (blocks of hundreds of MB are
@@ -122,9 +132,10 @@ class MambaConfig(BackboneConfig):
         conv_bias: bias in the depthwise conv.
         bias: bias in ``in_proj`` and ``out_proj``.
         norm_eps: RMSNorm epsilon.
-        scan: ``"auto"`` (mamba_ssm on CUDA when it imports, else chunked), ``"chunked"``,
-            ``"sequential"`` (the slow reference) or ``"mamba_ssm"`` (CUDA only; error if the
-            package is missing).
+        scan: ``"auto"`` (mamba_ssm on CUDA when it imports; on CPU the native kernel for
+            inference, chunked for training), ``"chunked"``, ``"sequential"`` (the slow
+            reference), ``"mamba_ssm"`` (CUDA only; error if the package is missing) or
+            ``"native"`` (the forward-only CPU kernel; error where it cannot run).
         chunk_size: steps per chunk of the chunked scan; ``None`` sizes chunks to about 2^19
             state elements (see :func:`selective_scan_chunked`).
     """
@@ -537,6 +548,69 @@ def selective_scan_mamba_ssm(
     return y.transpose(1, 2)  # [B, L, E]
 
 
+def _native_scan_kernel() -> ctypes.CDLL | None:
+    """The compiled selective-scan library with its signature declared, or None."""
+    lib = load_kernel("selective_scan")
+    if lib is not None and not getattr(lib, "_tz_declared", False):
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        lib.tz_selective_scan_forward.argtypes = [i64] * 4 + [ptr] * 7 + [i64]
+        lib.tz_selective_scan_forward.restype = ctypes.c_int
+        lib._tz_declared = True
+    return lib
+
+
+def _native_scan_runnable(*tensors: Tensor | None) -> bool:
+    """True when the native kernel may run: float32 CPU tensors and no gradient needed."""
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in present):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in present))
+
+
+def selective_scan_native(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    last_only: bool = False,
+) -> Tensor:
+    """Forward-only selective scan in C (shapes as in :func:`selective_scan_sequential`;
+    ``[B, 1, E]`` when ``last_only``). Float32 CPU tensors, no autograd.
+
+    Raises:
+        ValueError: a tensor is not float32 on CPU, or a gradient is needed.
+        NativeBuildError: the kernel cannot be built here.
+    """
+    if not _native_scan_runnable(u, delta, A, B, C, D):
+        raise ValueError(
+            "scan 'native' runs float32 CPU tensors without autograd (inference); use "
+            "scan='auto' (native for inference, chunked for training) or 'chunked'"
+        )
+    lib = _native_scan_kernel()
+    if lib is None:
+        load_kernel("selective_scan", required=True)  # raises, naming the reason
+        raise AssertionError("unreachable")
+    batch, length, inner = u.shape
+    n_state = A.shape[1]
+    u, delta, B, C = (t.detach().contiguous() for t in (u, delta, B, C))
+    A_t = A.detach().t().contiguous()  # [N, E]
+    D_c = None if D is None else D.detach().contiguous()
+    y = u.new_empty(batch, 1 if last_only else length, inner)  # [B, L or 1, E]
+
+    def run(b0: int, b1: int) -> int:
+        return int(lib.tz_selective_scan_forward(
+            b1 - b0, length, inner, n_state, address(u, b0), address(delta, b0),
+            address(A_t), address(B, b0), address(C, b0),
+            None if D_c is None else address(D_c), address(y, b0), int(last_only),
+        ))
+
+    run_chunks(run, batch_chunks(batch))
+    return y
+
+
 def resolve_scan(scan: str, device: torch.device) -> str:
     """The backend ``scan`` stands for on ``device`` (``"auto"`` resolved).
 
@@ -579,6 +653,11 @@ def selective_scan(
     the other steps' outputs.
     """
     backend = resolve_scan(scan, u.device)
+    if backend == "native" or (
+        scan == "auto" and backend == "chunked" and _native_scan_runnable(u, delta, A, B, C, D)
+        and _native_scan_kernel() is not None
+    ):
+        return selective_scan_native(u, delta, A, B, C, D, last_only=last_only)
     if backend == "chunked":
         return selective_scan_chunked(
             u, delta, A, B, C, D, chunk_size=chunk_size, last_only=last_only

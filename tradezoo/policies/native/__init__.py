@@ -1,10 +1,12 @@
 """Optional compiled CPU kernels, built on first use with the system C compiler.
 
-Each kernel is one C file in this folder (``ltc.c``: the LTC recurrence) beside a PyTorch
-reference in the architecture's module, with parity tests (``tests/test_ltc_native.py``). The
-kernels are plain C on raw float32 buffers, called through :mod:`ctypes` (which releases the
-GIL, so batch chunks can run on several threads): no PyTorch headers, no build step at install
-time, a compile of well under a second on first use.
+Each kernel is one C file in this folder beside a PyTorch reference in the architecture's
+module, with parity tests: ``ltc.c`` (the LTC recurrence, forward and backward;
+``tests/test_ltc_native.py``) and ``selective_scan.c`` (Mamba's selective scan, forward only, for
+inference; ``tests/test_mamba_native.py``); ``tz_common.h`` holds what they share. The kernels
+are plain C on raw float32 buffers, called through :mod:`ctypes` (which releases the GIL, so
+batch chunks run on several threads: :func:`batch_chunks`, :func:`run_chunks`): no PyTorch
+headers, no build step at install time, a compile of about a second on first use.
 
 Build: ``$CC`` (else ``cc``, ``gcc``, ``clang``) with ``-O3 -march=native -fno-math-errno
 -fno-trapping-math -ffp-contract=fast -fopenmp-simd`` (a portable retry without ``-march=native``
@@ -36,9 +38,23 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["NativeBuildError", "load_kernel", "native_dir", "native_status"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = [
+    "NativeBuildError",
+    "address",
+    "batch_chunks",
+    "load_kernel",
+    "native_dir",
+    "native_status",
+    "run_chunks",
+]
 
 _SOURCE_DIR = Path(__file__).resolve().parent
 # -ffp-contract=fast: fused multiply-adds (ISO modes such as -std=c99 turn them off).
@@ -119,12 +135,14 @@ def _build(name: str) -> ctypes.CDLL:
     if cc is None:
         raise NativeBuildError("no C compiler found ($CC, cc, gcc, clang)")
     version = _compiler_version(cc)
+    # The kernel and the headers it may include (all in this folder) make the cache key.
+    texts = [source.read_text()] + [h.read_text() for h in sorted(_SOURCE_DIR.glob("*.h"))]
     # Try the fast flags first; a compiler that rejects one of them still gets a portable build.
     attempts = (_BASE_FLAGS + _OPTIONAL_FLAGS, _BASE_FLAGS)
     errors: list[str] = []
     for flags in attempts:
         key = hashlib.sha256(
-            "\0".join([source.read_text(), " ".join(flags), version, _cpu_identity()]).encode()
+            "\0".join([*texts, " ".join(flags), version, _cpu_identity()]).encode()
         ).hexdigest()[:20]
         target = native_dir() / f"{name}-{key}{'.dll' if os.name == 'nt' else '.so'}"
         try:
@@ -171,3 +189,38 @@ def native_status(name: str) -> str:
     """``"ready"`` or why kernel ``name`` is unavailable (builds it if not tried yet)."""
     load_kernel(name)
     return _REASONS[name]
+
+
+# -- calling the kernels ----------------------------------------------------------------------
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_KEY = (0, 0)  # (process id, workers) of _POOL: a forked child must not reuse its threads
+
+
+def batch_chunks(batch: int) -> list[tuple[int, int]]:
+    """``[b0, b1)`` batch ranges, one per torch CPU thread (at most one per sample)."""
+    import torch
+
+    n = max(1, min(torch.get_num_threads(), batch))
+    edges = [round(k * batch / n) for k in range(n + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(n)]
+
+
+def run_chunks(fn: Callable[[int, int], int], chunks: list[tuple[int, int]]) -> None:
+    """Run ``fn(b0, b1)`` (a kernel call returning its status) for every chunk, on a thread
+    pool when there are several; raises ``MemoryError`` if a kernel could not allocate."""
+    global _POOL, _POOL_KEY
+    if len(chunks) == 1:
+        codes = [fn(*chunks[0])]
+    else:
+        if _POOL is None or _POOL_KEY[0] != os.getpid() or len(chunks) > _POOL_KEY[1]:
+            _POOL = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="tz-native")
+            _POOL_KEY = (os.getpid(), len(chunks))
+        codes = list(_POOL.map(lambda lo_hi: fn(*lo_hi), chunks))
+    if any(code != 0 for code in codes):
+        raise MemoryError("a native kernel could not allocate its work buffers")
+
+
+def address(t: Tensor, offset: int = 0) -> int:
+    """Address of sample ``offset`` (along dim 0) of a contiguous tensor, for a kernel call."""
+    return t.data_ptr() + offset * t.stride(0) * t.element_size()
