@@ -167,7 +167,6 @@ class BatchCore:
         self.entry = np.zeros((4, n))
         self.entry_price, self.entry_bar, self.base, self.entry_eq = self.entry
         self.cost_sums = np.zeros((5, n))  # fee, spread, slippage, funding, borrow
-        self._cost_rows = tuple(self.cost_sums)  # row views, added to in place
         self.dsr_a, self.dsr_b = zeros_f(), zeros_f()
         # Histories by clock tick (time-major, so each step writes one contiguous row).
         width = self._history if self._keep_history else 1
@@ -358,13 +357,21 @@ class BatchCore:
             reward = self._differential_sharpe(ratio - 1.0)
         terminated = equity <= self._min_equity
         any_terminated = np.count_nonzero(terminated)
+        self.clock = clock = self.clock + 1
+        column = clock % self._history
         if any_terminated:  # equity <= 0 is possible there: no 0-division
             position = np.divide(units * close_next, equity, out=np.zeros(self.num_envs),
                                  where=equity > 0.0)
+            if self._keep_history:
+                self.hist_position[column] = position
+        elif self._keep_history:
+            # Straight into this tick's history row: self.position is a view of it until the
+            # next step replaces it (infos get a copy; reinit copies before it writes).
+            position = np.multiply(units, close_next, out=self.hist_position[column])
+            position /= equity
         else:
             position = units * close_next / equity
 
-        self.clock = clock = self.clock + 1
         rows1 = rows + self._one
         self.row = rows1
         self.units = units
@@ -373,17 +380,10 @@ class BatchCore:
         self.position = position
         if not self._box:  # the peak feeds the dict account vector's drawdown only
             np.maximum(self.peak, equity, out=self.peak)
-        if self._keep_costs:
-            fee_sum, spread_sum, slip_sum, funding_sum, borrow_sum = self._cost_rows
-            fee_sum += fee
-            spread_sum += spread
-            slip_sum += slip
-            funding_sum += funding
-            borrow_sum += borrow
-        column = clock % self._history
+        if self._keep_costs:  # one add of the five rows (numpy stacks the tuple)
+            self.cost_sums += (fee, spread, slip, funding, borrow)
         if self._keep_history:
             self.hist_equity[column] = equity
-            self.hist_position[column] = position
             np.multiply(traded, fill_price, out=self.hist_notional[column])
         if self._box:
             self.market.box_push_all(self.rings, clock, rows1, position, log_return)
@@ -485,12 +485,14 @@ class BatchCore:
         reversal = closed & opened
         if np.count_nonzero(reversal):
             # The closing trade gets the old position's gap, its funding and the share
-            # |units0| / |traded| of the fill's costs (only read where reversal).
-            share = np.abs(units0)
-            np.divide(share, np.abs(traded), out=share, where=reversal)
-            split = units0 * gap - share * (fee + spread + slip)
+            # |units0| / |traded| of the fill's costs (only read where reversal). On a
+            # reversal units0 and traded have opposite signs, so that share is exactly
+            # -(units0 / traded) (division rounds the magnitude; the sign is apart), and
+            # adding (units0 / traded) * costs is subtracting share * costs: two abs() less.
+            ratio = np.divide(units0, traded, out=np.zeros(self.num_envs), where=reversal)
+            split = units0 * gap + ratio * (fee + spread + slip)
             if self._next_open:
-                split = split - funding
+                split -= funding
             np.copyto(old_part, split, where=reversal)
             # The reversed-into trade's base: equity0 + the closed part (TradingEnv);
             # split * False is a zero, and equity0 + 0 is equity0 for the plain opens.
@@ -858,8 +860,13 @@ class TradingVectorEnv(VectorEnv):
             info = _info_block(shared, RESET_INFO_KEYS, None, all_true)
             if np.count_nonzero(stepped):  # keys no sub-env has are left out
                 info.update(_info_block(values, _STEP_ONLY_KEYS, stepped, all_true))
-        closed = result.closed if stepped is None else result.closed & stepped
-        if result.trades is not None and np.count_nonzero(closed):
+        if stepped is None:  # the core's trades are None unless a trade closed
+            closed = result.closed
+            any_closed = result.trades is not None
+        else:
+            closed = result.closed & stepped
+            any_closed = result.trades is not None and np.count_nonzero(closed)
+        if any_closed:
             info["trade"] = _trade_block(result.trades, closed, result.closed)
             info["_trade"] = closed
         metrics = result.metrics
