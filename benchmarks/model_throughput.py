@@ -9,7 +9,8 @@ features, hidden 64, one thread and ``torch.set_flush_denormal(True)`` on CPU:
 - peers in the same run: ncps CfC and LTC, mambapy's parallel scan (``mambapy_pscan``), the
   textbook Mamba loop (``mamba_loop``; its backward is quadratic) and its ``unbind`` variant,
   ``nn.LSTM`` and a 2-layer ``nn.TransformerEncoder``;
-- Mamba and mambapy at L = 257 too (mambapy pads to a power of two).
+- Mamba and mambapy at L = 257 too (mambapy pads to a power of two), each beside an L = 256
+  case measured back to back, which the 257/256 ratio uses.
 
 Configurations: every backbone is built through the registry with ``d_model = hidden``;
 ``mamba`` with one layer, like the mambapy peer (``n_layers=1, d_state=16, expand=2``);
@@ -143,9 +144,12 @@ def _groups(models: Sequence[str], seq_lens: Sequence[int]):
 # ------------------------------------------------------------------------------ reporting --
 
 
-def _get(rows: list[dict[str, Any]], model: str, length: int, key: str) -> float:
+def _get(rows: list[dict[str, Any]], model: str, length: int, key: str,
+         group: str | None = None) -> float:
+    """``key`` of the first row of ``model`` at ``length`` (in ``group``: rows tagged so)."""
     for row in rows:
-        if row.get("model") == model and row.get("seq_len") == length:
+        if (row.get("model") == model and row.get("seq_len") == length
+                and row.get("group") == group):
             value = row.get(key)
             return float(value) if value is not None else math.nan
     return math.nan
@@ -192,10 +196,11 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         return _get(rows, a, length, key) / _get(rows, b, length, key)
 
     t = PREFIX
-    mamba_257 = _get(rows, t + "mamba", 256, "train_sps_median") / _get(
-        rows, t + "mamba", 257, "train_sps_median")
-    mambapy_257 = _get(rows, "mambapy_pscan", 256, "train_sps_median") / _get(
-        rows, "mambapy_pscan", 257, "train_sps_median")
+    pair = "pair_257"
+    mamba_257 = _get(rows, t + "mamba", 256, "train_sps_median", pair) / _get(
+        rows, t + "mamba", 257, "train_sps_median", pair)
+    mambapy_257 = _get(rows, "mambapy_pscan", 256, "train_sps_median", pair) / _get(
+        rows, "mambapy_pscan", 257, "train_sps_median", pair)
     ltc_mem = _get(rows, t + "ltc", 256, memory_key) / _get(rows, "ncps_ltc", 256, memory_key)
     latencies = {a: _get(rows, t + a, 64, "fwd_b1_ms_median") for a in arch_names}
     slowest = max(latencies, key=lambda a: latencies[a] if math.isfinite(latencies[a]) else 1e9)
@@ -265,8 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += run_tool(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
                          latency=False)
     if "mamba" in archs:
-        rows += run_tool([PREFIX + "mamba", "mambapy_pscan"], [257], args, repeats=repeats,
-                         min_time=min_time, latency=False)
+        # L = 256 again beside L = 257, measured back to back, so the 257/256 ratio is not
+        # skewed by load changing between this run's first group and its last.
+        pair = run_tool([PREFIX + "mamba", "mambapy_pscan"], [256, 257], args,
+                        repeats=repeats, min_time=min_time, latency=False)
+        rows += [{**row, "group": "pair_257"} for row in pair]
     meta = {"device": args.device, "threads": args.threads,
             "flush_denormal": args.device == "cpu", "repeats": repeats, "min_time": min_time}
     print(summarise(rows, archs, meta))

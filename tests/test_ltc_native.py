@@ -153,12 +153,22 @@ def test_backend_rules() -> None:
     _, fast = _pair()
     with pytest.raises(ValueError, match="float32 CPU tensors only"):
         fast.double()(torch.zeros(1, 4, F_IN, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"weights torch\.float64"):  # input float32, weights not
+        fast(torch.zeros(1, 4, F_IN))
     ref, _ = _pair()
     auto = LTCBackbone(F_IN, LTCConfig(d_model=12)).double()
     auto.load_state_dict(ref.state_dict())
     x, _ = _data(batch=2, length=5)
     with torch.no_grad():  # float64 under "auto": the PyTorch path, no error
         torch.testing.assert_close(auto(x.double()).float(), ref(x), atol=1e-5, rtol=0)
+    from tradezoo.policies.ltc import _native_kernel, _native_run
+
+    lib = _native_kernel()
+    good = [torch.zeros(1, 2, 3)] * 3 + [torch.zeros(3, 3)] * 4
+    with pytest.raises(ValueError, match="a must be a contiguous float32 CPU tensor"):
+        _native_run(lib, *good[:3], good[3].double(), *good[4:], 1, False, False)
+    with pytest.raises(ValueError, match="inconsistent shapes for H=3"):
+        _native_run(lib, *good[:3], torch.zeros(3, 4), *good[4:], 1, False, False)
 
 
 # -- the builder -------------------------------------------------------------------------------

@@ -129,3 +129,24 @@ def test_mambats_inference_equals_its_training_path() -> None:
     with torch.no_grad():
         fast = model(x)
     torch.testing.assert_close(fast, model(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("which", "shape", "match"),
+    [
+        ("delta", (2, 7, 24), r"delta must have shape \(2, 8, 24\)"),
+        ("A", (24, 8), r"B must have shape \(2, 8, 8\)"),
+        ("C", (2, 8, 15), r"C must have shape \(2, 8, 16\)"),
+        ("D", (23,), r"D must have shape \(24,\)"),
+        ("u", (8, 24), "u must have 3 dimensions"),
+    ],
+)
+def test_mismatched_shapes_are_rejected_before_the_kernel_reads_memory(
+    which: str, shape: tuple[int, ...], match: str
+) -> None:
+    inputs = dict(zip(["u", "delta", "A", "B", "C", "D"], _inputs(2, 8), strict=True))
+    inputs[which] = torch.zeros(shape)
+    with pytest.raises(ValueError, match=match):
+        selective_scan_native(*inputs.values())
+    with pytest.raises(ValueError, match=match):
+        selective_scan_chunked(*inputs.values())

@@ -334,6 +334,16 @@ def _native_kernel() -> ctypes.CDLL | None:
     return lib
 
 
+def _check_buffers(**tensors: Tensor) -> None:
+    """The kernels read raw float32 memory: refuse anything else (never read past a buffer)."""
+    for name, t in tensors.items():
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError(
+                f"native LTC kernel: {name} must be a contiguous float32 CPU tensor, got "
+                f"{t.dtype} on {t.device}"
+            )
+
+
 def _chunk_grads(chunks: list[tuple[int, int]], like: Tensor, *shape: int) -> dict[
     tuple[int, int], Tensor
 ]:
@@ -353,7 +363,12 @@ def _native_run(
     ``[B, L, H]`` (``[B, H]`` when ``last_only``) and, when ``save``, ``v_in`` and ``dens``
     ``[B, L, U, H]``."""
     c1, c2, cmt, a, c, e, w = (t.detach().contiguous() for t in (c1, c2, cmt, a, c, e, w))
+    _check_buffers(c1=c1, c2=c2, cmt=cmt, a=a, c=c, e=e, w=w)
     B, L, H = c1.shape
+    if c2.shape != c1.shape or cmt.shape != c1.shape or any(
+        t.shape != (H, H) for t in (a, c, e, w)
+    ):
+        raise ValueError(f"native LTC kernel: inconsistent shapes for H={H}")
     out = c1.new_empty((B, H) if last_only else (B, L, H))
     v_in = c1.new_empty(B, L, unfolds, H) if save else None
     dens = c1.new_empty(B, L, unfolds, H) if save else None
@@ -417,8 +432,11 @@ class _SensorySynapsesNative(torch.autograd.Function):
         ctx: Any, lib: ctypes.CDLL, x: Tensor, a: Tensor, c: Tensor, e: Tensor, w: Tensor
     ) -> tuple[Tensor, Tensor]:
         x, a, c, e, w = (t.detach().contiguous() for t in (x, a, c, e, w))
+        _check_buffers(x=x, a=a, c=c, e=e, w=w)
         B, L, Fi = x.shape
         H = a.shape[1]
+        if any(t.shape != (Fi, H) for t in (a, c, e, w)):
+            raise ValueError(f"native LTC kernel: sensory weights must be [{Fi}, {H}]")
         num, den = x.new_empty(B, L, H), x.new_empty(B, L, H)
 
         def run(b0: int, b1: int) -> int:
@@ -580,11 +598,13 @@ class LTCCell(nn.Module):
         """The compiled kernel to run on ``x``, or None for the PyTorch path (``backend``)."""
         if self.backend == "torch":
             return None
-        runnable = x.device.type == "cpu" and x.dtype == torch.float32
+        weights = self.sigma
+        runnable = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weights))
         if self.backend == "native" and not runnable:
             raise ValueError(
-                "LTC backend='native' runs float32 CPU tensors only, got "
-                f"{x.dtype} on {x.device}; use backend='auto' or 'torch'"
+                "LTC backend='native' runs float32 CPU tensors only, got input "
+                f"{x.dtype} on {x.device} and weights {weights.dtype} on {weights.device}; use "
+                "backend='auto' or 'torch'"
             )
         if not runnable:
             return None

@@ -91,6 +91,7 @@ __all__ = [
     "MambaBlock",
     "MambaConfig",
     "MambaLayer",
+    "check_scan_shapes",
     "mamba_ssm_available",
     "resolve_scan",
     "selective_scan",
@@ -456,6 +457,34 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         )
 
 
+def check_scan_shapes(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``u, delta [B, L, E]``, ``A [E, N]``, ``B, C [B, L, N]``
+    and ``D [E]`` (or None) fit together (the native kernel reads raw memory by these sizes)."""
+    for name, tensor, ndim in (("u", u, 3), ("delta", delta, 3), ("A", A, 2), ("B", B, 3),
+                               ("C", C, 3)):
+        if tensor.dim() != ndim:
+            raise ValueError(f"selective scan: {name} must have {ndim} dimensions, "
+                             f"got shape {tuple(tensor.shape)}")
+    batch, length, inner = u.shape
+    n_state = A.shape[1]
+    expected = {
+        "delta": (delta, (batch, length, inner)),
+        "A": (A, (inner, n_state)),
+        "B": (B, (batch, length, n_state)),
+        "C": (C, (batch, length, n_state)),
+    }
+    if D is not None:
+        expected["D"] = (D, (inner,))
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(
+                f"selective scan: {name} must have shape {shape} (from u {tuple(u.shape)} and "
+                f"A {tuple(A.shape)}), got {tuple(tensor.shape)}"
+            )
+
+
 def selective_scan_chunked(
     u: Tensor,
     delta: Tensor,
@@ -479,11 +508,7 @@ def selective_scan_chunked(
         last_only: return only the last step, ``[B, 1, E]`` (what ``MambaBackbone.forward``
             needs from its last layer; the recurrence still runs over the whole window).
     """
-    for name, tensor, ndim in (("u", u, 3), ("delta", delta, 3), ("A", A, 2), ("B", B, 3),
-                               ("C", C, 3)):
-        if tensor.dim() != ndim:
-            raise ValueError(f"selective scan: {name} must have {ndim} dimensions, "
-                             f"got shape {tuple(tensor.shape)}")
+    check_scan_shapes(u, delta, A, B, C, D)
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError(f"selective scan: chunk_size must be a positive integer, got {chunk_size}")
     inputs = (u, delta, A, B, C)
@@ -584,6 +609,7 @@ def selective_scan_native(
         ValueError: a tensor is not float32 on CPU, or a gradient is needed.
         NativeBuildError: the kernel cannot be built here.
     """
+    check_scan_shapes(u, delta, A, B, C, D)
     if not _native_scan_runnable(u, delta, A, B, C, D):
         raise ValueError(
             "scan 'native' runs float32 CPU tensors without autograd (inference); use "
@@ -612,7 +638,9 @@ def selective_scan_native(
 
 
 def resolve_scan(scan: str, device: torch.device) -> str:
-    """The backend ``scan`` stands for on ``device`` (``"auto"`` resolved).
+    """The backend ``scan`` stands for on ``device`` (``"auto"`` resolved for training:
+    :func:`selective_scan` also runs ``"auto"`` through the native kernel when no gradient is
+    needed and the tensors are float32 on CPU).
 
     Raises ``ValueError`` for an unknown name and the errors of
     :func:`selective_scan_mamba_ssm` when ``"mamba_ssm"`` cannot run.
