@@ -119,6 +119,31 @@ def test_samples_are_independent_and_thread_chunks_agree() -> None:
         torch.testing.assert_close(three[name] / scale, grad / scale, atol=1e-5, rtol=0, msg=name)
 
 
+def test_four_sample_blocks_of_the_adjoint_equal_per_sample_gradients() -> None:
+    """The backward kernel runs samples in blocks of four: the batch's parameter gradients
+    equal the sum of each sample's own (run alone, on the one-sample path) to float32
+    rounding, for two blocks and one sample left over."""
+    _, fast = _pair(d_model=16)
+    x, dt = _data(batch=9, length=6)
+    summed = {name: torch.zeros_like(p) for name, p in fast.named_parameters()}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one chunk: samples 0-3 and 4-7 in blocks, 8 alone
+        for i in range(9):
+            fast.zero_grad()
+            fast.forward_sequence(x[i : i + 1], dt[i : i + 1]).sum().backward()
+            for name, p in fast.named_parameters():
+                summed[name] += p.grad
+        fast.zero_grad()
+        fast.forward_sequence(x, dt).sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    for name, p in fast.named_parameters():
+        scale = summed[name].abs().max().clamp_min(1e-6)
+        torch.testing.assert_close(p.grad / scale, summed[name] / scale, atol=2e-6, rtol=0,
+                                   msg=name)
+
+
 def test_same_seed_same_training_step() -> None:
     """Two runs from the same seed give identical weights after optimiser steps."""
 
