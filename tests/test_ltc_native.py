@@ -317,3 +317,16 @@ def test_forked_child_runs_thread_chunks() -> None:
     finally:
         torch.set_num_threads(threads)
     assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_torch_jit_trace_takes_the_pytorch_path() -> None:
+    """A ctypes call is invisible to ``torch.jit.trace``: traced models must not freeze the
+    kernel's output, so under tracing ``auto`` runs the PyTorch path."""
+    _, fast = _pair()
+    model = LTCBackbone(F_IN, LTCConfig(d_model=12)).eval()
+    model.load_state_dict(fast.state_dict())
+    x, _ = _data(batch=2, length=6)
+    other = x.flip(1)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+        torch.testing.assert_close(traced(other), model(other), atol=2e-6, rtol=0)

@@ -150,3 +150,13 @@ def test_mismatched_shapes_are_rejected_before_the_kernel_reads_memory(
         selective_scan_native(*inputs.values())
     with pytest.raises(ValueError, match=match):
         selective_scan_chunked(*inputs.values())
+
+
+def test_torch_jit_trace_takes_the_chunked_scan() -> None:
+    torch.manual_seed(0)
+    model = MambaBackbone(4, MambaConfig(d_model=16)).eval()
+    x = torch.randn(2, 12, 4)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+        other = torch.randn(2, 12, 4)
+        torch.testing.assert_close(traced(other), model(other), atol=1e-5, rtol=1e-5)

@@ -52,7 +52,8 @@ Two backends run that recurrence (``LTCConfig.backend``):
   working set stays in cache, and the sensory gates ``[B, L, F, H]`` are never materialised.
   Saved for backward: the same ``v`` and denominators (``[B, L, unfolds, H]``) and ``x``.
   Tested against the reference (outputs and every gradient) in ``tests/test_ltc_native.py``.
-- ``"auto"`` (default): native for float32 CPU tensors when the kernel builds, else torch.
+- ``"auto"`` (default): native for float32 CPU tensors when the kernel builds, else torch
+  (also under ``torch.jit.trace``, which cannot see the C call).
 
 Effective time constant (:meth:`LTCBackbone.explain`, :meth:`LTCBackbone.
 effective_time_constants`): ``tau_j = cm_j / (gleak_j + sum_i W_ij s_ij(v) + den_s_j)``, the
@@ -599,10 +600,14 @@ class LTCCell(nn.Module):
         if self.backend == "torch":
             return None
         weights = self.sigma
-        runnable = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weights))
+        # A ctypes call is invisible to torch.jit.trace (a trace would freeze its output).
+        runnable = not torch.jit.is_tracing() and all(
+            t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weights)
+        )
         if self.backend == "native" and not runnable:
             raise ValueError(
-                "LTC backend='native' runs float32 CPU tensors only, got input "
+                "LTC backend='native' runs float32 CPU tensors only, outside torch.jit.trace; "
+                "got input "
                 f"{x.dtype} on {x.device} and weights {weights.dtype} on {weights.device}; use "
                 "backend='auto' or 'torch'"
             )

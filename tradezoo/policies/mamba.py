@@ -64,8 +64,8 @@ Scan backends (all ``(u, delta, A, B, C, D) -> y``; ``u, delta [B, L, E]``, ``A 
   policy's batch-1 forward at every env step.
 
 ``scan="auto"`` uses ``mamba_ssm`` for CUDA tensors when it imports; on CPU, the native kernel
-when no gradient is needed (``torch.no_grad`` or inputs that do not require grad) and the
-inputs are float32 and it builds, else ``chunked``.
+when no gradient is needed (``torch.no_grad`` or inputs that do not require grad), the
+inputs are float32, it builds and no ``torch.jit.trace`` is running, else ``chunked``.
 """
 
 from __future__ import annotations
@@ -586,6 +586,8 @@ def _native_scan_kernel() -> ctypes.CDLL | None:
 
 def _native_scan_runnable(*tensors: Tensor | None) -> bool:
     """True when the native kernel may run: float32 CPU tensors and no gradient needed."""
+    if torch.jit.is_tracing():  # a ctypes call is invisible to a trace: it would be frozen
+        return False
     present = [t for t in tensors if t is not None]
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in present):
         return False
