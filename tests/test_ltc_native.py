@@ -283,7 +283,7 @@ def test_unknown_kernel_name(fresh_builder: Path) -> None:
 def test_kernel_source_is_package_data() -> None:
     text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert '"tradezoo.policies.native" = ["*.c", "*.h"]' in text
-    for name in ("ltc.c", "selective_scan.c", "tz_common.h"):
+    for name in ("ltc.c", "selective_scan.c", "particle_scan.c", "tz_common.h"):
         assert (Path(native.__file__).parent / name).is_file(), name
     assert sys.modules["tradezoo.policies.native"] is native
 

@@ -42,7 +42,10 @@ Decisions where the chapter is silent:
   of autograd's two small matmuls and a dozen bookkeeping kernels per step. The scan keeps
   ``p = (h + 1) / 2`` and uses ``tanh(a) = 2 sigmoid(2a) - 1`` (exact algebra, folded into the
   weights; see :meth:`ParticleLayer.recurrence`), so a step is a ``baddbmm``, a sigmoid and a
-  lerp. Under autocast the scan and the convolutions run in float32.
+  lerp. Under autocast the scan and the convolutions run in float32. Without autograd
+  (inference: PPO rollouts, evaluation) on float32 CPU tensors the same recurrence runs in a C
+  kernel (:func:`particle_scan_native`, ``backend="auto"``; tested against the PyTorch loop),
+  because at batch 1 the loop's ~20 us of dispatch per step dominates the policy's latency.
 - The messages use the recurrent states and do not feed back into the recurrence (feeding them
   back would put K x K attention inside the time loop); they are added to each particle's
   state before aggregation.
@@ -54,6 +57,7 @@ Decisions where the chapter is silent:
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +69,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.policies.base import Backbone, BackboneConfig
+from tradezoo.policies.native import address, load_kernel
 
 __all__ = [
     "ParticleLayer",
@@ -72,7 +77,12 @@ __all__ = [
     "TimeParticleConfig",
     "causal_conv_bank",
     "particle_conv_spec",
+    "particle_scan_native",
 ]
+
+
+#: Valid values of ``TimeParticleConfig.backend``.
+PARTICLE_BACKENDS = ("auto", "native", "torch")
 
 
 @dataclass
@@ -85,15 +95,26 @@ class TimeParticleConfig(BackboneConfig):
             2 because each particle's message comes from the others.
         n_layers: stacked particle layers (residual + LayerNorm between them).
         dropout: dropout on each layer's output projection (training only).
+        backend: the particle recurrence without autograd (inference): ``"auto"`` (the
+            compiled kernel of :mod:`tradezoo.policies.native` for float32 CPU tensors when
+            it builds, else PyTorch), ``"native"`` (the kernel; an error where it cannot run,
+            including when gradients are needed) or ``"torch"``. Training always runs the
+            PyTorch recurrence with its hand-written backward.
     """
 
     d_model: int = 64
     n_particles: int = 3
     n_layers: int = 1
     dropout: float = 0.0
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.backend not in PARTICLE_BACKENDS:
+            raise ValueError(
+                f"TimeParticleConfig.backend must be one of {list(PARTICLE_BACKENDS)}, got "
+                f"{self.backend!r}"
+            )
         if not 2 <= self.n_particles <= 6:
             raise ValueError(
                 f"TimeParticleConfig.n_particles must be in 2..6 (each message needs another "
@@ -258,6 +279,73 @@ class _ParticleScan(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------
+# Native inference kernel (tradezoo/policies/native/particle_scan.c), beside _ParticleScan
+# ---------------------------------------------------------------------------------------------
+
+
+def _native_particle_kernel() -> ctypes.CDLL | None:
+    """The compiled particle-scan library with its signature declared, or None."""
+    lib = load_kernel("particle_scan")
+    if lib is not None and not getattr(lib, "_tz_declared", False):
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        lib.tz_particle_scan_forward.argtypes = [i64] * 4 + [ptr] * 3 + [i64]
+        lib.tz_particle_scan_forward.restype = ctypes.c_int
+        lib._tz_declared = True
+    return lib
+
+
+def _native_runnable(pre: Tensor, u_rec: Tensor) -> bool:
+    """True when ``backend="auto"`` may take the kernel: float32 CPU tensors, no gradient
+    needed, no ``torch.jit.trace`` running (it cannot see a C call), and the kernel builds."""
+    if torch.jit.is_tracing() or (
+        torch.is_grad_enabled() and (pre.requires_grad or u_rec.requires_grad)
+    ):
+        return False
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (pre, u_rec)):
+        return False
+    return _native_particle_kernel() is not None
+
+
+def particle_scan_native(pre: Tensor, u_rec: Tensor, keep_all: bool) -> Tensor:
+    """:class:`_ParticleScan`'s forward in C (``tradezoo/policies/native/particle_scan.c``):
+    ``pre [K, L, B, 2D]``, ``u_rec [K, D, 2D]`` -> ``[T, K, B, D]`` (``T = L``, or 1 when not
+    ``keep_all``). Float32 CPU tensors, no autograd (the policy's batch-1 inference).
+
+    Raises:
+        ValueError: shapes that do not fit, a tensor not float32 on CPU, or a gradient needed.
+        NativeBuildError: the kernel cannot be built here.
+    """
+    if pre.dim() != 4 or u_rec.dim() != 3 or u_rec.shape != (
+        pre.shape[0], pre.shape[3] // 2, pre.shape[3]
+    ) or pre.shape[3] % 2:
+        raise ValueError(
+            f"particle scan: pre must be [K, L, B, 2D] and u_rec [K, D, 2D], got "
+            f"{tuple(pre.shape)} and {tuple(u_rec.shape)}"
+        )
+    needs_grad = torch.is_grad_enabled() and (pre.requires_grad or u_rec.requires_grad)
+    if needs_grad or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (pre, u_rec)):
+        raise ValueError(
+            "TimeParticle backend 'native' runs float32 CPU tensors without autograd "
+            "(inference); use backend='auto' (native for inference, PyTorch for training) or "
+            "'torch'"
+        )
+    lib = _native_particle_kernel()
+    if lib is None:
+        load_kernel("particle_scan", required=True)  # raises, naming the reason
+        raise AssertionError("unreachable")
+    k_count, length, batch, two_d = pre.shape
+    pre, u_rec = pre.detach().contiguous(), u_rec.detach().contiguous()
+    out = pre.new_empty(length if keep_all else 1, k_count, batch, two_d // 2)  # [T, K, B, D]
+    code = lib.tz_particle_scan_forward(
+        k_count, length, batch, two_d // 2, address(pre), address(u_rec), address(out),
+        int(keep_all),
+    )
+    if code != 0:
+        raise MemoryError("the native particle-scan kernel could not allocate its buffers")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
 
@@ -279,8 +367,13 @@ class ParticleLayer(nn.Module):
         ``qkv``, ``w_beta``, ``w_out``, ``norm``: messages, aggregation, output.
     """
 
-    def __init__(self, d_model: int, n_particles: int, dropout: float) -> None:
+    def __init__(
+        self, d_model: int, n_particles: int, dropout: float, backend: str = "auto"
+    ) -> None:
         super().__init__()
+        if backend not in PARTICLE_BACKENDS:
+            raise ValueError(f"backend must be one of {list(PARTICLE_BACKENDS)}, got {backend!r}")
+        self.backend = backend
         d, k_count = d_model, n_particles
         self.d_model, self.n_particles = d, k_count
         self.dilations: list[int] = []
@@ -344,7 +437,9 @@ class ParticleLayer(nn.Module):
             b_in.unsqueeze(1), x.reshape(k_count, length * batch, d), w_in
         )  # [K, L*B, 2D]
         pre = pre.view(k_count, length, batch, 2 * d)  # [K, L, B, 2D]
-        if torch.is_autocast_enabled(x.device.type):  # float32 scan, see conv_features
+        if self.backend == "native" or (self.backend == "auto" and _native_runnable(pre, u_rec)):
+            p = particle_scan_native(pre, u_rec, keep_all)  # [T, K, B, D]
+        elif torch.is_autocast_enabled(x.device.type):  # float32 scan, see conv_features
             with torch.autocast(x.device.type, enabled=False):
                 p = _ParticleScan.apply(_full(pre), _full(u_rec), keep_all)
         else:
@@ -395,7 +490,8 @@ class TimeParticleBackbone(Backbone):
         d = config.d_model
         self.input_proj = nn.Linear(self.n_features, d)
         self.layers = nn.ModuleList(
-            ParticleLayer(d, config.n_particles, config.dropout) for _ in range(config.n_layers)
+            ParticleLayer(d, config.n_particles, config.dropout, config.backend)
+            for _ in range(config.n_layers)
         )
 
     def _run(
