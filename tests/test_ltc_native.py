@@ -186,9 +186,9 @@ def test_backend_rules() -> None:
     x, _ = _data(batch=2, length=5)
     with torch.no_grad():  # float64 under "auto": the PyTorch path, no error
         torch.testing.assert_close(auto(x.double()).float(), ref(x), atol=1e-5, rtol=0)
-    from tradezoo.policies.ltc import _native_kernel, _native_run
+    from tradezoo.policies.ltc import _native_run
 
-    lib = _native_kernel()
+    lib = load_kernel("ltc")
     good = [torch.zeros(1, 2, 3)] * 3 + [torch.zeros(3, 3)] * 4
     with pytest.raises(ValueError, match="a must be a contiguous float32 CPU tensor"):
         _native_run(lib, *good[:3], good[3].double(), *good[4:], 1, False, False)

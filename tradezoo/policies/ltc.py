@@ -81,7 +81,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.cfc import check_dt
-from tradezoo.policies.native import address, batch_chunks, load_kernel, run_chunks
+from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
 from tradezoo.policies.wiring import AutoNCP, FullyConnected, Wiring
 
 __all__ = ["LTCBackbone", "LTCCell", "LTCConfig"]
@@ -317,23 +317,6 @@ class _LTCRecurrence(torch.autograd.Function):
 # sigmoid fused into both synaptic sums. It keeps ``v_in`` / ``dens`` as ``[B, L, U, H]`` (per
 # sample contiguous). The batch is cut into ``torch.get_num_threads()`` chunks run on threads
 # (``batch_chunks``, ``run_chunks``); parameter gradients are summed over the chunks in order.
-
-def _native_kernel() -> ctypes.CDLL | None:
-    """The compiled LTC library with its signatures declared, or None (see ``native``)."""
-    lib = load_kernel("ltc")
-    if lib is not None and not getattr(lib, "_tz_declared", False):
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.tz_ltc_forward.argtypes = [i64] * 4 + [ptr] * 8 + [i64, ptr, ptr]
-        lib.tz_ltc_forward.restype = ctypes.c_int
-        lib.tz_ltc_backward.argtypes = [i64] * 4 + [ptr] * 16
-        lib.tz_ltc_backward.restype = ctypes.c_int
-        lib.tz_ltc_sensory_forward.argtypes = [i64] * 4 + [ptr] * 7
-        lib.tz_ltc_sensory_forward.restype = ctypes.c_int
-        lib.tz_ltc_sensory_backward.argtypes = [i64] * 4 + [ptr] * 12
-        lib.tz_ltc_sensory_backward.restype = ctypes.c_int
-        lib._tz_declared = True
-    return lib
-
 
 def _check_buffers(**tensors: Tensor) -> None:
     """The kernels read raw float32 memory: refuse anything else (never read past a buffer)."""
@@ -600,10 +583,7 @@ class LTCCell(nn.Module):
         if self.backend == "torch":
             return None
         weights = self.sigma
-        # A ctypes call is invisible to torch.jit.trace (a trace would freeze its output).
-        runnable = not torch.jit.is_tracing() and all(
-            t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weights)
-        )
+        runnable = can_run(x, weights, forward_only=False)
         if self.backend == "native" and not runnable:
             raise ValueError(
                 "LTC backend='native' runs float32 CPU tensors only, outside torch.jit.trace; "
@@ -613,7 +593,7 @@ class LTCCell(nn.Module):
             )
         if not runnable:
             return None
-        lib = _native_kernel()
+        lib = load_kernel("ltc")
         if lib is None and self.backend == "native":
             load_kernel("ltc", required=True)  # raises, naming the reason
         return lib

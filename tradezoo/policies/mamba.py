@@ -70,7 +70,6 @@ inputs are float32, it builds and no ``torch.jit.trace`` is running, else ``chun
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 from collections.abc import Callable
@@ -83,7 +82,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.policies.base import Backbone, BackboneConfig
-from tradezoo.policies.native import address, batch_chunks, load_kernel, run_chunks
+from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -573,27 +572,6 @@ def selective_scan_mamba_ssm(
     return y.transpose(1, 2)  # [B, L, E]
 
 
-def _native_scan_kernel() -> ctypes.CDLL | None:
-    """The compiled selective-scan library with its signature declared, or None."""
-    lib = load_kernel("selective_scan")
-    if lib is not None and not getattr(lib, "_tz_declared", False):
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.tz_selective_scan_forward.argtypes = [i64] * 4 + [ptr] * 7 + [i64]
-        lib.tz_selective_scan_forward.restype = ctypes.c_int
-        lib._tz_declared = True
-    return lib
-
-
-def _native_scan_runnable(*tensors: Tensor | None) -> bool:
-    """True when the native kernel may run: float32 CPU tensors and no gradient needed."""
-    if torch.jit.is_tracing():  # a ctypes call is invisible to a trace: it would be frozen
-        return False
-    present = [t for t in tensors if t is not None]
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in present):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in present))
-
-
 def selective_scan_native(
     u: Tensor,
     delta: Tensor,
@@ -612,15 +590,12 @@ def selective_scan_native(
         NativeBuildError: the kernel cannot be built here.
     """
     check_scan_shapes(u, delta, A, B, C, D)
-    if not _native_scan_runnable(u, delta, A, B, C, D):
+    if not can_run(u, delta, A, B, C, D, forward_only=True):
         raise ValueError(
             "scan 'native' runs float32 CPU tensors without autograd (inference); use "
             "scan='auto' (native for inference, chunked for training) or 'chunked'"
         )
-    lib = _native_scan_kernel()
-    if lib is None:
-        load_kernel("selective_scan", required=True)  # raises, naming the reason
-        raise AssertionError("unreachable")
+    lib = load_kernel("selective_scan", required=True)
     batch, length, inner = u.shape
     n_state = A.shape[1]
     u, delta, B, C = (t.detach().contiguous() for t in (u, delta, B, C))
@@ -684,8 +659,8 @@ def selective_scan(
     """
     backend = resolve_scan(scan, u.device)
     if backend == "native" or (
-        scan == "auto" and backend == "chunked" and _native_scan_runnable(u, delta, A, B, C, D)
-        and _native_scan_kernel() is not None
+        scan == "auto" and backend == "chunked" and can_run(u, delta, A, B, C, D, forward_only=True)
+        and load_kernel("selective_scan") is not None
     ):
         return selective_scan_native(u, delta, A, B, C, D, last_only=last_only)
     if backend == "chunked":

@@ -57,7 +57,6 @@ Decisions where the chapter is silent:
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.policies.base import Backbone, BackboneConfig
-from tradezoo.policies.native import address, load_kernel
+from tradezoo.policies.native import address, can_run, load_kernel
 
 __all__ = [
     "ParticleLayer",
@@ -283,29 +282,6 @@ class _ParticleScan(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 
 
-def _native_particle_kernel() -> ctypes.CDLL | None:
-    """The compiled particle-scan library with its signature declared, or None."""
-    lib = load_kernel("particle_scan")
-    if lib is not None and not getattr(lib, "_tz_declared", False):
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        lib.tz_particle_scan_forward.argtypes = [i64] * 4 + [ptr] * 3 + [i64]
-        lib.tz_particle_scan_forward.restype = ctypes.c_int
-        lib._tz_declared = True
-    return lib
-
-
-def _native_runnable(pre: Tensor, u_rec: Tensor) -> bool:
-    """True when ``backend="auto"`` may take the kernel: float32 CPU tensors, no gradient
-    needed, no ``torch.jit.trace`` running (it cannot see a C call), and the kernel builds."""
-    if torch.jit.is_tracing() or (
-        torch.is_grad_enabled() and (pre.requires_grad or u_rec.requires_grad)
-    ):
-        return False
-    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (pre, u_rec)):
-        return False
-    return _native_particle_kernel() is not None
-
-
 def particle_scan_native(pre: Tensor, u_rec: Tensor, keep_all: bool) -> Tensor:
     """:class:`_ParticleScan`'s forward in C (``tradezoo/policies/native/particle_scan.c``):
     ``pre [K, L, B, 2D]``, ``u_rec [K, D, 2D]`` -> ``[T, K, B, D]`` (``T = L``, or 1 when not
@@ -322,17 +298,13 @@ def particle_scan_native(pre: Tensor, u_rec: Tensor, keep_all: bool) -> Tensor:
             f"particle scan: pre must be [K, L, B, 2D] and u_rec [K, D, 2D], got "
             f"{tuple(pre.shape)} and {tuple(u_rec.shape)}"
         )
-    needs_grad = torch.is_grad_enabled() and (pre.requires_grad or u_rec.requires_grad)
-    if needs_grad or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (pre, u_rec)):
+    if not can_run(pre, u_rec, forward_only=True):
         raise ValueError(
             "TimeParticle backend 'native' runs float32 CPU tensors without autograd "
             "(inference); use backend='auto' (native for inference, PyTorch for training) or "
             "'torch'"
         )
-    lib = _native_particle_kernel()
-    if lib is None:
-        load_kernel("particle_scan", required=True)  # raises, naming the reason
-        raise AssertionError("unreachable")
+    lib = load_kernel("particle_scan", required=True)
     k_count, length, batch, two_d = pre.shape
     pre, u_rec = pre.detach().contiguous(), u_rec.detach().contiguous()
     out = pre.new_empty(length if keep_all else 1, k_count, batch, two_d // 2)  # [T, K, B, D]
@@ -437,7 +409,10 @@ class ParticleLayer(nn.Module):
             b_in.unsqueeze(1), x.reshape(k_count, length * batch, d), w_in
         )  # [K, L*B, 2D]
         pre = pre.view(k_count, length, batch, 2 * d)  # [K, L, B, 2D]
-        if self.backend == "native" or (self.backend == "auto" and _native_runnable(pre, u_rec)):
+        if self.backend == "native" or (
+            self.backend == "auto" and can_run(pre, u_rec, forward_only=True)
+            and load_kernel("particle_scan") is not None
+        ):
             p = particle_scan_native(pre, u_rec, keep_all)  # [T, K, B, D]
         elif torch.is_autocast_enabled(x.device.type):  # float32 scan, see conv_features
             with torch.autocast(x.device.type, enabled=False):

@@ -49,9 +49,11 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "KERNEL_SIGNATURES",
     "NativeBuildError",
     "address",
     "batch_chunks",
+    "can_run",
     "load_kernel",
     "native_dir",
     "native_status",
@@ -63,6 +65,21 @@ _SOURCE_DIR = Path(__file__).resolve().parent
 _BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
                "-ffp-contract=fast")
 _OPTIONAL_FLAGS = ("-march=native", "-fopenmp-simd")
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+
+#: The C functions each kernel exports and their argument types (all return an ``int`` status:
+#: 0, or -1 when a work buffer could not be allocated). Declared on the library when it loads.
+KERNEL_SIGNATURES: dict[str, dict[str, list[type]]] = {
+    "ltc": {
+        "tz_ltc_forward": [_I64] * 4 + [_PTR] * 8 + [_I64, _PTR, _PTR],
+        "tz_ltc_backward": [_I64] * 4 + [_PTR] * 16,
+        "tz_ltc_sensory_forward": [_I64] * 4 + [_PTR] * 7,
+        "tz_ltc_sensory_backward": [_I64] * 4 + [_PTR] * 12,
+    },
+    "selective_scan": {"tz_selective_scan_forward": [_I64] * 4 + [_PTR] * 7 + [_I64]},
+    "particle_scan": {"tz_particle_scan_forward": [_I64] * 4 + [_PTR] * 3 + [_I64]},
+}
+
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL | None] = {}
 _REASONS: dict[str, str] = {}
@@ -150,7 +167,11 @@ def _build(name: str) -> ctypes.CDLL:
         try:
             if not target.is_file():
                 _compile(cc, source, flags, target)
-            return ctypes.CDLL(str(target))
+            lib = ctypes.CDLL(str(target))
+            for function, argtypes in KERNEL_SIGNATURES.get(name, {}).items():
+                getattr(lib, function).argtypes = argtypes
+                getattr(lib, function).restype = ctypes.c_int
+            return lib
         except (NativeBuildError, OSError, subprocess.SubprocessError) as exc:
             errors.append(str(exc))
     raise NativeBuildError("; ".join(errors))
@@ -185,6 +206,21 @@ def load_kernel(name: str, *, required: bool = False) -> ctypes.CDLL | None:
     if lib is None and required:
         raise NativeBuildError(f"native kernel {name!r} is unavailable: {_REASONS[name]}")
     return lib
+
+
+def can_run(*tensors: Tensor | None, forward_only: bool) -> bool:
+    """True when a kernel may take these tensors: all float32 on the CPU, no
+    ``torch.jit.trace`` running (a trace cannot see a C call and would freeze its output)
+    and, for a ``forward_only`` kernel, no gradient needed. ``None`` entries are skipped."""
+    import torch
+
+    if torch.jit.is_tracing():
+        return False
+    present = [t for t in tensors if t is not None]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in present):
+        return False
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
+    return not (forward_only and needs_grad)
 
 
 def native_status(name: str) -> str:
