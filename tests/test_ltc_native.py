@@ -319,6 +319,7 @@ def test_forked_child_runs_thread_chunks() -> None:
     assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_torch_jit_trace_takes_the_pytorch_path() -> None:
     """A ctypes call is invisible to ``torch.jit.trace``: traced models must not freeze the
     kernel's output, so under tracing ``auto`` runs the PyTorch path."""

@@ -152,6 +152,7 @@ def test_mismatched_shapes_are_rejected_before_the_kernel_reads_memory(
         selective_scan_chunked(*inputs.values())
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_torch_jit_trace_takes_the_chunked_scan() -> None:
     torch.manual_seed(0)
     model = MambaBackbone(4, MambaConfig(d_model=16)).eval()

@@ -86,6 +86,7 @@ def test_native_backend_rules() -> None:
         particle_scan_native(pre.double(), u_rec.double(), True)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_torch_jit_trace_takes_the_pytorch_recurrence() -> None:
     torch.manual_seed(0)
     model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8)).eval()
