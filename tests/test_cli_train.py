@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tradezoo.agents.checkpoint import load_checkpoint
 from tradezoo.agents.config import (
@@ -31,13 +30,8 @@ TINY_PPO = ["--timesteps", "128", "--n-envs", "2", "--set", "ppo.n_steps=64",
             "--set", "ppo.batch_size=64", "--set", "ppo.episode_length=96"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on a busy machine run several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread for the whole module (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

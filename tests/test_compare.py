@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tradezoo.agents.compare import (
     BUY_AND_HOLD,
@@ -27,12 +26,8 @@ INDEX = pd.date_range("2025-01-01", periods=5, freq="h", tz="UTC")
 BENCH = pd.Series([1.0, 1.01, 0.99, 1.02, 1.03], index=INDEX)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One intra-op thread for the whole module (the fixture is in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def record(arch: str, mode: str, seed: int, sharpe: float, total_return: float,

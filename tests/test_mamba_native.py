@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import tradezoo.policies.mamba as mamba_module
 from tradezoo.policies import native
 from tradezoo.policies.mamba import (
     MambaBackbone,
@@ -87,7 +88,8 @@ def test_auto_picks_native_for_inference_and_chunked_for_training(
     """``scan="auto"`` on CPU: the kernel under ``torch.no_grad``, the chunked scan (with its
     hand-written backward) when gradients are needed; both give the same outputs."""
     calls: list[str] = []
-    real_native, real_chunked = selective_scan_native, selective_scan_chunked
+    # The kernel call both the explicit and the auto path go through.
+    real_native, real_chunked = mamba_module._selective_scan_kernel, selective_scan_chunked
 
     def spy_native(*args, **kwargs):
         calls.append("native")
@@ -97,9 +99,7 @@ def test_auto_picks_native_for_inference_and_chunked_for_training(
         calls.append("chunked")
         return real_chunked(*args, **kwargs)
 
-    import tradezoo.policies.mamba as mamba_module
-
-    monkeypatch.setattr(mamba_module, "selective_scan_native", spy_native)
+    monkeypatch.setattr(mamba_module, "_selective_scan_kernel", spy_native)
     monkeypatch.setattr(mamba_module, "selective_scan_chunked", spy_chunked)
     torch.manual_seed(0)
     model = MambaBackbone(4, MambaConfig(d_model=16, n_layers=2)).eval()

@@ -40,13 +40,13 @@ def test_matches_the_pytorch_recurrence(length: int, keep_all: bool) -> None:
 
 def test_auto_takes_the_kernel_for_inference_only(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = tp.particle_scan_native
+    real = tp._particle_scan_kernel  # the kernel call of every native path
 
     def spy(*args, **kwargs):
         calls.append("native")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tp, "particle_scan_native", spy)
+    monkeypatch.setattr(tp, "_particle_scan_kernel", spy)
     torch.manual_seed(0)
     model = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()
     reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch")).eval()

@@ -542,13 +542,12 @@ class LTCCell(nn.Module):
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def sensory_terms(self, x: Tensor, native: bool = True) -> tuple[Tensor, Tensor]:
+    def sensory_terms(self, x: Tensor, lib: ctypes.CDLL | None) -> tuple[Tensor, Tensor]:
         """Input-only synapse sums ``num_s, den_s`` ``[B, L, H]`` for all steps at once (in
-        the native kernel when :meth:`native_kernel` gives one and ``native``)."""
+        the native kernel ``lib`` when given, see :meth:`native_kernel`)."""
         x = x * self.input_w + self.input_b  # [B, L, F]
         weight = self.sensory_w  # [F, H]
         a, c = self.sensory_sigma, -self.sensory_sigma * self.sensory_mu  # [F, H]
-        lib = self.native_kernel(x) if native else None
         if lib is not None:
             num_s, den_s = _SensorySynapsesNative.apply(
                 lib, x, a, c, weight * self.sensory_erev, weight
@@ -560,14 +559,15 @@ class LTCCell(nn.Module):
         return num, den
 
     def _inputs(
-        self, x: Tensor, ts: Tensor | float
+        self, x: Tensor, ts: Tensor | float, lib: ctypes.CDLL | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``c1, c2, cm_t`` ``[B, L, H]`` and ``a, c, e, w`` ``[H, H]`` for :func:`_run`."""
-        if torch.is_grad_enabled() and self.native_kernel(x) is None:
+        """``c1, c2, cm_t`` ``[B, L, H]`` and ``a, c, e, w`` ``[H, H]`` for :func:`_run`
+        (the sensory sums through the kernel ``lib`` when given)."""
+        if torch.is_grad_enabled() and lib is None:
             # Recompute the [B, L, F, H] sensory gates in backward instead of storing them.
-            num_s, den_s = checkpoint(self.sensory_terms, x, False, use_reentrant=False)
+            num_s, den_s = checkpoint(self.sensory_terms, x, None, use_reentrant=False)
         else:
-            num_s, den_s = self.sensory_terms(x)
+            num_s, den_s = self.sensory_terms(x, lib)
         gleak, cm = self.gleak, self.cm  # [H]
         if isinstance(ts, Tensor):
             cmt = cm * (self.ode_unfolds / ts.unsqueeze(-1))  # [B, L, H]
@@ -603,8 +603,8 @@ class LTCCell(nn.Module):
         ``last_only``); ``ts`` is ``[B, L]`` or a float. Runs the native kernel when
         :meth:`native_kernel` gives one; else :class:`_LTCRecurrence` with autograd and,
         without (``torch.no_grad``), :func:`_run_inference`, the same update with fewer ops."""
-        c1, c2, cmt, a, c, e, w = self._inputs(x, ts)
         lib = self.native_kernel(x)
+        c1, c2, cmt, a, c, e, w = self._inputs(x, ts, lib)
         if lib is not None:
             if torch.is_grad_enabled():
                 seq: Tensor = _LTCRecurrenceNative.apply(
@@ -623,7 +623,7 @@ class LTCCell(nn.Module):
 
     def time_constants(self, x: Tensor, ts: Tensor | float, v: Tensor) -> Tensor:
         """``cm / (gleak + sum_i W s(v) + den_s)`` at the potentials ``v [B, L, H]``."""
-        _, den_s = self.sensory_terms(x)  # [B, L, H]
+        _, den_s = self.sensory_terms(x, self.native_kernel(x))  # [B, L, H]
         s = torch.addcmul(-self.sigma * self.mu, self.sigma, v.unsqueeze(-1)).sigmoid_()
         den = (s * self.w).sum(-2)  # [B, L, H]
         return self.cm / (self.gleak + den + den_s)  # [B, L, H]

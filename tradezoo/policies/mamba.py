@@ -70,6 +70,7 @@ inputs are float32, it builds and no ``torch.jit.trace`` is running, else ``chun
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 from collections.abc import Callable
@@ -596,6 +597,15 @@ def selective_scan_native(
             "scan='auto' (native for inference, chunked for training) or 'chunked'"
         )
     lib = load_kernel("selective_scan", required=True)
+    return _selective_scan_kernel(lib, u, delta, A, B, C, D, last_only)  # type: ignore[arg-type]
+
+
+def _selective_scan_kernel(
+    lib: ctypes.CDLL, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+    D: Tensor | None, last_only: bool,
+) -> Tensor:
+    """The kernel call of :func:`selective_scan_native`, for inputs already checked (shapes
+    by :func:`check_scan_shapes`, dtypes by ``can_run``)."""
     batch, length, inner = u.shape
     n_state = A.shape[1]
     u, delta, B, C = (t.detach().contiguous() for t in (u, delta, B, C))
@@ -658,11 +668,14 @@ def selective_scan(
     the other steps' outputs.
     """
     backend = resolve_scan(scan, u.device)
-    if backend == "native" or (
-        scan == "auto" and backend == "chunked" and can_run(u, delta, A, B, C, D, forward_only=True)
-        and load_kernel("selective_scan") is not None
-    ):
+    if backend == "native":
         return selective_scan_native(u, delta, A, B, C, D, last_only=last_only)
+    if scan == "auto" and backend == "chunked" and can_run(u, delta, A, B, C, D,
+                                                           forward_only=True):
+        lib = load_kernel("selective_scan")
+        if lib is not None:  # inference on CPU: the kernel (checked once, here)
+            check_scan_shapes(u, delta, A, B, C, D)
+            return _selective_scan_kernel(lib, u, delta, A, B, C, D, last_only)
     if backend == "chunked":
         return selective_scan_chunked(
             u, delta, A, B, C, D, chunk_size=chunk_size, last_only=last_only

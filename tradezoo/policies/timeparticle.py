@@ -57,6 +57,7 @@ Decisions where the chapter is silent:
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -305,6 +306,12 @@ def particle_scan_native(pre: Tensor, u_rec: Tensor, keep_all: bool) -> Tensor:
             "'torch'"
         )
     lib = load_kernel("particle_scan", required=True)
+    return _particle_scan_kernel(lib, pre, u_rec, keep_all)  # type: ignore[arg-type]
+
+
+def _particle_scan_kernel(lib: ctypes.CDLL, pre: Tensor, u_rec: Tensor, keep_all: bool) -> Tensor:
+    """The kernel call of :func:`particle_scan_native`, for inputs already checked (the
+    layer builds ``pre`` and ``u_rec`` with matching shapes; dtypes by ``can_run``)."""
     k_count, length, batch, two_d = pre.shape
     pre, u_rec = pre.detach().contiguous(), u_rec.detach().contiguous()
     out = pre.new_empty(length if keep_all else 1, k_count, batch, two_d // 2)  # [T, K, B, D]
@@ -409,11 +416,13 @@ class ParticleLayer(nn.Module):
             b_in.unsqueeze(1), x.reshape(k_count, length * batch, d), w_in
         )  # [K, L*B, 2D]
         pre = pre.view(k_count, length, batch, 2 * d)  # [K, L, B, 2D]
-        if self.backend == "native" or (
-            self.backend == "auto" and can_run(pre, u_rec, forward_only=True)
-            and load_kernel("particle_scan") is not None
-        ):
+        lib = None
+        if self.backend == "auto" and can_run(pre, u_rec, forward_only=True):
+            lib = load_kernel("particle_scan")  # None where it cannot be built
+        if self.backend == "native":
             p = particle_scan_native(pre, u_rec, keep_all)  # [T, K, B, D]
+        elif lib is not None:  # inference on CPU (checked once, above)
+            p = _particle_scan_kernel(lib, pre, u_rec, keep_all)  # [T, K, B, D]
         elif torch.is_autocast_enabled(x.device.type):  # float32 scan, see conv_features
             with torch.autocast(x.device.type, enabled=False):
                 p = _ParticleScan.apply(_full(pre), _full(u_rec), keep_all)

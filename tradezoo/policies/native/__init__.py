@@ -43,10 +43,9 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from torch import Tensor
+import torch
+from torch import Tensor
 
 __all__ = [
     "KERNEL_SIGNATURES",
@@ -212,8 +211,6 @@ def can_run(*tensors: Tensor | None, forward_only: bool) -> bool:
     """True when a kernel may take these tensors: all float32 on the CPU, no
     ``torch.jit.trace`` running (a trace cannot see a C call and would freeze its output)
     and, for a ``forward_only`` kernel, no gradient needed. ``None`` entries are skipped."""
-    import torch
-
     if torch.jit.is_tracing():
         return False
     present = [t for t in tensors if t is not None]
@@ -237,8 +234,6 @@ _POOL_KEY = (0, 0)  # (process id, workers) of _POOL: a forked child must not re
 
 def batch_chunks(batch: int) -> list[tuple[int, int]]:
     """``[b0, b1)`` batch ranges, one per torch CPU thread (at most one per sample)."""
-    import torch
-
     n = max(1, min(torch.get_num_threads(), batch))
     edges = [round(k * batch / n) for k in range(n + 1)]
     return [(edges[k], edges[k + 1]) for k in range(n)]
