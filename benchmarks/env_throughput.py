@@ -19,7 +19,7 @@ env, ours and the peers', is stepped by the same timed loop in that tool, each i
 worker process, with random actions drawn up front. The peers need the anchors venv::
 
     python3 -m venv /tmp/anchors-venv
-    /tmp/anchors-venv/bin/pip install gym-anytrading gym-trading-env gymnasium numpy pandas
+    /tmp/anchors-venv/bin/pip install gym-anytrading gym-trading-env gymnasium numpy pandas numba
 
 Bars: the tool's seeded synthetic series (20,000 hourly bars, geometric random walk with
 volatility clustering, seed 42), identical OHLCV for every env. The tool's frame has no funding,

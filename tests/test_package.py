@@ -26,7 +26,7 @@ def test_import_is_cheap_and_never_imports_torch() -> None:
         "from tradezoo.data import load_dataset, compute_features, make_labels, time_splits\n"
         "load_dataset('bybit-btcusdt-1h')\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'stable_baselines3', 'tensorboard', 'yfinance', 'matplotlib'))))\n"
+        "('torch', 'stable_baselines3', 'tensorboard', 'yfinance', 'matplotlib', 'numba'))))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT

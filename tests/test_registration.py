@@ -69,7 +69,7 @@ def test_import_tradezoo_registers_without_heavy_imports() -> None:
         "import tradezoo\n"
         "ids = sorted(k for k in gym.registry if k.startswith('tradezoo/'))\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'stable_baselines3', 'matplotlib', 'pandas'))\n"
+        "('torch', 'stable_baselines3', 'matplotlib', 'pandas', 'numba'))\n"
         "envs = sorted(m for m in sys.modules if m.startswith('tradezoo.envs.'))\n"
         "print(json.dumps([ids, heavy, envs]))\n"
     )

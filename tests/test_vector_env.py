@@ -114,6 +114,15 @@ def test_equals_sync_vector_env_two_datasets_with_their_own_costs() -> None:
     assert counts["done"] >= 12
 
 
+def test_equals_sync_vector_env_two_datasets_with_other_slippage_models() -> None:
+    # Each account runs its own dataset's cost model, its slippage model included.
+    costs = [CostModel.bybit_linear(slippage="volume", slippage_k=0.2),
+             CostModel(taker_fee_bps=1.0, slippage="volatility", slippage_k=0.1)]
+    counts = _compare(AutoresetMode.SAME_STEP, 6, 70, 13, data=[BTC, SPY], window=8,
+                      episode_length=15, costs=costs, action_scheme="continuous")
+    assert counts["done"] >= 12 and counts["trades"] > 10
+
+
 def test_equals_sync_vector_env_full_pass_without_random_start() -> None:
     _compare(AutoresetMode.NEXT_STEP, 2, 40, 0, window=8, random_start=False,
              split=("2025-03-01", "2025-03-02"))

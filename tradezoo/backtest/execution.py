@@ -104,7 +104,9 @@ def _sqrt(value: Num) -> Num:
 def _sign(value: Num) -> Num:
     """-1.0, 0.0 or 1.0 by the sign of a float or of each array element (one numpy call)."""
     if isinstance(value, float):
-        return float((value > 0.0) - (value < 0.0))
+        # Branches, not bool arithmetic: a np.float64 (a float too) compares to np.bool_,
+        # which cannot subtract.
+        return 1.0 if value > 0.0 else (-1.0 if value < 0.0 else 0.0)
     return np.sign(value)
 
 

@@ -2,7 +2,8 @@
 
 Names are imported lazily on first use, so ``import tradezoo.envs`` (and the registration that
 ``import tradezoo`` runs) stays cheap: no pandas, torch, Stable-Baselines3 or matplotlib until
-an env is built. Stable-Baselines3 is imported only by :func:`make_sb3_vec_env`.
+an env is built. Stable-Baselines3 is imported only by :func:`make_sb3_vec_env`, numba only
+by the batched envs (:mod:`tradezoo.envs.batch_kernel`).
 
 Registered ids (``gymnasium.make``, ``gymnasium.make_vec``): ``tradezoo/Trading-v0``,
 ``tradezoo/BTCUSDT-1h-v0``, ``tradezoo/SPY-1d-v0``, ``tradezoo/BTCUSDT-MTF-v0``

@@ -341,6 +341,71 @@ def invalid_action(action: object, space: spaces.Space) -> ValueError:
     )
 
 
+def differential_sharpe(
+    a: float, b: float, simple_return: float, eta: float
+) -> tuple[float, float, float]:
+    """One step of Moody & Saffell's differential Sharpe ratio (module docstring).
+
+    Args:
+        a, b: the moving first and second moments ``A_{t-1}``, ``B_{t-1}``.
+        simple_return: the step's ``R_t = E_{t+1} / E_t - 1``.
+        eta: the moments' decay.
+
+    Returns:
+        ``(D_t, A_t, B_t)``. Plain float arithmetic: the single env runs it in Python, the
+        batched envs compiled (:mod:`tradezoo.envs.batch_kernel`), with the same results.
+    """
+    d_a = simple_return - a
+    d_b = simple_return * simple_return - b
+    variance = b - a * a
+    value = 0.0
+    if variance > DSR_MIN_VARIANCE:
+        value = (b * d_a - 0.5 * a * d_b) / (variance * math.sqrt(variance))
+    return value, a + eta * d_a, b + eta * d_b
+
+
+def closed_trade(
+    side: float,
+    delta: float,
+    units0: float,
+    traded: float,
+    fill_costs: float,
+    funding_paid: float,
+    price_gap: float,
+    next_open: bool,
+    equity0: float,
+    base: float,
+    entry_equity: float,
+) -> tuple[float, float, float]:
+    """The trade that closes on a step whose position sign changed (module docstring).
+
+    Args:
+        side: the new position's sign (0: flat, so no reversal).
+        delta: the step's equity change (quote currency).
+        units0, traded: units held before the step and units traded by it.
+        fill_costs: the step's fee + spread + slippage cost.
+        funding_paid: the step's funding.
+        price_gap: the reference price minus ``close[t]`` (0 with ``fill="close"``).
+        next_open: ``fill="next_open"`` (the funding stamp falls on the old position).
+        equity0: equity at the step's decision.
+        base, entry_equity: the closing trade's base and equity at entry.
+
+    Returns:
+        ``(pnl, return, closed_part)``: the trade's P&L (quote currency) and return, and the
+        part of ``delta`` it got (all of it, or on a reversal the old position's gap, its
+        funding and the share ``|units0| / |traded|`` of the fill costs); the trade that
+        opens on a reversal starts from ``base = equity0 + closed_part``. Plain float
+        arithmetic, run by the single env in Python and by the batched envs compiled.
+    """
+    closed_part = delta
+    if side:
+        closed_part = units0 * price_gap - abs(units0) / abs(traded) * fill_costs
+        if next_open:
+            closed_part -= funding_paid
+    pnl = (equity0 - base) + closed_part
+    return pnl, pnl / entry_equity, closed_part
+
+
 def episode_metrics(
     equity: np.ndarray,
     positions: np.ndarray,

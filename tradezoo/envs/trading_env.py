@@ -42,6 +42,8 @@ from tradezoo.envs.core import (
     Rebalance,
     RewardKind,
     build_config,
+    closed_trade,
+    differential_sharpe,
     episode_metrics,
     invalid_action,
 )
@@ -349,17 +351,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         return target
 
     def _differential_sharpe(self, simple_return: float) -> float:
-        a, b = self._dsr_a, self._dsr_b
-        d_a = simple_return - a
-        d_b = simple_return * simple_return - b
-        variance = b - a * a
-        if variance > 1e-12:
-            value = (b * d_a - 0.5 * a * d_b) / (variance * math.sqrt(variance))
-        else:
-            value = 0.0
-        eta = self._eta
-        self._dsr_a = a + eta * d_a
-        self._dsr_b = b + eta * d_b
+        value, self._dsr_a, self._dsr_b = differential_sharpe(
+            self._dsr_a, self._dsr_b, simple_return, self._eta)
         return value
 
     def _trade_transition(
@@ -383,17 +376,12 @@ class TradingEnv(gym.Env[ObsType, Any]):
         """
         old_side = self._side
         if old_side:
-            if side:  # reversal: split the step between the two trades
-                close_prev = self._close[row]
-                reference = self._open[row + 1] if self._next_open else close_prev
-                old_part = units0 * (reference - close_prev) - abs(units0) / abs(traded) * (
-                    fill_costs)
-                if self._next_open:
-                    old_part -= funding
-            else:
-                old_part = delta
-            pnl = (equity0 - self._base) + old_part
-            trade_return = pnl / self._entry_eq
+            price_gap = 0.0  # read on a reversal only
+            if side and self._next_open:
+                price_gap = self._open[row + 1] - self._close[row]
+            pnl, trade_return, old_part = closed_trade(
+                side, delta, units0, traded, fill_costs, funding, price_gap, self._next_open,
+                equity0, self._base, self._entry_eq)
             n = self._n_trades
             self._trade_pnl[n] = pnl
             self._trade_ret[n] = trade_return

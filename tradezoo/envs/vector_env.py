@@ -1,10 +1,13 @@
 """Batched trading envs: N accounts advanced by one numpy call per step.
 
 :class:`BatchCore` holds the state of N episodes as arrays ``[N]`` and advances all of them
-through :func:`~tradezoo.backtest.execution.execute_step` on arrays, with the observation
-builder of :class:`~tradezoo.envs.market.Market`, the rules of :mod:`tradezoo.envs.core`, and
-the same arithmetic, in the same order, as :class:`~tradezoo.envs.trading_env.TradingEnv`
-(whose Python-float path it mirrors line by line; tests hold them equal step by step). Two
+with one call of :func:`~tradezoo.envs.batch_kernel.advance_accounts`, a compiled loop that
+runs, for each account, the same scalar functions the single
+:class:`~tradezoo.envs.trading_env.TradingEnv` runs in Python
+(:func:`~tradezoo.backtest.execution.execute_step`, the reward and trade-record functions of
+:mod:`tradezoo.envs.core`), so each sub-env computes exactly what a ``TradingEnv`` computes
+(tests hold them equal step by step); observations come from the builders of
+:class:`~tradezoo.envs.market.Market`. Two
 front ends share it:
 
 - :class:`TradingVectorEnv`, a ``gymnasium.vector.VectorEnv`` with the autoreset modes
@@ -30,11 +33,35 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from tradezoo.backtest.execution import BarTerms, ExecutionRates, bar_terms_of, execute_step
+from tradezoo.backtest.execution import bar_terms_of
 from tradezoo.backtest.metrics import Metrics
+from tradezoo.envs.batch_kernel import (
+    BASE,
+    CLOSED,
+    COSTS,
+    DSR_A,
+    DSR_B,
+    ENTRY_EQUITY,
+    ENTRY_PRICE,
+    EQUITY,
+    LOG_RETURN,
+    OUT_ROWS,
+    PEAK,
+    REWARD,
+    SIDE,
+    STATE_ROWS,
+    STEP_VALUES,
+    TERMINATED,
+    TRADE_ENTRY_PRICE,
+    TRADE_EXIT_PRICE,
+    TRADE_PNL,
+    TRADE_RETURN,
+    TRADE_SIDE,
+    UNITS,
+    advance_accounts,
+    rates_table,
+)
 from tradezoo.envs.core import (
-    DSR_MIN_VARIANCE,
-    LOG_FLOOR,
     RENDER_MODES,
     RESET_INFO_KEYS,
     STEP_INFO_KEYS,
@@ -53,8 +80,7 @@ _MASK_KEYS = tuple(f"_{k}" for k in STEP_INFO_KEYS)
 _UNSIGNED = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32),
              8: np.dtype(np.uint64)}
 _TWO = {size: np.array(2, dtype) for size, dtype in _UNSIGNED.items()}  # highest action
-_RATE_FIELDS = ("fee_rate", "half_spread", "slippage_fixed", "slippage_k", "max_participation",
-                "borrow_per_bar")
+_FLOAT_STEP_KEYS = STEP_INFO_KEYS[:11]  # the kernel's output rows; "bar", "dataset" are ints
 _TRADE_MASK_KEYS = tuple(f"_{k}" for k in TRADE_KEYS)
 _METRIC_NAMES = tuple(item.name for item in dataclasses.fields(Metrics))
 _METRICS_BATCH = 64  # accounts per compute_metrics_batch call (see BatchCore.episode_metrics)
@@ -92,17 +118,16 @@ class BatchCore:
         config: validated settings (:func:`~tradezoo.envs.core.build_config`).
         num_envs: number of accounts ``N``.
 
-    Speed notes (numpy's per-call overhead, not arithmetic, dominates at N = 64, so the step
-    is written for few numpy calls): every account shares one ``clock`` that ticks once per
-    step, so per-step writes to the box observation rings and to the time-major episode
-    histories are plain rows instead of per-account scatters, and no Python loop runs over
-    accounts except at episode starts and ends; the per-row inputs, including the terms of
-    ``execute_step`` that depend on the bar only, come from one gather of a per-row table;
-    the trade transitions work on one block per step (one masked copy opens the new
-    trades, one multiplication masks the closed ones' info); constants are 0-d arrays
-    (numpy applies those faster than Python scalars); the truncation test runs only once an
-    account can have reached its end row; the episode metrics of accounts that end
-    together are one :func:`~tradezoo.backtest.metrics.compute_metrics_batch` call.
+    Speed notes (at N = 64 numpy's per-call overhead of about 1 us, not arithmetic, is what a
+    batched step costs, so the step makes few numpy calls): the accounting of every account
+    is one compiled call (:mod:`tradezoo.envs.batch_kernel`) that updates the state block
+    in place and writes this step's outputs into one fresh block whose rows are the infos;
+    every account shares one ``clock`` that ticks once per step, so per-step writes to the
+    box observation rings and to the time-major episode histories are plain rows, and no
+    Python loop runs over accounts except at episode starts and ends; the truncation test
+    runs only once an account can have reached its end row; the episode metrics of
+    accounts that end together are one
+    :func:`~tradezoo.backtest.metrics.compute_metrics_batch` call.
     """
 
     def __init__(self, config: EnvConfig, num_envs: int) -> None:
@@ -120,7 +145,6 @@ class BatchCore:
         self._scheme = ("target", "signal", "continuous").index(config.action_scheme)
         self._levels = np.array(config.levels)
         self._every_bar = config.rebalance == "every_bar"
-        self._next_open = config.fill == "next_open"
         self._reward_kind = ("log_return", "pnl", "differential_sharpe").index(config.reward)
         self._box = market.observation == "box"
         self._window = market.window
@@ -139,35 +163,29 @@ class BatchCore:
             span = slice(dataset.offset, dataset.offset + dataset.length)
             bars[span] = np.arange(dataset.length)
         self._step_table = np.column_stack([table, *terms, bars])
-        # Constants as 0-d arrays: numpy applies an array operand faster than a Python or
-        # numpy scalar (no scalar conversion per call), with the same IEEE result.
-        self._log_floor = np.array(LOG_FLOOR)
-        self._min_equity = np.array(config.min_equity)
-        self._zero = np.array(0.0)
-        self._one = np.array(1, np.int64)
+        self._one = np.array(1, np.int64)  # a 0-d operand: numpy adds it faster than an int
         self._true = np.ones(n, bool)  # template: copied for each fresh all-True info mask
-        self._init_rates(config)
+        self._rate_rows = rates_table(config.rates)  # one row per dataset
         # Histories are kept only when something reads them (metrics, the rgb render).
         self._with_metrics = config.episode_metrics
         self._keep_history = config.episode_metrics or config.render_mode == "rgb_array"
-        self._keep_costs = self._keep_history or config.render_mode == "ansi"
         self._history = config.capacity + 1  # columns of the circular episode histories
         self.clock = 0
-        zeros_f = lambda: np.zeros(n)  # noqa: E731
         zeros_i = lambda: np.zeros(n, np.int64)  # noqa: E731
         self.ds, self.offset, self.start, self.row, self.end, self.clock0 = (
             zeros_i() for _ in range(6))
-        self.units, self.equity, self.target, self.position, self.peak = (
-            zeros_f() for _ in range(5))
-        self.side = zeros_f()
-        self.held = np.zeros(n, bool)  # side != 0
-        # The open trades' entry state, one block so that opening trades is one masked copy:
-        # rows entry price, entry bar (row in the dataset, as a float), base (the equity its
-        # running P&L is measured from, TradingEnv._trade_transition) and equity at entry.
-        self.entry = np.zeros((4, n))
-        self.entry_price, self.entry_bar, self.base, self.entry_eq = self.entry
-        self.cost_sums = np.zeros((5, n))  # fee, spread, slippage, funding, borrow
-        self.dsr_a, self.dsr_b = zeros_f(), zeros_f()
+        # The accounts' float state, one block that the compiled step updates in place
+        # (batch_kernel's row layout); the attributes below are views of its rows. Infos
+        # never hold these arrays: they get the step's fresh output block or copies.
+        self.state = np.zeros((STATE_ROWS, n))
+        state = self.state
+        self.units, self.equity, self.target, self.position, self.side = state[UNITS:SIDE + 1]
+        # The open trade: entry price, entry bar (row in the dataset, as a float), base (the
+        # equity its running P&L is measured from, core.closed_trade) and equity at entry.
+        self.entry_price, self.entry_bar, self.base, self.entry_eq = (
+            state[ENTRY_PRICE:ENTRY_EQUITY + 1])
+        self.dsr_a, self.dsr_b, self.peak = state[DSR_A], state[DSR_B], state[PEAK]
+        self.cost_sums = state[COSTS:COSTS + 5]  # fee, spread, slippage, funding, borrow
         # Histories by clock tick (time-major, so each step writes one contiguous row).
         width = self._history if self._keep_history else 1
         self.hist_equity = np.zeros((width, n))
@@ -182,46 +200,23 @@ class BatchCore:
         # The clock tick at which the first account can reach its end row (every account
         # moves one row per tick): no truncation test runs before it.
         self._next_truncation = 0
+        # advance_accounts' settings arguments, as the types it is compiled for.
+        self._settings = (self._every_bar, self._reward_kind, float(config.min_equity),
+                          float(config.initial_equity), float(config.dsr_eta))
+        self._compile_step()
 
-    def _init_rates(self, config: EnvConfig) -> None:
-        rates = config.rates
-        self._funding_flags: np.ndarray | None = None
-        self._per_env_rates = False
-        if all(r == rates[0] for r in rates):
-            # The rates as 0-d arrays (see ``_log_floor``): same products, fewer conversions.
-            self._rates: ExecutionRates = rates[0]._replace(**{
-                name: np.array(getattr(rates[0], name)) for name in _RATE_FIELDS})
-            return
-        models = {r.slippage_model for r in rates}
-        if len(models) > 1:
-            raise ValueError(
-                "the batched envs need one slippage model for every dataset (the cost models "
-                f"use {sorted(c.slippage for c in config.costs)}); use the same slippage "
-                "model or the single TradingEnv"
-            )
-        self._per_env_rates = True
-        n = self.num_envs
-        self._rate_table = {
-            name: np.array([getattr(r, name) for r in rates], dtype=np.float64)
-            for name in _RATE_FIELDS
-        }
-        self._rate_arrays = {name: np.zeros(n) for name in self._rate_table}
-        self._funding_table = np.array([1.0 if r.funding else 0.0 for r in rates])
-        self._funding_flags = np.zeros(n)
-        arrays = self._rate_arrays
-        self._rates = ExecutionRates(
-            fee_rate=arrays["fee_rate"],  # type: ignore[arg-type]
-            half_spread=arrays["half_spread"],  # type: ignore[arg-type]
-            slippage_fixed=arrays["slippage_fixed"],  # type: ignore[arg-type]
-            slippage_k=arrays["slippage_k"],  # type: ignore[arg-type]
-            slippage_model=rates[0].slippage_model,
-            max_participation=arrays["max_participation"],  # type: ignore[arg-type]
-            # Datasets without funding get their rates zeroed instead (same equity: the
-            # single env adds a zero charge where this one multiplies by a zero rate).
-            funding=True,
-            next_open=rates[0].next_open,
-            borrow_per_bar=arrays["borrow_per_bar"],  # type: ignore[arg-type]
-            borrow=any(r.borrow for r in rates),
+    def _compile_step(self) -> None:
+        """Compile :func:`advance_accounts` for this core's argument types now (about 1.5 s,
+        once per process) rather than inside the first ``step()``: a call on zero accounts,
+        whose arrays are empty slices of the real ones (the same dtypes, dimensions and
+        layouts, hence the same compiled signature)."""
+        none = slice(0, 0)
+        advance_accounts(
+            self.state[:, none], self._step_table, self.row[none], np.zeros(0),
+            self._rate_rows, self.ds[none], *self._settings, 0, self._keep_history,
+            self._with_metrics, self.hist_equity[:, none], self.hist_position[:, none],
+            self.hist_notional[:, none], self.hist_trades[:, :, none], np.empty((OUT_ROWS, 0)),
+            np.empty((3, 0), np.int64), np.empty((2, 0), bool),
         )
 
     # -- seeding and episode starts ------------------------------------------------------
@@ -259,26 +254,16 @@ class BatchCore:
         self.row = self.row.copy()
         self.row[idx] = start
         self.clock0[idx] = self.clock
-        # Copy-on-write for arrays an info may hold; the others are written in place.
-        for name in ("units", "target", "position", "side", "equity"):
-            array = getattr(self, name).copy()
-            array[idx] = initial if name == "equity" else 0.0
-            setattr(self, name, array)
-        for array in (self.dsr_a, self.dsr_b):
-            array[idx] = 0.0
-        self.peak[idx] = initial
-        self.held[idx] = False
-        self.entry[:, idx] = ((0.0,), (0.0,), (initial,), (initial,))
+        state = self.state
+        state[:, idx] = 0.0
+        state[EQUITY, idx] = initial
+        state[PEAK, idx] = initial
+        state[BASE:ENTRY_EQUITY + 1, idx] = initial
         self.entry_bar[idx] = start - self.offset[idx]
-        self.cost_sums[:, idx] = 0.0
         if self._keep_history:
             column = self.clock % self._history
             self.hist_equity[column, idx] = initial
             self.hist_position[column, idx] = 0.0
-        if self._per_env_rates:
-            for name, table in self._rate_table.items():
-                self._rate_arrays[name][idx] = table[ds]
-            self._funding_flags[idx] = self._funding_table[ds]  # type: ignore[index]
         if self._box:
             for i, row in zip(idx.tolist(), start.tolist(), strict=True):
                 self.market.box_begin(self.rings[i], row, self.clock)
@@ -329,196 +314,50 @@ class BatchCore:
         return target
 
     def advance(self, actions: Any) -> BatchStep:
-        """Advance every account by one bar (the batched twin of :meth:`TradingEnv.step`)."""
+        """Advance every account by one bar (the batched twin of :meth:`TradingEnv.step`):
+        one call of the compiled :func:`~tradezoo.envs.batch_kernel.advance_accounts`."""
         target = self.targets(actions)
-        config = self.config
-        trade: bool | np.ndarray = True if self._every_bar else target != self.target
-        rows = self.row
-        (close_prev, open_next, close_next, funding_next, range_frac, notional, gap,
-         funding_per_unit, drift, bar) = self._step_table.take(rows, axis=0).T
-        terms: BarTerms | None = BarTerms(gap, funding_per_unit, drift)
-        if self._funding_flags is not None:
-            funding_next = funding_next * self._funding_flags
-            terms = None  # per-dataset funding: execute_step computes the terms
-        units0 = self.units
-        equity0 = self.equity
-        (units, equity, traded, fill_price, fee, spread, slip, funding, borrow,
-         position_pnl) = execute_step(
-            units0, equity0, target, trade, close_prev, open_next, close_next, funding_next,
-            range_frac, notional, self._rates, terms,
-        )
-        ratio = equity / equity0
-        log_return = np.log(np.maximum(ratio, self._log_floor))
-        if self._reward_kind == 0:
-            reward = log_return
-        elif self._reward_kind == 1:
-            reward = (equity - equity0) / config.initial_equity
-        else:
-            reward = self._differential_sharpe(ratio - 1.0)
-        terminated = equity <= self._min_equity
-        any_terminated = np.count_nonzero(terminated)
+        n = self.num_envs
         self.clock = clock = self.clock + 1
         column = clock % self._history
-        if any_terminated:  # equity <= 0 is possible there: no 0-division
-            position = np.divide(units * close_next, equity, out=np.zeros(self.num_envs),
-                                 where=equity > 0.0)
-            if self._keep_history:
-                self.hist_position[column] = position
-        elif self._keep_history:
-            # Straight into this tick's history row: self.position is a view of it until the
-            # next step replaces it (infos get a copy; reinit copies before it writes).
-            position = np.multiply(units, close_next, out=self.hist_position[column])
-            position /= equity
-        else:
-            position = units * close_next / equity
-
-        rows1 = rows + self._one
+        out = np.empty((OUT_ROWS, n))
+        trade_ints = np.empty((3, n), np.int64)
+        flags = np.empty((2, n), bool)
+        any_terminated, any_closed = advance_accounts(
+            self.state, self._step_table, self.row, target, self._rate_rows, self.ds,
+            *self._settings, column, self._keep_history, self._with_metrics, self.hist_equity,
+            self.hist_position, self.hist_notional, self.hist_trades, out, trade_ints, flags,
+        )
+        rows1 = self.row + self._one
         self.row = rows1
-        self.units = units
-        self.equity = equity
-        self.target = target
-        self.position = position
-        if not self._box:  # the peak feeds the dict account vector's drawdown only
-            np.maximum(self.peak, equity, out=self.peak)
-        if self._keep_costs:  # one add of the five rows (numpy stacks the tuple)
-            self.cost_sums += (fee, spread, slip, funding, borrow)
-        if self._keep_history:
-            self.hist_equity[column] = equity
-            np.multiply(traded, fill_price, out=self.hist_notional[column])
         if self._box:
-            self.market.box_push_all(self.rings, clock, rows1, position, log_return)
-
-        side = np.sign(units)
-        changed = side != self.side
-        trades = None
-        if np.count_nonzero(changed):
-            closed, trades = self._trade_transitions(
-                changed, side, equity, units0, traded, fee, spread, slip, funding,
-                fill_price, bar, equity0, gap, column)
-        else:
-            closed = np.zeros(self.num_envs, bool)
-            if self._with_metrics:
-                self.hist_trades[column, 0] = 0.0
-
+            self.market.box_push_all(self.rings, clock, rows1, self.position, out[LOG_RETURN])
+        terminated = flags[TERMINATED]
         if clock >= self._next_truncation:
             truncated = (rows1 >= self.end) > terminated  # bools: a > b is a & ~b
             done = terminated | truncated
             any_done = np.count_nonzero(done)
         else:  # no account can be at its end row yet
-            truncated = np.zeros(self.num_envs, bool)
+            truncated = np.zeros(n, bool)
             done = terminated.copy()
             any_done = any_terminated
-        # State arrays are copied for the infos (a caller may write into an info array);
-        # the other values are fresh arrays of this step that the core does not keep.
-        values = {
-            "equity": equity.copy(), "position": position.copy(), "target": target.copy(),
-            "units": units.copy(), "fill_price": fill_price, "fee": fee, "spread_cost": spread,
-            "slippage_cost": slip, "funding_paid": funding, "borrow_paid": borrow,
-            "position_pnl": position_pnl, "bar": rows1 - self.offset, "dataset": self.ds.copy(),
-        }
+        # The float values are rows of this step's fresh output block (the core keeps none).
+        values = dict(zip(_FLOAT_STEP_KEYS, out[STEP_VALUES:STEP_VALUES + len(_FLOAT_STEP_KEYS)],
+                          strict=True))
+        values["bar"] = rows1 - self.offset
+        values["dataset"] = self.ds.copy()
+        trades = None
+        if any_closed:
+            trades = {
+                "side": out[TRADE_SIDE], "opened_at": trade_ints[0], "closed_at": trade_ints[1],
+                "entry_price": out[TRADE_ENTRY_PRICE], "exit_price": out[TRADE_EXIT_PRICE],
+                "pnl": out[TRADE_PNL], "return": out[TRADE_RETURN], "bars": trade_ints[2],
+            }
         metrics: dict[int, dict[str, float]] = {}
         if self._with_metrics and any_done:
             metrics = self.episode_metrics(done.nonzero()[0])
-        return BatchStep(reward, terminated, truncated, done, values, closed, trades, metrics,
-                         bool(any_done))
-
-    def _differential_sharpe(self, simple_return: np.ndarray) -> np.ndarray:
-        a, b = self.dsr_a, self.dsr_b
-        d_a = simple_return - a
-        d_b = simple_return * simple_return - b
-        variance = b - a * a
-        positive = variance > DSR_MIN_VARIANCE
-        value = np.zeros(self.num_envs)
-        np.divide(b * d_a - 0.5 * a * d_b, variance * np.sqrt(np.maximum(variance, 0.0)),
-                  out=value, where=positive)
-        eta = self.config.dsr_eta
-        self.dsr_a = a + eta * d_a
-        self.dsr_b = b + eta * d_b
-        return value
-
-    def _trade_transitions(
-        self,
-        changed: np.ndarray,
-        side: np.ndarray,
-        equity: np.ndarray,
-        units0: np.ndarray,
-        traded: np.ndarray,
-        fee: np.ndarray,
-        spread: np.ndarray,
-        slip: np.ndarray,
-        funding: np.ndarray,
-        fill_price: np.ndarray,
-        bar: np.ndarray,
-        equity0: np.ndarray,
-        gap: np.ndarray,
-        column: int,
-    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
-        """Close and open trades where the position's sign changed (the arithmetic of
-        :meth:`TradingEnv._trade_transition`, on arrays). Returns the closed mask and the
-        closed trades' info values, zero where no trade closed (``None`` when none closed).
-
-        ``bar`` is the decision bar in its dataset's index (float), ``gap`` the reference
-        price minus ``close[t]``. Speed: one fresh float block holds the closed trades' info
-        values (rows 0-7: side, pnl, return, entry price, exit price, opened at, closed at,
-        bars; masked with one multiplication, the integer fields converted in one call) and
-        the new trades' entry state (rows 4, 6, 8, 10: fill price, bar, base, equity), copied
-        into :attr:`entry` by one masked copy before the masking.
-        """
-        old_side = self.side
-        held = side != self._zero
-        opened = changed & held
-        closed = changed & self.held
-        self.side = side
-        self.held = held
-        entry = self.entry
-        block = np.empty((11, self.num_envs))
-        block[4] = fill_price
-        block[6] = bar
-        block[10] = equity0
-        if not np.count_nonzero(closed):
-            block[8] = equity0
-            np.copyto(entry, block[4::2], where=opened)
-            if self._with_metrics:
-                self.hist_trades[column, 0] = 0.0
-            return closed, None
-        old_part = equity - equity0  # the closing trade's share of this step
-        reversal = closed & opened
-        if np.count_nonzero(reversal):
-            # The closing trade gets the old position's gap, its funding and the share
-            # |units0| / |traded| of the fill's costs (only read where reversal). On a
-            # reversal units0 and traded have opposite signs, so that share is exactly
-            # -(units0 / traded) (division rounds the magnitude; the sign is apart), and
-            # adding (units0 / traded) * costs is subtracting share * costs: two abs() less.
-            ratio = np.divide(units0, traded, out=np.zeros(self.num_envs), where=reversal)
-            split = units0 * gap + ratio * (fee + spread + slip)
-            if self._next_open:
-                split -= funding
-            np.copyto(old_part, split, where=reversal)
-            # The reversed-into trade's base: equity0 + the closed part (TradingEnv);
-            # split * False is a zero, and equity0 + 0 is equity0 for the plain opens.
-            split *= reversal
-            np.add(equity0, split, out=block[8])
-        else:
-            block[8] = equity0
-        pnl = block[1]
-        np.subtract(equity0, self.base, out=pnl)
-        pnl += old_part
-        np.divide(pnl, self.entry_eq, out=block[2])
-        block[0] = old_side
-        block[3:6:2] = entry[:2]  # entry price, opened at
-        np.subtract(block[6], block[5], out=block[7])
-        np.copyto(entry, block[4::2], where=opened)  # the new trades' entry state
-        head = block[:8]
-        head *= closed
-        if self._with_metrics:
-            self.hist_trades[column] = block[:3]
-        ints = block[5:8].astype(np.int64)
-        trades = {
-            "side": block[0], "opened_at": ints[0], "closed_at": ints[1],
-            "entry_price": block[3], "exit_price": block[4], "pnl": pnl,
-            "return": block[2], "bars": ints[2],
-        }
-        return closed, trades
+        return BatchStep(out[REWARD], terminated, truncated, done, values, flags[CLOSED],
+                         trades, metrics, bool(any_done))
 
     def steps(self, i: int) -> int:
         """Steps taken in account ``i``'s current episode."""
@@ -587,7 +426,7 @@ class BatchCore:
         for i, end in zip(group.tolist(), ends, strict=True):
             pnl, ret = trade_pnl[begin:end], trade_ret[begin:end]
             begin = end
-            if self.held[i]:  # the open trade counts with its unrealised P&L
+            if self.side[i]:  # the open trade counts with its unrealised P&L
                 open_pnl = self.equity[i] - self.base[i]
                 pnl = np.append(pnl, open_pnl)
                 ret = np.append(ret, open_pnl / self.entry_eq[i])
@@ -608,7 +447,7 @@ class BatchCore:
     def account(self, idx: np.ndarray | None = None) -> np.ndarray:
         """Dict-observation account vectors ``[N or M, 4]`` (float32)."""
         sel = self._all if idx is None else idx
-        held = self.held[sel]
+        held = self.side[sel] != 0.0
         out = np.empty((len(sel), N_ACCOUNT_FEATURES), np.float32)
         equity = self.equity[sel]
         out[:, 0] = self.position[sel]
