@@ -154,10 +154,10 @@ class BatchCore:
         # The market's per-row execute_step inputs, then the terms of execute_step that
         # depend on the bar only (BarTerms: price gap, funding per unit, drift; the price
         # gap is also the reversal split's price term) and the decision row in its
-        # dataset's index (a trade's closing bar): float64 [R, 10], one gather per step.
+        # dataset's index (a trade's closing bar): float64 [R, 10], read by the compiled step.
         table = market.step_rows
         terms = bar_terms_of(table[:, 0], table[:, 1], table[:, 2], table[:, 3],
-                             config.rates[0])
+                             config.rates[0])  # reads the fill rule only, one per env
         bars = np.empty(len(table))
         for dataset in market.datasets:
             span = slice(dataset.offset, dataset.offset + dataset.length)
@@ -206,7 +206,7 @@ class BatchCore:
         self._compile_step()
 
     def _compile_step(self) -> None:
-        """Compile :func:`advance_accounts` for this core's argument types now (about 1.5 s,
+        """Compile :func:`advance_accounts` for this core's argument types now (about 1.7 s,
         once per process) rather than inside the first ``step()``: a call on zero accounts,
         whose arrays are empty slices of the real ones (the same dtypes, dimensions and
         layouts, hence the same compiled signature)."""
