@@ -80,7 +80,8 @@ _MASK_KEYS = tuple(f"_{k}" for k in STEP_INFO_KEYS)
 _UNSIGNED = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32),
              8: np.dtype(np.uint64)}
 _TWO = {size: np.array(2, dtype) for size, dtype in _UNSIGNED.items()}  # highest action
-_FLOAT_STEP_KEYS = STEP_INFO_KEYS[:11]  # the kernel's output rows; "bar", "dataset" are ints
+# The step infos the kernel writes as output rows (in this order); "bar" and "dataset" are ints.
+_FLOAT_STEP_KEYS = tuple(k for k in STEP_INFO_KEYS if k not in ("bar", "dataset"))
 _TRADE_MASK_KEYS = tuple(f"_{k}" for k in TRADE_KEYS)
 _METRIC_NAMES = tuple(item.name for item in dataclasses.fields(Metrics))
 _METRICS_BATCH = 64  # accounts per compute_metrics_batch call (see BatchCore.episode_metrics)
@@ -144,10 +145,7 @@ class BatchCore:
         self._seeds: list[int | None] = [None] * n
         self._scheme = ("target", "signal", "continuous").index(config.action_scheme)
         self._levels = np.array(config.levels)
-        self._every_bar = config.rebalance == "every_bar"
-        self._reward_kind = ("log_return", "pnl", "differential_sharpe").index(config.reward)
         self._box = market.observation == "box"
-        self._window = market.window
         self._bars_scale = account_scale(market.window)
         self._ds_offsets = np.array([d.offset for d in market.datasets], np.int64)
         self._ds_ppy = [d.periods_per_year for d in market.datasets]
@@ -200,9 +198,13 @@ class BatchCore:
         # The clock tick at which the first account can reach its end row (every account
         # moves one row per tick): no truncation test runs before it.
         self._next_truncation = 0
-        # advance_accounts' settings arguments, as the types it is compiled for.
-        self._settings = (self._every_bar, self._reward_kind, float(config.min_equity),
-                          float(config.initial_equity), float(config.dsr_eta))
+        # advance_accounts' settings arguments (every_bar, reward_kind, min_equity,
+        # initial_equity, dsr_eta), as the types it is compiled for.
+        self._settings = (
+            config.rebalance == "every_bar",
+            ("log_return", "pnl", "differential_sharpe").index(config.reward),
+            float(config.min_equity), float(config.initial_equity), float(config.dsr_eta),
+        )
         self._compile_step()
 
     def _compile_step(self) -> None:
@@ -237,7 +239,6 @@ class BatchCore:
         its own RNG (as :meth:`TradingEnv.reset` does), then initialise their state."""
         config = self.config
         options = options or {}
-        self.ds = self.ds.copy()  # handed out in infos: never written in place
         for i in idx.tolist():
             ds, start = config.draw_start(self.rng(i), options)
             self.ds[i] = ds
@@ -251,7 +252,6 @@ class BatchCore:
         ds = self.ds[idx]
         start = self.start[idx]
         self.offset[idx] = self._ds_offsets[ds]
-        self.row = self.row.copy()
         self.row[idx] = start
         self.clock0[idx] = self.clock
         state = self.state
