@@ -1,14 +1,20 @@
-"""The Parquet cache: atomic writes, incremental refresh, interruption and corruption."""
+"""The Parquet cache: atomic writes, incremental refresh, interruption, corruption and
+concurrent writers (real subprocesses against the local Bybit test server)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from bybit_server import KLINE, FakeBybit, Fault
 
 from tradezoo.data import load_dataset
+from tradezoo.data.bybit import BybitClient, fetch_bybit
 from tradezoo.data.cache import (
     BarCache,
     CacheCorruptWarning,
@@ -165,3 +171,73 @@ def test_start_after_end_is_an_error(tmp_path: Path) -> None:
             cache=BarCache(tmp_path),
             now=NOW,
         )
+
+
+# A child process: waits for the start file, then fetches one range into the shared cache.
+_FETCHER = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+from tradezoo.data.bybit import BybitClient, fetch_bybit
+from tradezoo.data.cache import BarCache
+
+url, root, start, end, now, ready, go = sys.argv[1:]
+client = BybitClient(url, timeout=30.0, max_retries=0, clock=lambda: pd.Timestamp(now))
+Path(ready).touch()
+deadline = time.monotonic() + 60
+while not Path(go).exists():
+    if time.monotonic() > deadline:
+        sys.exit("start file never appeared")
+    time.sleep(0.002)
+bars = fetch_bybit("BTCUSDT", "1h", start, end, client=client, cache=BarCache(root), now=now)
+print(len(bars))
+"""
+
+
+def test_concurrent_fetches_of_different_ranges_both_end_up_in_the_cache(tmp_path: Path) -> None:
+    ranges = [
+        (_t("2024-01-01"), _t("2024-01-20 23:00")),
+        (_t("2024-02-01"), _t("2024-02-20 23:00")),
+    ]
+    root = tmp_path / "cache"
+    with FakeBybit() as server:
+        # Every kline answer takes 0.5 s, so both processes have read the (absent) file long
+        # before either writes: without a lock the second write would drop the first range.
+        server.add_fault(Fault(KLINE, delay_s=0.5, times=None))
+        go = tmp_path / "go"
+        children, readies = [], []
+        for i, (lo, hi) in enumerate(ranges):
+            ready = tmp_path / f"ready{i}"
+            readies.append(ready)
+            args = [server.url, str(root), str(lo), str(hi), str(server.now), str(ready), str(go)]
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _FETCHER, *args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        deadline = time.monotonic() + 60
+        while not all(r.exists() for r in readies) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()
+        outputs = [child.communicate(timeout=120) for child in children]
+        for child, (_out, err) in zip(children, outputs, strict=True):
+            assert child.returncode == 0, err
+        assert [int(out) for out, _ in outputs] == [20 * 24, 20 * 24]
+        server.faults.clear()
+        with BybitClient(server.url, clock=lambda: server.now) as client:
+            expected = fetch_bybit(
+                "BTCUSDT", "1h", ranges[0][0], ranges[1][1], client=client, cache=False,
+                now=server.now,
+            )
+    stored = BarCache(root).read(CacheKey("bybit-linear", "BTCUSDT", "1h"))
+    assert stored is not None
+    # Both ranges, and the stretch between them (the coverage is one contiguous range).
+    assert (stored.coverage_start, stored.coverage_end) == (ranges[0][0], ranges[1][1])
+    pd.testing.assert_frame_equal(stored.frame, expected, check_freq=False, check_index_type=False)
+    for lo, hi in ranges:
+        assert len(stored.frame.loc[lo:hi]) == 20 * 24
+    # No temporary file left beside the data.
+    assert [p.name for p in (root / "bybit-linear").iterdir()] == ["BTCUSDT_1h.parquet"]

@@ -16,15 +16,28 @@ Guarantees:
 - **Corruption is detected, reported and repaired.** A file that does not parse, or whose
   frame breaks the bars-frame rules, raises a :class:`CacheCorruptWarning` and is re-fetched
   in full; the corrupt file is replaced only once the new data has arrived.
+- **Concurrent fetches lose nothing.** A fetch downloads what its first read of the file
+  says is missing, then takes an exclusive ``fcntl.flock`` on the file's lock file,
+  ``<root>/.locks/<source>/<SYMBOL>_<interval>.lock``, and inside the lock re-reads the file
+  and its coverage, downloads any hole between that coverage and its own ranges (the coverage
+  stays one contiguous range), merges, and writes atomically. Two processes fetching
+  different ranges of one series at once therefore leave a file holding both. Downloads run
+  outside the lock, so a long download never blocks another series or a reader; readers take
+  no lock (a reader never sees a half-written file). Lock files are created with the first
+  write and kept (deleting one while another process waits on it would let two writers in),
+  in their own folder so the data folders hold only data; the kernel drops a lock when its
+  process dies, even by SIGKILL, so a crashed fetch never blocks the next.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +48,7 @@ import pyarrow.parquet as pq
 from tradezoo.data.intervals import Interval, parse_interval
 
 _META_KEY = b"tradezoo"
+_LOCK_DIR = ".locks"
 # Coverage is inclusive; the next range to download starts one millisecond (Bybit's time
 # resolution) past it, so a bar whose open time is not on the UTC interval grid (Yahoo daily
 # bars open at New York midnight) is never skipped.
@@ -109,6 +123,22 @@ class BarCache:
 
     def path(self, key: CacheKey) -> Path:
         return self.root / key.relative_path()
+
+    def lock_path(self, key: CacheKey) -> Path:
+        """The lock file that serialises writers of ``key``'s file (see the module docstring)."""
+        return self.root / _LOCK_DIR / key.relative_path().with_suffix(".lock")
+
+    @contextmanager
+    def lock(self, key: CacheKey) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``key``'s lock file; blocks while another holds it."""
+        path = self.lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def read(self, key: CacheKey) -> CachedBars | None:
         """The cached bars for ``key``, or None if there is no file.
@@ -231,7 +261,9 @@ def cached_fetch(
     """Return bars for ``[start, end]``, downloading only what the cache does not cover.
 
     ``end`` is capped at the last closed bar at ``now``. Downloads happen first; the cache
-    file is written once, atomically, after all of them succeed.
+    file is written once, atomically, after all of them succeed, under :meth:`BarCache.lock`
+    and merged with what the file holds at that moment, so concurrent fetches of one series
+    (threads or processes) each add their range to the file.
 
     Returns:
         The bars with open time in ``[start, end]`` (``attrs["fetch_summary"]`` says what was
@@ -247,49 +279,86 @@ def cached_fetch(
             "(start after end, or no bar of the range has closed yet)"
         )
     report = FetchReport(path=cache.path(key))
-    try:
-        cached = cache.read(key)
-    except CacheCorruptError as exc:
-        warnings.warn(f"{exc}; re-fetching it in full", CacheCorruptWarning, stacklevel=2)
-        cached, report.replaced_corrupt = None, True
-
-    if cached is None:
-        missing = [(start, end)]
-        cover_start, cover_end = start, end
-    else:
-        missing = []
-        if start < cached.coverage_start:
-            missing.append((start, cached.coverage_start - _EPSILON))
-        if end > cached.coverage_end:
-            missing.append((cached.coverage_end + _EPSILON, end))
-        cover_start = min(start, cached.coverage_start)
-        cover_end = max(end, cached.coverage_end)
-
-    pieces = [] if cached is None else [cached.frame]
-    for lo, hi in missing:
-        if hi < lo:
-            continue
-        new = download(lo, hi)
-        report.downloaded.append((lo, hi))
-        report.rows_downloaded += len(new)
-        pieces.append(new)
-
-    if report.downloaded or cached is None:
-        attrs = next((p.attrs for p in reversed(pieces) if p.attrs), {})
-        merged = (
-            pd.concat([p for p in pieces if len(p)]) if any(len(p) for p in pieces) else pieces[-1]
-        )
-        # A later download wins on an overlapping stamp (exchanges correct bars rarely).
-        merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-        merged.attrs = dict(attrs)
-        cached = CachedBars(merged, cover_start, cover_end)
-        cache.write(key, cached)
-    report.rows_in_cache = len(cached.frame)
-    frame = cached.frame.loc[start:end].copy()
+    initial = _read_reporting_corruption(cache, key, report)
+    known = [] if initial is None else [(initial.coverage_start, initial.coverage_end)]
+    pieces = [] if initial is None else [initial.frame]
+    for lo, hi in _uncovered(start, end, known):
+        pieces.append(_download(download, lo, hi, report))
+        known.append((lo, hi))
+    stored = initial
+    if report.downloaded:
+        with cache.lock(key):
+            # Another process may have written the file since the first read: merge with
+            # what it holds now, and fill any hole between its coverage and ours.
+            current = _read_reporting_corruption(cache, key, report)
+            if current is not None:
+                pieces.append(current.frame)
+                known.append((current.coverage_start, current.coverage_end))
+            cover_start = min(lo for lo, _ in known)
+            cover_end = max(hi for _, hi in known)
+            for lo, hi in _uncovered(cover_start, cover_end, known):
+                pieces.append(_download(download, lo, hi, report))
+            stored = CachedBars(_merge(pieces), cover_start, cover_end)
+            cache.write(key, stored)
+    assert stored is not None  # nothing cached means the whole range was downloaded
+    report.rows_in_cache = len(stored.frame)
+    frame = stored.frame.loc[start:end].copy()
     # The summary rides along in attrs so callers of fetch_bybit/fetch_yahoo (the CLI) can
     # say what was downloaded and stored.
-    frame.attrs = {**cached.frame.attrs, "fetch_summary": report.summary()}
+    frame.attrs = {**stored.frame.attrs, "fetch_summary": report.summary()}
     return frame, report
+
+
+def _read_reporting_corruption(
+    cache: BarCache, key: CacheKey, report: FetchReport
+) -> CachedBars | None:
+    """``cache.read(key)``; a corrupt file is reported once (warning) and treated as absent."""
+    try:
+        return cache.read(key)
+    except CacheCorruptError as exc:
+        if not report.replaced_corrupt:
+            # stacklevel 3: the caller of cached_fetch.
+            warnings.warn(f"{exc}; re-fetching it in full", CacheCorruptWarning, stacklevel=3)
+        report.replaced_corrupt = True
+        return None
+
+
+def _uncovered(
+    start: pd.Timestamp, end: pd.Timestamp, known: list[tuple[pd.Timestamp, pd.Timestamp]]
+) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """The parts of ``[start, end]`` outside every inclusive range in ``known``."""
+    holes, cursor = [], start
+    for lo, hi in sorted(known):
+        if hi < cursor:
+            continue
+        if lo > cursor:
+            holes.append((cursor, min(lo - _EPSILON, end)))
+        cursor = max(cursor, hi + _EPSILON)
+        if cursor > end:
+            break
+    if cursor <= end:
+        holes.append((cursor, end))
+    return [(lo, hi) for lo, hi in holes if lo <= hi]
+
+
+def _download(
+    download: Downloader, lo: pd.Timestamp, hi: pd.Timestamp, report: FetchReport
+) -> pd.DataFrame:
+    new = download(lo, hi)
+    report.downloaded.append((lo, hi))
+    report.rows_downloaded += len(new)
+    return new
+
+
+def _merge(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate bars frames; on a repeated stamp the later piece wins (exchanges correct
+    bars rarely). ``attrs`` come from the last piece that has any."""
+    attrs = next((p.attrs for p in reversed(pieces) if p.attrs), {})
+    filled = [p for p in pieces if len(p)]
+    merged = pd.concat(filled) if filled else pieces[-1]
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    merged.attrs = dict(attrs)
+    return merged
 
 
 def _utc(value: pd.Timestamp | str) -> pd.Timestamp:
