@@ -1,28 +1,24 @@
 """Environment throughput: tradezoo's envs against gym-anytrading and Gym-Trading-Env.
 
-Issue 3, section 5. One run measures, on the same bars with window 32, the full Bybit linear
-cost model and the account state in the observation:
+One run measures, on the same bars with window 32, the full Bybit linear cost model and the
+account state in the observation:
 
-- ``TradingEnv`` steps/s against gym-anytrading, Gym-Trading-Env (GTE) and the tool's lean
+- ``TradingEnv`` steps/s against gym-anytrading, Gym-Trading-Env (GTE) and the harness's lean
   numpy reference env ``ref``;
 - the time of ``TradingEnv.reset()`` after a full 20,000-step episode;
 - ``TradingVectorEnv`` env-steps/s at N = 64 and N = 1024, against the same peers and the
-  tool's batched reference ``ref_vec64``;
+  harness's batched reference ``ref_vec64``;
 
-and prints a table with absolute figures, ratios and the issue's targets (single env >= 2x
-GTE; reset < 0.1 ms after 20,000 steps; vector env at N = 64 >= 20x GTE), each marked met or
-not met. It is a benchmark, not a test: it asserts nothing and exits 0 when a target is missed.
+and prints a table with absolute figures, ratios and the targets (single env >= 2x GTE;
+reset < 0.1 ms after 20,000 steps; vector env at N = 64 >= 20x GTE), each marked met or not
+met. It is a benchmark, not a test: it asserts nothing and exits 0 when a target is missed.
 
-The measuring instrument is ``../shared/tools/bench_anchors.py`` (not copied here; it is run as
-a subprocess, and its ``make_ohlcv`` is imported at run time for the reset measurement). Every
-env, ours and the peers', is stepped by the same timed loop in that tool, each in its own fresh
-worker process, with random actions drawn up front. The peers need the anchors venv::
+The measuring instrument is ``benchmarks/harness/envs.py``. Every env, ours and the peers', is
+stepped by the same timed loop, each in its own fresh worker process of this interpreter, with
+random actions drawn up front. The peers come with ``pip install -e ".[bench]"``.
 
-    python3 -m venv /tmp/anchors-venv
-    /tmp/anchors-venv/bin/pip install gym-anytrading gym-trading-env gymnasium numpy pandas numba
-
-Bars: the tool's seeded synthetic series (20,000 hourly bars, geometric random walk with
-volatility clustering, seed 42), identical OHLCV for every env. The tool's frame has no funding,
+Bars: the harness's seeded synthetic series (20,000 hourly bars, geometric random walk with
+volatility clustering, seed 42), identical OHLCV for every env. That frame has no funding,
 so :func:`bench_bars` adds a deterministic funding rate of 0.01 % at every 8-hourly stamp (00,
 08, 16 UTC; Bybit's base rate) for tradezoo only: the peers have no funding to charge, and this
 way our funding code path runs on non-zero rates instead of being measured on zeros. Our env
@@ -31,17 +27,17 @@ computes its default causal features from the bars (28 columns with funding) and
 price columns (gym-anytrading: [32, 2]), so our observations are the widest of the three.
 Like-for-like rows run our single and N = 64 envs once more on the peers' own 5 ``feature_*``
 columns (passed as precomputed ``features``), so the observation has GTE's shape [32, 7]; the
-issue's targets are judged on the default rows, the like-for-like ratio is printed beside them.
+targets are judged on the default rows, the like-for-like ratio is printed beside them.
 
 Episodes: the single env makes one sequential pass over the data (``random_start=False``), as
 the peers do, with ``min_equity_fraction=0`` (random actions would otherwise go bankrupt after
 about 3,000 steps; the check still runs every step). The vector env uses seeded random starts
-and ``episode_length=4096`` (the episode length of the tool's own batched reference,
-``ref_vec64``; still five times more episode ends than the peers' 20,000-bar pass), and its
-timed loop is long enough that every sub-env autoresets inside it. Episode metrics at the
-last step stay on (the envs' default) everywhere.
+and ``episode_length=4096`` (the episode length of the batched reference ``ref_vec64``; still
+five times more episode ends than the peers' 20,000-bar pass), and its timed loop is long
+enough that every sub-env autoresets inside it. Episode metrics at the last step stay on (the
+envs' default) everywhere.
 
-Usage (from the repository root)::
+Usage (from the repository root, after ``pip install -e ".[bench]"``)::
 
     python benchmarks/env_throughput.py                 # one round, 30-90 s by machine load
     python benchmarks/env_throughput.py --rounds 3 --json bench.json
@@ -57,29 +53,25 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the factories import these lazily so the tool's workers start fast
+from harness import envs as harness
+from harness import workers
+
+if TYPE_CHECKING:  # the factories import these lazily so the workers start fast
     import gymnasium as gym
     import pandas as pd
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-ANCHORS_TOOL = REPO_ROOT.parent / "shared" / "tools" / "bench_anchors.py"
-DEFAULT_ANCHORS_PYTHON = Path("/tmp/anchors-venv/bin/python")
-MODULE = Path(__file__).stem  # the tool imports the factories as ``env_throughput:factory``
+MODULE = Path(__file__).stem  # the workers import the factories as ``env_throughput:factory``
 
 WINDOW = 32
-"""Observation window (bars) of every env in this benchmark, as the issue fixes it."""
+"""Observation window (bars) of every env in this benchmark."""
 BARS = 20_000
 SEED = 42
 FUNDING_RATE = 1e-4
@@ -91,9 +83,9 @@ VEC_EPISODE_LENGTH = 4096
 episode metrics at the last step, the reset) is paid at its steady-state rate."""
 QUICK_VEC_EPISODE_LENGTH = 128
 VEC_EPISODE_ENV = "TRADEZOO_BENCH_VEC_EPISODE_LENGTH"
-"""Environment variable that passes ``--quick``'s shorter episodes to the tool's workers."""
+"""Environment variable that passes ``--quick``'s shorter episodes to the workers."""
 RESET_EPISODE_STEPS = 20_000
-"""Steps taken before each timed reset in the reset measurement (the issue's target)."""
+"""Steps taken before each timed reset in the reset measurement (the reset target)."""
 PEERS = ("gte", "anytrading", "ref", "ref_vec64")
 VECTOR_SIZES = (64, 1024)
 
@@ -103,15 +95,15 @@ TARGET_VEC64_VS_GTE = 20.0
 
 
 # ------------------------------------------------------------------------------ factories --
-# ``bench_anchors.py --custom env_throughput:factory`` imports this module inside its worker
+# ``harness.envs --custom env_throughput:factory`` imports this module inside its worker
 # (PYTHONPATH holds the repository root and benchmarks/) and calls ``factory(df, window)``.
 
 
 def bench_bars(df: pd.DataFrame) -> pd.DataFrame:
-    """The tool's frame as a validated tradezoo bars frame with synthetic funding stamps.
+    """The harness's frame as a validated tradezoo bars frame with synthetic funding stamps.
 
     Args:
-        df: ``bench_anchors.make_ohlcv`` output: tz-naive hourly DatetimeIndex (UTC wall
+        df: ``harness.envs.make_ohlcv`` output: tz-naive hourly DatetimeIndex (UTC wall
             time, named ``date``), float64 ``open high low close volume`` and ``feature_*``
             columns (the peers' features; dropped here, our env computes its own).
 
@@ -130,7 +122,7 @@ def bench_bars(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_env(df: pd.DataFrame, window: int, **overrides: Any) -> gym.Env:
-    """``TradingEnv`` on the tool's bars: Bybit linear costs with funding, account state on."""
+    """``TradingEnv`` on the harness's bars: Bybit linear costs with funding, account state on."""
     from tradezoo.backtest import CostModel
     from tradezoo.envs import TradingEnv
 
@@ -150,7 +142,7 @@ def make_env(df: pd.DataFrame, window: int, **overrides: Any) -> gym.Env:
 
 
 def make_vector_env(df: pd.DataFrame, window: int, num_envs: int, **overrides: Any) -> Any:
-    """``TradingVectorEnv`` of ``num_envs`` sub-envs on the tool's bars (same settings)."""
+    """``TradingVectorEnv`` of ``num_envs`` sub-envs on the harness's bars (same settings)."""
     from tradezoo.backtest import CostModel
     from tradezoo.envs import TradingVectorEnv
 
@@ -167,7 +159,7 @@ def make_vector_env(df: pd.DataFrame, window: int, num_envs: int, **overrides: A
 
 
 def peer_features(df: pd.DataFrame) -> pd.DataFrame:
-    """The tool's 5 ``feature_*`` columns (the peers' observation features) on our bars' UTC
+    """The harness's 5 ``feature_*`` columns (the peers' observation features) on our bars' UTC
     index, for the like-for-like rows: with them our box observation is ``[window, 7]``, the
     shape of Gym-Trading-Env's (5 features + 2 account columns there as here)."""
     features = df[[c for c in df.columns if c.startswith("feature_")]].copy()
@@ -176,7 +168,7 @@ def peer_features(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def factory(df: pd.DataFrame, window: int) -> gym.Env:
-    """``bench_anchors.py --custom env_throughput:factory``: the single ``TradingEnv``."""
+    """``--custom env_throughput:factory``: the single ``TradingEnv``."""
     return make_env(df, window)
 
 
@@ -214,8 +206,8 @@ LIKE_FOR_LIKE: dict[str, tuple[str, int]] = {
 def measure_reset(samples: int, window: int, episode_steps: int, seed: int) -> dict[str, Any]:
     """Median wall time of ``TradingEnv.reset()`` right after ``episode_steps`` steps.
 
-    Runs in a worker process of the same interpreter as the tool's ``custom`` runs. The bars
-    come from the tool's generator, made just long enough for a sequential episode of
+    Runs in a worker process of this interpreter, like the throughput runs. The bars come
+    from the harness's generator, made just long enough for a sequential episode of
     ``episode_steps`` steps with every feature warmed up (the 20,000-bar series of the
     throughput runs ends about 130 steps short of that). Each sample steps one full episode with
     seeded random actions, then times one ``reset()``.
@@ -227,16 +219,11 @@ def measure_reset(samples: int, window: int, episode_steps: int, seed: int) -> d
     """
     import numpy as np
 
-    tools = str(ANCHORS_TOOL.parent)
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    import bench_anchors
-
     from tradezoo.data import FeatureSpec
 
     warmup = FeatureSpec().warmup_rows
     n_bars = episode_steps + warmup + window + 2
-    df = bench_anchors.make_ohlcv(n_bars, seed)
+    df = harness.make_ohlcv(n_bars, seed)
     env = make_env(df, window, episode_length=episode_steps)
     rng = np.random.default_rng(seed)
     times, cpu_times, steps_taken = [], [], []
@@ -280,134 +267,65 @@ class Plan:
     window: int
 
 
-def _pythonpath() -> str:
-    parts = [str(REPO_ROOT), str(BENCH_DIR), os.environ.get("PYTHONPATH", "")]
-    return os.pathsep.join(p for p in parts if p)
+def _child_env(plan: Plan) -> dict[str, str]:
+    """Workers' environment: one BLAS/OpenMP thread (the envs are latency bound, threads
+    would only add noise) and the plan's vector episode length."""
+    return workers.child_env({VEC_EPISODE_ENV: str(plan.vec_episode_length)}, threads=1)
 
 
-def _child_env(plan: Plan | None = None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=_pythonpath())
-    if plan is not None:
-        env[VEC_EPISODE_ENV] = str(plan.vec_episode_length)
-    # One BLAS/OpenMP thread: the envs are latency bound, and threads would only add noise.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    env.setdefault("MKL_NUM_THREADS", "1")
-    return env
-
-
-def _imports_ok(python: str, code: str) -> tuple[bool, str]:
-    proc = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, env=_child_env(), check=False
-    )
-    last = proc.stderr.strip().splitlines()[-1:] or [""]
-    return proc.returncode == 0, last[0]
-
-
-def run_tool(
-    python: str,
-    anchors: Sequence[str],
-    plan: Plan,
-    *,
-    steps: int,
-    custom: str | None = None,
-    custom_batch: int = 1,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run ``bench_anchors.py`` once with ``python``; return its results and its env info."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "anchors.json"
-        cmd = [
-            python,
-            str(ANCHORS_TOOL),
-            "--anchors",
-            ",".join(anchors),
-            "--bars",
-            str(BARS),
-            "--seed",
-            str(SEED),
-            "--window",
-            str(plan.window),
-            "--steps",
-            str(steps),
-            "--repeats",
-            str(plan.repeats),
-            "--resets",
-            str(plan.resets),
-            "--json",
-            str(out),
-        ]
-        if custom is not None:
-            cmd += ["--custom", f"{MODULE}:{custom}", "--custom-batch", str(custom_batch)]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=_child_env(plan), check=False
-        )
-        if not out.exists():
-            reason = (proc.stderr or proc.stdout).strip()[-600:]
-            return [
-                {"anchor": a, "skipped": f"bench_anchors failed: {reason}"} for a in anchors
-            ], {}
-        data = json.loads(out.read_text())
-    return data["results"], data.get("env", {})
-
-
-def run_reset_worker(python: str, plan: Plan) -> dict[str, Any]:
-    cmd = [
-        python,
-        str(Path(__file__).resolve()),
-        "--reset-worker",
-        "--reset-samples",
-        str(plan.reset_samples),
-        "--window",
-        str(plan.window),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(plan), check=False)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT@@")), None)
-    if line is None:
-        return {"skipped": "reset worker failed: " + proc.stderr.strip()[-600:]}
-    return json.loads(line[len("@@RESULT@@") :])
-
-
-def run_round(
-    index: int, plan: Plan, anchors_python: str, env_python: str, log: Callable[[str], None]
+def measure_env(
+    name: str, plan: Plan, *, steps: int, custom: str | None = None, custom_batch: int = 1
 ) -> dict[str, Any]:
+    """One env (a peer's name, or ``"custom"`` with a factory of this module) in a fresh
+    worker, stepped by the harness's timed loop on the shared bars."""
+    case = harness.EnvCase(
+        bars=BARS, seed=SEED, window=plan.window, steps=steps, repeats=plan.repeats,
+        resets=plan.resets,
+    )
+    spec = f"{MODULE}:{custom}" if custom is not None else None
+    return harness.run_isolated(
+        name, case, custom=spec, custom_batch=custom_batch, env=_child_env(plan)
+    )
+
+
+def run_reset_worker(plan: Plan) -> dict[str, Any]:
+    """:func:`measure_reset` in a fresh worker (``python -m env_throughput --reset-worker``)."""
+    argv = ["--reset-worker", "--reset-samples", str(plan.reset_samples)]
+    argv += ["--window", str(plan.window)]
+    result = workers.run_worker(MODULE, argv, env=_child_env(plan))
+    if "error" in result:
+        return {"skipped": "reset worker failed: " + result["error"]}
+    return result
+
+
+def run_round(index: int, plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """One round: our single env, the peers, our vector envs, the reset measurement."""
     results: dict[str, dict[str, Any]] = {}
-    tool_env: dict[str, Any] = {}
 
     log(f"round {index + 1}: TradingEnv ...")
-    (single,), tool_env["env_python"] = run_tool(
-        env_python, ["custom"], plan, steps=plan.steps, custom="factory"
-    )
-    results["tradezoo"] = single
+    results["tradezoo"] = measure_env("custom", plan, steps=plan.steps, custom="factory")
 
-    log(f"round {index + 1}: peers {', '.join(PEERS)} ...")
-    peers, tool_env["anchors_python"] = run_tool(anchors_python, PEERS, plan, steps=plan.steps)
-    for res in peers:
-        results[res["anchor"]] = res
+    for peer in PEERS:
+        log(f"round {index + 1}: peer {peer} ...")
+        results[peer] = measure_env(peer, plan, steps=plan.steps)
 
     for n in VECTOR_SIZES:
         log(f"round {index + 1}: TradingVectorEnv N={n} ...")
-        (vec,), _ = run_tool(
-            env_python,
-            ["custom"],
-            plan,
-            steps=n * plan.vec_calls,
-            custom=VECTOR_FACTORIES[n],
+        results[f"tradezoo_vec{n}"] = measure_env(
+            "custom", plan, steps=n * plan.vec_calls, custom=VECTOR_FACTORIES[n],
             custom_batch=n,
         )
-        results[f"tradezoo_vec{n}"] = vec
 
     for name, (factory_name, batch) in LIKE_FOR_LIKE.items():
         log(f"round {index + 1}: {factory_name} (the peers' 5 features) ...")
         steps = plan.steps if batch == 1 else batch * plan.vec_calls
-        (res,), _ = run_tool(
-            env_python, ["custom"], plan, steps=steps, custom=factory_name, custom_batch=batch
+        results[name] = measure_env(
+            "custom", plan, steps=steps, custom=factory_name, custom_batch=batch
         )
-        results[name] = res
 
     log(f"round {index + 1}: reset after {RESET_EPISODE_STEPS:,}-step episodes ...")
-    reset = run_reset_worker(env_python, plan)
-    return {"results": results, "reset": reset, "tool_env": tool_env}
+    reset = run_reset_worker(plan)
+    return {"results": results, "reset": reset}
 
 
 # --------------------------------------------------------------------------- summarising --
@@ -579,14 +497,14 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
             f"TradingEnv reset after a {reset['episode_steps'][0]:,}-step episode: "
             f"{summary['reset_ms_after_episode']:.4f} ms wall, "
             f"{summary['reset_cpu_ms_after_episode']:.4f} ms CPU (median of "
-            f"{len(reset['reset_ms'])} per round); after 256 steps (the tool's figure) "
+            f"{len(reset['reset_ms'])} per round); after 256 steps (the peers' figure) "
             f"{absolute['tradezoo']['reset_ms_after_256']:.4f} ms; "
             f"build {absolute['tradezoo']['build_s']:.2f} s"
         )
     add("")
-    add("peers (same bars, same window, same timed loop; bench_anchors.py)")
+    add("peers (same bars, same window, same timed loop; benchmarks/harness/envs.py)")
     header = (
-        f"{'anchor':<12}{'steps/s':>12}{'per CPU-s':>12}{'reset ms':>10}"
+        f"{'env':<12}{'steps/s':>12}{'per CPU-s':>12}{'reset ms':>10}"
         f"{'reset ms at ep. end':>21}{'build s':>9}  obs"
     )
     add(header)
@@ -603,7 +521,7 @@ def format_report(summary: dict[str, Any], rounds: list[dict[str, Any]], plan: P
             f"{_num(a['build_s'], 3):>9}  {res.get('obs_shape')}"
         )
     add("")
-    add("targets (issue 3)")
+    add("targets")
     add(f"  {'':<58}{'wall':>10}{'CPU':>10}")
     for t in summary["targets"]:
         if t["unit"] == "x":
@@ -634,13 +552,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
-
-
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return ""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -677,13 +588,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--window",
         type=int,
         default=WINDOW,
-        help=f"observation window of every env (default {WINDOW}, the issue's)",
-    )
-    p.add_argument(
-        "--anchors-python",
-        default=None,
-        help="interpreter with gym-anytrading and gym-trading-env installed "
-        f"(default {DEFAULT_ANCHORS_PYTHON} if it exists, else this one)",
+        help=f"observation window of every env (default {WINDOW})",
     )
     p.add_argument("--json", default=None, help="write config, raw results and summary here")
     p.add_argument(
@@ -699,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.reset_worker:
         res = measure_reset(args.reset_samples, args.window, RESET_EPISODE_STEPS, SEED)
-        print("@@RESULT@@" + json.dumps(res))
+        workers.emit(res)
         return 0
     if args.quick:
         # Shorter sub-episodes, so that every sub-env still autoresets in the timed loop.
@@ -728,39 +633,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    if not ANCHORS_TOOL.exists():
-        print(f"measuring tool not found: {ANCHORS_TOOL}", file=sys.stderr)
-        return 0  # a benchmark reports what it could not do; it does not fail a build
-    anchors_python = args.anchors_python or (
-        str(DEFAULT_ANCHORS_PYTHON) if DEFAULT_ANCHORS_PYTHON.exists() else sys.executable
-    )
-    # Our env runs in the anchors interpreter too when tradezoo imports there (same numpy,
-    # same process layout as the peers); otherwise in this interpreter.
-    ok, why = _imports_ok(anchors_python, "from tradezoo.envs import TradingEnv, TradingVectorEnv")
-    env_python = anchors_python if ok else sys.executable
-    if not ok:
-        log(
-            f"tradezoo does not import under {anchors_python} ({why}); "
-            f"our envs run under {env_python}"
-        )
-
     started = time.perf_counter()
     print(
-        f"env throughput: {BARS:,} synthetic hourly bars (bench_anchors.make_ohlcv, seed "
+        f"env throughput: {BARS:,} synthetic hourly bars (harness.envs.make_ohlcv, seed "
         f"{SEED}), window {plan.window}; single env {plan.steps:,} steps x {plan.repeats} "
         f"repeats; vector envs {plan.vec_calls} calls x {plan.repeats} (episodes of "
         f"{plan.vec_episode_length} bars); {plan.rounds} round(s)",
         flush=True,
     )
+    versions = harness.environment()
     print(
-        f"peers under {anchors_python}; tradezoo under {env_python}; "
-        f"loadavg {_loadavg()} on {os.cpu_count()} CPUs",
+        f"every env under {sys.executable} (Python {versions['python']}, numpy "
+        f"{versions['numpy']}, gymnasium {versions['gymnasium']}, gym-anytrading "
+        f"{versions['gym-anytrading']}, gym-trading-env {versions['gym-trading-env']}); "
+        f"loadavg {workers.loadavg()} on {os.cpu_count()} CPUs",
         flush=True,
     )
-    rounds = [run_round(i, plan, anchors_python, env_python, log) for i in range(plan.rounds)]
+    rounds = [run_round(i, plan, log) for i in range(plan.rounds)]
     summary = summarise(rounds)
     print(format_report(summary, rounds, plan))
-    print(f"loadavg at end {_loadavg()}; wall {time.perf_counter() - started:.0f} s")
+    print(f"loadavg at end {workers.loadavg()}; wall {time.perf_counter() - started:.0f} s")
     if args.json:
         payload = {
             "config": {
@@ -768,10 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bars": BARS,
                 "seed": SEED,
                 "funding_rate": FUNDING_RATE,
-                "anchors_python": anchors_python,
-                "env_python": env_python,
+                "python_executable": sys.executable,
                 "argv": sys.argv,
-                "python": platform.python_version(),
+                "versions": versions,
             },
             "rounds": rounds,
             "summary": summary,

@@ -1,8 +1,8 @@
 """Model throughput: every tradezoo backbone against ncps, mambapy and the textbook Mamba loop.
 
-Issue 4, section 3. One run measures, with ``../shared/tools/bench_models.py`` (each
-(model, length) case in a fresh process, so peak RSS is that case's), at batch 64, 16
-features, hidden 64, one thread and ``torch.set_flush_denormal(True)`` on CPU:
+One run measures, with the harness in ``benchmarks/harness/models.py`` (each (model, length)
+case in a fresh process, so peak RSS is that case's), at batch 64, 16 features, hidden 64,
+one thread and ``torch.set_flush_denormal(True)`` on CPU:
 
 - parameter count, forward+backward samples/s at L = 64 and L = 256, batch-1 forward latency
   at L = 64 (the policy re-encodes the window at every env step; a dedicated pass, median of
@@ -23,7 +23,7 @@ Targets printed as met / NOT MET: Mamba >= 1.5x mambapy at L = 256; Mamba's L = 
 most 1.2x its L = 256; CfC >= ncps CfC; LTC >= 3x ncps LTC with at most a quarter of its peak
 memory at L = 256; batch-1 latency at L = 64 <= 2 ms for every architecture.
 
-Usage (repository root; needs the ``bench`` extra: ncps, mambapy)::
+Usage (repository root, after ``pip install -e ".[bench]"``, which installs ncps and mambapy)::
 
     python benchmarks/model_throughput.py                      # CPU, about 10-15 minutes
     python benchmarks/model_throughput.py --json models.json
@@ -36,18 +36,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT.parent / "shared" / "tools" / "bench_models.py"
+from harness import models as harness
+from harness import workers
 
-#: Peers measured in the same run (names of bench_models.py's built-in models).
+#: Peers measured in the same run (names of the harness's peer models).
 PEERS = ("ncps_cfc", "ncps_ltc", "mambapy_pscan", "lstm", "transformer")
 #: The textbook loops are very slow at L = 256 (quadratic backward): one short repeat.
 SLOW_PEERS = ("mamba_loop", "mamba_loop_unbind")
@@ -69,29 +66,31 @@ LATENCY_TARGET_MS = 2.0
 
 
 # ----------------------------------------------------------------------------- factories --
-# ``bench_models.py --extra model_throughput:factories`` imports this module in its workers.
+# ``harness.models --extra model_throughput:factories`` imports this module in its workers.
 
 
-def factories() -> dict[str, Callable[[int, int], Any]]:
-    """``{"tz_<arch>": factory(n_features, hidden) -> nn.Module}`` for every architecture."""
+def factories() -> dict[str, Callable[[int, int, int], Any]]:
+    """``{"tz_<arch>": factory(n_features, hidden, seq_len) -> nn.Module}`` for every
+    architecture."""
     from torch import nn
 
     from tradezoo.policies.registry import ARCHITECTURES, make_backbone
 
     class Wrapped(nn.Module):
-        def __init__(self, name: str, n_features: int, hidden: int,
+        def __init__(self, name: str, n_features: int, hidden: int, seq_len: int,
                      extra: dict[str, Any] | None = None) -> None:
             super().__init__()
             cfg = {**BENCH_CONFIGS.get(name, {}), **(extra or {})}
             if name == "mlp":
-                cfg["window"] = int(os.environ.get("TRADEZOO_BENCH_SEQ_LEN", "64"))
+                cfg["window"] = seq_len  # the MLP flattens the window: it needs its length
             self.backbone = make_backbone(name, n_features, d_model=hidden, **cfg)
 
         def forward(self, x: Any) -> Any:
             return self.backbone(x)  # [B, d_model]
 
-    def make(name: str, extra: dict[str, Any] | None = None) -> Callable[[int, int], Any]:
-        return lambda n_features, hidden: Wrapped(name, n_features, hidden, extra)
+    def make(name: str, extra: dict[str, Any] | None = None) -> Callable[[int, int, int], Any]:
+        return lambda n_features, hidden, seq_len: Wrapped(name, n_features, hidden, seq_len,
+                                                           extra)
 
     made = {PREFIX + name: make(name) for name in ARCHITECTURES}
     made.update({PREFIX + row: make(arch, cfg) for row, (arch, cfg) in VARIANTS.items()})
@@ -101,45 +100,23 @@ def factories() -> dict[str, Callable[[int, int], Any]]:
 # ------------------------------------------------------------------------------- running --
 
 
-def run_tool(models: Sequence[str], seq_lens: Sequence[int], args: argparse.Namespace,
+def run_cases(models: Sequence[str], seq_lens: Sequence[int], args: argparse.Namespace,
              *, repeats: int, min_time: float, latency: bool = True) -> list[dict[str, Any]]:
-    """One bench_models.py run (each case isolated); returns its result rows."""
+    """Every (model, length) case, each in a fresh worker process; returns the result rows
+    (a case that failed has an ``error``)."""
+    case = harness.ModelCase(
+        repeats=repeats, min_time=min_time, threads=args.threads, device=args.device,
+        flush_denormal=args.device == "cpu", latency=latency,
+    )
+    env = workers.child_env(threads=args.threads)
     rows: list[dict[str, Any]] = []
-    # The mlp needs its window at construction: run it once per length.
-    for group, lens in _groups(models, seq_lens):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "rows.json"
-            cmd = [
-                args.python, str(TOOL), "--models", *group, "--seq-lens", *map(str, lens),
-                "--extra", "model_throughput:factories", "--threads", str(args.threads),
-                "--repeats", str(repeats), "--min-time", str(min_time), "--device", args.device,
-                "--isolate", "--json", str(out),
-            ]
-            if args.device == "cpu":
-                cmd.append("--flush-denormal")
-            if not latency:
-                cmd.append("--no-latency")
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                [str(ROOT / "benchmarks"), str(ROOT), env.get("PYTHONPATH", "")])
-            env["OMP_NUM_THREADS"] = str(args.threads)
-            if len(lens) == 1:
-                env["TRADEZOO_BENCH_SEQ_LEN"] = str(lens[0])
-            print(f"# {' '.join(group)} at L={list(lens)}", file=sys.stderr, flush=True)
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode != 0 or not out.exists():
-                raise RuntimeError(f"bench_models.py failed:\n{proc.stderr[-2000:]}")
-            rows.extend(json.loads(out.read_text())["results"])
-    return rows
-
-
-def _groups(models: Sequence[str], seq_lens: Sequence[int]):
-    plain = [m for m in models if m != PREFIX + "mlp"]
-    if plain:
-        yield plain, list(seq_lens)
-    if PREFIX + "mlp" in models:
+    print(f"# {' '.join(models)} at L={list(seq_lens)}", file=sys.stderr, flush=True)
+    for model in models:
         for length in seq_lens:
-            yield [PREFIX + "mlp"], [length]
+            rows.append(harness.run_isolated(
+                model, length, case, extra=["model_throughput:factories"], env=env
+            ))
+    return rows
 
 
 # ------------------------------------------------------------------------------ reporting --
@@ -231,7 +208,7 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         (f"batch-1 latency L=64 <= {LATENCY_TARGET_MS:g} ms, every arch (slowest: {slowest})",
          latencies[slowest], lambda v: v <= LATENCY_TARGET_MS, "{:.2f} ms"),
     ]
-    lines += ["", "targets (issue 4)"]
+    lines += ["", "targets"]
     for label, value, ok, spec in checks:
         if not math.isfinite(value):
             verdict = "n/a"
@@ -254,18 +231,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "whose median is reported (0: no such pass; default 9)")
     parser.add_argument("--archs", nargs="*", default=None, help="subset of architectures")
     parser.add_argument("--quick", action="store_true", help="one short repeat, no slow peers")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter with tradezoo, ncps and mambapy installed")
     parser.add_argument("--json", default=None, help="write every result row here")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not TOOL.exists():
-        print(f"measurement tool not found: {TOOL}", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(ROOT))
     from tradezoo.policies.registry import ARCHITECTURES
 
     archs = args.archs or list(ARCHITECTURES)
@@ -274,26 +245,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown architectures {unknown}; valid: {list(ARCHITECTURES)}", file=sys.stderr)
         return 2
     repeats, min_time = (1, 0.3) if args.quick else (args.repeats, args.min_time)
+    versions = harness.environment()
+    print(
+        f"every model under {sys.executable}: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+        + f"; loadavg {workers.loadavg()}",
+        flush=True,
+    )
     ours = [PREFIX + a for a in archs]
     ours += [PREFIX + row for row, (arch, _) in VARIANTS.items() if arch in archs]
-    rows = run_tool([*ours, *PEERS], [64, 256], args, repeats=repeats, min_time=min_time)
+    rows = run_cases([*ours, *PEERS], [64, 256], args, repeats=repeats, min_time=min_time)
     if not args.quick:
-        rows += run_tool(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
-                         latency=False)
+        rows += run_cases(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
+                          latency=False)
     if args.latency_repeats > 0 and not args.quick:
         # Batch-1 latency again, for every model, with more repeats: on a shared machine one
         # load spike moves a median of 3 repeats of 20 calls (~30 ms each) by 50 %.
-        lat = run_tool([*ours, *PEERS], [64], args, repeats=args.latency_repeats,
-                       min_time=0.05)
+        lat = run_cases([*ours, *PEERS], [64], args, repeats=args.latency_repeats,
+                        min_time=0.05)
         rows += [{**row, "group": "latency"} for row in lat]
     if "mamba" in archs:
         # L = 256 again beside L = 257, measured back to back, so the 257/256 ratio is not
         # skewed by load changing between this run's first group and its last.
-        pair = run_tool([PREFIX + "mamba", "mambapy_pscan"], [256, 257], args,
-                        repeats=repeats, min_time=min_time, latency=False)
+        pair = run_cases([PREFIX + "mamba", "mambapy_pscan"], [256, 257], args,
+                         repeats=repeats, min_time=min_time, latency=False)
         rows += [{**row, "group": "pair_257"} for row in pair]
     meta = {"device": args.device, "threads": args.threads,
-            "flush_denormal": args.device == "cpu", "repeats": repeats, "min_time": min_time}
+            "flush_denormal": args.device == "cpu", "repeats": repeats, "min_time": min_time,
+            "versions": versions, "argv": sys.argv}
     print(summarise(rows, archs, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": rows}, indent=1))

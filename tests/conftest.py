@@ -12,7 +12,7 @@ import pytest
 def _restore_float_state() -> Iterator[None]:
     """Undo ``torch.set_flush_denormal(True)`` after each test.
 
-    The trainers and benchmarks turn it on for CPU speed (DESIGN.md) and leave it on for the
+    The trainers and benchmarks turn it on for CPU speed (docs/design.md) and leave it on for the
     process, as a training script would; in the test process it would leak into later tests
     (hypothesis refuses to run with subnormals flushed). torch is only touched when a test
     imported it.

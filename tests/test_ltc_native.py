@@ -307,7 +307,7 @@ def test_forked_child_runs_thread_chunks() -> None:
                     code = 0 if torch.equal(fast(x), parent) else 1
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 60  # a hang (the old failure) fails instead of blocking
+        deadline = time.monotonic() + 60  # a hang fails the test instead of blocking it
         while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         if done[0] == 0:

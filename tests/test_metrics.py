@@ -1,5 +1,5 @@
 """Metrics: agreement with empyrical-reloaded and quantstats to 1e-9, hand-computed figures,
-the conventions of DESIGN.md (starting equity is a peak, Sortino over all periods, annual
+the conventions of docs/design.md (starting equity is a peak, Sortino over all periods, annual
 risk-free rate converted per period), edge cases without warnings, periods per year, and every
 bad input."""
 
@@ -74,7 +74,7 @@ def test_matches_empyrical(ep: ModuleType, case: str, risk_free: float) -> None:
     # empyrical's risk_free / required_return are per period; ours is annual, converted
     # geometrically: rf_p = (1 + rf) ** (1 / ppy) - 1. `annualization=ppy` overrides its
     # 'daily' = 252 default. Its Sortino averages min(r - rf_p, 0)^2 over all periods (the
-    # DESIGN.md definition), its CAGR counts years as n / ppy, its max drawdown anchors the
+    # docs/design.md definition), its CAGR counts years as n / ppy, its max drawdown anchors the
     # running peak at a starting value of 100 (the starting equity counts as a peak), and
     # its Calmar is annual_return / |max_drawdown|: all four coincide with ours exactly.
     rf_per_period = (1.0 + risk_free) ** (1.0 / ppy) - 1.0

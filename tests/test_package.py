@@ -69,7 +69,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 
 def test_readme_main_job_is_tradezoo_run() -> None:
-    """The Quickstart's first command installs and runs the main job (issue 5); the command
+    """The Quickstart's first command installs and runs the main job; the command
     exists in the CLI with defaults (tests/test_cli_train.py runs it with tiny budgets)."""
     from tradezoo.cli import build_parser
 

@@ -1,6 +1,6 @@
-"""TimeParticle-inspired backbone: the chapter's math against slow references.
+"""TimeParticle-inspired backbone: the module's equations against slow references.
 
-The recurrence is checked against a naive per-particle Python loop written with the chapter's
+The recurrence is checked against a naive per-particle Python loop written with the module's
 formulas (sigmoid/tanh, no reformulation), in values and gradients; the convolution bank
 against ``F.conv1d``; messages, aggregation weights, causality and the backbone contract.
 """
@@ -31,7 +31,7 @@ def backbone(seed: int = 0, **cfg: object) -> TimeParticleBackbone:
 
 
 def naive_recurrence(layer: ParticleLayer, x: Tensor) -> Tensor:
-    """The chapter's recurrence, one particle and one step at a time.
+    """The module's recurrence, one particle and one step at a time.
 
     ``x [K, L, B, D]`` (conv features) -> ``h [K, L, B, D]``;
     ``g = sigmoid(W_g [x; h] + b_g)``, ``h~ = tanh(W_h x + U_h h + b_h)``,
@@ -76,7 +76,7 @@ def test_dropout_out_of_range_is_rejected() -> None:
         TimeParticleConfig(dropout=1.0)
 
 
-def test_conv_spec_follows_the_chapter_and_rejects_k0() -> None:
+def test_conv_spec_follows_the_equations_and_rejects_k0() -> None:
     assert [particle_conv_spec(k) for k in (1, 2, 3, 4)] == [
         (2, 1, 1), (4, 2, 6), (8, 4, 28), (16, 8, 120)
     ]

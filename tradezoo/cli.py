@@ -482,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "the classifier; default)")
     compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
     compare.add_argument("--budget",
-                         help="smoke, tiny, small, default (default) or large (GPU); see README")
+                         help="smoke, tiny, small, default (default) or large (GPU); "
+                              "see docs/training.md")
     _add_budget_flags(compare, epochs=True, timesteps=True)
     compare.set_defaults(handler=_cmd_compare)
 

@@ -25,7 +25,7 @@ or future information), and the env built on the same data, ``window`` and
 (:func:`~tradezoo.data.splits.time_splits` cuts the embargo from the earlier part), so every
 architecture and the PPO env are scored on the same test rows.
 
-Labels follow DESIGN.md's order (0 sell, 1 hold, 2 buy) and net out the round trip of the
+Labels follow docs/design.md's order (0 sell, 1 hold, 2 buy) and net out the round trip of the
 dataset's own cost model (``cost_bps`` defaults to :attr:`CostModel.one_way_cost_bps` of
 :meth:`CostModel.for_source`), so a label says "this trade beats its costs under the env's
 fill rule".

@@ -51,7 +51,7 @@ raised by a callback) writes ``interrupted.pt`` (resumable with ``resume_from=``
 Evaluation (:func:`evaluate_supervised`): a classification report on the labelled rows of a
 split, and a backtest of the classifier's signals through :func:`tradezoo.backtest.simulate`
 with the dataset's costs against buy-and-hold. Signals become target positions as in the
-chapters' ``signal`` semantics: buy -> +1 (long), sell -> -1 (short; 0 = flat with
+env's ``signal`` scheme: buy -> +1 (long), sell -> -1 (short; 0 = flat with
 ``allow_short=False``), hold -> keep the previous target (flat before the first signal).
 """
 
@@ -1073,7 +1073,7 @@ def signals_to_positions(signals: np.ndarray, *, allow_short: bool = True) -> np
 def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.ndarray:
     if rule == "argmax":
         return probabilities.argmax(axis=1)
-    # The chapters' rule: act on a side only when its probability clears the threshold;
+    # The threshold rule: act on a side only when its probability clears the threshold;
     # when both do (threshold < 0.5), the more probable side wins.
     sell, buy = probabilities[:, 0], probabilities[:, 2]
     signals = np.full(len(probabilities), 1, dtype=np.int64)

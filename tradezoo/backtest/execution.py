@@ -1,4 +1,4 @@
-"""The one execution and accounting function of tradezoo (DESIGN.md, "One accounting engine").
+"""The one execution and accounting function of tradezoo (docs/design.md, "One accounting engine").
 
 ``execute_step`` turns a target exposure decided at the close of bar t into a fill and marks
 the account at the close of bar t+1. It is written once, with arithmetic that works on Python

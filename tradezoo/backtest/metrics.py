@@ -1,5 +1,5 @@
 """Performance metrics: one module for the evaluator, the PPO callbacks, the backtester and the
-comparison tables (DESIGN.md, "Metrics").
+comparison tables (docs/design.md, "Metrics").
 
 Conventions (every figure below is computed from ``returns`` r[0..n-1], simple per-period
 returns of the account, with ``P = periods_per_year``):
@@ -224,7 +224,7 @@ def drawdown_series(equity: object, *, initial: float | None = None) -> np.ndarr
     Args:
         equity: equity values, shape [n] (array or Series; finite). Pass a curve that starts
             with the initial equity (as ``BacktestResult.equity`` does), or pass ``initial``.
-        initial: equity before ``equity[0]``, counted as a peak (the convention of DESIGN.md:
+        initial: equity before ``equity[0]``, counted as a peak (the convention of docs/design.md:
             a series that falls from its first bar is in drawdown at once).
 
     Returns:

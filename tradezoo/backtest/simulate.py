@@ -6,7 +6,7 @@ every unit, fill price, cost line and equity value comes out of ``execute_step``
 is bookkeeping: the per-bar series, the fills, the round-trip trades table, the metrics and the
 buy-and-hold benchmark.
 
-Timeline (DESIGN.md, "Time and execution"): ``positions[t]`` is the target exposure (signed
+Timeline (docs/design.md, "Time and execution"): ``positions[t]`` is the target exposure (signed
 fraction of equity) decided at the close of bar t. With ``fill="next_open"`` it fills at
 ``open[t+1]``; with ``fill="close"`` (optimistic, documented only) at ``close[t]``. Either way
 step t is marked at ``close[t+1]`` and booked on bar t+1::
@@ -521,7 +521,7 @@ def simulate(
     """Backtest target positions on bars with the shared execution engine.
 
     Args:
-        bars: a bars frame (DESIGN.md, "Data model"), n >= 2 rows. Frames without
+        bars: a bars frame (docs/design.md, "Data model"), n >= 2 rows. Frames without
             ``attrs["validated"]`` go through :func:`tradezoo.data.load_bars` first (which may
             repair them; ``positions`` must then match the repaired index).
         positions: target exposure (signed fraction of equity) decided at the close of each

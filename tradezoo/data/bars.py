@@ -1,6 +1,6 @@
 """The bars frame and ``read_bars``: CSV and Parquet in the layouts users have.
 
-A bars frame (DESIGN.md, "Data model") is a pandas DataFrame with
+A bars frame (docs/design.md, "Data model") is a pandas DataFrame with
 
 - a UTC, tz-aware, strictly increasing ``DatetimeIndex`` named ``timestamp`` holding bar
   **open** times;
@@ -329,7 +329,7 @@ def merge_funding(
 ) -> pd.DataFrame:
     """Return ``bars`` with a ``funding_rate`` column from a funding-rate history.
 
-    The rate of a funding stamp goes to the bar whose open time equals the stamp (DESIGN.md:
+    The rate of a funding stamp goes to the bar whose open time equals the stamp (docs/design.md:
     "rate charged at that bar's open; 0 elsewhere"). A stamp inside the bars' span that falls
     on no bar open (bars of 6h, 12h or 1d do not open at every 8-hourly stamp; a bar may be
     missing) is charged at the next bar's open, where the position held through the stamp is

@@ -1,8 +1,8 @@
 """Bundled datasets and :func:`load_bars`, the one place that turns a name, a path or a frame
 into validated bars.
 
-Bundled (real market data shipped gzip-compressed as package data; see the README's data
-section for attribution):
+Bundled (real market data shipped gzip-compressed as package data; see docs/data.md for
+attribution):
 
 - ``bybit-btcusdt-1h``: Bybit USDT perpetual BTCUSDT (category ``linear``), last-price 1h
   klines, 19,261 bars from 2023-11-29 00:00 to 2026-02-08 12:00 UTC, with ``funding_rate``

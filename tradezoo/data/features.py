@@ -1,6 +1,6 @@
 """Causal features of a bars frame and the z-score scaler fitted on the train split.
 
-``compute_features(bars, spec)`` turns a bars frame (DESIGN.md, "Data model") into a float32
+``compute_features(bars, spec)`` turns a bars frame (docs/design.md, "Data model") into a float32
 feature frame ``[T - W, F]``, where ``W = spec.warmup_rows`` is the number of leading bars
 on which some feature is not yet defined. Every feature at bar ``t`` uses bars ``<= t`` only
 (known at the close of bar ``t``): trailing windows, recursive EMAs started at the first bar,
@@ -378,7 +378,7 @@ def compute_features(bars: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.
     """Compute the causal features of ``bars`` (see the module docstring for each column).
 
     Args:
-        bars: a bars frame (DESIGN.md, "Data model"), ideally from ``validate_bars``: a
+        bars: a bars frame (docs/design.md, "Data model"), ideally from ``validate_bars``: a
             strictly increasing ``DatetimeIndex`` of bar open times and at least the columns
             in ``spec.required_columns`` (``high low close volume`` for the defaults), plus
             an optional ``funding_rate``.

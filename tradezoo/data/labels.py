@@ -1,7 +1,7 @@
 """Buy/hold/sell labels computed under the environment's own fill rule.
 
 The label of a decision at bar ``t`` (made with data known at the close of bar ``t``, see
-DESIGN.md, "Time and execution") is judged on the trade that decision would really make: an
+docs/design.md, "Time and execution") is judged on the trade that decision would really make: an
 order placed at ``t`` fills at the **open of bar t+1** and, for a ``horizon`` of ``h`` bars, is
 closed at the open of bar ``t+1+h``. Its gross return is
 
@@ -95,7 +95,7 @@ def _check_bars(bars: object, columns: tuple[str, ...]) -> pd.DataFrame:
 def forward_returns(bars: pd.DataFrame, horizon: int = 1) -> pd.Series:
     """Gross return of a position opened at the next open and closed ``horizon`` bars later.
 
-    ``out[t] = open[t+1+horizon] / open[t+1] - 1``, the env's default fill rule (DESIGN.md).
+    ``out[t] = open[t+1+horizon] / open[t+1] - 1``, the env's default fill rule (docs/design.md).
 
     Args:
         bars: a bars frame with an ``open`` column, ``T`` rows.

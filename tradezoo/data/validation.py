@@ -1,6 +1,6 @@
 """One validator for every bars frame that enters an env or a trainer.
 
-``validate_bars`` checks the rules of the bars frame (DESIGN.md, "Data model"), repairs only
+``validate_bars`` checks the rules of the bars frame (docs/design.md, "Data model"), repairs only
 what is safe under an explicit policy, and reports everything it saw. What it cannot repair
 raises one :class:`~tradezoo.data.errors.DataError` naming the source, the first offending
 timestamps and the rule.

@@ -6,7 +6,7 @@ Item ``i`` of a :class:`WindowDataset` is the decision at row ``t = decision_row
     dt = dt[t - L + 1 : t + 1]         # [L]    float32, seconds since the previous bar
     y  = labels[t]                     # []     int64, 0 sell / 1 hold / 2 buy
 
-so the model sees rows ``<= t`` only (DESIGN.md, no-look-ahead contract) and the label is the
+so the model sees rows ``<= t`` only (docs/design.md, no-look-ahead contract) and the label is the
 one :func:`tradezoo.data.labels.make_labels` gives to the decision at ``t``.
 
 The features live in **one** contiguous float32 tensor ``[T, F]`` (``torch.from_numpy``:

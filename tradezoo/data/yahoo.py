@@ -3,7 +3,7 @@
 ``fetch_yahoo`` calls ``yfinance.Ticker(ticker).history(start=, end=, interval=,
 auto_adjust=, actions=True, keepna=True)`` (yfinance >= 1.0; see
 https://ranaroussi.github.io/yfinance/reference/api/yfinance.Ticker.history.html), turns the
-answer into a bars frame (DESIGN.md, "Data model") and caches it with
+answer into a bars frame (docs/design.md, "Data model") and caches it with
 :func:`~tradezoo.data.cache.cached_fetch`. ``yahoo_frame_to_bars`` applies the same
 normalisation and checks to a frame a user already has from ``Ticker.history`` or
 ``yf.download``.

@@ -13,7 +13,7 @@ the compiled loop against its own Python source).
 
 Why compiled: at N = 64 the work per account is some 60 floating-point operations, and as
 numpy array expressions the step cost about 90 numpy calls of ~1 us overhead each (about
-60 us); the compiled loop takes 5-20 us for all 64 accounts (README, Performance), leaving
+60 us); the compiled loop takes 5-20 us for all 64 accounts (docs/performance.md), leaving
 the step to the observation copy and the infos.
 
 The first ``BatchCore`` of a process compiles the loop when it is built (about 1.7 s; not

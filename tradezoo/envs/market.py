@@ -12,7 +12,7 @@ Rows. Every dataset contributes its feature rows (bars after the feature warm-up
 concatenated table of ``R`` rows; a dataset's rows are ``offset .. offset + length - 1`` and
 "row" below means a global row of that table. A decision at row ``t`` sees features of rows
 ``<= t`` only (data known at the close of bar ``t``); its order fills at ``open[t+1]`` (or
-``close[t]`` with ``fill="close"``) and is marked at ``close[t+1]`` (DESIGN.md, "Time and
+``close[t]`` with ``fill="close"``) and is marked at ``close[t+1]`` (docs/design.md, "Time and
 execution").
 
 Splits. Each dataset is split by :func:`~tradezoo.data.splits.time_splits` on its feature rows

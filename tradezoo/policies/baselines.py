@@ -1,4 +1,4 @@
-"""Baselines from the chapters' comparison tables: LSTM, GRU, a causal Transformer and an MLP.
+"""Baselines for the comparison tables: LSTM, GRU, a causal Transformer and an MLP.
 
 All four follow :class:`~tradezoo.policies.base.Backbone`: ``x [B, L, F] -> [B, d_model]``;
 ``dt`` is accepted and ignored (they assume uniform spacing).

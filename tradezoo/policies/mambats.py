@@ -1,7 +1,7 @@
 """``mambats``: variable-aware selective scanning over patched series (after MambaTS).
 
 Reference: Cai et al., "MambaTS: Improved Selective State Space Models for Long-term Time
-Series Forecasting" (arXiv 2405.16440), as the seed chapter adapts it: instance normalisation,
+Series Forecasting" (arXiv 2405.16440), adapted to trading windows: instance normalisation,
 patch tokens per variable, Mamba scans along time and across variables, random variable
 permutation while training. Differences from the paper, on purpose: the paper scans one long
 sequence of all variables' patches ("variable scan along time") and, at inference, an order

@@ -1,8 +1,8 @@
 """Multi-scale attention (MSA) backbone and its supervised heads.
 
-Follows the seed chapter on multi-scale attention for trading (issue 4, section 1 "msa").
-For a window ``x [B, L, F]`` (oldest bar first) and pooling factors ``f_1 < ... < f_S``
-(default 1, 4, 16)::
+Multi-scale attention for trading windows, as the equations below specify. For a window
+``x [B, L, F]`` (oldest bar first) and pooling factors ``f_1 < ... < f_S`` (default 1, 4,
+16)::
 
     x^(s)   = AvgPool_{f_s}(x)                 [B, L_s, F], L_s = floor(L / f_s), end-aligned
     e^(s)   = Enc_s(W_in,s x^(s) + P_s)        per-scale pre-norm causal Transformer encoder,
@@ -19,7 +19,7 @@ For a window ``x [B, L, F]`` (oldest bar first) and pooling factors ``f_1 < ... 
                                                coarsest to finest (s = S-1, ..., 1)
     out     = LN(fused + W_o a_1)              [B, d_model]
 
-Decisions where the chapter is silent:
+Design decisions beyond the equations:
 
 - **Pooling alignment.** Pooled windows are non-overlapping and aligned to the END of the window,
   so the last pooled token of every scale contains the latest bar. When ``L`` is not a multiple

@@ -1,10 +1,10 @@
 """TimeParticle-inspired backbone: multi-scale "particles" with gated state recurrences.
 
-This follows the seed chapter's design (dilated causal convolution per scale, gated state
-update, cross-scale attention messages, softmax aggregation). It is **TimeParticle-inspired**:
-the KBS 2025 TimeParticle paper's architecture differs, and this module does not claim to
-reproduce it. Unlike the public TimeParticle code, the recurrence is an exact sequential scan
-(no cumsum/divide "closed form", which is silently wrong in float32).
+The design (dilated causal convolution per scale, gated state update, cross-scale attention
+messages, softmax aggregation) is **TimeParticle-inspired**: the KBS 2025 TimeParticle paper's
+architecture differs, and this module does not claim to reproduce it. Unlike the public
+TimeParticle code, the recurrence is an exact sequential scan (no cumsum/divide "closed form",
+which is silently wrong in float32).
 
 Equations (one layer; ``u [B, L, D]`` is the layer input, ``K = n_particles``)::
 
@@ -24,7 +24,7 @@ the last position ``[B, D]``; ``forward_sequence`` returns every position ``[B, 
 causal (the convolutions pad on the left only, the recurrence runs forwards, messages and
 aggregation mix particles of the same time step only).
 
-Decisions where the chapter is silent:
+Design decisions beyond the equations:
 
 - Particles are numbered ``k = 1..K`` (``k = 0`` would need dilation 1/2). The receptive fields
   are 2, 7, 29, 121 bars for k = 1..4, so coarser particles see longer context.
@@ -91,7 +91,7 @@ class TimeParticleConfig(BackboneConfig):
 
     Attributes:
         d_model: width of the input projection, of each particle's state and of the output.
-        n_particles: K, the number of scales per layer (2..6; the chapter uses 3 or 4). At least
+        n_particles: K, the number of scales per layer (2..6; 3 or 4 recommended). At least
             2 because each particle's message comes from the others.
         n_layers: stacked particle layers (residual + LayerNorm between them).
         dropout: dropout on each layer's output projection (training only).
@@ -337,7 +337,7 @@ def _full(t: Tensor) -> Tensor:
 class ParticleLayer(nn.Module):
     """One layer of K particles: ``u [B, L, D] -> [B, L, D]`` (see the module docstring).
 
-    Parameters (the chapter's weights, stacked over particles for the batched recurrence):
+    Parameters (the weights of the equations, stacked over particles for the batched recurrence):
         ``conv_weight[k-1] [2**k, D]``, ``conv_bias [K, D]``: particle k's depthwise causal
         dilated convolution (kernel ``2**k``, dilation ``2**(k-1)``).
         ``w_in [K, D, 2D]`` = ``[W_g,x | W_h,x]`` (the input halves of the gate weights),
@@ -460,7 +460,7 @@ class TimeParticleBackbone(Backbone):
     """TimeParticle-inspired backbone ``x [B, L, F] -> [B, d_model]`` (``dt`` is ignored).
 
     Any ``L >= 1`` works (the convolutions pad on the left). See the module docstring for the
-    equations and the decisions taken where the chapter is silent. The scan's backward is
+    equations and the design decisions. The scan's backward is
     hand-written, so double backward (e.g. gradient penalties) is not supported.
     """
 
@@ -508,7 +508,7 @@ class TimeParticleBackbone(Backbone):
         - ``beta [B, L, K]``: the last layer's aggregation weights (each row sums to 1);
           ``beta_layers [n_layers, B, L, K]``: every layer's.
         - ``alpha [B, L, K, K]``: the last layer's message weights (zero diagonal, rows sum to 1).
-        - ``trend [B, L, K]``: the chapter's multiscale trend analysis. Particle k's trend at
+        - ``trend [B, L, K]``: the multiscale trend analysis. Particle k's trend at
           step t is the channel mean of its last-layer state, ``mean_c h_k,t[c]``, which lies
           in (-1, 1) (each state is a convex combination of tanh outputs, starting at 0).
           Coarser particles (wider receptive field, slower initial gates) give smoother curves.
