@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from mixed_precision import BF16_RELATIVE_TOLERANCE, relative_error
 from torch import Tensor, nn
 
 from tradezoo.policies import ARCHITECTURES, Backbone, make_backbone, make_config
@@ -127,6 +128,44 @@ def test_outputs_and_gradients_finite_for_huge_and_zero_inputs(name: str, scale:
     assert torch.isfinite(out).all(), f"{name}: non-finite output for inputs x {scale}"
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# -- mixed precision (bf16 autocast) ------------------------------------------------------------
+
+def _amp_step(name: str, window: int, amp: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """A fresh ``name`` backbone (seed 0): no_grad eval output, then one training step (SGD)
+    under CPU bf16 autocast when ``amp``. Returns ``(eval out, train out, flat gradient)``."""
+    net = build(name, window)
+    x, dt = inputs(4, window)
+    weight = torch.randn(4, D_MODEL, generator=torch.Generator().manual_seed(3))
+    net.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        evaluated = run(net, x, dt)
+    net.train()
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        trained = run(net, x, dt)
+    (trained.float() * weight).sum().backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    before = [p.detach().clone() for p in net.parameters()]
+    optimiser.step()
+    after = list(net.parameters())
+    assert all(torch.isfinite(p).all() for p in after), f"{name}: non-finite parameters"
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    return evaluated, trained.detach(), torch.cat([g.flatten() for g in grads])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_training_step_and_evaluation_match_float32(name: str) -> None:
+    window = usable_window(name, 32)
+    eval32, train32, grad32 = _amp_step(name, window, amp=False)
+    eval16, train16, grad16 = _amp_step(name, window, amp=True)
+    assert grad16.shape == grad32.shape, f"{name}: autocast changed which parameters get grads"
+    for what, got, want in (("no_grad evaluation", eval16, eval32),
+                            ("training output", train16, train32),
+                            ("gradient", grad16, grad32)):
+        error = relative_error(got, want)
+        assert error <= BF16_RELATIVE_TOLERANCE, f"{name}: {what} off by {error:.4f} under bf16"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -319,3 +319,39 @@ def test_inference_fast_path_is_taken_only_without_autograd_or_dropout() -> None
     assert (first - second).abs().max() > 0  # dropout did act
     net(x)  # autograd enabled -> training path
     assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},  # dense, one backbone layer
+        {"backbone_layers": 0},
+        {"backbone_layers": 2, "backbone_activation": "gelu"},
+        {"mode": "no_gate"},
+        {"mode": "pure"},
+        {"wiring": "ncp", "d_model": 12},
+        {"wiring": "ncp", "d_model": 12, "mode": "pure"},
+    ],
+)
+def test_bf16_autocast_runs_the_scan_in_float32(cfg: dict) -> None:
+    """Under CPU bf16 autocast, with and without autograd (the inference path writes into
+    float32 buffers), for dt=None, uniform and per-sample dt: the scan runs in float32, so it
+    returns float32 and the float32 values; a bf16 input (from an autocast layer before the
+    backbone) is widened first."""
+    net = _net(**cfg, time_unit=2.0)
+    x, dt = _data(batch=3, length=11)
+    for span in (None, torch.full_like(dt, 0.7), dt):
+        for method in (net.forward, net.forward_sequence):
+            expected = method(x, span).detach()
+            for grad in (True, False):
+                with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16):
+                    got = method(x, span)
+                    from_bf16 = method(x.bfloat16(), span)
+                assert got.dtype == torch.float32 and from_bf16.dtype == torch.float32
+                torch.testing.assert_close(got.detach(), expected, atol=1e-6, rtol=1e-6)
+                torch.testing.assert_close(from_bf16.detach(), method(x.bfloat16().float(), span)
+                                           .detach(), atol=1e-6, rtol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = net.explain(x, dt)
+    for key, value in net.explain(x, dt).items():
+        torch.testing.assert_close(explained[key], value, atol=1e-6, rtol=1e-6)

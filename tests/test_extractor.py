@@ -318,3 +318,16 @@ def test_explain_rejects_wrong_inputs() -> None:
     dict_extractor = SequenceExtractor(mtf_space(), arch="gru", d_model=16)
     with pytest.raises(ValueError, match="lacks"):
         explain(dict_extractor, {"1h": np.zeros((16, F), np.float32)})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_explain_of_a_cuda_model_returns_cpu_tensors() -> None:
+    torch.manual_seed(0)
+    extractor = SequenceExtractor(mtf_space(), arch="gru", d_model=16)
+    obs = sample(mtf_space(), batch=2)
+    expected = explain(extractor, obs)
+    result = explain(extractor.cuda(), obs)
+    assert result.keys() == expected.keys()
+    for key, value in result.items():
+        assert value.device.type == "cpu", key
+        torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-5)

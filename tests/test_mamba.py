@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import math
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import mamba_ssm_stub
 import pytest
 import torch
 import torch.nn.functional as F
+from mixed_precision import BF16_RELATIVE_TOLERANCE, relative_error
 
+from tradezoo.policies import mamba
 from tradezoo.policies.mamba import (
     MambaBackbone,
     MambaBlock,
     MambaConfig,
+    _chunk_length,
     mamba_ssm_available,
     resolve_scan,
     selective_scan,
@@ -300,3 +311,192 @@ def test_registry_builds_mamba() -> None:
 def test_bad_config_values_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MambaConfig(**kwargs)
+
+
+# -- mamba_ssm's contract, on CPU (tests/mamba_ssm_stub.py) --------------------------------
+
+
+def _kernel_layout(
+    batch: int, length: int, inner: int, n_state: int, seed: int, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Valid ``selective_scan_fn`` arguments: ``u, delta [B, E, L]``, ``B, C [B, N, L]`` in
+    ``dtype``; ``A [E, N]``, ``D [E]`` float32."""
+    u, delta, A, B, C, D = (t.detach() for t in _scan_inputs(batch, length, inner, n_state, seed))
+    return {"u": u.transpose(1, 2).to(dtype), "delta": delta.transpose(1, 2).to(dtype), "A": A,
+            "B": B.transpose(1, 2).to(dtype), "C": C.transpose(1, 2).to(dtype), "D": D}
+
+
+def test_stub_has_mamba_ssm_signature() -> None:
+    parameters = inspect.signature(mamba_ssm_stub.selective_scan_fn).parameters
+    assert [(p.name, p.default) for p in parameters.values()] == [
+        ("u", inspect.Parameter.empty), ("delta", inspect.Parameter.empty),
+        ("A", inspect.Parameter.empty), ("B", inspect.Parameter.empty),
+        ("C", inspect.Parameter.empty), ("D", None), ("z", None), ("delta_bias", None),
+        ("delta_softplus", False), ("return_last_state", False),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_stub_computes_the_reference_scan_in_u_dtype(dtype: torch.dtype) -> None:
+    args = _kernel_layout(2, 13, 6, 4, seed=3, dtype=dtype)
+    out = mamba_ssm_stub.selective_scan_fn(**args)
+    assert out.dtype == dtype and out.shape == (2, 6, 13)
+    want = selective_scan_sequential(*(args[k].float().transpose(1, 2) if k in "u delta B C"
+                                       else args[k] for k in ("u", "delta", "A", "B", "C", "D")))
+    torch.testing.assert_close(out.float(), want.transpose(1, 2).to(dtype).float())
+    # delta_bias + softplus and the z gate, as selective_scan_ref; two groups of channels.
+    bias, z = torch.randn(6), torch.randn(2, 6, 13).to(dtype)
+    grouped_B = torch.stack([args["B"], args["B"].flip(-1)], 1)  # [B, 2, N, L]
+    grouped_C = torch.stack([args["C"].flip(-1), args["C"]], 1)  # [B, 2, N, L]
+    raw = args["delta"]
+    gated = mamba_ssm_stub.selective_scan_fn(
+        args["u"], raw, args["A"], grouped_B, grouped_C, args["D"], z=z, delta_bias=bias,
+        delta_softplus=True,
+    )
+    softened = F.softplus(raw.float() + bias[:, None]).to(dtype)
+    for group, channels in enumerate((slice(0, 3), slice(3, 6))):
+        plain = mamba_ssm_stub.selective_scan_fn(
+            args["u"][:, channels], softened[:, channels], args["A"][channels],
+            grouped_B[:, group], grouped_C[:, group], args["D"][channels],
+        )
+        torch.testing.assert_close(
+            gated[:, channels].float(), (plain.float() * F.silu(z[:, channels].float())),
+            rtol=0.02 if dtype == torch.bfloat16 else 1e-5, atol=0.02 if dtype == torch.bfloat16
+            else 1e-5,
+        )
+
+
+_BREACHES: dict[str, Callable[[dict[str, torch.Tensor]], None]] = {
+    "B.scalar_type": lambda a: a.update(B=a["B"].bfloat16()),  # the autocast crash
+    "C.scalar_type": lambda a: a.update(C=a["C"].bfloat16()),
+    "delta.scalar_type": lambda a: a.update(delta=a["delta"].bfloat16()),
+    "weight_type is Float": lambda a: a.update(A=a["A"].bfloat16()),
+    "input_type is Float": lambda a: a.update(
+        u=a["u"].double(), delta=a["delta"].double(), B=a["B"].double(), C=a["C"].double()),
+    "D.scalar_type": lambda a: a.update(D=a["D"].bfloat16()),
+    "D must have shape": lambda a: a.update(D=a["D"][:-1]),
+    "delta_bias.scalar_type": lambda a: a.update(delta_bias=torch.zeros(6, dtype=torch.float16)),
+    "z.scalar_type": lambda a: a.update(z=torch.zeros(2, 6, 13, dtype=torch.bfloat16)),
+    "z must have shape": lambda a: a.update(z=torch.zeros(2, 6, 12)),
+    "B must have shape": lambda a: a.update(B=a["B"][..., :-1]),
+    "A must have shape": lambda a: a.update(A=a["A"][:-1]),
+    "dstate <= 256": lambda a: a.update(A=torch.full((6, 257), -1.0),
+                                        B=torch.zeros(2, 257, 13), C=torch.zeros(2, 257, 13)),
+}
+
+
+@pytest.mark.parametrize("check", list(_BREACHES))
+def test_stub_rejects_what_the_kernel_rejects(check: str) -> None:
+    args = _kernel_layout(2, 13, 6, 4, seed=3, dtype=torch.float32)
+    _BREACHES[check](args)
+    with pytest.raises(RuntimeError, match=r"TORCH_CHECK\(.*" + re.escape(check)):
+        mamba_ssm_stub.selective_scan_fn(**args)
+
+
+def _twin_backbones(arch: str, scan: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """``arch`` with ``scan`` and the same weights with the chunked scan (training mode)."""
+    cfg = {"d_model": 16, "n_layers": 1}
+    torch.manual_seed(0)
+    net = make_backbone(arch, 5, scan=scan, **cfg).train()
+    torch.manual_seed(0)
+    reference = make_backbone(arch, 5, scan="chunked", **cfg).train()
+    reference.load_state_dict(net.state_dict())
+    return net, reference
+
+
+def _train_and_eval(net: torch.nn.Module, x: torch.Tensor, amp: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(training output, flat gradient, no_grad eval output)``, under CPU bf16 autocast
+    when ``amp``."""
+    net.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        out = net(x)
+    grads = torch.autograd.grad(out.float().pow(2).sum(), list(net.parameters()))
+    net.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        evaluated = net(x)
+    return out.detach(), torch.cat([g.flatten() for g in grads]), evaluated
+
+
+@pytest.mark.parametrize("scan", ["auto", "mamba_ssm"])
+@pytest.mark.parametrize("arch", ["mamba", "mambats"])
+def test_mamba_ssm_call_site_obeys_the_kernel_contract(
+    monkeypatch: pytest.MonkeyPatch, arch: str, scan: str
+) -> None:
+    """The mamba_ssm branch (``scan="auto"`` picks it where the kernel runs) under the stub:
+    float32 equals the chunked scan; under bf16 autocast (training and no_grad evaluation)
+    the kernel gets one input dtype, the autocast dtype, and the result stays within the bf16
+    tolerance of float32."""
+    calls = mamba_ssm_stub.install(monkeypatch)
+    net, reference = _twin_backbones(arch, scan)
+    x = torch.randn(3, 32, 5, generator=torch.Generator().manual_seed(4))
+    want = _train_and_eval(reference, x, amp=False)
+    got = _train_and_eval(net, x, amp=False)
+    assert calls and set(calls) == {torch.float32}
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    calls.clear()
+    mixed = _train_and_eval(net, x, amp=True)
+    assert calls and set(calls) == {torch.bfloat16}
+    for what, a, b in zip(("training output", "gradient", "evaluation"), mixed, want,
+                          strict=True):
+        error = relative_error(a, b)
+        assert error <= BF16_RELATIVE_TOLERANCE, f"{arch}: {what} off by {error:.4f}"
+
+
+def _clear_mamba_ssm_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the cached import (before and after the test) and any loaded mamba_ssm."""
+    mamba._load_mamba_ssm.cache_clear()
+    for name in [n for n in sys.modules if n == "mamba_ssm" or n.startswith("mamba_ssm.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+@pytest.fixture
+def fresh_mamba_ssm_import(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _clear_mamba_ssm_import(monkeypatch)
+    yield
+    mamba._load_mamba_ssm.cache_clear()
+
+
+def test_a_broken_mamba_ssm_install_warns_once_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_mamba_ssm_import: None
+) -> None:
+    """A mamba_ssm package that is there but fails to import (here its CUDA runtime is
+    missing) warns once, naming the exception; scan='auto' falls back to chunked."""
+    package = tmp_path / "mamba_ssm"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        'raise ImportError("libcudart.so.12: cannot open shared object file")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not mamba_ssm_available()
+        assert resolve_scan("auto", torch.device("cuda")) == "chunked"
+        assert not mamba_ssm_available()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1, messages
+    assert "mamba_ssm is installed but does not import" in messages[0]
+    assert "ImportError: libcudart.so.12" in messages[0]
+    with pytest.raises(RuntimeError, match=r"libcudart\.so\.12"):
+        resolve_scan("mamba_ssm", torch.device("cuda"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is not None,
+                    reason="mamba_ssm is installed here")
+def test_an_absent_mamba_ssm_is_quiet(fresh_mamba_ssm_import: None) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not mamba_ssm_available()
+    assert [w for w in caught if "mamba_ssm" in str(w.message)] == []
+    with pytest.raises(RuntimeError, match="No module named 'mamba_ssm'"):
+        resolve_scan("mamba_ssm", torch.device("cuda"))
+
+
+def test_auto_chunks_are_the_whole_window_on_cuda_and_cache_sized_on_cpu() -> None:
+    step = 256 * 128 * 16  # one step's state at batch 256, E = 128, N = 16
+    assert _chunk_length(64, step, None, "cpu") == 1  # 2^19 elements: one step per chunk
+    assert _chunk_length(64, step, None, "cuda") == 64  # one chunk: the whole window
+    assert _chunk_length(64, step, 8, "cuda") == 8  # an explicit chunk_size is kept
+    assert _chunk_length(64, 16 * step, None, "cuda") == 8  # capped at 2^26 elements
+    assert _chunk_length(257, 4096, None, "cpu") == 86  # 3 balanced chunks, not 128 + 128 + 1

@@ -47,6 +47,10 @@ the uniform-``dt`` gate folded into one head, and the wired layers evaluated as 
 (one block matmul per step for all layers). ``tests/test_cfc.py`` checks it against the
 autograd path to 1e-6.
 
+Mixed precision: under ``torch.autocast`` the whole scan (both paths, and the NCP readout) runs
+in float32 with autocast off, and returns float32 (as the ``timeparticle`` scan does); see
+``docs/training.md``, "Mixed precision".
+
 Effective time constants (:meth:`CfCBackbone.explain`): in the gated modes the gate's logit
 moves with elapsed time at rate ``t_a``, so ``tau = 1 / |t_a|`` (same unit as ``dt /
 time_unit``) is the time over which the interpolation between ``ff1`` and ``ff2`` changes by one
@@ -528,6 +532,11 @@ class WiredCfCCell(nn.Module):
         return torch.cat(per_layer, -1).index_select(-1, self.neuron_order)
 
 
+def _float32(t: Tensor) -> Tensor:
+    """``t`` in float32 if it is float16/bfloat16 (autocast), else unchanged (float32/64)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _steps(ts: Tensor | float, length: int) -> list[Tensor] | list[float]:
     """Per-step elapsed time: ``[B, 1]`` slices (``unbind``) or the same float ``length`` times."""
     if isinstance(ts, Tensor):
@@ -577,7 +586,18 @@ class CfCBackbone(Backbone):
         self, x: Tensor, dt: Tensor | None, *, sequence: bool, collect: bool = False
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Run the recurrence; returns outputs ``[B, L, d_model]`` (``sequence``) or
-        ``[B, d_model]``, and (``collect``) ``tau``/``gate``/``hidden`` ``[B, L, units]``."""
+        ``[B, d_model]``, and (``collect``) ``tau``/``gate``/``hidden`` ``[B, L, units]``.
+        Float32 under autocast (module docstring, "Mixed precision")."""
+        if torch.is_autocast_enabled(x.device.type):
+            # The recurrence runs in float32 under autocast: the inference path writes into
+            # float32 out= buffers (autocast does not cover out= calls), the gate mixes the
+            # heads with float32 elapsed times, and a long recurrence should not round its
+            # state to bf16 at every step.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._scan(
+                    _float32(x), None if dt is None else _float32(dt), sequence=sequence,
+                    collect=collect,
+                )
         ts = check_dt(self.name, dt, self.config.time_unit)
         if not collect and not torch.is_grad_enabled() and not self._dropout_active():
             return self._scan_inference(x, ts, sequence), {}

@@ -11,7 +11,10 @@ What comes back is the backbone's :meth:`~tradezoo.policies.base.Backbone.explai
 backbone per timeframe.
 
 Modules run in eval mode (no dropout, no MambaTS training permutation) and their training
-flags are restored afterwards; tensors come back detached.
+flags are restored afterwards; the inputs are moved to the model's device and the model runs
+there, and tensors come back detached and on the CPU, whatever that device: diagnostics are
+read, plotted or saved (``.numpy()``), and the same call gives the same kind of result on a
+CPU-only and on a CUDA machine.
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
             timeframe for dict observations); only backbones with ``uses_dt`` use it.
 
     Returns:
-        ``{name: detached tensor}``; keys prefixed ``"<timeframe>/"`` for per-timeframe
-        backbones.
+        ``{name: detached CPU tensor}`` (dtype as the backbone computed it); keys prefixed
+        ``"<timeframe>/"`` for per-timeframe backbones.
     """
     target = _resolve(model)
     with _eval_mode(target), torch.no_grad():
@@ -144,4 +147,4 @@ def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
             xb = _as_batch(x, 2, device, "x")
             dtb = None if dt is None else _as_batch(dt, 1, device, "dt")
             result = dict(target.explain(xb, dtb))
-    return {key: value.detach() for key, value in result.items()}
+    return {key: value.detach().cpu() for key, value in result.items()}

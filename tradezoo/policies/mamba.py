@@ -51,12 +51,14 @@ Scan backends (all ``(u, delta, A, B, C, D) -> y``; ``u, delta [B, L, E]``, ``A 
   matmuls and ``d(delta A) = lam_t A_bar_t s_{t-1}`` reduced into ``d delta`` and ``dA``.
   Numerically safe in float32: the only exponentials are ``exp(delta A)`` with
   ``delta A <= 0`` and the recurrences multiply by factors in ``(0, 1]``; there is no
-  ``exp(S_t) / exp(S_s)`` of unbounded cumulative sums. ``T`` (``chunk_size=None``) keeps a
-  chunk block near 2^19 elements: cache-resident and reused by the allocator (on CPU,
+  ``exp(S_t) / exp(S_s)`` of unbounded cumulative sums. ``T`` (``chunk_size=None``) on CPU
+  keeps a chunk block near 2^19 elements: cache-resident and reused by the allocator (on CPU,
   page-faulting fresh ``[B, L, E, N]`` tensors of hundreds of MB costs more than the
-  arithmetic); small batches get one chunk (``T = L``).
+  arithmetic); small batches get one chunk (``T = L``). On CUDA, where each step costs kernel
+  launches rather than cache misses, ``T = L`` unless the block would pass 2^26 elements.
 - :func:`selective_scan_mamba_ssm`: ``mamba_ssm``'s fused CUDA kernel (optional extra,
-  imported lazily, CUDA tensors only).
+  imported lazily, CUDA tensors only; one input dtype, the autocast dtype under autocast). A
+  package that is installed but fails to import warns once with the exception text.
 - :func:`selective_scan_native`: a forward-only C kernel for float32 CPU tensors
   (``tradezoo/policies/native/selective_scan.c``, built on first use by
   :mod:`tradezoo.policies.native`): one sample's ``[N, E]`` state stays in cache and
@@ -73,6 +75,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -110,6 +113,12 @@ SCAN_BACKENDS: tuple[str, ...] = ("auto", "chunked", "sequential", "mamba_ssm", 
 # page-faulted afresh on every call, which cost more than the arithmetic on CPU), big enough
 # that the per-chunk PyTorch calls do real work. Tuned on CPU, 1 thread.
 _AUTO_BLOCK_ELEMENTS = 1 << 19
+# Auto chunking on CUDA: the cost there is kernel launches (one per step of the recurrence, and
+# about a dozen per chunk over the forward and backward passes), not cache misses, so a chunk
+# is the whole window unless its block would pass this many elements (256 MiB in float32; the
+# backward pass holds 4 blocks).
+# Not yet measured on a GPU: see docs/training.md, "Mixed precision".
+_CUDA_BLOCK_ELEMENTS = 1 << 26
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -138,7 +147,8 @@ class MambaConfig(BackboneConfig):
             reference), ``"mamba_ssm"`` (CUDA only; error if the package is missing) or
             ``"native"`` (the forward-only CPU kernel; error where it cannot run).
         chunk_size: steps per chunk of the chunked scan; ``None`` sizes chunks to about 2^19
-            state elements (see :func:`selective_scan_chunked`).
+            state elements on CPU and to the whole window on CUDA (up to 2^26 elements; see
+            :func:`selective_scan_chunked`).
     """
 
     d_model: int = 64
@@ -231,16 +241,21 @@ def selective_scan_sequential(
     return y if D is None else y + u * D
 
 
-def _chunk_length(length: int, step_elements: int, chunk_size: int | None) -> int:
+def _chunk_length(
+    length: int, step_elements: int, chunk_size: int | None, device_type: str = "cpu"
+) -> int:
     """Steps ``T`` per chunk; ``step_elements = B * E * N`` is the state size of one step.
 
     ``None`` (auto) sizes a chunk's block ``[T, B, E, N]`` to about ``_AUTO_BLOCK_ELEMENTS``
-    (a few MB: cache-resident, and reused from the allocator instead of page-faulted), then
-    balances the chunks so that the last one is not a short remainder.
+    on CPU (a few MB: cache-resident, and reused from the allocator instead of page-faulted)
+    and to at most ``_CUDA_BLOCK_ELEMENTS`` on CUDA (the whole window for training batches:
+    fewer, larger launches), then balances the chunks so that the last one is not a short
+    remainder.
     """
     if chunk_size is not None:
         return min(chunk_size, length)
-    chunk_len = max(1, _AUTO_BLOCK_ELEMENTS // max(step_elements, 1))
+    budget = _CUDA_BLOCK_ELEMENTS if device_type == "cuda" else _AUTO_BLOCK_ELEMENTS
+    chunk_len = max(1, budget // max(step_elements, 1))
     if chunk_len >= length:
         return length
     return math.ceil(length / math.ceil(length / chunk_len))
@@ -314,7 +329,7 @@ def _chunked_forward(
     """
     batch, length, inner = u.shape
     n_state = A.shape[1]
-    chunk_len = _chunk_length(length, batch * inner * n_state, chunk_size)
+    chunk_len = _chunk_length(length, batch * inner * n_state, chunk_size, u.device.type)
     A2 = A * _LOG2_E  # [E, N]
     delta_t = delta.transpose(0, 1).contiguous()  # [L, B, E]
     drive_t = (delta * u).transpose(0, 1).contiguous()  # delta u  [L, B, E]
@@ -504,7 +519,8 @@ def selective_scan_chunked(
 
     Args:
         chunk_size: steps per chunk ``T``; ``None`` sizes the chunk block ``[T, B, E, N]`` to
-            about 2^19 elements (``T = L`` for small batches).
+            about 2^19 elements on CPU (``T = L`` for small batches) and to ``T = L`` on
+            CUDA while the block stays within 2^26 elements.
         last_only: return only the last step, ``[B, 1, E]`` (what ``MambaBackbone.forward``
             needs from its last layer; the recurrence still runs over the whole window).
     """
@@ -527,14 +543,47 @@ def selective_scan_chunked(
     return y.to(inputs[0].dtype)
 
 
+#: Device types ``mamba_ssm``'s kernel runs on (its extension checks ``is_cuda``); the one
+#: place :func:`resolve_scan` and :func:`selective_scan_mamba_ssm` read the rule from.
+_MAMBA_SSM_DEVICE_TYPES: frozenset[str] = frozenset({"cuda"})
+
+
 @functools.cache
-def _mamba_ssm_scan_fn() -> Callable[..., Tensor] | None:
-    """``mamba_ssm``'s ``selective_scan_fn``, or ``None`` when it does not import."""
+def _load_mamba_ssm() -> tuple[Callable[..., Tensor] | None, str]:
+    """``(selective_scan_fn, "")``, or ``(None, reason)`` when ``mamba_ssm`` does not import.
+
+    Imported once per process. An absent package (``ModuleNotFoundError`` for ``mamba_ssm``
+    itself) is the normal CPU install and stays quiet; a package that is present but fails to
+    import (its CUDA extension missing or built for another torch/CUDA, a missing dependency)
+    warns once with the exception text, since ``scan="auto"`` then silently runs the slower
+    chunked scan on CUDA.
+    """
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # ImportError, or a CUDA/ABI error while loading the extension
-        return None
-    return selective_scan_fn
+    except Exception as error:  # ImportError, or OSError/RuntimeError from the extension
+        reason = f"{type(error).__name__}: {error}"
+        if not (isinstance(error, ModuleNotFoundError) and error.name == "mamba_ssm"):
+            warnings.warn(
+                f"mamba_ssm is installed but does not import ({reason}); scan='auto' uses the "
+                "chunked scan on CUDA instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None, reason
+    return selective_scan_fn, ""
+
+
+def _mamba_ssm_scan_fn() -> Callable[..., Tensor] | None:
+    """``mamba_ssm``'s ``selective_scan_fn``, or ``None`` when it does not import."""
+    return _load_mamba_ssm()[0]
+
+
+def _mamba_ssm_missing_message() -> str:
+    """The error for ``scan="mamba_ssm"`` where it does not import, with the reason."""
+    return (
+        "scan 'mamba_ssm' needs the optional package mamba-ssm (>= 2, CUDA only), which does "
+        f"not import here ({_load_mamba_ssm()[1]}); install it or use scan='chunked'/'auto'"
+    )
 
 
 def mamba_ssm_available() -> bool:
@@ -542,10 +591,28 @@ def mamba_ssm_available() -> bool:
     return _mamba_ssm_scan_fn() is not None
 
 
+def _mamba_ssm_input_dtype(*inputs: Tensor) -> torch.dtype:
+    """The one dtype ``mamba_ssm``'s kernel gets ``u``, ``delta``, ``B`` and ``C`` in.
+
+    Its ``TORCH_CHECK``s want ``delta``, ``B`` and ``C`` in ``u``'s dtype. Under autocast that
+    is the autocast dtype, as ``mamba_ssm``'s own ``Mamba`` module passes them (the kernel
+    computes in float32 inside); otherwise the widest of the four.
+    """
+    device_type = inputs[0].device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return functools.reduce(torch.promote_types, (t.dtype for t in inputs))
+
+
 def selective_scan_mamba_ssm(
     u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
 ) -> Tensor:
     """``mamba_ssm``'s fused CUDA selective scan, with this module's ``[B, L, *]`` layout.
+
+    The call obeys the kernel's contract (``selective_scan.cpp``): ``u``, ``delta`` ``[B, E,
+    L]`` and ``B``, ``C`` ``[B, N, L]`` in one dtype (:func:`_mamba_ssm_input_dtype`: the
+    autocast dtype under autocast), ``A [E, N]`` and ``D [E]`` float32. The result has that
+    dtype. ``tests/mamba_ssm_stub.py`` enforces the contract on CPU.
 
     Raises:
         RuntimeError: ``mamba_ssm`` does not import.
@@ -553,23 +620,21 @@ def selective_scan_mamba_ssm(
     """
     fn = _mamba_ssm_scan_fn()
     if fn is None:
-        raise RuntimeError(
-            "scan 'mamba_ssm' needs the optional package mamba-ssm (>= 2, CUDA only), which "
-            "does not import here; install it or use scan='chunked'/'auto'"
-        )
-    if not u.is_cuda:
+        raise RuntimeError(_mamba_ssm_missing_message())
+    if u.device.type not in _MAMBA_SSM_DEVICE_TYPES:
         raise ValueError(
             f"scan 'mamba_ssm' runs on CUDA tensors only, got tensors on {u.device}; "
             "use scan='chunked' or 'auto' on CPU"
         )
+    dtype = _mamba_ssm_input_dtype(u, delta, B, C)
     y = fn(
-        u.transpose(1, 2),  # [B, E, L]
-        delta.transpose(1, 2),  # [B, E, L]
+        u.transpose(1, 2).to(dtype),  # [B, E, L]
+        delta.transpose(1, 2).to(dtype),  # [B, E, L]
         A.float(),
-        B.transpose(1, 2),  # [B, N, L]
-        C.transpose(1, 2),  # [B, N, L]
+        B.transpose(1, 2).to(dtype),  # [B, N, L]
+        C.transpose(1, 2).to(dtype),  # [B, N, L]
         None if D is None else D.float(),
-    )  # [B, E, L]
+    )  # [B, E, L] in dtype
     return y.transpose(1, 2)  # [B, L, E]
 
 
@@ -633,16 +698,14 @@ def resolve_scan(scan: str, device: torch.device) -> str:
     :func:`selective_scan_mamba_ssm` when ``"mamba_ssm"`` cannot run.
     """
     if scan == "auto":
-        return "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "chunked"
+        on_kernel_device = device.type in _MAMBA_SSM_DEVICE_TYPES
+        return "mamba_ssm" if on_kernel_device and mamba_ssm_available() else "chunked"
     if scan not in SCAN_BACKENDS:
         raise ValueError(f"unknown scan {scan!r}; valid scans: {list(SCAN_BACKENDS)}")
     if scan == "mamba_ssm":
         if not mamba_ssm_available():
-            raise RuntimeError(
-                "scan 'mamba_ssm' needs the optional package mamba-ssm (>= 2, CUDA only), "
-                "which does not import here; install it or use scan='chunked'/'auto'"
-            )
-        if device.type != "cuda":
+            raise RuntimeError(_mamba_ssm_missing_message())
+        if device.type not in _MAMBA_SSM_DEVICE_TYPES:
             raise ValueError(
                 f"scan 'mamba_ssm' runs on CUDA tensors only, got device {device}; use "
                 "scan='chunked' or 'auto' on CPU"
