@@ -113,9 +113,13 @@ def run_cases(models: Sequence[str], seq_lens: Sequence[int], args: argparse.Nam
     print(f"# {' '.join(models)} at L={list(seq_lens)}", file=sys.stderr, flush=True)
     for model in models:
         for length in seq_lens:
-            rows.append(harness.run_isolated(
+            row = harness.run_isolated(
                 model, length, case, extra=["model_throughput:factories"], env=env
-            ))
+            )
+            sps = row.get("train_sps_median", 0.0)
+            status = row.get("error", "")[-200:] or f"{sps:,.0f} samples/s"
+            print(f"#   {model} L={length}: {status}", file=sys.stderr, flush=True)
+            rows.append(row)
     return rows
 
 

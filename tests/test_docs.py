@@ -115,15 +115,46 @@ def test_python_blocks_run(
         pytest.skip("fragments, not run: " + "; ".join(skipped))
 
 
-def test_every_doc_file_is_covered() -> None:
-    """The documentation pages the README links to exist and are in the tested set."""
-    readme = (ROOT / "README.md").read_text()
-    for target in re.findall(r"\]\(((?:docs|benchmarks|scripts)/[^)#]+)", readme):
-        assert (ROOT / target).exists(), f"README links to a missing file: {target}"
+def test_every_doc_page_exists() -> None:
     names = {p.name for p in PYTHON_DOCS}
     for page in ("design.md", "data.md", "envs.md", "training.md", "performance.md",
                  "results.md", "architectures.md"):
         assert page in names, f"docs/{page} is missing"
+
+
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+WRITTEN_SEPARATELY = {"SECURITY.md"}
+"""Root files the docs link to that are maintained outside the docs; checked once present."""
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings (lower case, punctuation dropped,
+    spaces as hyphens)."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_relative_links_resolve() -> None:
+    """Every relative link of the docs names an existing file, and its ``#anchor`` a heading
+    of that file."""
+    problems, pending = [], []
+    for page in COMMAND_DOCS:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # a URL
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            where = f"{page.relative_to(ROOT)} -> {target}"
+            if not linked.exists():
+                if linked.name in WRITTEN_SEPARATELY and linked.parent == ROOT:
+                    pending.append(linked.name)
+                else:
+                    problems.append(f"{where}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                problems.append(f"{where}: no heading with that anchor")
+    assert not problems, "broken links:\n" + "\n".join(problems)
+    if pending:
+        pytest.skip(f"linked, not yet in the repository: {sorted(set(pending))}")
 
 
 # ------------------------------------------------------------------------------ commands --
