@@ -118,8 +118,10 @@ class CostModel:
 
     @classmethod
     def for_source(cls, source: str | None, *, what: str) -> CostModel:
-        """The default cost model for a bars source: :meth:`bybit_linear` for ``bybit*``,
-        :meth:`equities` for ``yahoo*``.
+        """The default cost model for a bars source: :meth:`bybit_linear` for ``bybit*`` and
+        for ``synthetic*`` (the calibration markets of :mod:`tradezoo.data.synthetic` are
+        priced as a Bybit USDT perpetual; they have no funding column, so no funding is
+        charged), :meth:`equities` for ``yahoo*``.
 
         Args:
             source: ``bars.attrs["source"]``.
@@ -130,14 +132,14 @@ class CostModel:
                 would silently charge the wrong costs); the caller must pass ``costs=``.
         """
         text = str(source or "")
-        if text.startswith("bybit"):
+        if text.startswith("bybit") or text.startswith("synthetic"):
             return cls.bybit_linear()
         if text.startswith("yahoo"):
             return cls.equities()
         raise ValueError(
-            f"{what}: no default cost model for {text or None!r} (defaults exist for 'bybit*' "
-            "and 'yahoo*' sources); pass costs=CostModel(...), e.g. CostModel.bybit_linear(), "
-            "CostModel.equities() or CostModel.zero()"
+            f"{what}: no default cost model for {text or None!r} (defaults exist for 'bybit*', "
+            "'synthetic*' and 'yahoo*' sources); pass costs=CostModel(...), e.g. "
+            "CostModel.bybit_linear(), CostModel.equities() or CostModel.zero()"
         )
 
     @property
