@@ -7,6 +7,11 @@
 - :mod:`~tradezoo.backtest.metrics`: :func:`compute_metrics`, :class:`Metrics`,
   :func:`periods_per_year_for`; :func:`compute_metrics_batch` (many equal-length series at
   once, each result equal to ``compute_metrics`` of that series to the bit).
+- :mod:`~tradezoo.backtest.stats`: statistics that survive many trials (docs/evaluation.md):
+  :func:`probabilistic_sharpe_ratio`, :func:`deflated_sharpe_ratio`,
+  :func:`expected_max_sharpe`, :func:`sharpe_confidence_interval` and
+  :func:`sharpe_difference_pvalue` (stationary bootstrap, :func:`stationary_block_length`),
+  :func:`probability_of_backtest_overfitting` (CSCV), :func:`iqm`.
 - :mod:`~tradezoo.backtest.report` and :mod:`~tradezoo.backtest.plots`: rich table, JSON, PNG,
   quantstats tearsheet; matplotlib is imported only when a figure is drawn.
 
@@ -40,6 +45,15 @@ _EXPORTS: dict[str, str] = {
     "compute_metrics_batch": "metrics",
     "Metrics": "metrics",
     "periods_per_year_for": "metrics",
+    "probabilistic_sharpe_ratio": "stats",
+    "expected_max_sharpe": "stats",
+    "deflated_sharpe_ratio": "stats",
+    "sharpe_confidence_interval": "stats",
+    "sharpe_difference_pvalue": "stats",
+    "stationary_block_length": "stats",
+    "SharpeInterval": "stats",
+    "probability_of_backtest_overfitting": "stats",
+    "iqm": "stats",
     "metrics_table": "report",
     "print_report": "report",
     "to_json": "report",
