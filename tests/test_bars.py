@@ -255,3 +255,132 @@ def test_merge_funding_at_stamps_and_gap_moves_to_next_bar() -> None:
     expected[[0, 4, 8]] = [0.0001, -0.0002, 0.0003]  # 08:00 is missing: charged at 09:00
     np.testing.assert_array_equal(merged["funding_rate"].to_numpy(), expected)
     assert merged.attrs["funding_end"] == "2024-01-01T08:00:00+00:00"
+
+
+# --------------------------------------------------------------------------------------------
+# epoch units, ranges and source labels
+# --------------------------------------------------------------------------------------------
+
+HOUR_S = 1704067200  # 2024-01-01 00:00 UTC in epoch seconds
+
+
+def _epoch_csv(tmp_path: Path, name: str, stamps: list[int], header: str = "") -> Path:
+    header = header or "timestamp,open,high,low,close,volume"
+    extra = ",100.0" * (len(header.split(",")) - 6)
+    rows = "".join(f"{t},1,2,0.5,1.5,10{extra}\n" for t in stamps)
+    return _write(tmp_path, name, f"{header}\n{rows}")
+
+
+def test_epoch_integers_are_read_in_the_unit_their_magnitude_implies(tmp_path: Path) -> None:
+    expected = pd.date_range("2024-01-01", periods=4, freq="1h", tz="UTC", name="timestamp")
+    for unit, factor in (("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+        stamps = [(HOUR_S + 3600 * i) * factor for i in range(4)]
+        frame = read_bars(_epoch_csv(tmp_path, f"{unit}.csv", stamps))
+        assert frame.index.equals(expected), unit
+        assert frame.attrs["interval"] == "1h"
+        # Parquet and in-memory frames with a numeric time column follow the same rule.
+        table = pd.DataFrame({"timestamp": stamps, "open": 1.0, "high": 2.0, "low": 0.5,
+                              "close": 1.5, "volume": 10.0})
+        table.to_parquet(tmp_path / f"{unit}.parquet", index=False)
+        assert read_bars(tmp_path / f"{unit}.parquet").index.equals(expected), unit
+        assert bars_from_frame(table).index.equals(expected), unit
+
+
+def test_ambiguous_epoch_times_are_an_error_and_time_unit_overrides(tmp_path: Path) -> None:
+    # Seconds before 2001 are below the seconds band: no unit is implied.
+    path = _epoch_csv(tmp_path, "old.csv", [599_616_000, 599_619_600])
+    with pytest.raises(DataError, match=r"old.csv: row 1 .*599616000.*ambiguous.*time_unit"):
+        read_bars(path)
+    frame = read_bars(path, time_unit="s")
+    assert frame.index[0] == pd.Timestamp("1989-01-01", tz="UTC")
+    # The override also beats a magnitude that implies another unit.
+    ms = _epoch_csv(tmp_path, "ms.csv", [HOUR_S * 1000, (HOUR_S + 3600) * 1000])
+    assert read_bars(ms, time_unit="ms").index[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    with pytest.raises(ValueError, match=r"time_unit must be one of \['s', 'ms', 'us', 'ns'\]"):
+        read_bars(ms, time_unit="minutes")  # type: ignore[arg-type]
+
+
+def test_mixed_epoch_units_are_an_error_naming_the_first_row_of_each(tmp_path: Path) -> None:
+    # The first half in seconds, the second in milliseconds.
+    stamps = [HOUR_S + 3600 * i for i in range(3)] + [
+        (HOUR_S + 3600 * i) * 1000 for i in range(3, 6)
+    ]
+    path = _epoch_csv(tmp_path, "mixed.csv", stamps)
+    with pytest.raises(
+        DataError,
+        match=r"mixes epoch units: seconds from row 1 \(1704067200\), milliseconds from row 4 "
+        r"\(1704078000000\)",
+    ):
+        read_bars(path)
+
+
+def test_times_outside_1970_to_2100_are_an_error(tmp_path: Path) -> None:
+    micros = _epoch_csv(tmp_path, "us.csv", [HOUR_S * 10**6, (HOUR_S + 3600) * 10**6])
+    # Microseconds read as milliseconds would be the year 55,969.
+    with pytest.raises(DataError, match=r"row 1 .*in milliseconds lies outside the years 1970"):
+        read_bars(micros, time_unit="ms")
+    late = _write(
+        tmp_path, "late.csv",
+        "timestamp,open,high,low,close,volume\n2100-12-31,1,2,0.5,1.5,1\n2101-01-01,1,2,0.5,1.5,1\n",
+    )
+    with pytest.raises(DataError, match=r"late.csv: row 2 has time 2101-01-01.*1970 to 2100"):
+        read_bars(late)
+    early = pd.DataFrame({"open": [1.0], "high": [2.0], "low": [0.5], "close": [1.5],
+                          "volume": [1.0]}, index=pd.DatetimeIndex(["1969-12-31"]))
+    with pytest.raises(DataError, match=r"row 1 has time 1969-12-31"):
+        bars_from_frame(early)
+
+
+def test_only_bybit_kline_shape_is_labelled_bybit(tmp_path: Path) -> None:
+    stamps = [(HOUR_S + 3600 * i) * 1000 for i in range(3)]
+    generic = read_bars(_epoch_csv(tmp_path, "generic.csv", stamps))
+    assert generic.attrs["source"] == "file"  # millisecond times alone say nothing
+    assert read_bars(BTC).attrs["source"] == "file"  # no turnover: not Bybit's shape
+    for header in (
+        "startTime,openPrice,highPrice,lowPrice,closePrice,volume,turnover",
+        "timestamp,open,high,low,close,volume,turnover",
+        "timestamp,open,high,low,close,volume,turnover,funding_rate",
+    ):
+        frame = read_bars(_epoch_csv(tmp_path, "k.csv", stamps, header))
+        assert frame.attrs["source"] == "bybit", header
+        assert list(frame.columns[:6]) == ["open", "high", "low", "close", "volume", "turnover"]
+    for header in (
+        "timestamp,open,high,low,close,volume,turnover,vwap",  # an extra column
+        "timestamp,open,high,low,close,turnover,volume",  # another order
+    ):
+        frame = read_bars(_epoch_csv(tmp_path, "k.csv", stamps, header))
+        assert frame.attrs["source"] == "file", header
+    seconds = [HOUR_S + 3600 * i for i in range(3)]
+    shaped = _epoch_csv(tmp_path, "s.csv", seconds, "timestamp,open,high,low,close,volume,turnover")
+    assert read_bars(shaped).attrs["source"] == "file"  # Bybit sends milliseconds
+    assert read_bars(SPY).attrs["source"] == "yahoo"
+
+
+def test_env_and_trainer_refuse_a_file_source_without_costs(tmp_path: Path) -> None:
+    from tradezoo.agents.data import prepare_data
+    from tradezoo.backtest.costs import CostModel
+    from tradezoo.envs.trading_env import TradingEnv
+
+    path = tmp_path / "bars.csv"
+    bars = read_bars(BTC).iloc[:400]
+    table = bars.reset_index()
+    table["timestamp"] = table["timestamp"].astype("int64") // 10**3  # us -> epoch ms
+    table.to_csv(path, index=False)
+    rule = r"source: no default cost model for 'file'.*pass costs=CostModel"
+    with pytest.raises(ValueError, match=rule):
+        TradingEnv(str(path), window=8)
+    with pytest.raises(ValueError, match=rule):
+        prepare_data(str(path), window=8)
+    env = TradingEnv(str(path), window=8, costs=CostModel.bybit_linear(), episode_length=20)
+    assert env.config.costs == (CostModel.bybit_linear(),)
+
+
+def test_cli_data_info_reads_microsecond_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tradezoo.cli import main
+
+    stamps = [(HOUR_S + 3600 * i) * 10**6 for i in range(120)]
+    assert main(["data", "info", str(_epoch_csv(tmp_path, "us.csv", stamps))]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "from file: 120 bars, 2024-01-01 00:00:00+00:00 to 2024-01-05 23:00:00+00:00" in out

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tradezoo.data import DataError, validate_bars
+from tradezoo.data.datasets import load_bars
 
 
 def _bars(n: int = 6, freq: str = "1h", start: str = "2024-01-01", **attrs: object) -> pd.DataFrame:
@@ -183,3 +184,83 @@ def test_report_serialises() -> None:
     assert as_dict["findings"][0]["rule"] == "zero_volume"
     assert as_dict["findings"][0]["examples"] == ["2024-01-01T02:00:00+00:00"]
     assert "zero_volume" in str(report)
+
+
+def _walk(n: int = 200, seed: int = 3) -> pd.DataFrame:
+    """Hourly bars of a random walk (0.5 % hourly moves), open = previous close."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.005, n)))
+    bars = _bars(n)
+    opens = np.concatenate([[close[0]], close[:-1]])
+    bars["open"], bars["close"] = opens, close
+    bars["high"] = np.maximum(opens, close) * 1.001
+    bars["low"] = np.minimum(opens, close) * 0.999
+    return bars
+
+
+def test_bar_off_the_interval_grid_is_reported_never_moved() -> None:
+    bars = _bars(10)
+    moved = bars.index.tolist()
+    moved[5] = moved[5] - pd.Timedelta(seconds=59)  # 04:59:01 instead of 05:00:00
+    bars.index = pd.DatetimeIndex(moved, name="timestamp")
+    out, report = validate_bars(bars)
+    finding = report.by_rule("off_grid")
+    assert finding.severity == "warning" and finding.count == 1
+    assert finding.examples == (moved[5],)
+    pd.testing.assert_frame_equal(out, bars, check_freq=False)  # nothing moved
+    with pytest.raises(DataError, match=r"'off_grid'.*repair='none'.*04:59:01"):
+        validate_bars(bars, repair="none")
+    # The grid's phase is the one most bars share: Yahoo's hourly bars open at half past,
+    # and daily exchange bars at New York midnight stay on it across DST changes.
+    half_past = _bars(10, start="2024-06-03 13:30")
+    assert validate_bars(half_past, repair="none")[1].by_rule("off_grid") is None
+    local_midnights = pd.date_range("2024-03-01", periods=30, freq="D", tz="America/New_York")
+    daily = _bars(30)
+    daily.index = local_midnights.tz_convert("UTC").rename("timestamp")
+    daily.attrs["interval"] = "1d"
+    assert validate_bars(daily, calendar="exchange")[1].by_rule("off_grid") is None
+    # In UTC the ten winter-time days (05:00 UTC, to 10 March) are off the summer-time grid.
+    assert validate_bars(daily, calendar="24/7")[1].by_rule("off_grid").count == 10
+    # A file read with tz= is judged in that zone's wall time, whatever the calendar.
+    daily.attrs["timezone"] = "America/New_York"
+    assert validate_bars(daily, calendar="24/7")[1].by_rule("off_grid") is None
+
+
+def test_a_close_spike_that_reverts_is_reported_never_changed() -> None:
+    bars = _walk()
+    bars.iloc[100, bars.columns.get_loc("close")] *= 1000.0
+    bars.iloc[100, bars.columns.get_loc("high")] = bars["close"].iloc[100]
+    out, report = validate_bars(bars)
+    finding = report.by_rule("spike")
+    assert finding.severity == "warning" and finding.count == 1
+    assert finding.examples == (bars.index[100],)
+    pd.testing.assert_frame_equal(out, bars)  # nothing changed
+    with pytest.raises(DataError, match=r"'spike'.*repair='none'"):
+        validate_bars(bars, repair="none")
+    # A downward spike is one too; a level shift (no reversion) and a long wick are not.
+    down = _walk()
+    down.iloc[50, down.columns.get_loc("close")] /= 50.0
+    down.iloc[50, down.columns.get_loc("low")] = down["close"].iloc[50]
+    assert validate_bars(down)[1].by_rule("spike").examples == (down.index[50],)
+    shifted = _walk()
+    for column in ("open", "high", "low", "close"):
+        shifted.iloc[101:, shifted.columns.get_loc(column)] *= 3.0
+    shifted.iloc[100, shifted.columns.get_loc("close")] *= 3.0
+    shifted.iloc[100, shifted.columns.get_loc("high")] *= 3.0
+    assert validate_bars(shifted)[1].by_rule("spike") is None
+    wick = _walk()
+    wick.iloc[100, wick.columns.get_loc("high")] *= 5.0
+    assert validate_bars(wick, repair="none")[1].by_rule("spike") is None
+    # Real data: the bundled BTCUSDT hours (largest reverting move 12.5 MADs) and SPY days
+    # (6.7 MADs) hold no spike and no bar off the grid.
+    for name in ("bybit-btcusdt-1h", "yahoo-spy-1d"):
+        report = load_bars(name)[1]
+        assert report.by_rule("spike") is None and report.by_rule("off_grid") is None, name
+
+
+def test_times_outside_1970_to_2100_are_an_error() -> None:
+    with pytest.raises(DataError, match=r"'time_range'.*row 1 .*1960-01-01.*1970 to 2100"):
+        validate_bars(_bars(start="1960-01-01"))
+    with pytest.raises(DataError, match=r"'time_range'.*row 6 .*2101-01-01"):
+        validate_bars(_bars(start="2100-12-31 19:00"))
+    assert validate_bars(_bars(start="2100-12-31 18:00"), repair="none")[1].ok

@@ -16,12 +16,35 @@ timestamps and the rule.
 | ``non_positive_price``: open, high, low, close > 0 | error | error |
 | ``negative_volume`` | error | error |
 | ``high_below_open_close`` / ``low_above_open_close`` | clipped to max/min(open, close) | error |
+| ``time_range``: times in the years 1970 to 2100 | error | error |
 | ``zero_volume`` | reported | error |
+| ``spike``: a close far from both neighbours that reverts | reported, never changed | error |
 | ``gaps`` against the interval | reported, never filled | error |
+| ``off_grid``: open times on the interval's grid | reported, never moved | error |
 
 Gaps follow the calendar: ``"24/7"`` (crypto) counts every missing interval; ``"exchange"``
 (Yahoo sources) counts, for daily bars, missing weekdays (exchange holidays show up here and
 are expected) and, for intraday bars, missing intervals within one local trading day.
+
+The grid (``off_grid``) is the set of open times ``phase + k * interval``. Its phase is the
+one most bars share (the mode of each open time modulo the interval), so the check needs no
+assumption about where a source's bars open: Bybit's hourly bars open on the UTC hour,
+Yahoo's hourly bars at half past, Bybit's weekly bars on Mondays. Phases are taken in the wall
+time of ``attrs["timezone"]`` (set by Yahoo sources and by ``read_bars(tz=...)``), else New
+York on the ``"exchange"`` calendar, else UTC, so daily bars at local midnight stay on the
+grid across daylight-saving changes. (Daily bars of a file with UTC-offset times and no
+``tz`` are judged in UTC, where a DST change moves them by an hour: pass ``tz``.)
+Calendar-month bars must share the day of the month and the time of day of most bars. A bar
+at 59:01 among bars on the hour is off the grid.
+
+A ``spike`` is a close that moved against both neighbours and came back: with ``d_prev =
+log(close[t] / close[t-1])`` and ``d_next = log(close[t] / close[t+1])``, both of one sign and
+both above ``SPIKE_MADS`` (20) times the rolling scale of log returns. The scale is the median
+absolute deviation (MAD) of log close-to-close returns over a centred window of
+``SPIKE_WINDOW`` (101) returns, or their mean absolute deviation from the median where more
+than half the window's returns are equal (a stale quote's MAD is 0). A level shift does not
+revert and is not a spike; the first and last bars have one neighbour and are not judged.
+Only closes are judged: wicks (high, low) legitimately reach far.
 """
 
 from __future__ import annotations
@@ -32,7 +55,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from tradezoo.data.bars import OHLCV, OPTIONAL_COLUMNS
+from tradezoo.data.bars import OHLCV, OPTIONAL_COLUMNS, check_time_range
 from tradezoo.data.errors import DataError
 from tradezoo.data.intervals import infer_interval, parse_interval
 
@@ -42,6 +65,12 @@ Severity = Literal["error", "repaired", "warning"]
 
 _PRICES = ("open", "high", "low", "close")
 _EXAMPLES = 5
+
+SPIKE_MADS = 20.0
+"""A spike's move against each neighbour exceeds this many rolling MADs of log returns."""
+
+SPIKE_WINDOW = 101
+"""Returns in the centred window of the spike check's rolling scale."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +298,11 @@ def validate_bars(
             tuple(frame.index[steps[:_EXAMPLES]]),
         )
 
+    try:
+        check_time_range(frame.index, name)
+    except DataError as exc:
+        raise fail("time_range", str(exc).removeprefix(f"{name}: ")) from None
+
     # --- values ---------------------------------------------------------------------------
     values = frame[checked].to_numpy(dtype=np.float64)
     nonfinite = ~np.isfinite(values)
@@ -325,7 +359,18 @@ def validate_bars(
             False,
         )
 
-    # --- gaps ---------------------------------------------------------------------------
+    spikes = _spikes(frame["close"].to_numpy())
+    if spikes.any():
+        finding(
+            "spike",
+            int(spikes.sum()),
+            _stamps(frame.index, spikes),
+            f"close moved more than {SPIKE_MADS:g} rolling MADs of log returns against both "
+            "neighbouring closes and reverted (a bad print?); kept as it is",
+            False,
+        )
+
+    # --- gaps and grid ------------------------------------------------------------------
     resolved = interval or attrs.get("interval")
     parsed = parse_interval(resolved) if resolved else infer_interval(frame.index)
     report.interval = None if parsed is None else parsed.name
@@ -333,11 +378,55 @@ def validate_bars(
         count, examples, detail = _gaps(frame.index, parsed.minutes, calendar)
         if count:
             finding("gaps", count, examples, detail, False)
+    if parsed is not None and len(frame) > 2:
+        zone = attrs.get("timezone") or ("America/New_York" if calendar == "exchange" else None)
+        off = _off_grid(frame.index, parsed.minutes, None if zone is None else str(zone))
+        if off.any():
+            finding(
+                "off_grid",
+                int(off.sum()),
+                _stamps(frame.index, off),
+                f"open times not on the {parsed.name} grid most bars share; kept as they are",
+                False,
+            )
 
     frame.attrs = {**attrs, "interval": report.interval, "validated": True}
     report.rows_out = len(frame)
     report.start, report.end = frame.index[0], frame.index[-1]
     return frame, report
+
+
+def _spikes(close: np.ndarray) -> np.ndarray:
+    """Boolean mask of spike bars (module docstring); ``close`` is positive, shape ``[n]``."""
+    flags = np.zeros(len(close), dtype=bool)
+    if len(close) < 3:
+        return flags
+    returns = pd.Series(np.diff(np.log(close)))  # returns[i] = log(close[i+1] / close[i])
+    rolling = returns.rolling(SPIKE_WINDOW, center=True, min_periods=1)
+    centre = rolling.median()
+    deviation = (returns - centre).abs()
+    mad = deviation.rolling(SPIKE_WINDOW, center=True, min_periods=1).median()
+    mean_dev = deviation.rolling(SPIKE_WINDOW, center=True, min_periods=1).mean()
+    scale = np.where(mad > 0, mad, mean_dev)
+    d_prev = returns.to_numpy()[:-1]  # bar t = 1..n-2 against t-1
+    d_next = -returns.to_numpy()[1:]  # bar t against t+1
+    limit = SPIKE_MADS * np.maximum(scale[:-1], scale[1:])
+    same_side = np.sign(d_prev) == np.sign(d_next)
+    flags[1:-1] = same_side & (np.abs(d_prev) > limit) & (np.abs(d_next) > limit)
+    return flags
+
+
+def _off_grid(index: pd.DatetimeIndex, minutes: int | None, zone: str | None) -> np.ndarray:
+    """Boolean mask of open times off the grid most bars share, judged in ``zone``'s wall
+    time (UTC when ``None``; module docstring)."""
+    wall = (index if zone is None else index.tz_convert(zone)).tz_localize(None)
+    if minutes is None:  # calendar months: day of the month and time of day
+        phase = pd.Series(wall.day * 86_400 + (wall - wall.normalize()).total_seconds())
+    else:
+        step_ns = minutes * 60 * 1_000_000_000
+        phase = pd.Series(wall.as_unit("ns").asi8 % step_ns)
+    modal = phase.mode().iloc[0]
+    return (phase != modal).to_numpy()
 
 
 def _gaps(
