@@ -516,6 +516,36 @@ def test_continuous_action_outside_the_space_is_rejected(action: object) -> None
         env.step(action)
 
 
+@pytest.mark.parametrize("action", [True, False, np.True_, 1 + 0j, np.complex128(2)])
+def test_bool_and_complex_discrete_actions_are_rejected(action: object) -> None:
+    env = TradingEnv(BTC, window=8, episode_length=10)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(action)
+
+
+@pytest.mark.parametrize("action", [[True], np.array([False]), np.array([0.5 + 0j]),
+                                    np.array([0.5 + 1j], np.complex64), ["0.5"]])
+def test_bool_complex_and_text_continuous_actions_are_rejected(action: object) -> None:
+    env = TradingEnv(BTC, window=8, episode_length=10, action_scheme="continuous")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(action)
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"start_row": 5}, r"unknown key\(s\) \['start_row'\]; allowed keys: \['dataset', 'start'\]"),
+    ({"dataset": 0, "seed": 1}, r"unknown key\(s\) \['seed'\]"),
+    (["dataset"], r"must be a mapping .* keys among \['dataset', 'start'\]"),
+    ("start", r"must be a mapping"),
+])
+def test_reset_options_are_checked(options: object, match: str) -> None:
+    env = TradingEnv(BTC, window=8, episode_length=10)
+    with pytest.raises(ValueError, match=match):
+        env.reset(seed=0, options=options)  # type: ignore[arg-type]
+    env.reset(seed=0, options={"dataset": 0})  # the allowed keys still work
+
+
 def test_step_before_reset() -> None:
     env = TradingEnv(BTC, window=8, episode_length=10)
     with pytest.raises(ResetNeeded, match="before reset"):

@@ -63,7 +63,7 @@ def _compare(mode: AutoresetMode, n: int, steps: int, seed: int, **kwargs: Any) 
     assert_same(obs_v, obs_s, "reset obs")
     assert_same(info_v, info_s, "reset info")
     rng = np.random.default_rng(seed)
-    counts = {"done": 0, "terminated": 0, "trades": 0}
+    counts = {"done": 0, "terminated": 0, "trades": 0, "liquidated": 0}
     for step in range(steps):
         actions = _actions(vector.single_action_space, rng, n)
         out_v = vector.step(actions)
@@ -74,6 +74,8 @@ def _compare(mode: AutoresetMode, n: int, steps: int, seed: int, **kwargs: Any) 
         counts["done"] += int((out_v[2] | out_v[3]).sum())
         counts["terminated"] += int(out_v[2].sum())
         counts["trades"] += int(out_v[4].get("_trade", np.zeros(n, bool)).sum())
+        for info in (out_v[4], out_v[4].get("final_info", {})):
+            counts["liquidated"] += int(info.get("_liquidated", np.zeros(n, bool)).sum())
     return counts
 
 
@@ -97,6 +99,14 @@ def test_equals_sync_vector_env_continuous_with_bankruptcies() -> None:
                       rebalance="every_bar", fill="close", episode_length=30,
                       costs=CostModel.bybit_linear(slippage="volatility", slippage_k=0.1))
     assert counts["terminated"] >= 2
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_equals_sync_vector_env_with_liquidations(mode: AutoresetMode) -> None:
+    # 80x on hourly BTC: liquidations end episodes, some on the step of a reversal.
+    counts = _compare(mode, 6, 150, 21, window=8, episode_length=40, max_leverage=80.0,
+                      min_equity_fraction=0.0, action_scheme="signal")
+    assert counts["liquidated"] >= 3
 
 
 def test_equals_sync_vector_env_with_volume_slippage() -> None:
@@ -210,6 +220,30 @@ def test_bad_batched_actions_and_step_before_reset() -> None:
         continuous.step(np.array([[0.5], [1.5]], np.float32))
     with pytest.raises(ValueError, match=r"shape \(2, 1\)"):
         continuous.step(np.zeros((2, 2), np.float32))
+
+
+def test_bool_and_complex_batched_actions_are_rejected() -> None:
+    env = TradingVectorEnv(2, data=BTC, window=8, episode_length=10)
+    env.reset(seed=0)
+    for actions in (np.array([True, False]), [True, True], np.array([1 + 0j, 2 + 0j])):
+        with pytest.raises(ValueError, match="integer array"):
+            env.step(actions)
+    continuous = TradingVectorEnv(2, data=BTC, window=8, episode_length=10,
+                                  action_scheme="continuous")
+    continuous.reset(seed=0)
+    for actions in (np.array([[True], [False]]), np.array([[0.5 + 0j], [0.1 + 1j]])):
+        with pytest.raises(ValueError, match=r"shape \(2, 1\)"):
+            continuous.step(actions)
+
+
+def test_reset_options_are_checked() -> None:
+    env = TradingVectorEnv(2, data=BTC, window=8, episode_length=10)
+    allowed = r"allowed keys: \['dataset', 'start', 'reset_mask'\]"
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['mask'\]; " + allowed):
+        env.reset(seed=0, options={"mask": np.ones(2, bool)})
+    with pytest.raises(ValueError, match=r"must be a mapping"):
+        env.reset(seed=0, options=[("dataset", 0)])  # type: ignore[arg-type]
+    env.reset(seed=0, options={"dataset": 0, "reset_mask": np.ones(2, bool)})
 
 
 def test_render_one_frame_per_sub_env() -> None:

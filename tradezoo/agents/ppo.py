@@ -776,6 +776,8 @@ def train_ppo(
     data = _check_data(data)
     get_architecture(arch)
     cfg = coerce_config(PPOConfig, config, "config")
+    if cfg is not None:  # before anything is written (a resume checks the saved config)
+        data.costs.check_exposure(cfg.max_leverage, what="PPO config max_leverage")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if init_from is not None and resume_from is not None:

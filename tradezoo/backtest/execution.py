@@ -21,6 +21,27 @@ Timeline of one step with ``fill="next_open"`` (the default, the no-look-ahead c
 5. Borrow on the new short notional for one bar (spot shorts).
 6. Mark at ``close[t+1]``: the new position earns ``units_new * (close[t+1] - open[t+1])``.
 
+Liquidation (cost models with ``maintenance_margin > 0``, :mod:`tradezoo.backtest.costs`):
+the position held after the fill is liquidated when, on its price path over bar t+1 (from the
+reference price to the bar's adverse extreme: ``low[t+1]`` for a long, ``high[t+1]`` for a
+short), equity ``E(p) = E_fill + units_new * (p - reference)`` falls to the maintenance margin
+``maintenance_margin * |units_new| * p``; ``E_fill`` is the equity after every cost of the
+step (fill, funding, borrow). That happens at the liquidation price::
+
+    p_liq = (units_new * reference - E_fill) / (units_new * (1 - side * maintenance_margin))
+
+The position is closed at ``p_liq``, or at the first price of the path beyond it when the path
+starts there (the reference price; with ``fill="close"`` also ``open[t+1]``, a gap), moved
+against the liquidation by half spread and slippage, with the taker fee, and is not marked at
+``close[t+1]``. The trader's loss is limited to the account's equity: where that exit would
+leave equity below 0 (a gap beyond the bankruptcy price, or exit costs above the remaining
+margin) the position is closed at the bankruptcy price instead, the price at which equity
+after the exit costs is exactly 0 (the counterparty, an exchange's insurance fund, takes the
+rest), so equity never goes negative through a liquidation. With ``fill="next_open"``, an old
+position that is at or beyond its liquidation price at the open (a gap) is liquidated there
+and the step's order does not fill. The identity below holds with the liquidation's costs in
+``fee``, ``spread_cost`` and ``slippage_cost`` and its P&L in ``position_pnl``.
+
 With ``fill="close"`` (optimistic, documented only) the order fills at ``close[t]``: there is no
 gap term, and the position held at the funding stamp is the new one.
 
@@ -53,7 +74,12 @@ class StepFill(NamedTuple):
     Money amounts are in the quote currency (USDT, USD); ``*_paid`` and costs are positive
     when the account pays. ``fill_price`` is the reference price (``open[t+1]``, or
     ``close[t]`` with ``fill="close"``) moved by half spread and slippage in the trade's
-    direction; it equals the reference price when nothing is traded.
+    direction; it equals the reference price when nothing is traded. ``units`` is 0 after a
+    liquidation; ``traded_units``, ``fill_price`` are the order's. ``fee``,
+    ``spread_cost`` and ``slippage_cost`` are the step's totals, the liquidation's included
+    (its parts are the ``liquidation_*`` fields). ``liquidated_units``: the units the
+    liquidation traded (``-units`` held after the fill; 0 when none), ``liquidation_price``
+    its fill price (0 when none).
     """
 
     units: Num
@@ -66,6 +92,11 @@ class StepFill(NamedTuple):
     funding_paid: Num
     borrow_paid: Num
     position_pnl: Num
+    liquidated_units: Num
+    liquidation_price: Num
+    liquidation_fee: Num
+    liquidation_spread_cost: Num
+    liquidation_slippage_cost: Num
 
 
 class ExecutionRates(NamedTuple):
@@ -84,6 +115,9 @@ class ExecutionRates(NamedTuple):
     next_open: bool
     borrow_per_bar: float
     borrow: bool = True  # False: no account borrows (borrow_per_bar == 0); the term is skipped
+    maintenance_margin: float = 0.0
+    liquidation_fee_rate: float = 0.0  # the taker fee: a liquidation is a market order
+    liquidation: bool = False  # maintenance_margin > 0; False skips the liquidation terms
 
 
 _SLIPPAGE_CODES = {"fixed": 0, "volatility": 1, "volume": 2}
@@ -99,6 +133,41 @@ def _sqrt(value: Num) -> Num:
     if isinstance(value, float):
         return math.sqrt(value)
     return np.sqrt(value)
+
+
+def _select(condition: bool | np.ndarray, if_true: Num, if_false: Num) -> Num:
+    """``if_true`` where ``condition`` holds, else ``if_false`` (floats or arrays, elementwise;
+    the values are taken, not computed, so both paths give the same bits)."""
+    if isinstance(condition, bool | np.bool_):
+        return if_true if condition else if_false
+    return np.where(condition, if_true, if_false)
+
+
+def _any(condition: bool | np.ndarray) -> bool:
+    """Whether ``condition`` holds anywhere (for skipping work that would change nothing)."""
+    if isinstance(condition, bool | np.bool_):
+        return bool(condition)
+    return bool(condition.any())
+
+
+def _slippage_rate(
+    traded_notional: Num, range_frac: Num, bar_notional: Num, rates: ExecutionRates
+) -> Num:
+    """Slippage of an order of ``traded_notional`` as a fraction of its reference price."""
+    slip = rates.slippage_fixed
+    if rates.slippage_model == 1:
+        slip = slip + rates.slippage_k * range_frac
+    elif rates.slippage_model == 2:
+        cap = rates.max_participation
+        over = traded_notional > cap * bar_notional
+        # Past the cap divide by traded_notional / cap (participation = cap): capping after
+        # the division lost the cap to cancellation (1e303 - (1e303 - cap) = 0 on a floored
+        # zero-volume bar) and overflowed to inf, then NaN, for large notionals.
+        participation = traded_notional / (
+            bar_notional + over * (traded_notional / cap - bar_notional)
+        )
+        slip = slip + rates.slippage_k * _sqrt(participation)
+    return slip
 
 
 def _sign(value: Num) -> Num:
@@ -137,6 +206,9 @@ def execution_rates(
         next_open=fill == "next_open",
         borrow_per_bar=costs.borrow_rate_annual / periods_per_year,
         borrow=costs.borrow_rate_annual > 0.0,
+        maintenance_margin=float(costs.maintenance_margin),
+        liquidation_fee_rate=costs.taker_fee_bps * BPS,
+        liquidation=costs.maintenance_margin > 0.0,
     )
 
 
@@ -175,6 +247,8 @@ def execute_step(
     bar_notional: Num,
     rates: ExecutionRates,
     bar_terms: BarTerms | None = None,
+    high_next: Num | None = None,
+    low_next: Num | None = None,
 ) -> StepFill:
     """Advance accounts by one bar: fill the decision made at the close of bar t, mark at t+1.
 
@@ -194,6 +268,9 @@ def execute_step(
             (callers that step many accounts over one table of bars gather them with the
             prices instead of recomputing them per account and step); ``None``: computed
             here. The same values either way.
+        high_next, low_next: ``high[t+1]``, ``low[t+1]``, the bar whose adverse extreme the
+            liquidation check reads (``None``: the higher and lower of ``open[t+1]`` and
+            ``close[t+1]``, all a caller without intrabar prices knows).
 
     Returns:
         A :class:`StepFill` of floats or of arrays shaped like the inputs.
@@ -215,24 +292,20 @@ def execute_step(
         funding_paid = funding_per_unit * units
         equity_before_fill = equity_before_fill - funding_paid
 
+    liquidation = rates.liquidation
+    if liquidation and next_open:
+        # An old position at or beyond its liquidation price at the open is liquidated there
+        # (below, at the reference price) and its order does not fill.
+        trade = trade & (
+            (units == 0.0)
+            | (equity_before_fill > rates.maintenance_margin * abs(units) * reference)
+        )
     traded_units = trade * (target_exposure * equity_before_fill / reference - units)
     new_units = units + traded_units
     size = abs(traded_units)
     traded_notional = size * reference
 
-    slip = rates.slippage_fixed
-    if rates.slippage_model == 1:
-        slip = slip + rates.slippage_k * range_frac
-    elif rates.slippage_model == 2:
-        cap = rates.max_participation
-        over = traded_notional > cap * bar_notional
-        # Past the cap divide by traded_notional / cap (participation = cap): capping after
-        # the division lost the cap to cancellation (1e303 - (1e303 - cap) = 0 on a floored
-        # zero-volume bar) and overflowed to inf, then NaN, for large notionals.
-        participation = traded_notional / (
-            bar_notional + over * (traded_notional / cap - bar_notional)
-        )
-        slip = slip + rates.slippage_k * _sqrt(participation)
+    slip = _slippage_rate(traded_notional, range_frac, bar_notional, rates)
     spread_cost = traded_notional * rates.half_spread
     slippage_cost = traded_notional * slip
     direction = _sign(traded_units)
@@ -250,6 +323,37 @@ def execute_step(
     new_equity = equity + position_pnl - fee - spread_cost - slippage_cost - funding_paid
     if rates.borrow:
         new_equity = new_equity - borrow_paid
+    liquidated_units = liquidation_price = zero
+    liquidation_fee = liquidation_spread = liquidation_slippage = zero
+    if liquidation:
+        # Equity after every cost of the step, before the bar moves the price.
+        equity_at_fill = equity + gap_pnl - fee - spread_cost - slippage_cost - funding_paid
+        if rates.borrow:
+            equity_at_fill = equity_at_fill - borrow_paid
+        side = _sign(new_units)
+        held = new_units != 0.0
+        # Separate names and plain `if x is None` tests: numba prunes these branches.
+        if high_next is None:
+            high = _select(open_next < close_next, close_next, open_next)
+        else:
+            high = high_next
+        if low_next is None:
+            low = _select(open_next < close_next, open_next, close_next)
+        else:
+            low = low_next
+        adverse = _select(side > 0.0, low, high)
+        if not next_open:  # held from close[t], outside bar t+1's range
+            adverse = _select(side * reference < side * adverse, reference, adverse)
+        margin_left = (equity_at_fill + new_units * (adverse - reference)
+                       - rates.maintenance_margin * abs(new_units) * adverse)
+        hit = held & (margin_left <= 0.0)
+        if _any(hit):  # skipped work: every account below would select its unliquidated value
+            (new_units, new_equity, position_pnl, fee, spread_cost, slippage_cost,
+             liquidated_units, liquidation_price, liquidation_fee, liquidation_spread,
+             liquidation_slippage) = _liquidate(
+                hit, side, new_units, new_equity, position_pnl, fee, spread_cost,
+                slippage_cost, equity, equity_at_fill, gap_pnl, funding_paid, borrow_paid,
+                reference, open_next, range_frac, bar_notional, rates, zero)
     return StepFill(
         new_units,
         new_equity,
@@ -261,4 +365,87 @@ def execute_step(
         funding_paid,
         borrow_paid,
         position_pnl,
+        liquidated_units,
+        liquidation_price,
+        liquidation_fee,
+        liquidation_spread,
+        liquidation_slippage,
+    )
+
+
+def _liquidate(
+    hit: bool | np.ndarray,
+    side: Num,
+    units: Num,
+    equity_new: Num,
+    position_pnl: Num,
+    fee: Num,
+    spread_cost: Num,
+    slippage_cost: Num,
+    equity: Num,
+    equity_at_fill: Num,
+    gap_pnl: Num,
+    funding_paid: Num,
+    borrow_paid: Num,
+    reference: Num,
+    open_next: Num,
+    range_frac: Num,
+    bar_notional: Num,
+    rates: ExecutionRates,
+    zero: Num,
+) -> tuple[Num, ...]:
+    """The liquidation of the accounts ``hit`` (module docstring); the others keep their
+    values, and ``zero`` (execute_step's) in the liquidation fields. ``units`` are held after
+    the fill, ``side`` is their sign.
+
+    Returns:
+        ``(units, equity, position_pnl, fee, spread_cost, slippage_cost, liquidated_units,
+        liquidation_price, liquidation_fee, liquidation_spread_cost,
+        liquidation_slippage_cost)``.
+    """
+    one = zero + 1.0
+    owed = units * reference - equity_at_fill
+    liq_price = owed / _select(hit, units * (1.0 - side * rates.maintenance_margin), one)
+    # The first price at or beyond liq_price on the path reference (-> open) -> extreme.
+    exit_price = liq_price
+    if not rates.next_open:
+        exit_price = _select(side * open_next <= side * liq_price, open_next, exit_price)
+    exit_price = _select(side * reference <= side * liq_price, reference, exit_price)
+    size = abs(units)
+    # (Accounts not hit get a notional of 0: their prices here mean nothing.)
+    slip = _slippage_rate(_select(hit, size * exit_price, zero), range_frac, bar_notional,
+                          rates)
+    cost = rates.half_spread + slip  # per unit of notional; the fee is on the fill price
+    fee_cost = (1.0 - side * cost) * rates.liquidation_fee_rate
+    # Price at which equity after the exit costs is 0: the trader's loss stops there.
+    bankrupt_price = owed / _select(hit, units * (1.0 - side * (cost + fee_cost)), one)
+    exit_price = _select(side * exit_price < side * bankrupt_price, bankrupt_price, exit_price)
+
+    notional = size * exit_price
+    fill = exit_price * (1.0 - side * cost)
+    liq_fee = _select(hit, size * fill * rates.liquidation_fee_rate, zero)
+    liq_spread = _select(hit, notional * rates.half_spread, zero)
+    liq_slippage = _select(hit, notional * slip, zero)
+    fee = fee + liq_fee
+    spread_cost = spread_cost + liq_spread
+    slippage_cost = slippage_cost + liq_slippage
+    exit_pnl = units * (exit_price - reference)
+    pnl = gap_pnl + exit_pnl if rates.next_open else exit_pnl
+    equity_out = equity + pnl - fee - spread_cost - slippage_cost - funding_paid
+    if rates.borrow:
+        equity_out = equity_out - borrow_paid
+    # At the bankruptcy price equity is 0 up to rounding: never below.
+    equity_out = _select(equity_out < 0.0, zero - zero, equity_out)
+    return (
+        _select(hit, units - units, units),  # +0.0: flat
+        _select(hit, equity_out, equity_new),
+        _select(hit, pnl, position_pnl),
+        fee,
+        spread_cost,
+        slippage_cost,
+        _select(hit, -units, zero),
+        _select(hit, fill, zero),
+        liq_fee,
+        liq_spread,
+        liq_slippage,
     )

@@ -24,6 +24,15 @@ Conventions the spec left open (also in the docstrings below):
   first decision trades when it is non-zero); ``"every_bar"`` trades at every step.
 - Bankruptcy: once equity is marked at or below 0 the account is liquidated at the next fill
   (target 0) and trades no more; ``BacktestResult.bankrupt_at`` names the bar.
+- Leverage: a target whose absolute value exceeds the cost model's ``max_leverage`` is refused
+  (``ValueError`` naming the bar and both values).
+- Liquidation (cost models with ``maintenance_margin > 0``): the engine closes a position
+  whose bar reaches its liquidation price (:mod:`tradezoo.backtest.execution`). Each event is
+  a row of ``BacktestResult.liquidations``; the account is then flat, its standing target is
+  reset to 0, and the next decision with a non-zero target opens a new position. A
+  liquidation that leaves equity at 0 is a bankruptcy (above). The liquidation is not a row
+  of ``fills`` (the strategy's orders, each with its own costs); the ``costs`` lines include
+  it.
 - A trade is a maximal run of bars holding a position of one sign. Resizing (``"every_bar"``,
   or a target moving from 1 to 0.5) stays in the same trade; going flat closes it; a reversal
   closes it and opens the opposite one on the same fill.
@@ -35,7 +44,10 @@ Conventions the spec left open (also in the docstrings below):
   of the fill's fee, spread and slippage; the opening trade gets the rest of the step's equity
   change. Hence, exactly up to float rounding, ``sum(trades.pnl) == equity[-1] - equity[0]``
   (a trade open at the end is closed at the last close in the trades table only, without an
-  exit cost, so its ``pnl`` is its unrealised P&L).
+  exit cost, so its ``pnl`` is its unrealised P&L). A liquidated trade ends in the bar of its
+  liquidation (``exit_time``), at the liquidation's fill price, with ``status``
+  ``"liquidated"``; if the step's order had reversed the position, the trade it closed ends on
+  that fill.
 - Trade return is ``pnl / equity at entry`` (equity marked at the close of the entry decision
   bar), so returns of leveraged and fractional trades are on the account's scale.
 - Trade columns: ``entry_time``/``exit_time`` are fill bars (the bar whose open filled with
@@ -108,6 +120,18 @@ TRADE_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :attr:`BacktestResult.trades`."""
 
+LIQUIDATION_COLUMNS: tuple[str, ...] = (
+    "timestamp",
+    "side",
+    "price",
+    "units",
+    "equity_after",
+    "fee",
+    "spread",
+    "slippage",
+)
+"""Columns of :attr:`BacktestResult.liquidations`."""
+
 
 @dataclass
 class BacktestResult:
@@ -130,6 +154,11 @@ class BacktestResult:
             ``fee``/``spread``/``slippage`` are in quote currency.
         costs: per-bar cost lines (columns :data:`COST_COLUMNS`), quote currency, shape [n, 5].
         trades: round trips (columns :data:`TRADE_COLUMNS`), see the module docstring.
+        liquidations: one row per liquidation (columns :data:`LIQUIDATION_COLUMNS`):
+            ``timestamp`` the bar in which it happened, ``side`` of the position closed
+            (``"long"``/``"short"``), ``price`` its fill price (spread and slippage included),
+            ``units`` closed (absolute), ``equity_after`` the equity marked after it, and its
+            ``fee``, ``spread`` and ``slippage`` (quote currency).
         metrics: :class:`~tradezoo.backtest.metrics.Metrics` of the strategy.
         benchmark_equity: buy-and-hold equity on the same bars and costs, shape [n].
         benchmark_returns: its simple returns, shape [n-1].
@@ -155,6 +184,8 @@ class BacktestResult:
     close: pd.Series
     config: dict[str, Any] = field(default_factory=dict)
     bankrupt_at: pd.Timestamp | None = None
+    liquidations: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(LIQUIDATION_COLUMNS)))
 
     @property
     def cost_totals(self) -> dict[str, float]:
@@ -186,6 +217,9 @@ class BacktestResult:
             f"{len(self.fills)} fills, {len(self.trades)} trades",
             "costs: " + ", ".join(f"{name} {value:.6g}" for name, value in totals.items()),
         ]
+        if len(self.liquidations):
+            first = self.liquidations["timestamp"].iloc[0]
+            lines.append(f"LIQUIDATED {len(self.liquidations)} time(s), first at {first}")
         if self.bankrupt_at is not None:
             lines.append(f"BANKRUPT at {self.bankrupt_at} (liquidated at the next fill)")
         return "\n".join(lines)
@@ -208,6 +242,11 @@ class _Path:
         self.funding = np.zeros(n)
         self.borrow = np.zeros(n)
         self.pnl = np.zeros(n)
+        self.liq_units = np.zeros(n)
+        self.liq_price = np.zeros(n)
+        self.liq_fee = np.zeros(n)
+        self.liq_spread = np.zeros(n)
+        self.liq_slippage = np.zeros(n)
         self.target = np.zeros(n)
         self.bankrupt_step: int | None = None
 
@@ -222,6 +261,7 @@ def _run_engine(
 ) -> _Path:
     """Loop ``execute_step`` over the bars with Python floats. Row t+1 holds step t."""
     opens, closes = market["open"], market["close"]
+    highs, lows = market["high"], market["low"]
     funding, range_frac, notional = market["funding_rate"], market["range_frac"], market["notional"]
     n = len(closes)
     path = _Path(n)
@@ -249,15 +289,19 @@ def _run_engine(
             range_frac[t],
             notional[t],
             rates,
+            None,
+            highs[t + 1],
+            lows[t + 1],
         )
         rows.append((*step, target))
-        previous_target = target
+        # After a liquidation the account is flat: a non-zero target re-opens a position.
+        previous_target = target if step.liquidated_units == 0.0 else 0.0
         units, equity = step.units, step.equity
         if not bankrupt and equity <= 0.0:
             bankrupt = True
             path.bankrupt_step = t
     if n > 1:
-        table = np.array(rows, dtype=float)  # [n-1, 11]
+        table = np.array(rows, dtype=float)  # [n-1, 16]
         (
             path.units[1:],
             path.equity[1:],
@@ -269,6 +313,11 @@ def _run_engine(
             path.funding[1:],
             path.borrow[1:],
             path.pnl[1:],
+            path.liq_units[1:],
+            path.liq_price[1:],
+            path.liq_fee[1:],
+            path.liq_spread[1:],
+            path.liq_slippage[1:],
             path.target[1:],
         ) = table.T
     return path
@@ -311,7 +360,9 @@ def _trades_table(
         records.append(trade)
 
     for step in range(n - 1):
-        old, new = float(units[step]), float(units[step + 1])
+        liquidated = float(path.liq_units[step + 1])
+        # Units after the step's fill (a liquidation then closes them).
+        old, new = float(units[step]), float(units[step + 1]) - liquidated
         change = float(equity[step + 1] - equity[step])
         old_sign = (old > 0) - (old < 0)
         new_sign = (new > 0) - (new < 0)
@@ -331,13 +382,21 @@ def _trades_table(
             assert current is not None
             reference = opens[step + 1] if next_open else closes[step]
             closing_share = abs(old) / abs(float(path.traded[step + 1]))
-            fill_costs = float(path.fee[step + 1] + path.spread[step + 1] + path.slippage[step + 1])
+            row = step + 1
+            fill_costs = float(path.fee[row] + path.spread[row] + path.slippage[row]
+                               - (path.liq_fee[row] + path.liq_spread[row]
+                                  + path.liq_slippage[row]))
             old_part = old * (reference - closes[step]) - closing_share * fill_costs
             if next_open:  # funding at the stamp is charged on the old position
                 old_part -= float(path.funding[step + 1])
             current["pnl"] += old_part
             close_trade(current, step, fill_time(step), float(path.fill_price[step + 1]), "closed")
             current = open_trade(step, new, change - old_part)
+        if liquidated:  # the position after the fill was liquidated inside bar step + 1
+            assert current is not None
+            close_trade(current, step, index[step + 1], float(path.liq_price[step + 1]),
+                        "liquidated")
+            current = None
     if current is not None:
         close_trade(current, n - 1, index[n - 1], float(closes[n - 1]), "open")
 
@@ -376,13 +435,34 @@ def _fills_table(path: _Path, index: pd.DatetimeIndex, *, next_open: bool) -> pd
             "units": np.abs(traded),
             "fill_price": path.fill_price[rows],
             "notional": np.abs(traded) * path.fill_price[rows],
-            "fee": path.fee[rows],
-            "spread": path.spread[rows],
-            "slippage": path.slippage[rows],
+            # The order's own costs: the step's lines less a liquidation's (0 when none).
+            "fee": path.fee[rows] - path.liq_fee[rows],
+            "spread": path.spread[rows] - path.liq_spread[rows],
+            "slippage": path.slippage[rows] - path.liq_slippage[rows],
             "target": path.target[rows],
             "units_after": path.units[rows],
         },
         columns=list(FILL_COLUMNS),
+    )
+
+
+def _liquidations_table(path: _Path, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """One row per liquidation (:data:`LIQUIDATION_COLUMNS`); step t is stored in row t+1,
+    the bar in which the liquidation happened."""
+    rows = np.flatnonzero(path.liq_units != 0.0)
+    closed = path.liq_units[rows]  # the liquidation's trade: -units held
+    return pd.DataFrame(
+        {
+            "timestamp": index[rows],
+            "side": np.where(closed < 0, "long", "short").astype(object),
+            "price": path.liq_price[rows],
+            "units": np.abs(closed),
+            "equity_after": path.equity[rows],
+            "fee": path.liq_fee[rows],
+            "spread": path.liq_spread[rows],
+            "slippage": path.liq_slippage[rows],
+        },
+        columns=list(LIQUIDATION_COLUMNS),
     )
 
 
@@ -584,6 +664,14 @@ def simulate(
     targets = _target_array(positions, index)
     if costs is None:
         costs = default_costs(frame)
+    over = np.abs(targets) > costs.max_leverage  # NaN (keep the target) is never over
+    if over.any():
+        first = int(np.flatnonzero(over)[0])
+        costs.check_exposure(
+            float(targets[first]),
+            what=f"simulate: positions at {index[first]} (row {first}; {int(over.sum())} "
+                 "targets over the limit)",
+        )
     if periods_per_year is None:
         periods_per_year = float(periods_per_year_for(frame))  # uses attrs['source'] too
     elif not (
@@ -609,6 +697,8 @@ def simulate(
     market = {
         "open": frame["open"].to_numpy(dtype="float64").tolist(),
         "close": close.tolist(),
+        "high": high.tolist(),
+        "low": low.tolist(),
         "funding_rate": np.nan_to_num(funding, nan=0.0).tolist(),
         "range_frac": ((high - low) / close).tolist(),
         "notional": np.maximum(volume * close, MIN_BAR_NOTIONAL).tolist(),
@@ -701,4 +791,5 @@ def simulate(
         close=pd.Series(close, index=index, name="close"),
         config=config,
         bankrupt_at=bankrupt_at,
+        liquidations=_liquidations_table(path, index),
     )

@@ -12,7 +12,14 @@ Action schemes (class order 0 sell, 1 hold, 2 buy everywhere; ``L = max_leverage
   shorting.
 
 An action outside the action space raises ``ValueError`` (SB3 clips continuous actions to the
-space before stepping; gymnasium's samplers stay inside it).
+space before stepping; gymnasium's samplers stay inside it); so do ``bool`` and complex
+actions, which numbers would otherwise coerce into the space.
+
+Leverage: ``max_leverage`` may not exceed the cost model's
+:attr:`~tradezoo.backtest.costs.CostModel.max_leverage` (each dataset's), and a position that
+falls to the model's maintenance margin inside a bar is liquidated by the engine
+(:mod:`tradezoo.backtest.execution`): the step's info then carries ``"liquidated": True``,
+``info["trade"]`` is the liquidated trade and the episode terminates.
 
 Rebalancing: ``"on_change"`` (default) trades only when the target differs from the previous
 one, so a held position keeps its units and its exposure drifts with the price;
@@ -37,9 +44,9 @@ Rewards (per step, Python ``float``; the step fills at ``open[t+1]`` and marks a
   J. Moody and M. Saffell, "Learning to Trade via Direct Reinforcement", IEEE Trans. Neural
   Networks 12(4), 2001 (and Moody, Wu, Liao, Saffell, J. Forecasting 17, 1998).
 
-Episodes end with ``terminated=True`` when equity falls to ``min_equity_fraction *
-initial_equity`` or below (bankruptcy), and ``truncated=True`` at ``episode_length`` steps or
-at the end of the split.
+Episodes end with ``terminated=True`` when the account is liquidated or equity falls to
+``min_equity_fraction * initial_equity`` or below (bankruptcy), and ``truncated=True`` at
+``episode_length`` steps or at the end of the split.
 
 Trades (a maximal run of bars holding a position of one sign, as in
 :func:`tradezoo.backtest.simulate.simulate`): P&L is the sum of the equity changes of the steps
@@ -47,7 +54,10 @@ attributed to the trade, so it is net of every cost it caused; on a reversal the
 gets the old position's gap, the funding charged on it at the stamp (``fill="next_open"``) and
 the share ``|units_old| / |traded_units|`` of the fill's fee, spread and slippage, the opening
 trade the rest. ``return = pnl / equity at entry``. For the episode metrics a trade still open
-at the end counts with its unrealised P&L.
+at the end counts with its unrealised P&L. A liquidation closes the trade held after the
+step's fill, with the rest of the step's equity change; when the fill reversed the position,
+that step closes two trades: both count in the metrics, and ``info["trade"]`` is the
+liquidated one (the last).
 """
 
 from __future__ import annotations
@@ -122,7 +132,10 @@ TRADE_KEYS: tuple[str, ...] = (
 """Keys of ``info["trade"]``: ``side`` (+1.0 long, -1.0 short), ``opened_at``/``closed_at``
 (rows of the decision bars whose orders opened and closed it, in the dataset's index),
 ``entry_price``/``exit_price`` (fill prices), ``pnl`` (quote currency, net of its costs),
-``return`` (``pnl`` over the equity at entry), ``bars`` (``closed_at - opened_at``)."""
+``return`` (``pnl`` over the equity at entry), ``bars`` (``closed_at - opened_at``). A
+liquidated trade closes at the decision row of its step, at the liquidation's fill price."""
+RESET_OPTIONS: tuple[str, ...] = ("dataset", "start")
+"""Keys ``TradingEnv.reset(options=...)`` accepts (the vector envs add ``"reset_mask"``)."""
 COST_KEYS: tuple[str, ...] = (
     "fees_paid", "spread_paid", "slippage_paid", "funding_paid", "borrow_paid")
 
@@ -312,6 +325,8 @@ def build_config(
                     "window, or use a larger split"
                 )
     model_list, rates = resolve_costs(market, costs, fill)
+    for model, dataset in zip(model_list, market.datasets, strict=True):
+        model.check_exposure(max_leverage, what=f"max_leverage (dataset {dataset.name!r})")
     return EnvConfig(
         market=market,
         costs=model_list,
@@ -330,6 +345,26 @@ def build_config(
         episode_metrics=bool(episode_metrics),
         render_mode=render_mode,
     )
+
+
+def check_reset_options(
+    options: object, allowed: Sequence[str]
+) -> Mapping[str, Any]:
+    """``options`` of a ``reset()`` call, checked: ``None`` or a mapping of ``allowed`` keys.
+
+    Raises:
+        ValueError: a non-mapping or an unknown key (the error lists the allowed keys).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"reset options must be a mapping (dict) with keys among "
+                         f"{list(allowed)}, or None; got {type(options).__name__} {options!r}")
+    unknown = [key for key in options if key not in allowed]
+    if unknown:
+        raise ValueError(f"reset options: unknown key(s) {unknown!r}; allowed keys: "
+                         f"{list(allowed)}")
+    return options
 
 
 def invalid_action(action: object, space: spaces.Space) -> ValueError:

@@ -71,7 +71,8 @@ N_ACCOUNT_FEATURES = 4
 """Length of the dict observation's ``"account"`` vector."""
 ACCOUNT_KEY = "account"
 
-_STEP_COLUMNS = ("close", "open_next", "close_next", "funding_next", "range_frac", "notional")
+_STEP_COLUMNS = ("close", "open_next", "close_next", "funding_next", "range_frac", "notional",
+                 "high_next", "low_next")
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -161,12 +162,13 @@ class Market:
         close, open, funding_rate, range_frac, notional: float64 ``[R]``: close and open
             prices, funding rate stamped at each bar's open, the decision bar's
             ``(high - low) / close`` and ``max(volume * close, MIN_BAR_NOTIONAL)``.
-        step_table: float64 ``[6, R]``: per decision row ``t`` the inputs of
+        step_table: float64 ``[8, R]``: per decision row ``t`` the inputs of
             ``execute_step``: ``close[t], open[t+1], close[t+1], funding[t+1], range_frac[t],
-            notional[t]`` (the last row of a dataset repeats its own bar: never a decision).
-        step_rows: the same table row-major, float64 ``[R, 6]`` (one gather per batch step).
+            notional[t], high[t+1], low[t+1]`` (the last row of a dataset repeats its own bar:
+            never a decision).
+        step_rows: the same table row-major, float64 ``[R, 8]`` (one gather per batch step).
         lists: the same columns as Python lists (the single env's float fast path):
-            ``close, open, funding_rate, range_frac, notional``.
+            ``close, open, high, low, funding_rate, range_frac, notional``.
         features: float32 ``[R, F]`` scaled base features.
         box_table: float32 ``[R, F + 2]``: features plus two zero account columns (box).
     """
@@ -825,7 +827,8 @@ def _assemble(
     n_features = len(prepared[0].columns)
     datasets: list[MarketDataset] = []
     columns: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("close", "open", "funding_rate", "range_frac", "notional", *_STEP_COLUMNS)
+        k: [] for k in ("close", "open", "high", "low", "funding_rate", "range_frac", "notional",
+                        *_STEP_COLUMNS)
     }
     feature_blocks: list[np.ndarray] = []
     tf_blocks: dict[str, list[np.ndarray]] = {}
@@ -849,6 +852,8 @@ def _assemble(
         notional = np.maximum(volume * close, MIN_BAR_NOTIONAL)
         columns["close"].append(close)
         columns["open"].append(open_)
+        columns["high"].append(high)
+        columns["low"].append(low)
         columns["funding_rate"].append(funding)
         columns["range_frac"].append(range_frac)
         columns["notional"].append(notional)
@@ -856,6 +861,8 @@ def _assemble(
         columns["open_next"].append(np.append(open_[1:], open_[-1]))
         columns["close_next"].append(np.append(close[1:], close[-1]))
         columns["funding_next"].append(np.append(funding[1:], 0.0))
+        columns["high_next"].append(np.append(high[1:], high[-1]))
+        columns["low_next"].append(np.append(low[1:], low[-1]))
         feature_blocks.append(item.features)
         for tf_name, _tf_window, tf_feats, last_closed in item.timeframes:
             base_offset = tf_offsets.get(tf_name, 0)
@@ -899,6 +906,8 @@ def _assemble(
                 flat["funding_next"],
                 flat["range_frac"],
                 flat["notional"],
+                flat["high_next"],
+                flat["low_next"],
             ]
         )
     )
@@ -923,7 +932,8 @@ def _assemble(
             )
         )
     lists = {
-        k: flat[k].tolist() for k in ("close", "open", "funding_rate", "range_frac", "notional")
+        k: flat[k].tolist()
+        for k in ("close", "open", "high", "low", "funding_rate", "range_frac", "notional")
     }
     return Market(
         datasets=tuple(datasets),

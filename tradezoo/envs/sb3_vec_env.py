@@ -80,6 +80,9 @@ class TradingSB3VecEnv(VecEnv):
         if result.trades is not None and np.count_nonzero(result.closed):
             for i in result.closed.nonzero()[0].tolist():
                 infos[i]["trade"] = {key: result.trades[key][i].item() for key in TRADE_KEYS}
+        if result.liquidated is not None:
+            for i in result.liquidated.nonzero()[0].tolist():
+                infos[i]["liquidated"] = True
         if np.count_nonzero(done):
             done_idx = done.nonzero()[0]
             terminal = core.observe(done_idx)

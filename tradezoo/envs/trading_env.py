@@ -42,6 +42,7 @@ from tradezoo.envs.core import (
     Rebalance,
     RewardKind,
     build_config,
+    check_reset_options,
     closed_trade,
     differential_sharpe,
     episode_metrics,
@@ -173,6 +174,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         # Python lists: indexing yields Python floats, execute_step's scalar fast path.
         self._close = lists["close"]
         self._open = lists["open"]
+        self._high = lists["high"]
+        self._low = lists["low"]
         self._funding = lists["funding_rate"]
         self._range = lists["range_frac"]
         self._notional = lists["notional"]
@@ -214,10 +217,12 @@ class TradingEnv(gym.Env[ObsType, Any]):
 
         ``options`` may hold ``"dataset"`` (index) and ``"start"`` (a row of that dataset's
         ``index``, which must leave room for the episode) to pin the episode; the RNG is not
-        drawn for what is pinned.
+        drawn for what is pinned. Any other key, or options that are not a mapping, raise
+        ``ValueError``.
         """
+        options = check_reset_options(options, ("dataset", "start"))
         super().reset(seed=seed)
-        ds, start = self.config.draw_start(self.np_random, options or {})
+        ds, start = self.config.draw_start(self.np_random, options)
         dataset = self.market.datasets[ds]
         self._begin(ds, start)
         return self._observe(), {"equity": self._equity, "position": 0.0,
@@ -267,7 +272,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
                 choice = operator.index(action)
             except TypeError:
                 raise invalid_action(action, self.action_space) from None
-            if not 0 <= choice <= 2:
+            if not 0 <= choice <= 2 or action.__class__ is bool:
                 raise invalid_action(action, self.action_space)
             target = self._target if scheme == 1 and choice == 1 else self._levels[choice]
         trade = self._every_bar or target != self._target
@@ -281,9 +286,10 @@ class TradingEnv(gym.Env[ObsType, Any]):
         close_prev = close[t]
         close_next = close[t1]
         (units, equity, traded, fill_price, fee, spread, slip, funding, borrow,
-         position_pnl) = execute_step(
+         position_pnl, liq_units, liq_price, liq_fee, liq_spread, liq_slip) = execute_step(
             units0, equity0, target, trade, close_prev, self._open[t1], close_next,
-            self._funding[t1], self._range[t], self._notional[t], self._rates,
+            self._funding[t1], self._range[t], self._notional[t], self._rates, None,
+            self._high[t1], self._low[t1],
         )
         ratio = equity / equity0
         log_return = math.log(ratio) if ratio > LOG_FLOOR else LOG_FLOOR_VALUE
@@ -322,12 +328,18 @@ class TradingEnv(gym.Env[ObsType, Any]):
             "slippage_cost": slip, "funding_paid": funding, "borrow_paid": borrow,
             "position_pnl": position_pnl, "bar": t1 - self._offset, "dataset": self._ds,
         }
-        side = (units > 0.0) - (units < 0.0)
+        fill_units = units - liq_units  # held after the fill (a liquidation then closes them)
+        side = (fill_units > 0.0) - (fill_units < 0.0)
         if side != self._side:
             self._trade_transition(info, side, equity - equity0, units0, traded,
-                                   fee + spread + slip, funding, fill_price, t, equity0)
+                                   fee + spread + slip - (liq_fee + liq_spread + liq_slip),
+                                   funding, fill_price, t, equity0)
+        liquidated = liq_units != 0.0
+        if liquidated:
+            self._liquidation_close(info, equity - equity0, liq_price, t, equity0)
+            info["liquidated"] = True
 
-        terminated = equity <= self._min_equity
+        terminated = liquidated or equity <= self._min_equity
         truncated = not terminated and t1 >= self._end
         if terminated or truncated:
             self._needs_reset = True
@@ -337,10 +349,10 @@ class TradingEnv(gym.Env[ObsType, Any]):
 
     def _continuous_target(self, action: Any) -> float:
         try:
-            array = np.asarray(action, dtype=np.float64)
+            array = np.asarray(action)
         except (TypeError, ValueError):
             raise invalid_action(action, self.action_space) from None
-        if array.shape != (1,):
+        if array.shape != (1,) or array.dtype.kind not in "fiu":  # no bool, complex, text
             raise invalid_action(action, self.action_space)
         value = float(array[0])
         if not -1.0 <= value <= 1.0:  # NaN fails too
@@ -401,6 +413,28 @@ class TradingEnv(gym.Env[ObsType, Any]):
             self._entry_row = row
             self._entry_price = fill_price
         self._side = side
+
+    def _liquidation_close(
+        self, info: dict[str, Any], delta: float, exit_price: float, row: int, equity0: float
+    ) -> None:
+        """Close the trade held after the fill at its liquidation (the step's last close):
+        all of the step's equity change ``delta`` beyond what a reversal gave the trade it
+        closed is this trade's (:func:`~tradezoo.envs.core.closed_trade` with side 0)."""
+        pnl, trade_return, _ = closed_trade(0, delta, 0.0, 0.0, 0.0, 0.0, 0.0,
+                                            self._next_open, equity0, self._base,
+                                            self._entry_eq)
+        n = self._n_trades
+        self._trade_pnl[n] = pnl
+        self._trade_ret[n] = trade_return
+        self._n_trades = n + 1
+        offset = self._offset
+        info["trade"] = {
+            "side": float(self._side), "opened_at": self._entry_row - offset,
+            "closed_at": row - offset, "entry_price": self._entry_price,
+            "exit_price": exit_price, "pnl": pnl, "return": trade_return,
+            "bars": row - self._entry_row,
+        }
+        self._side = 0
 
     def _metrics(self) -> dict[str, float]:
         k = self._steps

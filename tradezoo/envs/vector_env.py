@@ -44,6 +44,11 @@ from tradezoo.envs.batch_kernel import (
     ENTRY_EQUITY,
     ENTRY_PRICE,
     EQUITY,
+    FLAG_ROWS,
+    LIQUIDATED,
+    LIQUIDATED_PNL,
+    LIQUIDATED_RETURN,
+    LIQUIDATION,
     LOG_RETURN,
     OUT_ROWS,
     PEAK,
@@ -64,10 +69,12 @@ from tradezoo.envs.batch_kernel import (
 from tradezoo.envs.core import (
     RENDER_MODES,
     RESET_INFO_KEYS,
+    RESET_OPTIONS,
     STEP_INFO_KEYS,
     TRADE_KEYS,
     EnvConfig,
     build_config,
+    check_reset_options,
     episode_costs,
     episode_returns,
     invalid_action,
@@ -97,6 +104,7 @@ class BatchStep(NamedTuple):
         closed: bool, a trade closed on this step.
         trades: trade info values by key (:data:`~tradezoo.envs.core.TRADE_KEYS`), valid where
             ``closed``; ``None`` when no trade closed.
+        liquidated: bool, the account was liquidated on this step; ``None`` when none was.
         metrics: slot -> episode metrics dict for the slots whose episode ended.
         any_done: whether ``done`` has a True.
     """
@@ -108,6 +116,7 @@ class BatchStep(NamedTuple):
     values: dict[str, np.ndarray]
     closed: np.ndarray
     trades: dict[str, np.ndarray] | None
+    liquidated: np.ndarray | None
     metrics: dict[int, dict[str, float]]
     any_done: bool
 
@@ -152,7 +161,8 @@ class BatchCore:
         # The market's per-row execute_step inputs, then the terms of execute_step that
         # depend on the bar only (BarTerms: price gap, funding per unit, drift; the price
         # gap is also the reversal split's price term) and the decision row in its
-        # dataset's index (a trade's closing bar): float64 [R, 10], read by the compiled step.
+        # dataset's index (a trade's closing bar): float64 [R, STEP_COLUMNS] (batch_kernel's
+        # layout), read by the compiled step.
         table = market.step_rows
         terms = bar_terms_of(table[:, 0], table[:, 1], table[:, 2], table[:, 3],
                              config.rates[0])  # reads the fill rule only, one per env
@@ -218,7 +228,7 @@ class BatchCore:
             self._rate_rows, self.ds[none], *self._settings, 0, self._keep_history,
             self._with_metrics, self.hist_equity[:, none], self.hist_position[:, none],
             self.hist_notional[:, none], self.hist_trades[:, :, none], np.empty((OUT_ROWS, 0)),
-            np.empty((3, 0), np.int64), np.empty((2, 0), bool),
+            np.empty((3, 0), np.int64), np.empty((FLAG_ROWS, 0), bool),
         )
 
     # -- seeding and episode starts ------------------------------------------------------
@@ -322,8 +332,8 @@ class BatchCore:
         column = clock % self._history
         out = np.empty((OUT_ROWS, n))
         trade_ints = np.empty((3, n), np.int64)
-        flags = np.empty((2, n), bool)
-        any_terminated, any_closed = advance_accounts(
+        flags = np.empty((FLAG_ROWS, n), bool)
+        any_terminated, any_closed, any_liquidated = advance_accounts(
             self.state, self._step_table, self.row, target, self._rate_rows, self.ds,
             *self._settings, column, self._keep_history, self._with_metrics, self.hist_equity,
             self.hist_position, self.hist_notional, self.hist_trades, out, trade_ints, flags,
@@ -356,8 +366,9 @@ class BatchCore:
         metrics: dict[int, dict[str, float]] = {}
         if self._with_metrics and any_done:
             metrics = self.episode_metrics(done.nonzero()[0])
+        liquidated = flags[LIQUIDATION] if any_liquidated else None
         return BatchStep(out[REWARD], terminated, truncated, done, values, flags[CLOSED],
-                         trades, metrics, bool(any_done))
+                         trades, liquidated, metrics, bool(any_done))
 
     def steps(self, i: int) -> int:
         """Steps taken in account ``i``'s current episode."""
@@ -430,6 +441,9 @@ class BatchCore:
                 open_pnl = self.equity[i] - self.base[i]
                 pnl = np.append(pnl, open_pnl)
                 ret = np.append(ret, open_pnl / self.entry_eq[i])
+            elif self.state[LIQUIDATED, i]:  # the trade the liquidation closed, the last one
+                pnl = np.append(pnl, self.state[LIQUIDATED_PNL, i])
+                ret = np.append(ret, self.state[LIQUIDATED_RETURN, i])
             trades.append({"pnl": pnl, "return": ret})
             costs.append(episode_costs(self.cost_sums[:, i].tolist(), initial))
         batch = compute_metrics_batch(
@@ -520,6 +534,14 @@ def _trade_block(
     out = trades if mask is closed else {key: trades[key] * mask for key in TRADE_KEYS}
     out.update(dict.fromkeys(_TRADE_MASK_KEYS, mask))
     return out
+
+
+def _add_liquidated(info: dict[str, Any], liquidated: np.ndarray) -> None:
+    """The ``"liquidated"`` info (True where the sub-env was liquidated, its own mask) when
+    any of ``liquidated`` holds; single envs set it only on the step of a liquidation."""
+    if np.count_nonzero(liquidated):
+        info["liquidated"] = liquidated
+        info["_liquidated"] = liquidated.copy()
 
 
 def _metrics_block(
@@ -620,7 +642,7 @@ class TradingVectorEnv(VectorEnv):
             if len(seeds) != n:
                 raise ValueError(f"seed: a list of seeds must have num_envs={n} entries, got "
                                  f"{len(seeds)}")
-        options = dict(options or {})
+        options = dict(check_reset_options(options, (*RESET_OPTIONS, "reset_mask")))
         mask = options.pop("reset_mask", None)
         if mask is None:
             idx = self.core._all
@@ -708,6 +730,9 @@ class TradingVectorEnv(VectorEnv):
         if any_closed:
             info["trade"] = _trade_block(result.trades, closed, result.closed)
             info["_trade"] = closed
+        if result.liquidated is not None:
+            _add_liquidated(info, result.liquidated if stepped is None
+                            else result.liquidated & stepped)
         metrics = result.metrics
         if stepped is not None:
             metrics = {i: m for i, m in metrics.items() if stepped[i]}
@@ -733,13 +758,15 @@ class TradingVectorEnv(VectorEnv):
         if result.trades is not None and np.count_nonzero(closed_done):
             final_info["trade"] = _trade_block(result.trades, closed_done, result.closed)
             final_info["_trade"] = closed_done
+        if result.liquidated is not None:
+            _add_liquidated(final_info, result.liquidated & done)
         if result.metrics:
             final_info["metrics"], final_info["_metrics"] = _metrics_block(result.metrics,
                                                                            self.num_envs)
         core.begin(done_idx)
         alive = ~done
         info = self._plain_info(
-            result._replace(metrics={}),
+            result._replace(metrics={}, liquidated=None),  # liquidated accounts are done
             alive, core.reset_values(),
         )
         info["final_obs"] = final_obs
