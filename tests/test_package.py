@@ -79,3 +79,19 @@ def test_readme_main_job_is_tradezoo_run() -> None:
     assert _readme_command("main") == "pip install -e . && tradezoo run"
     args = build_parser().parse_args(["run"])
     assert args.handler.__name__ == "_cmd_run"
+
+
+def test_exported_functions_survive_their_submodule_import() -> None:
+    """``from tradezoo.backtest import simulate`` is the function even after something imported
+    the submodule of the same name (the import system binds submodules onto their package)."""
+    code = (
+        "import tradezoo.backtest.simulate\n"
+        "from tradezoo.backtest import simulate\n"
+        "from tradezoo.policies import explain\n"
+        "import types\n"
+        "print(isinstance(simulate, types.FunctionType), isinstance(explain, types.FunctionType))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["True", "True"]

@@ -15,8 +15,10 @@
 - :mod:`~tradezoo.backtest.report` and :mod:`~tradezoo.backtest.plots`: rich table, JSON, PNG,
   quantstats tearsheet; matplotlib is imported only when a figure is drawn.
 
-Names are imported lazily on first use, so ``import tradezoo.backtest`` never imports pandas,
-matplotlib or torch.
+Names are imported lazily on first use, so ``import tradezoo.backtest`` never imports
+matplotlib or torch. :func:`simulate` is the exception, imported with the package: its
+submodule has the same name, and once anything imported ``tradezoo.backtest.simulate`` the
+import system would bind the module over a lazily resolved function.
 
 Example::
 
@@ -64,6 +66,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+from tradezoo.backtest.simulate import simulate  # noqa: E402, F401 (see the docstring)
 
 
 def __getattr__(name: str) -> Any:
