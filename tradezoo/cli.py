@@ -15,8 +15,16 @@
 
 Training options come from the command's defaults, a YAML config file (``--config``), the
 flags and ``--set KEY=VALUE`` (later wins; see :mod:`tradezoo.agents.config`). Exit codes:
-0 done, 1 training diverged (non-finite loss), 2 bad input (the message names it), 130
-interrupted (a resumable checkpoint was saved and named).
+0 done, 1 training diverged (non-finite loss), 2 bad input (the message names it; a run
+directory in use, or one that already holds a run without ``--resume-from``/``--overwrite``,
+is bad input), 3 a file or folder that cannot be written or read (the message names the path),
+130 interrupted. A training that stops early, for any reason, names the resumable checkpoint
+it saved.
+
+Run directories (:mod:`tradezoo.agents.rundir`): ``train supervised``, ``train ppo`` and
+``run`` lock their directory for their lifetime (a second run into it fails at once), and
+refuse a directory that already holds a run (``config.json`` or a checkpoint in it or in a
+direct subfolder) unless ``--resume-from`` continues it or ``--overwrite`` replaces it.
 
 Every subcommand has ``--help``. Heavy imports happen inside the handlers so ``--help`` is
 instant and nothing here imports torch.
@@ -215,6 +223,7 @@ def _checkpoint_base(path: str, *, resume: bool) -> dict[str, Any]:
 
 def _cmd_train_supervised(args: argparse.Namespace) -> int:
     from tradezoo.agents.run import prepare_from_options, supervised_config_from, write_options
+    from tradezoo.agents.rundir import claim_run_dir
     from tradezoo.agents.supervised import evaluate_supervised, train_supervised
 
     base = _checkpoint_base(args.resume_from, resume=True) if args.resume_from else None
@@ -230,14 +239,15 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
 
         load_checkpoint(options["resume_from"], expect_arch=arch,
                         expect_feature_spec=data.feature_spec, expect_kind="supervised")
-    write_options(out, options)
-    print(f"tradezoo train supervised: {arch} on {options['data']}; run directory {out}")
-    result = train_supervised(
-        data, arch, config=config, arch_config=dict(options["arch_config"]), out_dir=out,
-        seed=int(options["seed"]), device=options["device"],
-        resume_from=options.get("resume_from"),
-    )
-    evaluation = evaluate_supervised(result.model, data, "val", device=result.device)
+    with claim_run_dir(out, resume_from=resume, overwrite=args.overwrite):
+        write_options(out, options)
+        print(f"tradezoo train supervised: {arch} on {options['data']}; run directory {out}")
+        result = train_supervised(
+            data, arch, config=config, arch_config=dict(options["arch_config"]), out_dir=out,
+            seed=int(options["seed"]), device=options["device"],
+            resume_from=options.get("resume_from"),
+        )
+        evaluation = evaluate_supervised(result.model, data, "val", device=result.device)
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.steps} steps in "
           f"{result.train_seconds:.1f} s on {result.device}; best epoch {result.best_epoch + 1}")
     print("validation split (model selection; the test split is for `tradezoo backtest`):")
@@ -252,6 +262,7 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
     from tradezoo.agents.ppo import evaluate_ppo, train_ppo
     from tradezoo.agents.run import ppo_config_from, prepare_from_options, write_options
+    from tradezoo.agents.rundir import claim_run_dir
 
     if args.init_from and args.resume_from:
         raise ValueError("give --init-from (start from a supervised checkpoint) or --resume-from "
@@ -278,17 +289,18 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
                                expect_arch=arch, expect_feature_spec=data.feature_spec,
                                expect_kind="supervised" if warm else "ppo")
         _check_checkpoint_fits(ckpt, data)  # window, feature count, scaler
-    write_options(out, options)
-    print(f"tradezoo train ppo: {arch} on {options['data']}"
-          f"{' warm-started from ' + str(options['init_from']) if warm else ''}; run directory "
-          f"{out}")
-    result = train_ppo(
-        data, arch, config=config, out_dir=out, seed=int(options["seed"]),
-        device=options["device"], init_from=options.get("init_from"),
-        resume_from=options.get("resume_from"), progress=bool(options["progress"]),
-    )
-    chosen = result.best_model or result.final_model
-    evaluation = evaluate_ppo(chosen, data, "val", device=result.device)
+    with claim_run_dir(out, resume_from=options.get("resume_from"), overwrite=args.overwrite):
+        write_options(out, options)
+        print(f"tradezoo train ppo: {arch} on {options['data']}"
+              f"{' warm-started from ' + str(options['init_from']) if warm else ''}; run "
+              f"directory {out}")
+        result = train_ppo(
+            data, arch, config=config, out_dir=out, seed=int(options["seed"]),
+            device=options["device"], init_from=options.get("init_from"),
+            resume_from=options.get("resume_from"), progress=bool(options["progress"]),
+        )
+        chosen = result.best_model or result.final_model
+        evaluation = evaluate_ppo(chosen, data, "val", device=result.device)
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.num_timesteps:,} timesteps in "
           f"{result.train_seconds:.1f} s on {result.device}")
     print(f"validation split ({chosen.name}; the test split is for `tradezoo backtest`):")
@@ -300,7 +312,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from tradezoo.agents.config import torch_threads
-    from tradezoo.agents.run import backtest_checkpoint
+    from tradezoo.agents.run import evaluate_checkpoint, write_backtest_files
     from tradezoo.backtest.report import print_report
 
     threads = torch_threads("auto")
@@ -308,12 +320,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        outcome = backtest_checkpoint(args.checkpoint, data=args.data, split=args.split,
-                                      out_dir=args.out, tearsheet=args.tearsheet,
-                                      device=args.device)
-    except ImportError as exc:  # the optional quantstats of --tearsheet
-        raise ValueError(str(exc)) from None
+    outcome = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
+                                  device=args.device)
     console = _console()
     console.print(f"{outcome.kind} checkpoint {args.checkpoint} ({outcome.arch}) on the "
                   f"{outcome.split} split of {outcome.data}")
@@ -322,6 +330,10 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         report = outcome.classification
         console.print(f"classifier on {outcome.split}: accuracy {report['accuracy']:.3f}, "
                       f"macro-F1 {report['macro_f1']:.3f}")
+    try:  # the metrics are printed above even when the files cannot be written
+        write_backtest_files(outcome, args.out, tearsheet=args.tearsheet)
+    except ImportError as exc:  # the optional quantstats of --tearsheet
+        raise ValueError(str(exc)) from None
     console.print(f"wrote {outcome.json_path}")
     console.print(f"wrote {outcome.png_path}")
     if outcome.html_path is not None:
@@ -341,7 +353,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tradezoo.agents.run import run_main_job
 
-    run_main_job(_options("run", args))
+    run_main_job(_options("run", args), overwrite=args.overwrite)
     return 0
 
 
@@ -371,6 +383,18 @@ def _add_common(parser: argparse.ArgumentParser, *, arch: bool = True) -> None:
     group.add_argument("--threads", type=int,
                        help="torch CPU threads (default auto: 1 on machines with <= 4 cores)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, *, resume: bool = True) -> None:
+    """``--overwrite``: replace the run a run directory already holds."""
+    other = "; --resume-from continues it instead" if resume else ""
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run the run directory already holds: a directory holds a run when "
+             "it has config.json or a checkpoint (*.pt, *.zip) in it or a direct subfolder; "
+             "without this flag that is an error" + other + ". The old run's files "
+             "(config.json, run.log, report.md, checkpoints, reports, checkpoints/, tb/, "
+             "supervised/, ppo/) are deleted first; other files are kept")
 
 
 def _add_budget_flags(parser: argparse.ArgumentParser, *, epochs: bool, timesteps: bool) -> None:
@@ -442,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="items per step (supervised.batch_size)")
     supervised.add_argument("--resume-from", metavar="CKPT",
                             help="continue from a last.pt or interrupted.pt")
+    _add_overwrite(supervised)
     supervised.set_defaults(handler=_cmd_train_supervised)
     ppo = trainers.add_parser(
         "ppo", help="train with PPO, optionally warm-started from a supervised checkpoint",
@@ -453,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     ppo.add_argument("--init-from", metavar="CKPT", help="supervised checkpoint to start from")
     ppo.add_argument("--resume-from", metavar="CKPT",
                      help="PPO checkpoint (.zip or its .pt) to continue")
+    _add_overwrite(ppo)
     ppo.set_defaults(handler=_cmd_train_ppo)
 
     backtest = commands.add_parser(
@@ -496,10 +522,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "flags, e.g. --arch mamba --epochs 30 --timesteps 2000000 --device cuda.")
     _add_common(run)
     _add_budget_flags(run, epochs=True, timesteps=True)
-    run.add_argument("--name", help="run name: the directory runs/<name> (default "
-                                    "<arch>-<date>-<time>)")
+    run.add_argument("--name", help="run name: the directory runs/<name>, one plain folder "
+                                    "name (no '/', '..'; default <arch>-<date>-<time>)")
+    _add_overwrite(run, resume=False)
     run.set_defaults(handler=_cmd_run)
     return parser
+
+
+def _saved(exc: BaseException) -> str:
+    """``"; resumable checkpoint: <path>"`` when a trainer saved one before ``exc``."""
+    where = getattr(exc, "checkpoint", None)
+    return f"; resumable checkpoint: {where}" if where else ""
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line naming the path of an ``OSError`` and the reason."""
+    from tradezoo.agents.rundir import OutputError
+
+    if isinstance(exc, OutputError) or not exc.filename:
+        return str(exc)
+    names = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+    return f"{names}: {exc.strerror or exc}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,8 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, SourceError, FileNotFoundError, ValueError, TypeError) as exc:
         if debug:
             raise
-        print(f"tradezoo: error: {exc}", file=sys.stderr)
+        print(f"tradezoo: error: {exc}{_saved(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder or file that cannot be written (or read)
+        if debug:
+            raise
+        print(f"tradezoo: error: {_os_error_line(exc)}{_saved(exc)}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt as exc:
         # The trainers turn Ctrl-C into TrainingInterrupted after saving a checkpoint (and
         # say where); elsewhere there is nothing to save.
@@ -529,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if debug or not isinstance(exc, NonFiniteLossError):
             raise
-        print(f"tradezoo: error: {exc}", file=sys.stderr)
+        print(f"tradezoo: error: {exc}{_saved(exc)}", file=sys.stderr)
         return 1
 
 

@@ -38,7 +38,8 @@ Run directory (``out_dir``)::
     best_model.zip + .pt      best deterministic validation mean reward
     final_model.zip + .pt     the model at the end of training
     checkpoints/ppo_<t>_steps.zip + .pt   every checkpoint_freq timesteps
-    interrupted.zip + .pt     written on Ctrl-C (resume with resume_from=)
+    interrupted.zip + .pt     written when training stops early: Ctrl-C or any error
+                              (resume with resume_from=; module supervised)
 
 PPO checkpoints. Every ``X.zip`` (SB3's own format: weights, optimiser state, hyperparameters,
 ``num_timesteps``; what :func:`train_ppo` resumes from) has a sidecar ``X.pt``: a tradezoo
@@ -94,7 +95,8 @@ from tradezoo.agents.checkpoint import (
     versions,
 )
 from tradezoo.agents.data import PreparedData, observation_space
-from tradezoo.agents.supervised import TrainingInterrupted, resolve_device
+from tradezoo.agents.rundir import save_where_possible
+from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
 from tradezoo.agents.tensorboard import print_tensorboard_hint
 from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
@@ -769,6 +771,8 @@ def train_ppo(
         CheckpointError: a warm-start or resume checkpoint that does not fit.
         NonFiniteLossError: a PPO update with a non-finite loss.
         TrainingInterrupted: Ctrl-C; ``interrupted.zip`` (+ ``.pt``) was written.
+        Exception: any other error in the loop is re-raised after ``interrupted.*`` was
+            written where it could be (its ``checkpoint`` attribute names the ``.zip``).
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CallbackList
@@ -863,19 +867,23 @@ def train_ppo(
         if eval_callback is not None and eval_callback.last_eval_timestep != model.num_timesteps:
             eval_callback.evaluate()  # the final weights are always evaluated
         finished = True
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
         if isinstance(exc, TrainingInterrupted):
             raise
-        zip_path, _ = save(model, out / "interrupted")
-        message = (f"PPO training of {arch!r} interrupted at timestep {model.num_timesteps}; a "
-                   f"resumable checkpoint was saved to {zip_path} (continue with "
-                   f"train_ppo(..., resume_from={str(zip_path)!r}))")
-        print(message, file=sys.stderr)
-        raise TrainingInterrupted(message, zip_path) from exc
+        saved, failures = save_where_possible(lambda stem: save(model, stem)[0], out)
+        stopped = stop_training(exc, f"PPO training of {arch!r}",
+                                f"timestep {model.num_timesteps}", saved, failures, "train_ppo")
+        if stopped is exc:
+            raise
+        raise stopped from exc
     finally:
-        model.logger.dump(model.num_timesteps)  # the last update's train/* and trading/*
-        if not finished:
-            model.logger.close()
+        try:
+            model.logger.dump(model.num_timesteps)  # the last update's train/* and trading/*
+            if not finished:
+                model.logger.close()
+        except Exception:
+            if finished:
+                raise  # a failed run reports its own error, not a log write's
     train_seconds = time.perf_counter() - started
 
     final_zip, _ = save(model, out / "final_model")

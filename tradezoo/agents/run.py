@@ -20,6 +20,11 @@ It writes ``runs/<name>/``::
                             buy-and-hold, drawdown
     supervised_equity.png   the same for the classifier's signals
     report.md               the summary: data, model, budget, timings, the metrics table
+    .tradezoo.lock          the run's lock (:mod:`tradezoo.agents.rundir`)
+
+``<name>`` is one plain folder name (no path separator, ``.``, ``..`` or absolute path). The
+directory is locked for the job's lifetime, and a directory that already holds a run is
+refused unless ``overwrite=True`` (``--overwrite``); see :mod:`tradezoo.agents.rundir`.
 
 :func:`backtest_checkpoint` (``tradezoo backtest``) grades any checkpoint (a supervised
 ``.pt``, a PPO ``.zip`` or its ``.pt`` sidecar) on a split. The data is prepared as the
@@ -49,9 +54,11 @@ __all__ = [
     "MainJobResult",
     "backtest_checkpoint",
     "checkpoint_options",
+    "evaluate_checkpoint",
     "markdown_metrics_table",
     "prepare_from_options",
     "run_main_job",
+    "write_backtest_files",
     "write_options",
 ]
 
@@ -90,11 +97,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
-    """Strict JSON (no NaN tokens), UTF-8, trailing newline."""
+    """Strict JSON (no NaN tokens), UTF-8, trailing newline, written atomically
+    (:func:`~tradezoo.agents.rundir.write_text_atomic`; a failure is an ``OutputError`` naming
+    the file)."""
+    from tradezoo.agents.rundir import write_text_atomic
+
     text = json.dumps(_json_safe(json.loads(json.dumps(payload, default=_json_default))),
                       indent=2, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, text + "\n")
 
 
 def write_options(out_dir: str | Path, options: Mapping[str, Any]) -> Path:
@@ -108,7 +118,12 @@ def write_options(out_dir: str | Path, options: Mapping[str, Any]) -> Path:
     if isinstance(data, str | Path) and Path(data).exists():
         saved["data"] = str(Path(data).resolve())
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from tradezoo.agents.rundir import output_error
+
+        raise output_error(out, exc, "create") from None
     return write_json(out / CONFIG_NAME, saved)
 
 
@@ -263,7 +278,9 @@ class CheckpointBacktest:
         result: the :class:`~tradezoo.backtest.simulate.BacktestResult` (buy-and-hold in its
             ``benchmark_*`` fields).
         classification: the classification report dict (supervised only).
-        json_path, png_path, html_path: the files written (``html_path`` with a tearsheet).
+        given: the checkpoint path as given (a PPO ``.zip`` or a ``.pt``); names the files.
+        json_path, png_path, html_path: the files written (``None`` before
+            :func:`write_backtest_files`; ``html_path`` only with a tearsheet).
     """
 
     checkpoint: Path
@@ -273,8 +290,9 @@ class CheckpointBacktest:
     data: str
     result: BacktestResult
     classification: dict[str, Any] | None
-    json_path: Path
-    png_path: Path
+    given: Path | None = None
+    json_path: Path | None = None
+    png_path: Path | None = None
     html_path: Path | None = None
 
 
@@ -290,32 +308,23 @@ def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str
     return evaluate_ppo(ckpt, data, split, device=device).backtest, None  # type: ignore[arg-type]
 
 
-def backtest_checkpoint(
+def evaluate_checkpoint(
     path: str | Path,
     *,
     data: str | Path | None = None,
     split: str = "test",
-    out_dir: str | Path | None = None,
-    tearsheet: bool = False,
     device: str = "cpu",
 ) -> CheckpointBacktest:
-    """Backtest a supervised or PPO checkpoint on ``split`` and write its reports.
-
-    Files (in ``out_dir``, default the checkpoint's folder), for checkpoint ``X.pt``/``X.zip``:
-    ``X.<split>.backtest.json`` (:func:`~tradezoo.backtest.report.report_dict` plus the
-    checkpoint, split and, for a classifier, its classification report),
-    ``X.<split>.backtest.png`` (price and positions, equity vs buy-and-hold, drawdown) and,
-    with ``tearsheet=True``, ``X.<split>.tearsheet.html`` (quantstats).
+    """Backtest a supervised or PPO checkpoint on ``split`` without writing anything (the
+    computing half of :func:`backtest_checkpoint`; its file fields are ``None``).
 
     Raises:
         FileNotFoundError, CheckpointError: a missing, unreadable or mismatched checkpoint.
         ConfigError: the data source cannot be found (pass ``data``).
         ValueError: a bad split, or data that does not fit the checkpoint.
-        ImportError: ``tearsheet=True`` without quantstats.
     """
     from tradezoo.agents.config import ConfigError, cost_model
     from tradezoo.agents.data import prepare_data
-    from tradezoo.backtest.report import quantstats_html, report_dict, save_png
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -338,27 +347,81 @@ def backtest_checkpoint(
         costs=cost_model(options["costs"]) if "costs" in options else None,
     )
     result, classification = _evaluate_checkpoint(ckpt, prepared, split, device)
-    out = Path(out_dir) if out_dir is not None else original.parent
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{original.stem}.{split}"
-    payload = {
-        "checkpoint": str(original),
-        "kind": ckpt["kind"],
-        "arch": ckpt["arch"],
-        "split": split,
-        "data": source,
-        "backtest": report_dict(result),
-    }
-    if classification is not None:
-        payload["classification"] = classification
-    json_path = write_json(out / f"{stem}.backtest.json", payload)
-    png_path = save_png(result, out / f"{stem}.backtest.png")
-    html_path = quantstats_html(result, out / f"{stem}.tearsheet.html") if tearsheet else None
     return CheckpointBacktest(
         checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
-        data=source, result=result, classification=classification, json_path=json_path,
-        png_path=png_path, html_path=html_path,
+        data=source, result=result, classification=classification, given=original,
     )
+
+
+def write_backtest_files(outcome: CheckpointBacktest, out_dir: str | Path | None = None, *,
+                         tearsheet: bool = False) -> CheckpointBacktest:
+    """Write the reports of :func:`evaluate_checkpoint` (the files of
+    :func:`backtest_checkpoint`) and return ``outcome`` with their paths.
+
+    Raises:
+        OutputError: a folder or file that cannot be written (the message names it).
+        ImportError: ``tearsheet=True`` without quantstats.
+    """
+    from tradezoo.agents.rundir import OutputError, output_error
+    from tradezoo.backtest.report import quantstats_html, report_dict, save_png
+
+    original = outcome.given if outcome.given is not None else outcome.checkpoint
+    out = Path(out_dir) if out_dir is not None else original.parent
+    stem = f"{original.stem}.{outcome.split}"
+    payload = {
+        "checkpoint": str(original),
+        "kind": outcome.kind,
+        "arch": outcome.arch,
+        "split": outcome.split,
+        "data": outcome.data,
+        "backtest": report_dict(outcome.result),
+    }
+    if outcome.classification is not None:
+        payload["classification"] = outcome.classification
+    target = out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{stem}.backtest.json"
+        json_path = write_json(target, payload)
+        target = out / f"{stem}.backtest.png"
+        png_path = save_png(outcome.result, target)
+        target = out / f"{stem}.tearsheet.html"
+        html_path = quantstats_html(outcome.result, target) if tearsheet else None
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(target, exc) from None
+    outcome.json_path, outcome.png_path, outcome.html_path = json_path, png_path, html_path
+    return outcome
+
+
+def backtest_checkpoint(
+    path: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    tearsheet: bool = False,
+    device: str = "cpu",
+) -> CheckpointBacktest:
+    """Backtest a supervised or PPO checkpoint on ``split`` and write its reports.
+
+    Files (in ``out_dir``, default the checkpoint's folder), for checkpoint ``X.pt``/``X.zip``:
+    ``X.<split>.backtest.json`` (:func:`~tradezoo.backtest.report.report_dict` plus the
+    checkpoint, split and, for a classifier, its classification report),
+    ``X.<split>.backtest.png`` (price and positions, equity vs buy-and-hold, drawdown) and,
+    with ``tearsheet=True``, ``X.<split>.tearsheet.html`` (quantstats).
+    :func:`evaluate_checkpoint` then :func:`write_backtest_files`.
+
+    Raises:
+        FileNotFoundError, CheckpointError: a missing, unreadable or mismatched checkpoint.
+        ConfigError: the data source cannot be found (pass ``data``).
+        ValueError: a bad split, or data that does not fit the checkpoint.
+        OutputError: a report that cannot be written (the message names it).
+        ImportError: ``tearsheet=True`` without quantstats.
+    """
+    outcome = evaluate_checkpoint(path, data=data, split=split, device=device)
+    return write_backtest_files(outcome, out_dir, tearsheet=tearsheet)
 
 
 # ------------------------------------------------------------------------------ main job
@@ -420,37 +483,61 @@ def ppo_config_from(options: Mapping[str, Any], *, warm_start: bool) -> Any:
     return PPOConfig.from_dict(section)
 
 
-def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None) -> MainJobResult:
+def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
+                 overwrite: bool = False) -> MainJobResult:
     """Supervised pre-training, warm-started PPO and the test backtest (module docstring).
+
+    The run directory is ``options["out"]``, else ``runs/<options["name"]>`` (the name must be
+    one plain folder name, :func:`~tradezoo.agents.rundir.validate_run_name`). It is claimed
+    for the whole job (:func:`~tradezoo.agents.rundir.claim_run_dir`): locked, and refused
+    when it already holds a run unless ``overwrite``.
 
     Args:
         options: resolved ``run`` options (:func:`~tradezoo.agents.config.resolve_options`).
         stream: where to print (default stdout); everything printed also goes to ``run.log``.
+        overwrite: replace a run the directory already holds (its files are deleted first).
 
     Raises:
         ValueError, CheckpointError, DataError: bad options or data.
+        RunDirectoryError: a bad name, a directory that holds a run, or one in use.
+        OutputError: the run directory cannot be written.
         NonFiniteLossError: training diverged.
         TrainingInterrupted: Ctrl-C (a resumable checkpoint was written and named).
     """
+    from tradezoo.agents.rundir import claim_run_dir, validate_run_name
+
+    arch = str(options["arch"])
+    name = options.get("name")
+    if name is not None:
+        validate_run_name(str(name))
+    out = (Path(options["out"]) if options.get("out")
+           else Path("runs") / validate_run_name(str(name or default_run_name(arch))))
+    started = time.perf_counter()
+    supervised_config_from(options)  # bad options and data fail before anything is written
+    ppo_config_from(options, warm_start=True)
+    data = prepare_from_options(options)
+    seconds = {"prepare": time.perf_counter() - started}
+    with claim_run_dir(out, overwrite=overwrite, resume_hint=False):
+        return _main_job(options, data, out, stream, started=started, seconds=seconds)
+
+
+def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
+              stream: IO[str] | None, *, started: float,
+              seconds: dict[str, float]) -> MainJobResult:
+    """The stages of :func:`run_main_job` in the claimed run directory ``out`` (``started``:
+    ``time.perf_counter()`` at the job's start; ``seconds``: the stage times so far)."""
     from tradezoo.agents.ppo import evaluate_ppo, train_ppo
+    from tradezoo.agents.rundir import write_text_atomic
     from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
     from tradezoo.agents.tensorboard import tensorboard_command
     from tradezoo.backtest.report import print_report, report_dict, save_png
 
-    started = time.perf_counter()
     arch = str(options["arch"])
     seed = int(options["seed"])
     device = str(resolve_device(options["device"]))
-    name = options.get("name") or default_run_name(arch)
-    out = Path(options["out"]) if options.get("out") else Path("runs") / str(name)
     supervised_cfg = supervised_config_from(options)
     ppo_cfg = ppo_config_from(options, warm_start=True)
-    seconds: dict[str, float] = {}
-    tick = time.perf_counter()
-    data = prepare_from_options(options)  # bad data fails before anything is written
-    seconds["prepare"] = time.perf_counter() - tick
 
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "run.log"
     log_path.write_text("", encoding="utf-8")
     say = _Tee(log_path, stream)
@@ -508,11 +595,11 @@ def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None) -
     seconds["total"] = time.perf_counter() - started
 
     report = out / "report.md"
-    report.write_text(_report_markdown(
+    write_text_atomic(report, _report_markdown(
         options, data, arch, device, seconds, supervised, ppo, chosen,
         {"PPO (warm-started)": ppo_metrics, "supervised": sup_metrics,
          "buy & hold": bh_metrics}, sup_eval.report, out,
-    ), encoding="utf-8")
+    ))
     from rich.console import Console
 
     console = Console(file=stream) if stream is not None else Console()
