@@ -44,9 +44,13 @@ early stopping on the validation loss, the best checkpoint kept (``best.pt``), t
 (:mod:`tradezoo.agents.tensorboard`), seeded and bit-deterministic on CPU.
 
 Failures: a non-finite loss or gradient norm stops with :class:`NonFiniteLossError` naming
-the step, the architecture and the last finite loss; Ctrl-C (``KeyboardInterrupt``, also when
-raised by a callback) writes ``interrupted.pt`` (resumable with ``resume_from=``) and raises
-:class:`TrainingInterrupted` saying where.
+the step, the architecture and the last finite loss. Whatever stops the loop (Ctrl-C, a
+callback's exception, a write that fails, a non-finite loss) first writes ``interrupted.pt``
+(resumable with ``resume_from=``) in the run directory, or, when that cannot be written, in a
+new private folder of the system temp dir (:func:`~tradezoo.agents.rundir.save_where_possible`),
+and says where: Ctrl-C (``KeyboardInterrupt``, also when raised by a callback) raises
+:class:`TrainingInterrupted`, any other exception is re-raised with its ``checkpoint``
+attribute and a note naming the file.
 
 Evaluation (:func:`evaluate_supervised`): a classification report on the labelled rows of a
 split, and a backtest of the classifier's signals through :func:`tradezoo.backtest.simulate`
@@ -88,6 +92,7 @@ from tradezoo.agents.data import (
     flat_account_observation,
     observation_space,
 )
+from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
@@ -413,11 +418,48 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: a resumable checkpoint was written to :attr:`checkpoint`."""
+    """Ctrl-C during training: a resumable checkpoint was written to :attr:`checkpoint`
+    (``None`` when no place could be written)."""
 
-    def __init__(self, message: str, checkpoint: Path) -> None:
+    def __init__(self, message: str, checkpoint: Path | None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+
+
+def stop_training(exc: BaseException, what: str, where: str, saved: Path | None,
+                  failures: Sequence[str], resume_call: str) -> BaseException:
+    """Report a training loop that stopped on ``exc`` after its ``interrupted`` checkpoint
+    was saved (or could not be): print one message to stderr and return the exception to
+    raise.
+
+    Ctrl-C (``KeyboardInterrupt``) becomes :class:`TrainingInterrupted`; any other exception
+    is returned itself (raise it unchanged) with ``checkpoint`` set to ``saved`` and the
+    message added as a note, so the CLI and tracebacks say where the checkpoint is.
+
+    Args:
+        exc: what stopped the loop.
+        what: e.g. ``"training of 'gru'"``.
+        where: the progress, e.g. ``"epoch 2, step 40"``.
+        saved: the checkpoint written, or ``None``.
+        failures: one line per place that could not be written.
+        resume_call: the function to resume with, e.g. ``"train_supervised"``.
+    """
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    cause = "interrupted" if interrupted else f"failed ({type(exc).__name__}: {exc})"
+    if saved is not None:
+        tail = (f"a resumable checkpoint was saved to {saved} (continue with "
+                f"{resume_call}(..., resume_from={str(saved)!r}))")
+    else:
+        tail = "no checkpoint could be saved (" + "; ".join(failures) + ")"
+    if saved is not None and failures:
+        tail += f"; the run directory could not be written ({failures[0]})"
+    message = f"{what} {cause} at {where}; {tail}"
+    print(message, file=sys.stderr)
+    if interrupted:
+        return TrainingInterrupted(message, saved)
+    exc.checkpoint = saved  # type: ignore[attr-defined]
+    exc.add_note(message)
+    return exc
 
 
 @dataclass
@@ -770,6 +812,8 @@ def train_supervised(
         ValueError: a bad argument, unknown config keys, an unusable resume checkpoint.
         NonFiniteLossError: a NaN/inf loss or gradient norm.
         TrainingInterrupted: Ctrl-C; ``interrupted.pt`` was written.
+        Exception: any other error in the loop is re-raised after ``interrupted.pt`` was
+            written where it could be (its ``checkpoint`` attribute names it).
     """
     if not isinstance(data, PreparedData):
         raise TypeError(f"data must be a PreparedData (see prepare_data), got "
@@ -972,17 +1016,22 @@ def train_supervised(
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 stopped_early = epoch + 1 < cfg.epochs
                 break
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
         if isinstance(exc, TrainingInterrupted):
             raise
-        path = out / "interrupted.pt"
-        save_checkpoint(_payload(model, data, cfg, epoch=epoch, step=step, metrics={},
-                                 seed=seed, resume=resume_state(epoch, batch_in_epoch)), path)
-        message = (f"training of {arch!r} interrupted at epoch {epoch + 1}, step {step}; a "
-                   f"resumable checkpoint was saved to {path} (continue with "
-                   f"train_supervised(..., resume_from={str(path)!r}))")
-        print(message, file=sys.stderr)
-        raise TrainingInterrupted(message, path) from exc
+
+        def save_interrupted(stem: Path) -> Path:
+            return save_checkpoint(_payload(model, data, cfg, epoch=epoch, step=step,
+                                            metrics={}, seed=seed,
+                                            resume=resume_state(epoch, batch_in_epoch)),
+                                   stem.parent / f"{stem.name}.pt")
+
+        saved, failures = save_where_possible(save_interrupted, out)
+        stopped = stop_training(exc, f"training of {arch!r}", f"epoch {epoch + 1}, step {step}",
+                                saved, failures, "train_supervised")
+        if stopped is exc:
+            raise
+        raise stopped from exc
     finally:
         if progress is not None:
             progress.close()
