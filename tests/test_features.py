@@ -477,6 +477,29 @@ def test_future_perturbation_seeded_default_spec() -> None:
         assert_causal(bars, int(t), seed=int(t), move_times=bool(t % 2))
 
 
+@pytest.mark.parametrize(("t", "seed", "move_times"), [(0, 1, False), (41, 2, True),
+                                                       (97, 3, False)])
+def test_future_perturbation_decompositions(
+    t: int, seed: int, move_times: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wavelet (db4, all 4 levels) and VMD (all 4 modes) groups beside the other
+    features; the decomposition cache is private to the test."""
+    monkeypatch.setenv("TRADEZOO_DATA_DIR", str(tmp_path))
+    bars = random_walk_bars(240, seed=13, funding=True)
+    spec = FeatureSpec(return_windows=(1, 3), sma_windows=(2,), vol_windows=(2,),
+                       vol_ratio=None, rsi_window=4, macd=None, volume_window=4,
+                       wavelet={"levels": 4, "window": 128}, vmd={"modes": 4, "window": 16})
+    t += spec.warmup_rows
+    assert_causal(bars, t, seed, spec, move_times=move_times)
+    # Every decomposition column reacts to the perturbation after t (cache hits here).
+    before = compute_features(bars, spec)
+    after = compute_features(perturb_after(bars, t, seed, move_times=move_times), spec)
+    later = slice(t - spec.warmup_rows + 1, None)
+    for column in (*spec.wavelet.columns(), *spec.vmd.columns()):
+        assert not np.array_equal(before[column].to_numpy()[later],
+                                  after[column].to_numpy()[later]), column
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

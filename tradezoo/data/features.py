@@ -24,6 +24,8 @@ unless said otherwise):
 | ``range_hl`` | ``(high_t - low_t) / close_t`` | 0 |
 | ``close_pos`` | ``(close_t - low_t) / (high_t - low_t)``; 0.5 when ``high_t == low_t`` | 0 |
 | ``dt`` | seconds from the previous bar's open to this bar's open | 1 |
+| ``wav_*`` [off] | causal wavelet bands, energy shares (:class:`WaveletSpec`) | ``window - 1`` |
+| ``vmd_*`` [off] | causal VMD modes, shares, centre freqs (:class:`VmdSpec`) | ``window - 1`` |
 | ``funding_rate`` | the bars' ``funding_rate`` column, passed through (known at the open) | 0 |
 
 Definitions:
@@ -56,13 +58,14 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import pandas as pd
 
+from tradezoo.data.decompositions import VmdSpec, WaveletSpec, decomposition_columns
 from tradezoo.data.errors import DataError
 
 __all__ = [
@@ -124,6 +127,11 @@ class FeatureSpec:
         include_dt: emit ``dt``, seconds since the previous bar's open.
         include_funding: pass the bars' ``funding_rate`` column through (last column) when the
             bars have one.
+        wavelet: causal stationary wavelet columns ``wav_*`` (:class:`WaveletSpec`; a dict
+            of its fields, ``True`` for the defaults ``db4``/4 levels/256 bars); off by default.
+        vmd: causal VMD columns ``vmd_*`` (:class:`VmdSpec`; a dict of its fields, ``True``
+            for the defaults 4 modes/alpha 2000/256 bars); off by default. Both groups need
+            the ``tradezoo[decomp]`` extra (tradezoo.data.decompositions).
     """
 
     return_windows: tuple[int, ...] = (1, 5, 10, 20, 60)
@@ -139,10 +147,14 @@ class FeatureSpec:
     include_close_pos: bool = True
     include_dt: bool = True
     include_funding: bool = True
+    wavelet: WaveletSpec | None = None
+    vmd: VmdSpec | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalise lists (e.g. from JSON) to tuples through object.__setattr__.
         set_ = object.__setattr__
+        set_(self, "wavelet", WaveletSpec.coerce(self.wavelet))
+        set_(self, "vmd", VmdSpec.coerce(self.vmd))
         set_(self, "return_windows", _window_tuple("return_windows", self.return_windows,
                                                    minimum=1))
         set_(self, "sma_windows", _window_tuple("sma_windows", self.sma_windows, minimum=1))
@@ -207,6 +219,9 @@ class FeatureSpec:
             out["close_pos"] = 0
         if self.include_dt:
             out["dt"] = 1
+        for group in (self.wavelet, self.vmd):
+            if group is not None:
+                out.update(dict.fromkeys(group.columns(), group.window - 1))
         if funding and self.include_funding:
             out["funding_rate"] = 0
         return out
@@ -240,8 +255,12 @@ class FeatureSpec:
         return tuple(needed)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples as lists); :meth:`from_dict` restores an equal spec."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        """JSON-friendly dict (tuples as lists, a decomposition group as the dict of its
+        settings); :meth:`from_dict` restores an equal spec."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for group in ("wavelet", "vmd"):
+            out[group] = None if out[group] is None else out[group].to_dict()
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
@@ -368,6 +387,17 @@ def _raw_features(bars: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
             out["dt"] = bars.index.diff().total_seconds()
         if spec.include_funding and "funding_rate" in bars.columns:
             out["funding_rate"] = bars["funding_rate"].astype(np.float64)
+    decompositions: dict[str, np.ndarray] = {}
+    for group in (spec.wavelet, spec.vmd):
+        if group is not None:
+            decompositions.update(decomposition_columns(
+                close.to_numpy(), group, name=str(bars.attrs.get("path")
+                                                  or bars.attrs.get("symbol") or "bars")))
+    if "funding_rate" in out:  # the funding rate stays the last column
+        out = {**{k: v for k, v in out.items() if k != "funding_rate"}, **decompositions,
+               "funding_rate": out["funding_rate"]}
+    else:
+        out.update(decompositions)
     frame = pd.DataFrame(
         {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}, index=bars.index
     )
