@@ -28,7 +28,8 @@ Usage (repository root, after ``pip install -e ".[bench]"``, which installs ncps
     python benchmarks/model_throughput.py                      # CPU, about 10-15 minutes
     python benchmarks/model_throughput.py --json models.json
     python benchmarks/model_throughput.py --device cuda        # where a GPU is available
-    python benchmarks/model_throughput.py --quick              # a smoke run, 2-3 minutes
+    python benchmarks/model_throughput.py --quick              # a smoke run, rough figures
+    python benchmarks/model_throughput.py --quick --archs mamba cfc   # a shorter smoke run
 """
 
 from __future__ import annotations
@@ -234,7 +235,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="repeats (of 20 calls) of the dedicated batch-1 latency pass, "
                              "whose median is reported (0: no such pass; default 9)")
     parser.add_argument("--archs", nargs="*", default=None, help="subset of architectures")
-    parser.add_argument("--quick", action="store_true", help="one short repeat, no slow peers")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: one short repeat per case, no textbook loops, "
+                             "no dedicated latency pass")
     parser.add_argument("--json", default=None, help="write every result row here")
     return parser.parse_args(argv)
 
