@@ -230,6 +230,12 @@ class TradingEvalCallback(BaseCallback):
         figure: log the equity-curve figure.
         eval_seed: reseed the eval env before every evaluation (random-start episodes: the
             same episodes each time, so evaluations are comparable); ``None``: no reseed.
+        best_mean_reward: the best mean reward so far (a resumed run passes its checkpoint's,
+            so only a better evaluation replaces the best model); ``-inf``: none yet.
+        best_timestep: the timestep ``best_mean_reward`` was reached at (``None``: none yet).
+
+    Attributes:
+        best_mean_reward, best_timestep: the best evaluation so far and its timestep.
     """
 
     def __init__(
@@ -241,6 +247,8 @@ class TradingEvalCallback(BaseCallback):
         best_stem: Path | None = None,
         figure: bool = True,
         eval_seed: int | None = None,
+        best_mean_reward: float = -math.inf,
+        best_timestep: int | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -250,7 +258,8 @@ class TradingEvalCallback(BaseCallback):
         self.save = save
         self.best_stem = best_stem
         self.figure = figure
-        self.best_mean_reward = -math.inf
+        self.best_mean_reward = float(best_mean_reward)
+        self.best_timestep = None if best_timestep is None else int(best_timestep)
         self.last_eval_timestep = -1
         self.evaluations: list[dict[str, Any]] = []
         self._next_eval = 0
@@ -295,6 +304,7 @@ class TradingEvalCallback(BaseCallback):
         is_best = mean_reward > self.best_mean_reward
         if is_best:
             self.best_mean_reward = mean_reward
+            self.best_timestep = int(model.num_timesteps)
             if self.save is not None and self.best_stem is not None:
                 self.save(model, self.best_stem)
         summary["best"] = is_best

@@ -42,15 +42,26 @@ Run directory (``out_dir``)::
                               (resume with resume_from=; module supervised)
 
 PPO checkpoints. Every ``X.zip`` (SB3's own format: weights, optimiser state, hyperparameters,
-``num_timesteps``; what :func:`train_ppo` resumes from) has a sidecar ``X.pt``: a tradezoo
-checkpoint (:mod:`tradezoo.agents.checkpoint`) of ``kind="ppo"`` holding the policy's
-``state_dict`` plus everything needed to rebuild the policy and the env on any split without
-unpickling code (``torch.load(weights_only=True)``): ``arch``, ``arch_config``,
-``features_dim``, ``net_arch``, ``feature_spec``, ``scaler``, ``window``, ``splits``,
-``dataset``, ``costs``, ``env`` (action scheme, leverage, shorting, reward, rebalance, fill,
-episode length, split fractions), ``action_scheme``, ``training`` (:class:`PPOConfig`),
-``seed``, ``num_timesteps``, ``sb3_zip``, ``init_from``. :func:`load_ppo_policy` rebuilds the
-policy from either file; :func:`evaluate_ppo` backtests it.
+``num_timesteps``; still loadable by SB3's ``PPO.load`` for those who trust the file) has a
+sidecar ``X.pt``: a tradezoo checkpoint (:mod:`tradezoo.agents.checkpoint`) of ``kind="ppo"``
+holding the policy's ``state_dict`` plus everything needed to rebuild the policy, the PPO
+model and the env on any split without unpickling code (``torch.load(weights_only=True)``):
+``arch``, ``arch_config``, ``features_dim``, ``net_arch``, ``feature_spec``, ``scaler``,
+``window``, ``splits``, ``dataset``, ``costs``, ``env`` (action scheme, leverage, shorting,
+reward, rebalance, fill, episode length, split fractions), ``action_scheme``, ``training``
+(:class:`PPOConfig`: every PPO hyperparameter), ``seed``, ``num_timesteps`` (the zip's step),
+``sb3_zip``, ``sb3_zip_sha256`` (the zip's content hash), ``sb3_state`` (SB3's update and
+episode counters and recent episodes), ``best`` (the best validation mean reward so far and
+its timestep), ``init_from``. :func:`save_ppo` writes the pair atomically; every reader
+verifies it (:func:`~tradezoo.agents.checkpoint.verify_sb3_pair`).
+
+Nothing reads a zip with SB3's ``PPO.load``, which unpickles the zip's ``data`` record: a
+resume (:func:`train_ppo` with ``resume_from=``) builds the model from the sidecar's plain
+data and loads the zip's ``policy.pth`` and ``policy.optimizer.pth`` with
+``torch.load(weights_only=True)``, then restores ``num_timesteps``, SB3's counters and the
+best score, and reseeds with ``seed + num_timesteps`` (the optimiser state, step and RNG
+seeding equal a ``PPO.load`` resume). :func:`load_ppo_policy` rebuilds the policy from either
+file; :func:`evaluate_ppo` backtests it.
 
 Evaluation (:func:`evaluate_ppo`): the deterministic policy walks one full sequential pass of
 ``TradingEnv(split=...)`` (the split's every decision bar, as the supervised evaluation), and
@@ -65,10 +76,12 @@ run.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -89,10 +102,14 @@ from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
+    check_payload,
     data_payload,
     load_checkpoint,
-    save_checkpoint,
+    sb3_zip_tensors,
+    serialize_checkpoint,
+    verify_sb3_pair,
     versions,
+    write_files_atomically,
 )
 from tradezoo.agents.data import PreparedData, observation_space
 from tradezoo.agents.rundir import save_where_possible
@@ -481,10 +498,6 @@ def make_ppo(
         The PPO model; ``model.tradezoo`` holds ``{"arch", "arch_config", "features_dim",
         "init_from"}`` (what the checkpoints record).
     """
-    from stable_baselines3 import PPO
-
-    from tradezoo.policies.sb3 import POLICY_CLASSES
-
     data = _check_data(data)
     get_architecture(arch)  # ValueError listing the valid names
     cfg = coerce_config(PPOConfig, config, "config") or PPOConfig()
@@ -502,7 +515,27 @@ def make_ppo(
     policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
                                    cfg.vf_layers)
     venv = env if env is not None else make_train_env(data, cfg, seed)
-    model = PPO(
+    model = _new_ppo(venv, arch, cfg, policy_kwargs, seed, dev)
+    if checkpoint is not None:
+        warm_start_policy(model.policy, checkpoint)
+    model.tradezoo = {  # type: ignore[attr-defined]
+        "arch": arch,
+        "arch_config": _backbone_config(model.policy),
+        "features_dim": features_dim,
+        "init_from": str(init_from) if init_from is not None else None,
+    }
+    return model
+
+
+def _new_ppo(venv: VecEnv, arch: str, cfg: PPOConfig, policy_kwargs: Mapping[str, Any],
+             seed: int, device: torch.device) -> PPO:
+    """The SB3 PPO of ``arch`` with ``cfg``'s hyperparameters (the one constructor call of
+    :func:`make_ppo` and of a resume)."""
+    from stable_baselines3 import PPO
+
+    from tradezoo.policies.sb3 import POLICY_CLASSES
+
+    return PPO(
         POLICY_CLASSES[arch],
         venv,
         learning_rate=cfg.lr,
@@ -516,20 +549,11 @@ def make_ppo(
         vf_coef=cfg.vf_coef,
         max_grad_norm=cfg.max_grad_norm,
         target_kl=cfg.target_kl,
-        policy_kwargs=policy_kwargs,
+        policy_kwargs=dict(policy_kwargs),
         seed=seed,
-        device=dev,
+        device=device,
         verbose=0,
     )
-    if checkpoint is not None:
-        warm_start_policy(model.policy, checkpoint)
-    model.tradezoo = {  # type: ignore[attr-defined]
-        "arch": arch,
-        "arch_config": _backbone_config(model.policy),
-        "features_dim": features_dim,
-        "init_from": str(init_from) if init_from is not None else None,
-    }
-    return model
 
 
 def _backbone_config(policy: ActorCriticPolicy) -> dict[str, Any]:
@@ -561,21 +585,50 @@ def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str,
     }
 
 
-def save_ppo(model: PPO, stem: str | Path, *, base: Mapping[str, Any]) -> tuple[Path, Path]:
-    """Write ``stem.zip`` (SB3) and its sidecar ``stem.pt`` (tradezoo, ``kind="ppo"``).
+BEST_METRIC = "eval/mean_reward"
+"""What a PPO run's best model is chosen by (higher is better)."""
+
+
+def best_record(score: float | None = None, step: int | None = None) -> dict[str, Any]:
+    """The ``best`` field of a PPO sidecar: the best validation mean reward so far and the
+    timestep it was reached at (``None`` before the first evaluation)."""
+    return {"metric": BEST_METRIC, "mode": "max",
+            "score": None if score is None or not math.isfinite(score) else float(score),
+            "step": None if step is None else int(step)}
+
+
+def _sb3_state(model: PPO) -> dict[str, Any]:
+    """The progress counters SB3 keeps outside the weights, as plain data (a resume restores
+    them): updates done, episodes seen, and the recent episodes' rewards and lengths."""
+    episodes = [{"r": float(e["r"]), "l": int(e["l"]), "t": float(e.get("t", 0.0))}
+                for e in (model.ep_info_buffer or [])]
+    return {"n_updates": int(model._n_updates), "episode_num": int(model._episode_num),
+            "ep_info_buffer": episodes}
+
+
+def save_ppo(model: PPO, stem: str | Path, *, base: Mapping[str, Any],
+             best: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``stem.zip`` (SB3) and its sidecar ``stem.pt`` (tradezoo, ``kind="ppo"``) as a
+    verified pair: the zip is serialised in memory, its SHA-256 and step go into the sidecar,
+    then both are written to temporary names, fsynced and renamed
+    (:func:`~tradezoo.agents.checkpoint.write_files_atomically`).
 
     Args:
         model: a model from :func:`make_ppo` (``model.tradezoo`` set).
         stem: path without suffix.
         base: the run's constant sidecar fields (data, config, seed).
+        best: the run's best evaluation so far (:func:`best_record`); default none yet.
 
     Returns:
         ``(zip path, sidecar path)``.
     """
+    import io
+
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     zip_path = stem.parent / f"{stem.name}.zip"
-    model.save(zip_path)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    zip_bytes = buffer.getvalue()
     meta = model.tradezoo  # type: ignore[attr-defined]
     policy = model.policy
     net_arch = policy.net_arch
@@ -591,9 +644,13 @@ def save_ppo(model: PPO, stem: str | Path, *, base: Mapping[str, Any]) -> tuple[
         "step": int(model.num_timesteps),
         "epoch": 0,
         "sb3_zip": zip_path.name,
+        "sb3_zip_sha256": hashlib.sha256(zip_bytes).hexdigest(),
+        "sb3_state": _sb3_state(model),
+        "best": dict(best) if best is not None else best_record(),
         "init_from": meta["init_from"],
     }
-    pt_path = save_checkpoint(payload, stem.parent / f"{stem.name}.pt")
+    pt_path = stem.parent / f"{stem.name}.pt"
+    write_files_atomically([(zip_path, zip_bytes), (pt_path, serialize_checkpoint(payload))])
     return zip_path, pt_path
 
 
@@ -607,23 +664,80 @@ def _ppo_paths(path: str | Path) -> tuple[Path, Path]:
     return path.parent / f"{path.name}.zip", path.parent / f"{path.name}.pt"
 
 
+def _checkpoint_spaces(ckpt: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(observation space, action space)`` of a PPO sidecar's policy, from its plain data."""
+    from gymnasium import spaces
+
+    obs_space = observation_space(int(ckpt["window"]), int(ckpt["n_features"]),
+                                  ckpt["scaler"].get("clip"))
+    action_space = (spaces.Box(-1.0, 1.0, (1,), np.float32)
+                    if ckpt["env"]["action_scheme"] == "continuous" else spaces.Discrete(3))
+    return obs_space, action_space
+
+
+def _checkpoint_policy_kwargs(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy's keyword arguments recorded in a PPO sidecar (architecture, its full config,
+    ``features_dim``, ``net_arch``)."""
+    return _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), ckpt["arch_config"],
+                          ckpt["net_arch"]["pi"], ckpt["net_arch"]["vf"])
+
+
+def _resume_model(resume_from: str | Path, meta: Mapping[str, Any], cfg: PPOConfig,
+                  venv: VecEnv, seed: int, device: torch.device) -> PPO:
+    """The PPO model a sidecar and its verified zip describe, on ``venv``, without unpickling.
+
+    Built from the sidecar's plain data (architecture, full backbone config, ``features_dim``,
+    ``net_arch``; hyperparameters from ``cfg``, whose model settings equal the sidecar's), then
+    given the zip's ``policy`` and ``policy.optimizer`` state dicts (read with
+    ``weights_only=True``), the step and SB3's progress counters (``sb3_state``).
+
+    Raises:
+        CheckpointError: a mismatched or corrupt pair, or state that does not fit the policy.
+    """
+    zip_path, sidecar = _ppo_paths(resume_from)
+    content = verify_sb3_pair(zip_path, meta, sidecar)
+    tensors = sb3_zip_tensors(content, zip_path, map_location=device)
+    model = _new_ppo(venv, str(meta["arch"]), cfg, _checkpoint_policy_kwargs(meta), seed, device)
+    try:
+        model.policy.load_state_dict(tensors["policy"], strict=True)
+        model.policy.optimizer.load_state_dict(tensors["policy.optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"SB3 zip {zip_path}: its weights or optimiser state do not fit the "
+            f"{meta['arch']!r} policy its sidecar {sidecar} describes: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from exc
+    model.num_timesteps = int(meta["num_timesteps"])
+    state = meta.get("sb3_state") or {}
+    model._n_updates = int(state.get("n_updates", 0))
+    model._episode_num = int(state.get("episode_num", 0))
+    model.ep_info_buffer = deque(
+        ({"r": float(e["r"]), "l": int(e["l"]), "t": float(e["t"])}
+         for e in state.get("ep_info_buffer", [])),
+        maxlen=model._stats_window_size,
+    )
+    model.ep_success_buffer = deque(maxlen=model._stats_window_size)  # no success signal
+    return model
+
+
 def load_ppo_policy(
     path_or_checkpoint: str | Path | Mapping[str, Any],
     *,
     device: str | torch.device = "cpu",
 ) -> tuple[ActorCriticPolicy, dict[str, Any]]:
     """Rebuild a PPO policy (eval mode) from a ``kind="ppo"`` sidecar, a path to it or to its
-    ``.zip`` (the sidecar next to it is read; SB3's zip is not unpickled).
+    ``.zip``. The policy is built from the sidecar's plain data and weights; when the zip is
+    next to it, the pair is verified first
+    (:func:`~tradezoo.agents.checkpoint.verify_sb3_pair`). Nothing is unpickled.
 
     Returns:
         ``(policy, checkpoint dict)``.
 
     Raises:
         FileNotFoundError: no sidecar.
-        CheckpointError: not a PPO checkpoint, or weights that do not fit.
+        CheckpointError: not a PPO checkpoint, a malformed or mismatched one, a model above
+            the size bound, or weights that do not fit.
     """
-    from gymnasium import spaces
-
     from tradezoo.policies.sb3 import POLICY_CLASSES
 
     if isinstance(path_or_checkpoint, Mapping):
@@ -631,6 +745,7 @@ def load_ppo_policy(
         if ckpt.get("kind") != PPO_KIND:
             raise CheckpointError(f"checkpoint {ckpt.get('path', '<in memory>')}: kind "
                                   f"{ckpt.get('kind')!r}, expected {PPO_KIND!r}")
+        check_payload(ckpt, str(ckpt.get("path", "<in memory>")))
     else:
         zip_path, sidecar = _ppo_paths(path_or_checkpoint)
         if not sidecar.exists():
@@ -640,14 +755,9 @@ def load_ppo_policy(
             )
         ckpt = load_checkpoint(sidecar, expect_kind=PPO_KIND)
     where = ckpt.get("path", "<in memory>")
-    env = ckpt["env"]
-    obs_space = observation_space(int(ckpt["window"]), int(ckpt["n_features"]),
-                                  ckpt["scaler"].get("clip"))
-    action_space = (spaces.Box(-1.0, 1.0, (1,), np.float32)
-                    if env["action_scheme"] == "continuous" else spaces.Discrete(3))
-    kwargs = _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), ckpt["arch_config"],
-                            ckpt["net_arch"]["pi"], ckpt["net_arch"]["vf"])
-    policy = POLICY_CLASSES[ckpt["arch"]](obs_space, action_space, lambda _: 0.0, **kwargs)
+    obs_space, action_space = _checkpoint_spaces(ckpt)
+    policy = POLICY_CLASSES[ckpt["arch"]](obs_space, action_space, lambda _: 0.0,
+                                          **_checkpoint_policy_kwargs(ckpt))
     try:
         policy.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -774,7 +884,6 @@ def train_ppo(
         Exception: any other error in the loop is re-raised after ``interrupted.*`` was
             written where it could be (its ``checkpoint`` attribute names the ``.zip``).
     """
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CallbackList
 
     data = _check_data(data)
@@ -805,22 +914,28 @@ def train_ppo(
         cfg = _resume_config(cfg, meta["training"], str(sidecar))
         done = int(meta["num_timesteps"])
         venv = make_train_env(data, cfg, seed + done)
-        model = PPO.load(zip_path, env=venv, device=dev)
+        model = _resume_model(resume_from, meta, cfg, venv, seed, dev)
         model.set_random_seed(seed + done)
         model.tradezoo = {  # type: ignore[attr-defined]
             "arch": arch, "arch_config": dict(meta["arch_config"]),
             "features_dim": int(meta["features_dim"]), "init_from": meta.get("init_from"),
         }
         init_label = meta.get("init_from")
+        restored_best = dict(meta.get("best") or best_record())
     else:
+        restored_best = best_record()
         cfg = cfg or PPOConfig()
         model = make_ppo(data, arch, config=cfg, seed=seed, device=dev, init_from=init_from)
         init_label = model.tradezoo["init_from"]  # type: ignore[attr-defined]
     assert cfg is not None
     base = _base_payload(data, cfg, seed)
 
+    eval_callback: TradingEvalCallback | None = None
+
     def save(algorithm: Any, stem: Path) -> tuple[Path, Path]:
-        return save_ppo(algorithm, stem, base=base)
+        best = restored_best if eval_callback is None else best_record(
+            eval_callback.best_mean_reward, eval_callback.best_timestep)
+        return save_ppo(algorithm, stem, base=base, best=best)
 
     log_dir = out / "tb" if cfg.tensorboard else None
     model.set_logger(_sb3_logger(log_dir))
@@ -832,7 +947,6 @@ def train_ppo(
                **{k: v for k, v in cfg.to_dict().items() if k != "arch_config"},
                **{f"arch.{k}": v for k, v in model.tradezoo["arch_config"].items()}}  # type: ignore[attr-defined]
     own: list[BaseCallback] = [TradingMetricsCallback(hparams=hparams)]
-    eval_callback: TradingEvalCallback | None = None
     if cfg.eval_freq > 0:
         if data.splits.part("val").size == 0:
             warnings.warn("the data has no validation split: no evaluation, no best model",
@@ -844,6 +958,9 @@ def train_ppo(
                 eval_env, eval_freq=cfg.eval_freq, save=save, best_stem=out / "best_model",
                 figure=cfg.eval_figure, eval_seed=eval_seed
                 if cfg.eval_episode_length is not None else None,
+                best_mean_reward=(-math.inf if restored_best["score"] is None
+                                  else float(restored_best["score"])),
+                best_timestep=restored_best["step"],
             )
             own.append(eval_callback)
     checkpoint_callback: PeriodicCheckpointCallback | None = None
@@ -865,6 +982,8 @@ def train_ppo(
                         log_interval=cfg.log_interval, reset_num_timesteps=not resuming,
                         progress_bar=progress)
         if eval_callback is not None and eval_callback.last_eval_timestep != model.num_timesteps:
+            if remaining <= 0:  # learn() did not run, so it did not set the callback up
+                eval_callback.init_callback(model)
             eval_callback.evaluate()  # the final weights are always evaluated
         finished = True
     except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved

@@ -741,8 +741,10 @@ def _payload(
     metrics: Mapping[str, Any],
     seed: int,
     resume: dict[str, Any] | None,
+    best: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint dict (plain types; see :mod:`tradezoo.agents.checkpoint`)."""
+    """The checkpoint dict (plain types; see :mod:`tradezoo.agents.checkpoint`); ``best`` is
+    :func:`best_record`'s."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {
         "format": CHECKPOINT_FORMAT,
@@ -761,9 +763,19 @@ def _payload(
         "epoch": int(epoch),
         "step": int(step),
         "metrics": {k: v for k, v in metrics.items()},
+        "best": dict(best),
         "resume": resume,
         "versions": versions(),
     }
+
+
+def best_record(metric: str, score: float, step: int | None, epoch: int) -> dict[str, Any]:
+    """The ``best`` field of a supervised checkpoint: the lowest ``metric`` (``"val_loss"``, or
+    ``"train_loss"`` without a validation split) so far, the step and the 0-based epoch it was
+    reached at (``score``/``step`` ``None`` and ``epoch`` -1 before the first epoch ended)."""
+    return {"metric": metric, "mode": "min",
+            "score": float(score) if math.isfinite(score) else None,
+            "step": None if step is None else int(step), "epoch": int(epoch)}
 
 
 def _check_resume(ckpt: Mapping[str, Any], data: PreparedData, path: Path) -> dict[str, Any]:
@@ -869,6 +881,8 @@ def train_supervised(
     start_epoch, skip_batches, step = 0, 0, 0
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, best_metrics, bad_epochs = math.inf, -1, {}, 0
+    best_step: int | None = None
+    best_metric = "val_loss" if data.val is not None else "train_loss"
     if resume_from is not None:
         path = Path(resume_from)
         ckpt = load_checkpoint(path, expect_arch=arch, expect_feature_spec=data.feature_spec,
@@ -882,6 +896,7 @@ def train_supervised(
         history = [dict(h) for h in resume.get("history", [])]
         best_loss = float(resume.get("best_val_loss", math.inf))
         best_epoch = int(resume.get("best_epoch", -1))
+        best_step = resume.get("best_step")
         best_metrics = dict(resume.get("best_metrics", {}))
         bad_epochs = int(resume.get("bad_epochs", 0))
         if "rng" in resume:
@@ -901,10 +916,14 @@ def train_supervised(
             "history": history,
             "best_val_loss": best_loss,
             "best_epoch": best_epoch,
+            "best_step": best_step,
             "best_metrics": best_metrics,
             "bad_epochs": bad_epochs,
             "rng": _rng_state(),
         }
+
+    def best_now() -> dict[str, Any]:
+        return best_record(best_metric, best_loss, best_step, best_epoch)
 
     progress = None
     if cfg.progress:
@@ -999,13 +1018,16 @@ def train_supervised(
             history.append(record)
             if score < best_loss:
                 best_loss, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
+                best_step = step
                 save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
-                                         metrics=metrics, seed=seed, resume=None), best_path)
+                                         metrics=metrics, seed=seed, resume=None,
+                                         best=best_now()), best_path)
             else:
                 bad_epochs += 1
             save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
                                      metrics=metrics, seed=seed,
-                                     resume=resume_state(epoch + 1, 0)), last_path)
+                                     resume=resume_state(epoch + 1, 0), best=best_now()),
+                            last_path)
             if verbose:
                 val_text = (f", val loss {record['val_loss']:.4f}, acc "
                             f"{record['val_accuracy']:.3f}, macro-F1 {record['val_macro_f1']:.3f}"
@@ -1023,7 +1045,8 @@ def train_supervised(
         def save_interrupted(stem: Path) -> Path:
             return save_checkpoint(_payload(model, data, cfg, epoch=epoch, step=step,
                                             metrics={}, seed=seed,
-                                            resume=resume_state(epoch, batch_in_epoch)),
+                                            resume=resume_state(epoch, batch_in_epoch),
+                                            best=best_now()),
                                    stem.parent / f"{stem.name}.pt")
 
         saved, failures = save_where_possible(save_interrupted, out)

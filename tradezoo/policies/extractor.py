@@ -27,10 +27,11 @@ The vectors (``"account"``; several are appended in key order) are concatenated 
 backbone output, then ``Linear(. , features_dim)`` + ReLU.
 
 Validation happens here, at construction, from the observation space: an unknown
-architecture or config key (listing the valid ones), a window shorter than the architecture
-needs (:meth:`Backbone.check_window`: names the architecture, the window and the need), a
-key that is neither a timeframe window nor a vector. For configs with a ``window`` field
-(``mlp``) the window is filled from the space.
+architecture or config key (listing the valid ones), a model whose estimated size exceeds
+:data:`~tradezoo.policies.size.MAX_PARAMETERS` (before anything is allocated), a window
+shorter than the architecture needs (:meth:`Backbone.check_window`: names the
+architecture, the window and the need), a key that is neither a timeframe window nor a
+vector. For configs with a ``window`` field (``mlp``) the window is filled from the space.
 
 Attributes for :func:`tradezoo.policies.explain.explain` and warm-starting from supervised
 checkpoints: ``.backbone`` (Box observations and the ``msa`` dict path; else ``None``),
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 from tradezoo.data.intervals import parse_interval
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.registry import get_architecture, make_config
+from tradezoo.policies.size import check_model_size
 
 __all__ = ["SequenceExtractor"]
 
@@ -130,7 +132,11 @@ class SequenceExtractor(BaseFeaturesExtractor):
 
     def _make(self, backbone_cls: type[Backbone], window: int, n_features: int,
               cfg: dict[str, Any], where: str = "observation") -> Backbone:
-        return backbone_cls(n_features, self._config(backbone_cls, window, cfg, where))
+        config = self._config(backbone_cls, window, cfg, where)
+        # Refuse a config whose model would not fit in memory before allocating anything.
+        check_model_size(self.arch, n_features, window, config, features_dim=self.features_dim,
+                         where=f"SequenceExtractor ({where})")
+        return backbone_cls(n_features, config)
 
     def _init_dict(self, space: spaces.Dict, backbone_cls: type[Backbone],
                    cfg: dict[str, Any]) -> None:
@@ -169,6 +175,8 @@ class SequenceExtractor(BaseFeaturesExtractor):
                 )
             windows = [self.windows[tf] for tf in self.timeframes]
             config = make_config(self.arch, **cfg)
+            check_model_size(self.arch, n_features.copy().pop(), max(windows), config,
+                             features_dim=self.features_dim, where="SequenceExtractor")
             self.backbone = backbone_cls(  # type: ignore[call-arg]
                 n_features.pop(), config, external_scales=windows
             )
