@@ -54,7 +54,7 @@ def main() -> None:
             cached = _timed(bars, spec)
             print(f"{group:8s} first {first:9.2f} s   cached {cached:6.3f} s   "
                   f"settings {getattr(spec, group).to_dict()}")
-            if args.bars is not None and len(bars) < len(full):
+            if group == "vmd" and args.bars is not None and len(bars) < len(full):
                 windows, all_windows = len(bars) - window + 1, len(full) - window + 1
                 print(f"{'':8s} extrapolated to all {len(full)} bars: "
                       f"{first / windows * all_windows:9.1f} s "

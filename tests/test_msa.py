@@ -184,6 +184,51 @@ def test_explain_weights_are_distributions_and_fusion_renormalises() -> None:
     assert all(not v.requires_grad for v in info.values())
 
 
+def test_scale_attention_is_the_attention_each_scales_tokens_receive() -> None:
+    net = backbone().eval()
+    info = net.explain(torch.randn(3, 37, N_FEATURES))
+    per_token = info["attention"].mean(dim=(1, 2))  # [B, T]
+    expected = torch.stack([per_token[:, info["token_scale"] == s].sum(-1) for s in range(3)],
+                           -1)
+    torch.testing.assert_close(info["scale_attention"], expected)
+    torch.testing.assert_close(info["scale_attention"].sum(-1), torch.ones(3))
+
+
+# Five columns: two decomposition bands (wav_d1 = columns 0 and 2, vmd_1 = 1, 3, 4)
+BAND_NAMES = ("wav_d1", "vmd_m1", "wav_e_d1", "vmd_e1", "vmd_f1")
+
+
+def test_band_attention_splits_scale_attention_over_the_bands() -> None:
+    from tradezoo.policies.explain import explain
+
+    net = backbone()
+    x = torch.randn(2, 32, N_FEATURES)
+    info = explain(net, x, feature_names=BAND_NAMES)
+    bands = [k for k in info if k.startswith("band_attention/")]
+    assert bands == ["band_attention/wav_d1", "band_attention/vmd_1"]  # no other column
+    total = sum(info[k] for k in bands)
+    torch.testing.assert_close(total, info["scale_attention"])
+    # Only the wavelet band reaches the tokens: it carries all the attention each scale gets.
+    with torch.no_grad():
+        net.input_proj.weight[:, [1, 3, 4]] = 0.0
+    info = explain(net, x, feature_names=BAND_NAMES[:4])  # column 4 then counts as "other"
+    torch.testing.assert_close(info["band_attention/wav_d1"], info["scale_attention"])
+    assert info["band_attention/vmd_1"].abs().max() == 0
+    assert info["band_attention/other"].abs().max() == 0
+
+
+def test_band_attention_needs_msa_and_band_columns() -> None:
+    from tradezoo.policies.explain import explain
+
+    x = torch.randn(1, 16, N_FEATURES)
+    with pytest.raises(ValueError, match="no decomposition column"):
+        explain(backbone(), x, feature_names=["a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match="6 feature_names for a model of 5"):
+        explain(backbone(), x, feature_names=[*BAND_NAMES, "extra"])
+    with pytest.raises(ValueError, match="msa models only"):
+        explain(make_backbone("gru", N_FEATURES, d_model=8), x, feature_names=BAND_NAMES)
+
+
 # -- external timeframes --------------------------------------------------------------------
 
 

@@ -10,6 +10,18 @@ What comes back is the backbone's :meth:`~tradezoo.policies.base.Backbone.explai
 ...), its keys prefixed by the timeframe (``"4h/hidden_norm"``) when a dict observation has one
 backbone per timeframe.
 
+**Decomposition bands in ``msa``.** With ``feature_names`` (the observation's leading columns,
+e.g. ``data.feature_names``) holding causal wavelet or VMD columns (docs/data.md, "Causal
+decompositions"), an ``msa`` model's result gains ``band_attention/<band> [B, S]`` per band
+(``wav_d1``... ``wav_a4``, ``vmd_1``...) and ``band_attention/other [B, S]`` (every other
+column, bias included in none): the attention scale ``s`` receives (``scale_attention``),
+split over its tokens' inputs. A token's input projection is linear,
+``z = sum_k x_k W_k + b`` over column groups ``k``, so each received attention weight is
+divided among the groups in proportion to ``||x_k W_k||``; summed over groups it is
+``scale_attention``. This is a first-order attribution at the model's input (the encoders
+mix tokens afterwards), a guide to which frequency bands the attended tokens carry, not a
+measured causal effect.
+
 Modules run in eval mode (no dropout, no MambaTS training permutation) and their training
 flags are restored afterwards; the inputs are moved to the model's device and the model runs
 there, and tensors come back detached and on the CPU, whatever that device: diagnostics are
@@ -19,7 +31,7 @@ CPU-only and on a CUDA machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,8 +40,10 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
+from tradezoo.data.decompositions import band_columns
 from tradezoo.policies.base import Backbone
 from tradezoo.policies.extractor import SequenceExtractor
+from tradezoo.policies.msa import MSABackbone, end_aligned_pool
 
 __all__ = ["explain"]
 
@@ -122,7 +136,53 @@ def _explain_extractor(
     return out
 
 
-def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
+def _band_groups(feature_names: Sequence[str], n_features: int) -> dict[str, list[int]]:
+    """Decomposition bands -> column indices, plus ``"other"`` (every remaining column)."""
+    names = [str(n) for n in feature_names]
+    if len(names) > n_features:
+        raise ValueError(f"explain: {len(names)} feature_names for a model of {n_features} "
+                         "input columns")
+    bands = band_columns(names)
+    if not bands:
+        raise ValueError("explain: feature_names hold no decomposition column (wav_*, vmd_*; "
+                         "FeatureSpec.wavelet / FeatureSpec.vmd): no band to report")
+    used = {i for cols in bands.values() for i in cols}
+    other = [i for i in range(n_features) if i not in used]
+    return {**bands, "other": other} if other else bands
+
+
+def _band_attention(backbone: MSABackbone, inputs: Sequence[Tensor],
+                    diagnostics: Mapping[str, Tensor], feature_names: Sequence[str]
+                    ) -> dict[str, Tensor]:
+    """``band_attention/<band> [B, S]`` (module docstring) from each scale's token inputs
+    ``inputs[s] [B, L_s, F]`` (pooled bars, or a timeframe's window)."""
+    groups = _band_groups(feature_names, backbone.n_features)
+    received = diagnostics["attention"].mean(dim=(1, 2))  # [B, T]
+    weights = backbone.input_proj.weight.split(backbone.d_model, dim=0)  # S x [D, F]
+    per_scale: list[Tensor] = []  # S x [B, K]
+    start = 0
+    for x_s, w_s in zip(inputs, weights, strict=True):
+        norms = torch.stack([
+            torch.linalg.vector_norm(x_s[..., cols] @ w_s[:, cols].T, dim=-1)  # [B, L_s]
+            for cols in groups.values()
+        ], -1)  # [B, L_s, K]
+        total = norms.sum(-1, keepdim=True)
+        shares = torch.where(total > 0, norms / total.clamp_min(torch.finfo(norms.dtype).tiny),
+                             1.0 / len(groups))
+        tokens = received[:, start: start + x_s.shape[1]]  # [B, L_s]
+        per_scale.append((tokens.unsqueeze(-1) * shares).sum(1))  # [B, K]
+        start += x_s.shape[1]
+    stacked = torch.stack(per_scale, 1)  # [B, S, K]
+    return {f"band_attention/{band}": stacked[..., k] for k, band in enumerate(groups)}
+
+
+def _msa_of(target: Backbone | SequenceExtractor) -> MSABackbone | None:
+    backbone = target.backbone if isinstance(target, SequenceExtractor) else target
+    return backbone if isinstance(backbone, MSABackbone) else None
+
+
+def explain(model: Any, x: Observation, dt: Any = None, *,
+            feature_names: Sequence[str] | None = None) -> dict[str, Tensor]:
     """Architecture diagnostics for observation(s) ``x`` (see the module docstring).
 
     Args:
@@ -131,12 +191,19 @@ def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
             for dict observations (extra keys such as ``"account"`` are ignored).
         dt: optional seconds since the previous bar, ``[B, L]`` / ``[L]`` (a mapping per
             timeframe for dict observations); only backbones with ``uses_dt`` use it.
+        feature_names: names of the observation's leading columns (``msa`` only); when they
+            include decomposition bands, ``band_attention/<band>`` is added (module
+            docstring). Columns past the names (account state) count as ``other``.
 
     Returns:
         ``{name: detached CPU tensor}`` (dtype as the backbone computed it); keys prefixed
         ``"<timeframe>/"`` for per-timeframe backbones.
     """
     target = _resolve(model)
+    msa = _msa_of(target)
+    if feature_names is not None and msa is None:
+        raise ValueError("explain: feature_names (band attention) is reported for msa models "
+                         "only")
     with _eval_mode(target), torch.no_grad():
         if isinstance(target, SequenceExtractor):
             result = _explain_extractor(target, x, dt)
@@ -147,4 +214,19 @@ def explain(model: Any, x: Observation, dt: Any = None) -> dict[str, Tensor]:
             xb = _as_batch(x, 2, device, "x")
             dtb = None if dt is None else _as_batch(dt, 1, device, "dt")
             result = dict(target.explain(xb, dtb))
+        if feature_names is not None:
+            assert msa is not None
+            result.update(_band_attention(msa, _msa_inputs(target, msa, x), result,
+                                          feature_names))
     return {key: value.detach().cpu() for key, value in result.items()}
+
+
+def _msa_inputs(target: Backbone | SequenceExtractor, msa: MSABackbone, x: Observation
+                ) -> list[Tensor]:
+    """Each scale's token inputs ``[B, L_s, F]``: the pooled window, or each timeframe."""
+    device = _device_of(msa)
+    if isinstance(x, Mapping):
+        assert isinstance(target, SequenceExtractor)
+        return [_as_batch(x[tf], 2, device, f"x[{tf!r}]") for tf in target.timeframes]
+    xb = _as_batch(x, 2, device, "x")
+    return [end_aligned_pool(xb, f) for f in msa.config.scales]  # type: ignore[attr-defined]

@@ -255,6 +255,10 @@ class MSABackbone(Backbone):
 
         - ``attention [B, H, S, T]``: multi-resolution attention weights; row s is scale s's
           last token querying every token (rows sum to 1).
+        - ``scale_attention [B, S]``: the attention each scale receives: ``attention``
+          averaged over heads and querying scales, summed over the scale's tokens (rows sum
+          to 1). :func:`tradezoo.policies.explain.explain` with ``feature_names`` splits it
+          by decomposition band (``band_attention/<band>``).
         - ``token_scale [T]``: scale index of each key token; ``token_age [T]``: its distance
           from its scale's last token, in tokens (0 = latest).
         - ``scale_weights_static [S]`` (softmax of the static logits), ``scale_gates [B, S]``
@@ -368,8 +372,14 @@ class MSABackbone(Backbone):
             [torch.full((e.shape[1],), s, dtype=torch.long) for s, e in enumerate(encoded)]
         )
         token_age = torch.cat([torch.arange(e.shape[1] - 1, -1, -1) for e in encoded])
+        # Attention each key token receives, averaged over heads and querying scales [B, T],
+        # summed per scale [B, S].
+        received = attn.mean(dim=(1, 2))
+        scale_attention = received.new_zeros(batch, self.n_scales).index_add_(
+            1, token_scale.to(attn.device), received)
         diagnostics = {
             "attention": attn,
+            "scale_attention": scale_attention,
             "token_scale": token_scale.to(attn.device),
             "token_age": token_age.to(attn.device),
             "scale_weights_static": log_static.exp(),
