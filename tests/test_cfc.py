@@ -355,3 +355,115 @@ def test_bf16_autocast_runs_the_scan_in_float32(cfg: dict) -> None:
         explained = net.explain(x, dt)
     for key, value in net.explain(x, dt).items():
         torch.testing.assert_close(explained[key], value, atol=1e-6, rtol=1e-6)
+
+
+# ------------------------------------------------------------- mode="chapter" (the chapter's CfC)
+
+
+def test_chapter_mode_is_an_option_and_the_default_is_the_published_cfc() -> None:
+    assert CfCConfig().mode == "default"
+    x, dt = _data()
+    default, explicit = _net(seed=4), _net(seed=4, mode="default")
+    with torch.no_grad():
+        torch.testing.assert_close(default(x, dt), explicit(x, dt), atol=0, rtol=0)
+    chapter = _net(seed=4, mode="chapter")
+    assert {"f_tau.weight", "f_A.weight", "log_tau", "A"} <= set(chapter.cell.state_dict())
+    assert not hasattr(chapter.cell, "time_a")
+
+
+@pytest.mark.parametrize(
+    "cfg", [{}, {"backbone_layers": 0}, {"backbone_layers": 2}, {"wiring": "ncp", "d_model": 12}]
+)
+def test_chapter_mode_shapes_round_trip_and_inference_path(cfg: dict) -> None:
+    net = _net(mode="chapter", time_unit=2.0, **cfg)
+    d_model = cfg.get("d_model", 8)
+    x, dt = _data(batch=3, length=11)
+    assert net(x, dt).shape == (3, d_model)
+    assert net.forward_sequence(x, dt).shape == (3, 11, d_model)
+    for span in (None, torch.full_like(dt, 0.7), dt):  # the no-grad path equals autograd's
+        for method in (net.forward, net.forward_sequence):
+            expected = method(x, span).detach()
+            with torch.no_grad():
+                torch.testing.assert_close(method(x, span), expected, atol=1e-6, rtol=1e-6)
+    # The config round-trips through its dict (checkpoints) and rebuilds the same model.
+    config = CfCConfig(**net.config.to_dict())
+    assert config == net.config and config.mode == "chapter"
+    rebuilt = CfCBackbone(F_IN, config).eval()
+    rebuilt.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, dt), net(x, dt), atol=0, rtol=0)
+
+
+def test_chapter_mode_single_step_by_hand() -> None:
+    """One step from h_0 = 0 without backbone, against the gate written in its other closed
+    form ``1 / (1 + (ts / tau)^f_tau exp(f_tau f_A))`` with f_tau = softplus(.)."""
+    net = _net(mode="chapter", backbone_layers=0, time_unit=2.0)
+    cell = net.cell
+    with torch.no_grad():
+        cell.log_tau.copy_(torch.linspace(-1.0, 1.0, 8))
+        cell.A.copy_(torch.linspace(-0.5, 0.7, 8))
+    x, dt = _data(batch=2, length=1)
+    ts = (dt / 2.0).double()  # [B, 1]
+    xd = x[:, 0].double()
+    weights = {name: getattr(cell, name).weight.detach().double()[:, :F_IN]
+               for name in ("ff1", "f_tau", "f_A")}
+    biases = {name: getattr(cell, name).bias.detach().double() for name in weights}
+    ff1, raw_tau, f_a = (xd @ weights[n].t() + biases[n] for n in ("ff1", "f_tau", "f_A"))
+    f_tau = torch.log1p(torch.exp(raw_tau))
+    tau = torch.exp(cell.log_tau.detach().double())
+    gate = 1.0 / (1.0 + (ts / tau) ** f_tau * torch.exp(f_tau * f_a))
+    A = cell.A.detach().double()
+    expected = gate * torch.tanh(ff1) + (1 - gate) * A
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, dt).double(), expected, atol=1e-6, rtol=0)
+    explained = net.explain(x, dt)
+    torch.testing.assert_close(explained["gate"][:, 0].double(), gate, atol=1e-6, rtol=0)
+    torch.testing.assert_close(explained["time_constant"][:, 0].double(),
+                               tau * torch.exp(-f_a), atol=1e-5, rtol=1e-5)
+
+
+def test_chapter_mode_relaxes_to_the_steady_state_with_elapsed_time() -> None:
+    """Short spans keep the instantaneous response tanh(ff1); long spans reach A; the output
+    moves monotonically between the two as the last span grows; time_unit rescales dt."""
+    net = _net(mode="chapter", backbone_layers=0)
+    with torch.no_grad():
+        net.cell.A.copy_(torch.linspace(-0.9, 0.9, 8))
+    x, dt = _data(batch=2, length=1)
+    with torch.no_grad():
+        ff1 = x[:, 0] @ net.cell.ff1.weight[:, :F_IN].t() + net.cell.ff1.bias
+        near = net(x, torch.full_like(dt, 1e-12))
+        far = net(x, torch.full_like(dt, 1e12))
+        torch.testing.assert_close(near, torch.tanh(ff1), atol=1e-3, rtol=0)
+        torch.testing.assert_close(far, net.cell.A.expand_as(far), atol=1e-3, rtol=0)
+        spans = torch.logspace(-3, 3, 13)
+        outs = torch.stack([net(x, torch.full_like(dt, float(s))) for s in spans])  # [13, B, H]
+        distance = (outs - net.cell.A).abs()  # shrinks as the span grows
+        assert (distance[1:] <= distance[:-1] + 1e-7).all()
+    x9, dt9 = _data()
+    seq = _net(mode="chapter")
+    with torch.no_grad():
+        base = seq(x9, dt9)
+        assert (seq(x9, 3 * dt9) - base).abs().max() > 1e-4
+        torch.testing.assert_close(seq(x9), seq(x9, torch.ones_like(dt9)))
+    hourly = _net(mode="chapter", time_unit=3600.0)
+    with torch.no_grad():
+        torch.testing.assert_close(hourly(x9, torch.ones_like(dt9) * 3600.0), seq(x9),
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", [{}, {"wiring": "ncp", "d_model": 12}])
+def test_chapter_mode_gradients_and_causality(cfg: dict) -> None:
+    net = _net(mode="chapter", **cfg).train()
+    x, dt = _data(length=10)
+    net(x, dt).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        base = net.forward_sequence(x, dt)
+        x2, dt2 = x.clone(), dt.clone()
+        x2[:, 6:] += 3.0
+        dt2[:, 6:] *= 4.0
+        after = net.forward_sequence(x2, dt2)
+    torch.testing.assert_close(after[:, :6], base[:, :6], atol=0, rtol=0)
+    assert (after[:, 6:] - base[:, 6:]).abs().max() > 1e-4

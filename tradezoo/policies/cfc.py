@@ -15,8 +15,24 @@ Equations, one step ``t`` with elapsed time ``ts = dt[:, t] / time_unit`` (per s
     mode "no_gate":  h_t = tanh(ff1) + g * tanh(ff2)
     mode "pure":     h_t = -A * exp(-ts * (|w_tau| + |ff1|)) * ff1 + A   (the direct
                      closed-form solution of the LTC ODE; ``A``, ``w_tau`` per unit)
+    mode "chapter":  f_tau = softplus(W_tau z + b_tau),  f_A = W_A z + b_A
+                     g = sigmoid(-f_tau * (log(ts / tau) + f_A))
+                     h_t = g * tanh(ff1) + (1 - g) * A     (``tau > 0``, ``A`` per unit)
 
 ``h_0 = 0``. The backbone activation defaults to LeCun's ``1.7159 * tanh(0.666 x)`` (as ncps).
+
+The ``chapter`` mode is the design chapter's CfC gate ``sigmoid(-f_tau (log(dt / tau) + f_A))``
+with a learned steady state ``A``; the default mode is the published CfC (Hasani et al. 2022),
+which the project keeps as the default until the ablation in ``docs/architectures.md`` decides.
+In ``chapter`` mode the gate is the share of the instantaneous response ``tanh(ff1)`` that is
+left after ``ts``: it equals ``1 / (1 + (ts / tau)^f_tau e^(f_tau f_A))``, 1 at ``ts -> 0`` and
+0 at ``ts -> inf``, so the state relaxes to ``A`` over elapsed time by a power law in ``ts``
+(the published gate ``sigmoid(t_a ts + t_b)`` is logistic in ``ts`` instead). What the issue
+text gives is the gate and ``A``; the rest follows the published CfC's structure: the heads
+read the backbone output ``z`` (so ``f_tau``, ``f_A`` depend on ``x_t`` and ``h_{t-1}``), and
+``f_tau`` goes through softplus so the long-time limit is always ``A`` (a negative rate would
+make ``A`` the short-time limit instead). ``tau = exp(log_tau)`` and ``A`` are learned per unit
+(initialised 1, in units of ``dt / time_unit``, and 0, the initial state).
 
 NCP wiring (``wiring="ncp"``, :class:`~tradezoo.policies.wiring.AutoNCP`): as in
 ``ncps.torch.WiredCfCCell`` the units are split into layers inter -> command -> motor, each a
@@ -60,6 +76,7 @@ liquid time constant of the closed-form solution. Both are ``[B, L, H]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -74,7 +91,14 @@ from tradezoo.policies.wiring import AutoNCP, Wiring
 
 __all__ = ["CfCBackbone", "CfCCell", "CfCConfig", "WiredCfCCell", "check_dt"]
 
-_MODES = ("default", "no_gate", "pure")
+_MODES = ("default", "no_gate", "pure", "chapter")
+#: Heads of each mode, in the order they are stacked (rows of ``W``, columns of the scan).
+_HEAD_NAMES: dict[str, tuple[str, ...]] = {
+    "default": ("ff1", "ff2", "time_a", "time_b"),
+    "no_gate": ("ff1", "ff2", "time_a", "time_b"),
+    "pure": ("ff1",),
+    "chapter": ("ff1", "f_tau", "f_A"),
+}
 #: name -> (activation applied to pre-scaled input, pre-scale, post-scale). LeCun's tanh
 #: ``1.7159 tanh(0.666 z)`` is written as tanh with both scales folded into the weights.
 _ACTIVATIONS: dict[str, tuple[str, float, float]] = {
@@ -121,14 +145,32 @@ def _pure_update(
     torch.addcmul(A, work, ff1, value=-1.0, out=out)  # [B, H]
 
 
+def _log_time(ts: Tensor | float) -> Tensor | float:
+    """``log(ts)`` of an elapsed time (float, or a tensor of any shape)."""
+    return torch.log(ts) if isinstance(ts, Tensor) else math.log(ts)
+
+
+def _chapter_update(
+    log_tau: Tensor, A: Tensor, ff1: Tensor, f_tau: Tensor, f_A: Tensor, ts: Tensor | float,
+    work: Tensor, out: Tensor,
+) -> None:
+    """``out = lerp(A, tanh(ff1), sigmoid(-softplus(f_tau) (log ts - log_tau + f_A)))``
+    (inference; the ``chapter`` update of :meth:`CfCCell.step`; ``ff1``, ``f_tau`` ``[B, H]``
+    are overwritten, ``work [B, H]`` is scratch)."""
+    torch.sub(f_A, log_tau, out=work).add_(_log_time(ts))  # [B, H] log(ts / tau) + f_A
+    work.mul_(F.softplus(f_tau)).neg_().sigmoid_()  # [B, H] gate
+    torch.lerp(A.expand_as(work), ff1.tanh_(), work, out=out)  # [B, H]
+
+
 def _head_updater(
     cells: list[CfCCell], heads: Tensor, n: int, folded: bool
 ) -> Callable[[Tensor | float, Tensor], None]:
     """Inference head update ``update(ts_t, out)``: the new state ``out [B, n]`` from the heads
     buffer ``heads [B, k n]`` (``ff1; ff2; folded gate logit`` when ``folded``, else ``ff1;
-    ff2; t_a; t_b``; ``ff1`` alone in ``pure`` mode), as :meth:`CfCCell.step`. ``heads`` is
-    overwritten (in-place activations); ``cells`` all share one mode and give ``w_tau``/``A``
-    in ``pure`` mode, concatenated in the order of ``out``'s columns."""
+    ff2; t_a; t_b``; ``ff1`` alone in ``pure`` mode; ``ff1; f_tau; f_A`` in ``chapter``
+    mode), as :meth:`CfCCell.step`. ``heads`` is overwritten (in-place activations); ``cells``
+    all share one mode and give ``w_tau``/``A`` (``pure``) or ``log_tau``/``A`` (``chapter``),
+    concatenated in the order of ``out``'s columns."""
     mode = cells[0].mode
     work = heads.new_empty(heads.shape[0], n)  # [B, n] gate / scratch
     if mode == "pure":
@@ -139,6 +181,15 @@ def _head_updater(
             _pure_update(w_tau_abs, A, heads, ts_t, work, out)
 
         return pure
+    if mode == "chapter":
+        log_tau = torch.cat([cell.log_tau for cell in cells])  # [n]
+        A = torch.cat([cell.A for cell in cells])  # [n]
+        ff1, f_tau, f_A = heads[:, :n], heads[:, n : 2 * n], heads[:, 2 * n :]  # views
+
+        def chapter(ts_t: Tensor | float, out: Tensor) -> None:
+            _chapter_update(log_tau, A, ff1, f_tau, f_A, ts_t, work, out)
+
+        return chapter
     ff, ff1, ff2 = heads[:, : 2 * n], heads[:, :n], heads[:, n : 2 * n]  # views
     t_a, t_b = heads[:, 2 * n : 3 * n], heads[:, 3 * n :]  # views [B, n] ([B, 0] if folded)
     gated = mode == "default"
@@ -210,7 +261,9 @@ class CfCConfig(BackboneConfig):
 
     Attributes:
         d_model: output width; also the number of CfC units ``H`` (the state size).
-        mode: ``"default"`` (gated interpolation), ``"no_gate"`` or ``"pure"``.
+        mode: ``"default"`` (gated interpolation, the published CfC), ``"no_gate"``,
+            ``"pure"`` or ``"chapter"`` (the design chapter's power-law gate toward a learned
+            steady state; see the module docstring).
         backbone_units: width ``U`` of the backbone MLP (dense mode only).
         backbone_layers: backbone depth; ``None`` = 1 without wiring, 0 with ``wiring="ncp"``
             (which allows no backbone: it would mix what the wiring keeps apart).
@@ -295,7 +348,8 @@ class CfCCell(nn.Module):
 
     Parameter names and shapes follow ``ncps.torch.CfCCell`` (``backbone`` is a ModuleList of
     the Linear layers; ``ff1``, ``ff2``, ``time_a``, ``time_b`` Linear ``[H, cat]``; ``w_tau``,
-    ``A`` ``[H]`` in ``pure`` mode), so weights can be copied across.
+    ``A`` ``[H]`` in ``pure`` mode), so weights can be copied across. ``chapter`` mode has
+    ``ff1``, ``f_tau``, ``f_A`` Linear ``[H, cat]`` and ``log_tau``, ``A`` ``[H]``.
 
     Args:
         input_size: ``F``, width of the cell's input ``x_t``.
@@ -345,6 +399,11 @@ class CfCCell(nn.Module):
             # w_tau must not start at 0, where d|w_tau|/dw_tau = 0 would freeze it.
             self.w_tau = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, hidden_size))[0])
             self.A = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, hidden_size))[0])
+        elif mode == "chapter":
+            self.f_tau = nn.Linear(width, hidden_size)
+            self.f_A = nn.Linear(width, hidden_size)
+            self.log_tau = nn.Parameter(torch.zeros(hidden_size))  # tau = 1 (dt / time_unit)
+            self.A = nn.Parameter(torch.zeros(hidden_size))  # steady state starts at h_0 = 0
         else:
             self.ff2 = nn.Linear(width, hidden_size)
             self.time_a = nn.Linear(width, hidden_size)
@@ -367,10 +426,8 @@ class CfCCell(nn.Module):
     # -- weights as used by the scan (masked, activation scales folded) ------------------------
 
     def _heads(self) -> tuple[Tensor, Tensor]:
-        """Stacked head weight ``[k H, width]`` and bias ``[k H]`` (masked), k = 1 or 4."""
-        heads = [self.ff1] if self.mode == "pure" else [
-            self.ff1, self.ff2, self.time_a, self.time_b
-        ]
+        """Stacked head weight ``[k H, width]`` and bias ``[k H]`` (masked), k = 1, 3 or 4."""
+        heads = [getattr(self, name) for name in _HEAD_NAMES[self.mode]]
         weight = torch.cat([m.weight for m in heads], 0)  # [kH, width]
         if self.sparsity_mask is not None:
             weight = weight * self.sparsity_mask.repeat(len(heads), 1)  # [kH, F + H]
@@ -397,8 +454,10 @@ class CfCCell(nn.Module):
         ulp level)."""
         if self.sparsity_mask is not None:
             raise ValueError("head_weights_t: masked cells use CfCBackbone._block_weights")
-        if self.mode == "pure":
-            return self.ff1.weight.t().contiguous(), self.ff1.bias
+        if self.mode in ("pure", "chapter"):
+            heads = [getattr(self, name) for name in _HEAD_NAMES[self.mode]]
+            weight = torch.cat([m.weight for m in heads], 0).t().contiguous()  # [width, kH]
+            return weight, torch.cat([m.bias for m in heads])
         heads = [self.ff1, self.ff2]
         if ts is None:
             heads += [self.time_a, self.time_b]
@@ -471,6 +530,14 @@ class CfCCell(nn.Module):
             h_new = self.A - self.A * decay * z  # [B, H]
             tau = 1.0 / rate if collect else None
             return h_new, tau, None
+        if self.mode == "chapter":
+            ff1, f_tau, f_A = z[:, :H], z[:, H : 2 * H], z[:, 2 * H :]  # [B, H] each
+            log_time = (f_A - self.log_tau) + _log_time(ts)  # [B, H] log(ts / tau) + f_A
+            gate = torch.sigmoid(-F.softplus(f_tau) * log_time)  # [B, H]
+            h_new = torch.lerp(self.A.expand_as(gate), torch.tanh(ff1), gate)  # [B, H]
+            # Half-life of the instantaneous response: g = 1/2 at ts = tau exp(-f_A).
+            tau = torch.exp(self.log_tau - f_A) if collect else None
+            return h_new, tau, (gate if collect else None)
         ff = torch.tanh(z[:, : 2 * H])  # [B, 2H]
         t_a, t_b = z[:, 2 * H : 3 * H], z[:, 3 * H :]  # [B, H] each
         if isinstance(ts, Tensor):
@@ -755,9 +822,9 @@ class CfCBackbone(Backbone):
         index that depends only on the wiring (cached per device), which costs a few ops per
         call instead of one slice assignment per block.
         """
-        pure = cells[0].mode == "pure"
+        foldable = cells[0].mode in ("default", "no_gate")
         N = sum(cell.hidden_size for cell in cells)
-        names = ("ff1",) if pure else ("ff1", "ff2", "time_a", "time_b")
+        names = _HEAD_NAMES[cells[0].mode]
         device = cells[0].ff1.weight.device
         if device not in self._block_indices:
             self._block_indices[device] = _block_index(cells, len(names), device)
@@ -771,7 +838,7 @@ class CfCBackbone(Backbone):
             flat_masks = torch.cat([m.reshape(-1) for m in masks if m is not None] + [zero])
             weight.mul_(flat_masks.index_select(0, m_index).view_as(weight))  # [F + N, kN]
         bias = torch.cat([getattr(cell, name).bias for name in names for cell in cells])  # [kN]
-        if uniform is not None and not pure:
+        if uniform is not None and foldable:
             gate_w = torch.add(weight[:, 3 * N :], weight[:, 2 * N : 3 * N], alpha=uniform)
             gate_b = torch.add(bias[3 * N :], bias[2 * N : 3 * N], alpha=uniform)
             weight = torch.cat([weight[:, : 2 * N], gate_w], 1)  # [F + N, 3N]
@@ -798,9 +865,11 @@ class CfCBackbone(Backbone):
     def explain(self, x: Tensor, dt: Tensor | None = None) -> dict[str, Tensor]:
         """Diagnostics ``[B, L, units]`` (units in wiring neuron-id order when wired):
 
-        - ``time_constant``: ``1 / |t_a|`` (gated modes) or ``1 / (|w_tau| + |ff1|)``
-          (``pure``), in units of ``dt / time_unit``;
-        - ``gate``: the interpolation gate ``sigmoid(t_a ts + t_b)`` (gated modes only);
+        - ``time_constant``: ``1 / |t_a|`` (gated modes), ``1 / (|w_tau| + |ff1|)``
+          (``pure``) or ``tau exp(-f_A)``, the elapsed time at which the gate is 1/2
+          (``chapter``), in units of ``dt / time_unit``;
+        - ``gate``: the interpolation gate ``sigmoid(t_a ts + t_b)`` (gated modes) or
+          ``sigmoid(-f_tau (log(ts / tau) + f_A))`` (``chapter``);
         - ``hidden``: the state ``h_t``.
         """
         self.check_input(x, dt)
