@@ -20,6 +20,7 @@ from tradezoo.policies import (
     Backbone,
     BackboneConfig,
     SequenceExtractor,
+    SequencePolicy,
     explain,
     make_config,
     registry,
@@ -237,10 +238,17 @@ class _NeedsEightBars(Backbone):
         return self.proj(x[:, -1])
 
 
+class _Stub8Policy(SequencePolicy):
+    """The stand-in's policy class (its registry entry names one)."""
+
+    arch = "stub8"
+
+
 def test_window_too_short_for_a_registered_stub_is_rejected_at_construction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(registry._TABLE, "stub8", (__name__, "_NeedsEightBars", "BackboneConfig"))
+    monkeypatch.setitem(registry._ENTRIES, "stub8", registry.Architecture(
+        "stub8", __name__, "_NeedsEightBars", "BackboneConfig", "_Stub8Policy"))
     assert SequenceExtractor(box(8), arch="stub8", d_model=4)(sample(box(8))).shape == (3, 64)
     with pytest.raises(ValueError, match=r"(?s)'stub8'.*at least 8.*window=7"):
         SequenceExtractor(box(7), arch="stub8", d_model=4)

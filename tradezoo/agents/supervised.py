@@ -23,9 +23,10 @@ the classifier never saw them, which is what fine-tuning is for. The backbone is
 without ``dt``, as the extractor calls it.
 
 Auxiliary heads (``mambats``, ``msa``): when ``SupervisedConfig.aux_horizons`` is set and the
-architecture's module defines the heads class named in :data:`AUX_HEADS` (``MambaTSHeads``,
-``MSAHeads``), the model adds ``aux = Heads(d_model, horizons)`` on the backbone output
-``[B, d_model]``, built as ``Heads(d_model, horizons=("h4", "h24", ...), regression=True)``
+architecture's registry entry names a heads class (its ``aux_heads``, listed in
+:data:`AUX_HEADS`: ``MambaTSHeads``, ``MSAHeads``), the model adds
+``aux = Heads(d_model, horizons)`` on the backbone output ``[B, d_model]``, built as
+``Heads(d_model, horizons=("h4", "h24", ...), regression=True)``
 (the interface of :class:`tradezoo.policies.msa.MSAHeads`); its ``forward`` returns a dict
 with ``"regression"`` ``[B, H]`` (trained on the forward returns over each horizon, in units of
 their train-split std: MSE) and the direction logits of "the price rises over the horizon"
@@ -61,7 +62,6 @@ env's ``signal`` scheme: buy -> +1 (long), sell -> -1 (short; 0 = flat with
 
 from __future__ import annotations
 
-import importlib
 import math
 import random
 import sys
@@ -99,7 +99,7 @@ from tradezoo.backtest.costs import CostModel
 from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
 from tradezoo.policies.extractor import SequenceExtractor
-from tradezoo.policies.registry import get_architecture
+from tradezoo.policies.registry import AUX_HEADS, get_architecture
 
 __all__ = [
     "AUX_HEADS",
@@ -119,8 +119,6 @@ __all__ = [
 ]
 
 N_CLASSES = 3
-AUX_HEADS: dict[str, str] = {"mambats": "MambaTSHeads", "msa": "MSAHeads"}
-"""Architecture -> name of the optional auxiliary-heads class in its module."""
 
 
 # --------------------------------------------------------------------------------- model
@@ -128,12 +126,7 @@ AUX_HEADS: dict[str, str] = {"mambats": "MambaTSHeads", "msa": "MSAHeads"}
 
 def aux_heads_class(arch: str) -> type[nn.Module] | None:
     """The auxiliary-heads class of ``arch`` (see the module docstring), or ``None``."""
-    name = AUX_HEADS.get(arch)
-    if name is None:
-        return None
-    module = importlib.import_module(get_architecture(arch).backbone_cls.__module__)
-    heads = getattr(module, name, None)
-    return heads if isinstance(heads, type) and issubclass(heads, nn.Module) else None
+    return get_architecture(arch).aux_heads_cls
 
 
 class SupervisedModel(nn.Module):

@@ -11,28 +11,24 @@ Example::
                                                 #        policy_kwargs=policy_kwargs_for("cfc"))
 
 Importing this package imports torch and Stable-Baselines3 (``import tradezoo`` does not
-import it). Each architecture's module is imported on first use through the registry.
+import it). Each architecture's module is imported on first use through the registry, and the
+policy classes exported here (``CfCPolicy``, ...) are those its entries name.
 """
+
+from typing import Any
 
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.explain import explain
 from tradezoo.policies.extractor import SequenceExtractor
-from tradezoo.policies.registry import ARCHITECTURES, Architecture, make_backbone, make_config
-from tradezoo.policies.sb3 import (
-    POLICY_CLASSES,
-    CfCPolicy,
-    GRUPolicy,
-    LSTMPolicy,
-    LTCPolicy,
-    MambaPolicy,
-    MambaTSPolicy,
-    MLPPolicy,
-    MSAPolicy,
-    SequencePolicy,
-    TimeParticlePolicy,
-    TransformerPolicy,
-    policy_kwargs_for,
+from tradezoo.policies.registry import (
+    ARCHITECTURES,
+    Architecture,
+    make_backbone,
+    make_config,
+    register_architecture,
+    unregister_architecture,
 )
+from tradezoo.policies.sb3 import POLICY_CLASSES, SequencePolicy, policy_kwargs_for
 
 __all__ = [
     "ARCHITECTURES",
@@ -40,20 +36,27 @@ __all__ = [
     "Architecture",
     "Backbone",
     "BackboneConfig",
-    "CfCPolicy",
-    "GRUPolicy",
-    "LSTMPolicy",
-    "LTCPolicy",
-    "MLPPolicy",
-    "MSAPolicy",
-    "MambaPolicy",
-    "MambaTSPolicy",
     "SequenceExtractor",
     "SequencePolicy",
-    "TimeParticlePolicy",
-    "TransformerPolicy",
     "explain",
     "make_backbone",
     "make_config",
     "policy_kwargs_for",
+    "register_architecture",
+    "unregister_architecture",
+    # every registered architecture's policy class (CfCPolicy, ...), from the registry
+    *(entry.policy_name for entry in ARCHITECTURES.values()),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A registered architecture's policy class by its class name (``CfCPolicy``)."""
+    for entry in ARCHITECTURES.values():
+        if entry.policy_name == name:
+            return entry.policy_cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__,
+                   *(entry.policy_name for entry in ARCHITECTURES.values())})

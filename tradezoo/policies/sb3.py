@@ -22,12 +22,15 @@ aliases (``"MlpPolicy"`` + :func:`policy_kwargs_for`) do not get this, as with a
 extractor; use the classes (or :class:`SequencePolicy`) to keep it.
 
 Import paths are part of the checkpoint format (SB3 pickles the policy class), so these
-classes live here and are re-exported by :mod:`tradezoo.policies`; do not move them.
+classes live here, each named by its architecture's registry entry
+(:mod:`tradezoo.policies.registry`), and are re-exported by :mod:`tradezoo.policies`; do not
+move them.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from gymnasium import spaces
@@ -35,7 +38,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from tradezoo.policies.extractor import SequenceExtractor
-from tradezoo.policies.registry import get_architecture
+from tradezoo.policies.registry import ARCHITECTURES, get_architecture
 
 __all__ = [
     "DEFAULT_FEATURES_DIM",
@@ -208,9 +211,22 @@ class MLPPolicy(SequencePolicy):
     arch: ClassVar[str | None] = "mlp"
 
 
-POLICY_CLASSES: dict[str, type[SequencePolicy]] = {
-    cls.arch: cls  # type: ignore[misc]
-    for cls in (MambaPolicy, MambaTSPolicy, MSAPolicy, TimeParticlePolicy, CfCPolicy, LTCPolicy,
-                LSTMPolicy, GRUPolicy, TransformerPolicy, MLPPolicy)
-}
-"""Architecture name -> its policy class (same keys as ``ARCHITECTURES``)."""
+class _PolicyClasses(Mapping[str, type[SequencePolicy]]):
+    """Name -> policy class, a view of the registry entries' ``policy`` column."""
+
+    def __getitem__(self, arch: str) -> type[SequencePolicy]:
+        return ARCHITECTURES[arch].policy_cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ARCHITECTURES)
+
+    def __len__(self) -> int:
+        return len(ARCHITECTURES)
+
+    def __contains__(self, arch: object) -> bool:
+        return arch in ARCHITECTURES
+
+
+POLICY_CLASSES: Mapping[str, type[SequencePolicy]] = _PolicyClasses()
+"""Architecture name -> its policy class (derived from ``ARCHITECTURES``, same keys and
+order)."""
