@@ -135,17 +135,20 @@ def _sqrt(value: Num) -> Num:
     return np.sqrt(value)
 
 
+_SCALAR_BOOLS = (bool, np.bool_)  # a tuple: `bool | np.bool_` builds a union on every call
+
+
 def _select(condition: bool | np.ndarray, if_true: Num, if_false: Num) -> Num:
     """``if_true`` where ``condition`` holds, else ``if_false`` (floats or arrays, elementwise;
     the values are taken, not computed, so both paths give the same bits)."""
-    if isinstance(condition, bool | np.bool_):
+    if isinstance(condition, _SCALAR_BOOLS):
         return if_true if condition else if_false
     return np.where(condition, if_true, if_false)
 
 
 def _any(condition: bool | np.ndarray) -> bool:
     """Whether ``condition`` holds anywhere (for skipping work that would change nothing)."""
-    if isinstance(condition, bool | np.bool_):
+    if isinstance(condition, _SCALAR_BOOLS):
         return bool(condition)
     return bool(condition.any())
 
@@ -305,7 +308,9 @@ def execute_step(
     size = abs(traded_units)
     traded_notional = size * reference
 
-    slip = _slippage_rate(traded_notional, range_frac, bar_notional, rates)
+    # (The fixed model needs no call: the single env's float path is call-bound.)
+    slip = (rates.slippage_fixed if rates.slippage_model == 0
+            else _slippage_rate(traded_notional, range_frac, bar_notional, rates))
     spread_cost = traded_notional * rates.half_spread
     slippage_cost = traded_notional * slip
     direction = _sign(traded_units)
@@ -330,8 +335,6 @@ def execute_step(
         equity_at_fill = equity + gap_pnl - fee - spread_cost - slippage_cost - funding_paid
         if rates.borrow:
             equity_at_fill = equity_at_fill - borrow_paid
-        side = _sign(new_units)
-        held = new_units != 0.0
         # Separate names and plain `if x is None` tests: numba prunes these branches.
         if high_next is None:
             high = _select(open_next < close_next, close_next, open_next)
@@ -341,17 +344,20 @@ def execute_step(
             low = _select(open_next < close_next, open_next, close_next)
         else:
             low = low_next
-        adverse = _select(side > 0.0, low, high)
+        # Equity less the maintenance margin at the low and at the high: the adverse extreme
+        # gives the smaller (the low for a long, the high for a short), so one test covers
+        # both sides without selecting by side.
+        margin = rates.maintenance_margin * abs(new_units)
+        hit = (new_units != 0.0) & (
+            (equity_at_fill + new_units * (low - reference) - margin * low <= 0.0)
+            | (equity_at_fill + new_units * (high - reference) - margin * high <= 0.0))
         if not next_open:  # held from close[t], outside bar t+1's range
-            adverse = _select(side * reference < side * adverse, reference, adverse)
-        margin_left = (equity_at_fill + new_units * (adverse - reference)
-                       - rates.maintenance_margin * abs(new_units) * adverse)
-        hit = held & (margin_left <= 0.0)
+            hit = hit | ((new_units != 0.0) & (equity_at_fill - margin * reference <= 0.0))
         if _any(hit):  # skipped work: every account below would select its unliquidated value
             (new_units, new_equity, position_pnl, fee, spread_cost, slippage_cost,
              liquidated_units, liquidation_price, liquidation_fee, liquidation_spread,
              liquidation_slippage) = _liquidate(
-                hit, side, new_units, new_equity, position_pnl, fee, spread_cost,
+                hit, _sign(new_units), new_units, new_equity, position_pnl, fee, spread_cost,
                 slippage_cost, equity, equity_at_fill, gap_pnl, funding_paid, borrow_paid,
                 reference, open_next, range_frac, bar_notional, rates, zero)
     return StepFill(
