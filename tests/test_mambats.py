@@ -198,3 +198,117 @@ def test_heads_reject_bad_input() -> None:
 def test_bad_config_values_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MambaTSConfig(**kwargs)
+
+
+# ------------------------------------------- the chapter's fusion and variable mixing (options)
+
+_OPTIONS = [
+    {"fusion": "linear"},
+    {"channel_mixing": "variables"},
+    {"channel_mixing": "both", "fusion": "linear"},
+]
+
+
+def test_defaults_are_the_gate_and_hidden_mixing() -> None:
+    config = MambaTSConfig()
+    assert (config.fusion, config.channel_mixing) == ("gate", "hidden")
+    x = torch.randn(2, 24, N_FEATURES)
+    default, explicit = _model().eval(), _model(fusion="gate", channel_mixing="hidden").eval()
+    assert list(default.state_dict()) == list(explicit.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(default(x), explicit(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("options", _OPTIONS)
+def test_options_shapes_gradients_and_round_trip(options: dict) -> None:
+    model = _model(n_layers=2, dropout=0.1, **options).train()
+    x = torch.randn(3, 29, N_FEATURES)
+    y = model(x)
+    assert y.shape == (3, 16)
+    y.square().sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+    names = set(model.state_dict())
+    linear = options.get("fusion") == "linear"
+    assert ("layers.0.fuse.weight" in names) == linear
+    assert ("layers.0.gate.weight" in names) != linear
+    mixing = options.get("channel_mixing", "hidden")
+    assert ("layers.0.var_mlp_in.weight" in names) == (mixing != "hidden")
+    assert ("layers.0.mlp_in.weight" in names) == (mixing != "variables")
+    if mixing != "hidden":  # the variable MLP is Linear(F -> r F), Linear(r F -> F)
+        assert model.state_dict()["layers.0.var_mlp_in.weight"].shape == (2 * N_FEATURES,
+                                                                          N_FEATURES)
+    config = MambaTSConfig(**model.config.to_dict())
+    assert config == model.config
+    rebuilt = MambaTSBackbone(N_FEATURES, config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), atol=0, rtol=0)
+        batch = model(x)  # eval mode: a batch equals its samples (identity variable order)
+        single = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-5)
+    info = model.explain(x)
+    assert info["temporal_gate"].shape == (2, 3, N_FEATURES)
+    assert ((info["temporal_gate"] >= 0) & (info["temporal_gate"] <= 1)).all()
+
+
+@pytest.mark.parametrize(("mixing", "crosses"), [("hidden", False), ("variables", True),
+                                                 ("both", True)])
+def test_channel_mixing_reaches_across_variables_only_in_the_variable_forms(
+    mixing: str, crosses: bool
+) -> None:
+    """With both scans silenced (out_proj = 0), a layer's update of variable 0 depends on
+    variable 1's tokens exactly when the mixing MLP runs across variables."""
+    model = _model(channel_mixing=mixing).eval()
+    layer = model.layers[0]
+    with torch.no_grad():
+        layer.time_mamba.out_proj.weight.zero_()
+        layer.var_mamba.out_proj.weight.zero_()
+        h = torch.randn(2, N_FEATURES, 5, 16)
+        moved = h.clone()
+        moved[:, 1] += torch.randn(2, 5, 16)
+        base, after = layer(h, None)[0], layer(moved, None)[0]
+    changed = (after[:, 0] - base[:, 0]).abs().max()
+    assert (changed > 1e-4) if crosses else (changed == 0)
+
+
+def test_linear_fusion_is_the_chapter_linear_of_both_scans() -> None:
+    model = _model(fusion="linear").eval()
+    layer = model.layers[0]
+    temporal, variable = torch.randn(2, N_FEATURES, 4, 16), torch.randn(2, N_FEATURES, 4, 16)
+    with torch.no_grad():
+        fused, share = layer._fuse(temporal, variable)
+        expected = layer.fuse(torch.cat([temporal, variable], dim=-1))  # Linear(2d -> d)
+    torch.testing.assert_close(fused, expected, atol=1e-6, rtol=1e-6)
+    assert ((share >= 0) & (share <= 1)).all()
+    assert layer.fuse.weight.shape == (16, 32)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"fusion": "sum"}, "fusion must be one of"),
+    ({"channel_mixing": "time"}, "channel_mixing must be one of"),
+])
+def test_bad_option_values_are_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MambaTSConfig(**kwargs)
+
+
+def test_heads_in_the_trainers_form() -> None:
+    """The supervised trainer builds ``Heads(d_model, horizons=(...), regression=True)`` and
+    reads ``"regression"`` and ``"direction"`` ``[B, H]``."""
+    heads = MambaTSHeads(16, horizons=("h4", "h24", "h96"), regression=True)
+    features = _model()(torch.randn(5, 20, N_FEATURES))
+    out = heads(features)
+    assert set(out) == {"logits", "regression", "direction"}
+    assert out["logits"].shape == (5, 3)
+    assert out["regression"].shape == (5, 3) and out["direction"].shape == (5, 3)
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in heads.parameters())
+    assert set(MambaTSHeads(16, horizons=("h4",), regression=False)(features)) == {
+        "logits", "direction"}
+    with pytest.raises(ValueError, match="horizons must be non-empty, unique"):
+        MambaTSHeads(16, horizons=("h4", "h4"))
+    with pytest.raises(ValueError, match="does not match the 2 horizons"):
+        MambaTSHeads(16, n_horizons=3, horizons=("h4", "h24"))

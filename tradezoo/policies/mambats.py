@@ -30,15 +30,23 @@ stride, ``n`` patches, ``d = d_model``.
    ``pos`` is learned and indexed by the patch's age (0 = newest), so the newest patch always
    gets the same code whatever the window (at most ``max_patches`` patches).
 
-3. Per layer, variable-aware scanning with a gated fusion, then the channel-mixing MLP::
+3. Per layer, variable-aware scanning, the fusion of the two scans, then the mixing MLP::
 
        t = MambaT(RMSNorm(e))    along patches, per variable (sequences [B F, n, d])
        v = MambaV(RMSNorm(e))    along variables, per patch (sequences [B n, F, d]), in the
                                  permuted variable order pi during training, pi^-1 after
-       g = sigmoid(W_g [t; v] + b_g)                       [B, F, n, d]  (g = 1: time only)
-       e = e + dropout(g * t + (1 - g) * v)
-       e = e + dropout(W_2 GELU(W_1 RMSNorm(e)))           (MLP-Mixer's "channel-mixing"
-                                                            MLP: per token, over d channels)
+       fusion "gate" (default):
+           g = sigmoid(W_g [t; v] + b_g)                   [B, F, n, d]  (g = 1: time only)
+           e = e + dropout(g * t + (1 - g) * v)
+       fusion "linear" (the chapter's Linear(2d -> d)):
+           e = e + dropout(W_f [t; v] + b_f)
+       channel_mixing "hidden" (default; MLP-Mixer's "channel-mixing" MLP, per token over the
+       d channels):
+           e = e + dropout(W_2 GELU(W_1 RMSNorm(e)))
+       channel_mixing "variables" (the chapter's MLP across variables, per patch and channel
+       over the F variables, in the canonical variable order):
+           e = e + dropout((V_2 GELU(V_1 RMSNorm(e)^T))^T)   V_1 [r F, F], V_2 [F, r F]
+       channel_mixing "both": the variable MLP, then the hidden MLP (MLP-Mixer's order).
 
    ``MambaT`` and ``MambaV`` are :class:`~tradezoo.policies.mamba.MambaBlock` (selective SSM,
    mamba_ssm initialisation).
@@ -54,13 +62,21 @@ seeded from ``MambaTSConfig.seed`` (``None``: a seed drawn from torch's global R
 construction, so ``torch.manual_seed`` fixes it). Eval mode uses the identity order, so a batch
 equals its samples run one by one. The generator's state is not part of the ``state_dict``.
 
+The chapter's forms are options until the ablation in ``docs/architectures.md`` decides the
+defaults: ``fusion="linear"`` (default ``"gate"``: a convex combination per channel, which
+keeps each scan's scale) and ``channel_mixing="variables"`` or ``"both"`` (default
+``"hidden"``: a per-token MLP does not depend on the number or order of the variables).
+
 Supervised heads (:class:`MambaTSHeads`): classification logits (0 sell, 1 hold, 2 buy),
-a regression output and one output per horizon, from the backbone's ``[B, d]`` vector.
+regression and per-horizon outputs from the backbone's ``[B, d]`` vector. The supervised
+trainer builds them as ``MambaTSHeads(d_model, horizons=("h4", "h24", ...), regression=True)``
+(see the class docstring for both construction forms).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,6 +88,10 @@ from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.mamba import SCAN_BACKENDS, MambaBlock, MambaConfig
 
 __all__ = ["MambaTSBackbone", "MambaTSConfig", "MambaTSHeads", "patch_geometry"]
+
+#: Valid values of ``MambaTSConfig.fusion`` and ``MambaTSConfig.channel_mixing``.
+FUSIONS = ("gate", "linear")
+CHANNEL_MIXINGS = ("hidden", "variables", "both")
 
 
 @dataclass
@@ -90,7 +110,8 @@ class MambaTSConfig(BackboneConfig):
         d_state: SSM state size of both Mamba blocks.
         d_conv: causal conv kernel of the temporal Mamba (patches).
         expand: inner width factor of both Mamba blocks.
-        mlp_ratio: hidden width of the channel-mixing MLP, in units of ``d_model``.
+        mlp_ratio: hidden width of the mixing MLP, in units of ``d_model`` (hidden mixing)
+            or of the number of variables ``F`` (variable mixing).
         dropout: dropout on the residual branches.
         permute_variables: random variable order for the variable scan while training.
         seed: seed of the permutation generator (``None``: drawn from torch's global RNG).
@@ -98,6 +119,11 @@ class MambaTSConfig(BackboneConfig):
         revin_affine: learned per-variable scale and shift after the normalisation.
         norm_eps: RMSNorm epsilon.
         scan: Mamba scan backend (see :class:`~tradezoo.policies.mamba.MambaConfig`).
+        fusion: how a layer combines the temporal and variable scans: ``"gate"`` (a sigmoid
+            gate per channel) or ``"linear"`` (the chapter's ``Linear(2d -> d)``).
+        channel_mixing: what the mixing MLP mixes: ``"hidden"`` (the ``d`` channels of each
+            token), ``"variables"`` (the chapter's MLP: the ``F`` variables of each patch and
+            channel) or ``"both"``.
     """
 
     d_model: int = 64
@@ -116,6 +142,8 @@ class MambaTSConfig(BackboneConfig):
     revin_affine: bool = True
     norm_eps: float = 1e-5
     scan: str = "auto"
+    fusion: str = "gate"
+    channel_mixing: str = "hidden"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,6 +166,13 @@ class MambaTSConfig(BackboneConfig):
         if self.scan not in SCAN_BACKENDS:
             raise ValueError(
                 f"{name}.scan must be one of {list(SCAN_BACKENDS)}, got {self.scan!r}"
+            )
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"{name}.fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
+        if self.channel_mixing not in CHANNEL_MIXINGS:
+            raise ValueError(
+                f"{name}.channel_mixing must be one of {list(CHANNEL_MIXINGS)}, got "
+                f"{self.channel_mixing!r}"
             )
 
     def mamba_config(self, d_conv: int) -> MambaConfig:
@@ -166,34 +201,73 @@ def _rms_norm(norm: nn.RMSNorm, x: Tensor) -> Tensor:
 
 
 class _VariableAwareLayer(nn.Module):
-    """One layer: temporal and variable Mamba scans, gated fusion, channel-mixing MLP."""
+    """One layer: temporal and variable Mamba scans, their fusion (gate or linear), the mixing
+    MLP over hidden channels and/or variables (module docstring, step 3)."""
 
-    def __init__(self, config: MambaTSConfig) -> None:
+    def __init__(self, config: MambaTSConfig, n_var: int) -> None:
         super().__init__()
         d = config.d_model
+        self.fusion, self.channel_mixing = config.fusion, config.channel_mixing
         self.norm_time = nn.RMSNorm(d, eps=config.norm_eps)
         self.time_mamba = MambaBlock(config.mamba_config(config.d_conv))
         self.norm_var = nn.RMSNorm(d, eps=config.norm_eps)
         self.var_mamba = MambaBlock(config.mamba_config(1))
-        self.gate = nn.Linear(2 * d, d)
-        self.norm_mlp = nn.RMSNorm(d, eps=config.norm_eps)
-        hidden = max(1, round(config.mlp_ratio * d))
-        self.mlp_in = nn.Linear(d, hidden)
-        self.mlp_out = nn.Linear(hidden, d)
+        # Exactly one of gate / fuse exists (named for what it does).
+        self.gate: nn.Linear | None = nn.Linear(2 * d, d) if self.fusion == "gate" else None
+        self.fuse: nn.Linear | None = nn.Linear(2 * d, d) if self.fusion == "linear" else None
+        residual_out: list[nn.Linear] = []
+        if self.channel_mixing in ("hidden", "both"):
+            self.norm_mlp = nn.RMSNorm(d, eps=config.norm_eps)
+            hidden = max(1, round(config.mlp_ratio * d))
+            self.mlp_in = nn.Linear(d, hidden)
+            self.mlp_out = nn.Linear(hidden, d)
+            residual_out.append(self.mlp_out)
+        if self.channel_mixing in ("variables", "both"):
+            self.norm_var_mlp = nn.RMSNorm(d, eps=config.norm_eps)
+            var_hidden = max(1, round(config.mlp_ratio * n_var))
+            self.var_mlp_in = nn.Linear(n_var, var_hidden)
+            self.var_mlp_out = nn.Linear(var_hidden, n_var)
+            residual_out.append(self.var_mlp_out)
         self.dropout = float(config.dropout)
         with torch.no_grad():
             # Residual branches start small, as mamba_ssm's prenorm rescaling does.
-            for linear in (self.time_mamba.out_proj, self.var_mamba.out_proj, self.mlp_out):
+            for linear in (self.time_mamba.out_proj, self.var_mamba.out_proj, *residual_out):
                 linear.weight.div_(math.sqrt(2 * config.n_layers))
-            nn.init.zeros_(self.gate.bias)
+            if self.gate is not None:
+                nn.init.zeros_(self.gate.bias)
+            else:
+                assert self.fuse is not None
+                self.fuse.weight.div_(math.sqrt(2 * config.n_layers))
+
+    def _residual(self, h: Tensor, branch: Tensor) -> Tensor:
+        drop = self.dropout if self.training else 0.0
+        return h + (F.dropout(branch, drop, True) if drop else branch)
+
+    def _fuse(self, temporal: Tensor, variable: Tensor) -> tuple[Tensor, Tensor]:
+        """``(fused [B, F, n, d], temporal share [B, F, n, d])``: the share is the gate
+        ``g`` (``"gate"``), or ``|W_t t| / (|W_t t| + |W_v v|)`` per channel (``"linear"``,
+        ``W_f = [W_t | W_v]``), 1 = the token is updated from its own history only."""
+        if self.gate is not None:
+            gate = torch.sigmoid(
+                F.linear(torch.cat([temporal, variable], dim=-1), self.gate.weight,
+                         self.gate.bias)
+            )  # [B, F, n, d]
+            return torch.lerp(variable, temporal, gate), gate  # g t + (1 - g) v
+        assert self.fuse is not None
+        d = temporal.shape[-1]
+        from_time = F.linear(temporal, self.fuse.weight[:, :d])  # [B, F, n, d]
+        from_vars = F.linear(variable, self.fuse.weight[:, d:])  # [B, F, n, d]
+        fused = from_time + from_vars + self.fuse.bias  # = W_f [t; v] + b_f
+        share = from_time.abs() / (from_time.abs() + from_vars.abs()).clamp_min(1e-12)
+        return fused, share
 
     def forward(self, h: Tensor, order: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``h [B, F, n, d]`` -> ``(h [B, F, n, d], gate [B, F, n, d])``.
+        """``h [B, F, n, d]`` -> ``(h [B, F, n, d], temporal share [B, F, n, d])`` (the
+        fusion gate with ``fusion="gate"``; see :meth:`_fuse`).
 
         ``order``: variable permutation for the variable scan (``None``: identity).
         """
         batch, n_var, n_patch, d = h.shape
-        drop = self.dropout if self.training else 0.0
         normed = _rms_norm(self.norm_time, h)  # [B, F, n, d]
         temporal = self.time_mamba(normed.reshape(batch * n_var, n_patch, d))  # [B F, n, d]
         temporal = temporal.view(batch, n_var, n_patch, d)  # [B, F, n, d]
@@ -202,15 +276,20 @@ class _VariableAwareLayer(nn.Module):
         variable = self.var_mamba(across).view(batch, n_patch, n_var, d).transpose(1, 2)
         if order is not None:
             variable = variable[:, torch.argsort(order)]  # back to the canonical order
-        gate = torch.sigmoid(
-            F.linear(torch.cat([temporal, variable], dim=-1), self.gate.weight, self.gate.bias)
-        )  # [B, F, n, d]
-        fused = torch.lerp(variable, temporal, gate)  # g t + (1 - g) v  [B, F, n, d]
-        h = h + (F.dropout(fused, drop, True) if drop else fused)  # [B, F, n, d]
-        hidden = F.gelu(F.linear(_rms_norm(self.norm_mlp, h), self.mlp_in.weight, self.mlp_in.bias))
-        mixed = F.linear(hidden, self.mlp_out.weight, self.mlp_out.bias)  # [B, F, n, d]
-        h = h + (F.dropout(mixed, drop, True) if drop else mixed)  # [B, F, n, d]
-        return h, gate
+        fused, share = self._fuse(temporal, variable)  # [B, F, n, d] each
+        h = self._residual(h, fused)  # [B, F, n, d]
+        if self.channel_mixing != "hidden":  # across variables: F is the last axis
+            normed = _rms_norm(self.norm_var_mlp, h).permute(0, 2, 3, 1)  # [B, n, d, F]
+            hidden = F.gelu(F.linear(normed, self.var_mlp_in.weight, self.var_mlp_in.bias))
+            mixed = F.linear(hidden, self.var_mlp_out.weight, self.var_mlp_out.bias)
+            h = self._residual(h, mixed.permute(0, 3, 1, 2))  # [B, F, n, d]
+        if self.channel_mixing != "variables":  # across the d channels of each token
+            hidden = F.gelu(
+                F.linear(_rms_norm(self.norm_mlp, h), self.mlp_in.weight, self.mlp_in.bias)
+            )
+            mixed = F.linear(hidden, self.mlp_out.weight, self.mlp_out.bias)  # [B, F, n, d]
+            h = self._residual(h, mixed)  # [B, F, n, d]
+        return h, share
 
 
 class MambaTSBackbone(Backbone):
@@ -234,7 +313,9 @@ class MambaTSBackbone(Backbone):
         self.patch_embed = nn.Linear(config.patch_len, d)
         self.pos_embed = nn.Parameter(torch.randn(config.max_patches, d) * 0.02)  # by age
         self.var_embed = nn.Parameter(torch.randn(n_var, d) * 0.02)
-        self.layers = nn.ModuleList(_VariableAwareLayer(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(
+            _VariableAwareLayer(config, n_var) for _ in range(config.n_layers)
+        )
         self.norm_f = nn.RMSNorm(d, eps=config.norm_eps)
         self.pool_proj = nn.Linear(d, d)
         self.pool_score = nn.Linear(d, 1, bias=False)
@@ -332,7 +413,9 @@ class MambaTSBackbone(Backbone):
             variables' newest tokens make up the output; rows sum to 1).
             ``temporal_gate`` ``[n_layers, B, F]``: mean fusion gate per variable (over
             patches and channels): 1 = the variable's token is updated from its own history
-            (temporal scan), 0 = from the other variables (variable scan).
+            (temporal scan), 0 = from the other variables (variable scan). With
+            ``fusion="linear"`` it is the mean share of the temporal half of ``W_f [t; v]``,
+            ``|W_t t| / (|W_t t| + |W_v v|)``, with the same reading.
             ``window_std`` ``[B, F]``: the per-variable scale the instance normalisation
             removed (the model is blind to it).
         """
@@ -357,30 +440,71 @@ class MambaTSBackbone(Backbone):
 
 
 class MambaTSHeads(nn.Module):
-    """Supervised heads on the backbone's ``[B, d_model]`` vector.
+    """Supervised heads on the backbone's ``[B, d_model]`` vector, in two construction forms.
 
-    ``forward(features)`` returns a dict:
+    The trainer's form (:mod:`tradezoo.agents.supervised` builds every architecture's heads
+    this way)::
 
-    - ``"logits"`` ``[B, n_classes]``: class logits, order 0 sell, 1 hold, 2 buy (use with
-      ``cross_entropy``);
-    - ``"regression"`` ``[B, 1]``: e.g. the next-horizon return;
-    - ``"multi_horizon"`` ``[B, n_horizons]``: one output per forecast horizon.
+        MambaTSHeads(d_model, horizons=("h4", "h24"), regression=True)
+
+    ``forward(features)`` returns ``"logits"`` ``[B, n_classes]`` (class logits, order 0 sell,
+    1 hold, 2 buy; use with ``cross_entropy``), ``"direction"`` ``[B, H]`` (logits of "the price
+    rises over horizon i", one column per name in ``horizons``; use with
+    ``binary_cross_entropy_with_logits``) and, with ``regression=True``, ``"regression"``
+    ``[B, H]`` (e.g. the forward return over each horizon).
+
+    The positional form (no ``horizons``)::
+
+        MambaTSHeads(d_model, n_classes=3, n_horizons=3)
+
+    returns ``"logits"`` ``[B, n_classes]``, ``"regression"`` ``[B, 1]`` (e.g. the
+    next-horizon return; with ``regression=True``, the default) and ``"multi_horizon"``
+    ``[B, n_horizons]`` (one output per forecast horizon).
     """
 
     def __init__(
-        self, d_model: int = 64, n_classes: int = 3, n_horizons: int = 3, dropout: float = 0.0
+        self,
+        d_model: int = 64,
+        n_classes: int = 3,
+        n_horizons: int | None = None,
+        dropout: float = 0.0,
+        *,
+        horizons: Sequence[str] | None = None,
+        regression: bool = True,
     ) -> None:
         super().__init__()
+        if horizons is not None:
+            names = tuple(horizons)
+            if not names or len(set(names)) != len(names) or not all(
+                isinstance(n, str) and n for n in names
+            ):
+                raise ValueError(
+                    "MambaTSHeads.horizons must be non-empty, unique, non-empty strings, got "
+                    f"{horizons!r}"
+                )
+            if n_horizons is not None and n_horizons != len(names):
+                raise ValueError(
+                    f"MambaTSHeads: n_horizons={n_horizons} does not match the {len(names)} "
+                    f"horizons {names!r} (give one or the other)"
+                )
+            n_horizons = len(names)
+        elif n_horizons is None:
+            n_horizons = 3
         for name, value in (("d_model", d_model), ("n_classes", n_classes),
                             ("n_horizons", n_horizons)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"MambaTSHeads.{name} must be a positive integer, got {value}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MambaTSHeads.dropout must be in [0, 1), got {dropout}")
+        self.horizons: tuple[str, ...] | None = None if horizons is None else names
         self.dropout = nn.Dropout(dropout)
         self.classification = nn.Linear(d_model, n_classes)
-        self.regression = nn.Linear(d_model, 1)
-        self.multi_horizon = nn.Linear(d_model, n_horizons)
+        width = 1 if horizons is None else n_horizons  # regression columns
+        self.regression = nn.Linear(d_model, width) if regression else None
+        if horizons is None:
+            self.multi_horizon = nn.Linear(d_model, n_horizons)
+        else:
+            self.direction = nn.Linear(d_model, n_horizons)
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         """``features [B, d_model]`` -> the dict described in the class docstring."""
@@ -390,8 +514,11 @@ class MambaTSHeads(nn.Module):
                 f"{self.classification.in_features}], got {tuple(features.shape)}"
             )
         h = self.dropout(features)  # [B, d]
-        return {
-            "logits": self.classification(h),  # [B, n_classes]
-            "regression": self.regression(h),  # [B, 1]
-            "multi_horizon": self.multi_horizon(h),  # [B, H]
-        }
+        out = {"logits": self.classification(h)}  # [B, n_classes]
+        if self.regression is not None:
+            out["regression"] = self.regression(h)  # [B, 1] or [B, H]
+        if self.horizons is None:
+            out["multi_horizon"] = self.multi_horizon(h)  # [B, n_horizons]
+        else:
+            out["direction"] = self.direction(h)  # [B, H]
+        return out
