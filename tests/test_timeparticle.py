@@ -279,3 +279,140 @@ def test_runs_under_bf16_autocast_with_a_float32_scan() -> None:
     out.float().pow(2).sum().backward()
     assert torch.isfinite(out.float()).all()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+# --------------------------------------- the chapter's parts as options (heads, C m_t, D^(k))
+
+_OPTIONS = [
+    {"attention_heads": 4},
+    {"message_feedback": True},
+    {"particle_outputs": True},
+    {"attention_heads": 2, "message_feedback": True, "particle_outputs": True, "n_layers": 2},
+]
+
+
+def test_defaults_are_single_head_without_feedback_or_particle_outputs() -> None:
+    config = TimeParticleConfig()
+    assert (config.attention_heads, config.message_feedback, config.particle_outputs) == (
+        1, False, False)
+    x = torch.randn(2, 20, N_FEATURES)
+    default = backbone(seed=5)
+    explicit = backbone(seed=5, attention_heads=1, message_feedback=False,
+                        particle_outputs=False)
+    assert list(default.state_dict()) == list(explicit.state_dict())
+    torch.testing.assert_close(default.forward_sequence(x), explicit.forward_sequence(x),
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("options", _OPTIONS)
+def test_options_shapes_causality_gradients_and_round_trip(options: dict) -> None:
+    model = backbone(**options)
+    x = torch.randn(3, 21, N_FEATURES)
+    sequence = model.forward_sequence(x)
+    assert sequence.shape == (3, 21, 8) and model(x).shape == (3, 8)
+    torch.testing.assert_close(model(x), sequence[:, -1], atol=1e-6, rtol=1e-6)
+    moved = x.clone()
+    moved[:, 12:] += torch.randn(3, 9, N_FEATURES)  # the future of step 11
+    after = model.forward_sequence(moved)
+    torch.testing.assert_close(after[:, :12], sequence[:, :12], atol=0, rtol=0)
+    assert (after[:, 12:] - sequence[:, 12:]).abs().max() > 1e-4
+    model.zero_grad()
+    sequence.square().sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+    config = TimeParticleConfig(**model.config.to_dict())
+    assert config == model.config
+    rebuilt = TimeParticleBackbone(N_FEATURES, config)
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():  # the inference path equals the autograd path
+        torch.testing.assert_close(rebuilt(x), model(x), atol=0, rtol=0)
+        torch.testing.assert_close(model(x), sequence[:, -1].detach(), atol=1e-5, rtol=1e-5)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(alone, sequence[:, -1].detach(), atol=1e-5, rtol=1e-5)
+    info = model.explain(x)
+    heads = options.get("attention_heads", 1)
+    assert info["alpha_heads"].shape == (3, 21, heads, 3, 3)
+    torch.testing.assert_close(info["alpha_heads"].mean(2), info["alpha"])
+
+
+def test_message_feedback_is_the_scan_when_c_is_zero_and_changes_it_otherwise() -> None:
+    """The feedback loop (h form, autograd) with C = 0 is the default recurrence; with C the
+    states differ from the second step on (m_1 is computed from h_0 = 0, so it is 0)."""
+    fed, plain = backbone(message_feedback=True), backbone()
+    plain.load_state_dict(fed.state_dict(), strict=False)
+    layer = fed.layers[0]
+    x = torch.randn(3, 1 + 15, 8)  # conv features need [K, L, B, D]: build them from u
+    features = layer.conv_features(x.transpose(0, 1))  # [K, L, B, D]
+    with_messages = layer.recurrence(features)
+    reference = plain.layers[0].recurrence(features)
+    torch.testing.assert_close(with_messages[0], reference[0], atol=1e-6, rtol=1e-6)
+    assert (with_messages[1:] - reference[1:]).abs().max() > 1e-3
+    with torch.no_grad():
+        layer.c_msg.zero_()
+        torch.testing.assert_close(layer.recurrence(features), reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer.recurrence(features, keep_all=False)[0],
+                                   reference[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_message_feedback_step_by_hand() -> None:
+    """Two steps of the chapter's state equation with C m_t, written out for K = 2 (each
+    particle's message is W_v of the other's previous state)."""
+    torch.manual_seed(2)
+    layer = ParticleLayer(4, 2, 0.0, message_feedback=True)
+    x = torch.randn(2, 2, 3, 4)  # [K, L, B, D]
+    w_v = layer.qkv.weight.detach()[8:]  # [D, D]
+    h = torch.zeros(2, 3, 4)
+    with torch.no_grad():
+        for t in range(2):
+            m = torch.stack([h[1] @ w_v.T, h[0] @ w_v.T])  # [K, B, D]
+            z = (x[:, t] @ layer.w_in + layer.b_in[:, None] + h @ layer.u_rec
+                 + m @ layer.c_msg)  # [K, B, 2D]
+            g, cand = torch.sigmoid(z[..., :4]), torch.tanh(z[..., 4:])
+            h = g * cand + (1 - g) * h
+        torch.testing.assert_close(layer.recurrence(x, keep_all=False)[0], h, atol=1e-6,
+                                   rtol=1e-6)
+
+
+def test_multi_head_messages_by_hand() -> None:
+    torch.manual_seed(6)
+    layer = ParticleLayer(8, 3, 0.0, attention_heads=2)
+    h = torch.randn(2, 4, 3, 8)  # [B, T, K, D]
+    messages, alpha = layer.messages(h)
+    assert alpha.shape == (2, 4, 2, 3, 3)
+    assert torch.all(alpha.diagonal(dim1=-2, dim2=-1) == 0)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(2, 4, 2, 3))
+    w_q, w_k, w_v = layer.qkv.weight.detach().chunk(3, 0)  # [D, D] each
+    q, k, v = h @ w_q.T, h @ w_k.T, h @ w_v.T
+    for head, cols in enumerate((slice(0, 4), slice(4, 8))):
+        scores = q[..., cols] @ k[..., cols].transpose(-1, -2) / 2.0  # sqrt(D / H) = 2
+        scores = scores.masked_fill(torch.eye(3, dtype=torch.bool), float("-inf"))
+        weights = scores.softmax(-1)  # [B, T, K, K]
+        torch.testing.assert_close(alpha[:, :, head], weights)
+        torch.testing.assert_close(messages[..., cols], weights @ v[..., cols])
+    _, mean_alpha, _ = layer.mix(h)
+    torch.testing.assert_close(mean_alpha, alpha.mean(2))
+
+
+def test_particle_outputs_project_each_particle_before_aggregation() -> None:
+    torch.manual_seed(7)
+    layer = ParticleLayer(6, 3, 0.0, particle_outputs=True)
+    with torch.no_grad():
+        layer.b_out.normal_()
+    h = torch.randn(2, 4, 3, 6)
+    agg, _, beta = layer.mix(h)
+    messages, _ = layer.messages(h)
+    expected = sum(beta[..., k : k + 1] * ((h[..., k, :] + messages[..., k, :])
+                                           @ layer.d_out[k] + layer.b_out[k])
+                   for k in range(3))
+    torch.testing.assert_close(agg, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"attention_heads": 3}, "attention_heads must divide d_model=8"),
+    ({"attention_heads": 0}, "attention_heads must be a positive integer"),
+    ({"message_feedback": True, "backend": "native"}, "cannot run message_feedback"),
+])
+def test_bad_option_values_are_rejected(cfg: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TimeParticleConfig(d_model=8, **cfg)

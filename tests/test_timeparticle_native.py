@@ -95,3 +95,34 @@ def test_torch_jit_trace_takes_the_pytorch_recurrence() -> None:
         traced = torch.jit.trace(model, (x,), check_trace=False)
         other = torch.randn(2, 12, 4)
         torch.testing.assert_close(traced(other), model(other), atol=1e-5, rtol=1e-5)
+
+
+def test_message_feedback_never_takes_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel implements the recurrence without messages: with ``message_feedback`` the
+    ``"auto"`` backend runs the PyTorch loop for inference too (and equals ``"torch"``), while
+    the same model without feedback does take the kernel."""
+    calls: list[str] = []
+    real = tp._particle_scan_kernel
+
+    def spy(*args, **kwargs):
+        calls.append("native")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tp, "_particle_scan_kernel", spy)
+    torch.manual_seed(0)
+    fed = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, message_feedback=True)).eval()
+    reference = TimeParticleBackbone(
+        5, TimeParticleConfig(d_model=16, message_feedback=True, backend="torch")
+    ).eval()
+    reference.load_state_dict(fed.state_dict())
+    plain = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()
+    x = torch.randn(3, 40, 5)
+    with torch.no_grad():
+        fast, sequence = fed(x), fed.forward_sequence(x)
+        assert calls == []
+        torch.testing.assert_close(fast, reference(x), atol=0, rtol=0)
+        torch.testing.assert_close(sequence[:, -1], fast, atol=1e-6, rtol=1e-6)
+        plain(x)
+    assert calls == ["native"]
+    with pytest.raises(ValueError, match="cannot run message_feedback"):
+        TimeParticleConfig(message_feedback=True, backend="native")

@@ -19,6 +19,29 @@ Equations (one layer; ``u [B, L, D]`` is the layer input, ``K = n_particles``)::
     a_t      = sum_k beta_k,t (h_k,t + m_k,t)
     out_t    = LayerNorm(u_t + Dropout(W_o a_t))                        residual + norm
 
+Options (``TimeParticleConfig``), the design chapter's parts; the defaults above stay until the
+ablation in ``docs/architectures.md`` decides:
+
+- ``attention_heads = H`` (default 1; the chapter uses 4): the messages are multi-head
+  attention, ``W_q, W_k, W_v`` split into H heads of ``D / H`` channels, each with its own
+  ``alpha^(h)`` (scaled by ``sqrt(D / H)``, diagonal masked), the heads' messages concatenated
+  (no extra projection: ``W_o`` follows the aggregation). ``H = 1`` is the form above.
+- ``message_feedback = True``: the messages enter each particle's recurrence, the ``C m_t``
+  term of the chapter's state equation, computed from the states before the update (so the
+  step stays causal and explicit)::
+
+      m_k,t    = sum_{j != k} alpha_kj(h_t-1) W_v h_j,t-1
+      g_k,t    = sigmoid(W_g,k [x_k,t ; h_k,t-1] + C_g,k m_k,t + b_g,k)
+      h~_k,t   = tanh(W_h,k x_k,t + U_h,k h_k,t-1 + C_h,k m_k,t + b_h,k)
+
+  ``C = [C_g | C_h]`` ``[K, D, 2D]``. The aggregation still adds ``m_k,t`` of the new states.
+  The K x K attention sits inside the time loop, so this runs the autograd PyTorch loop
+  (:meth:`ParticleLayer.recurrence_with_messages`) in training and inference: the native
+  kernel and :class:`_ParticleScan` implement the recurrence without messages and are not
+  used (``backend="native"`` is rejected with it).
+- ``particle_outputs = True``: each particle has its own output projection ``D^(k)``
+  before the softmax aggregation, ``a_t = sum_k beta_k,t (D^(k) (h_k,t + m_k,t) + d^(k))``.
+
 Layers stack ``n_layers`` times after an input projection ``Linear(F, D)``. ``forward`` returns
 the last position ``[B, D]``; ``forward_sequence`` returns every position ``[B, L, D]`` and is
 causal (the convolutions pad on the left only, the recurrence runs forwards, messages and
@@ -26,6 +49,10 @@ aggregation mix particles of the same time step only).
 
 Design decisions beyond the equations:
 
+- The convolutions are causal: depthwise, dilated and padded on the LEFT only. The chapter's
+  padding is symmetric ("same"), so its convolution output at bar ``t`` reads bars after
+  ``t``: a look-ahead that makes every later part of the model see the future. Left padding
+  keeps the receptive field (``(kernel - 1) dilation + 1`` bars) and ends it at bar ``t``.
 - Particles are numbered ``k = 1..K`` (``k = 0`` would need dilation 1/2). The receptive fields
   are 2, 7, 29, 121 bars for k = 1..4, so coarser particles see longer context.
 - The convolution is depthwise (one filter per channel); the channel mixing is done by
@@ -46,9 +73,10 @@ Design decisions beyond the equations:
   (inference: PPO rollouts, evaluation) on float32 CPU tensors the same recurrence runs in a C
   kernel (:func:`particle_scan_native`, ``backend="auto"``; tested against the PyTorch loop),
   because at batch 1 the loop's ~20 us of dispatch per step dominates the policy's latency.
-- The messages use the recurrent states and do not feed back into the recurrence (feeding them
-  back would put K x K attention inside the time loop); they are added to each particle's
-  state before aggregation.
+- By default the messages use the recurrent states and do not feed back into the recurrence
+  (feeding them back puts K x K attention inside the time loop, which the batched scan and the
+  native kernel cannot run); they are added to each particle's state before aggregation.
+  ``message_feedback=True`` is the chapter's form (above).
 - Gate biases start at ``-(k - 1) ln 2`` so particle k starts with update rate
   ``1 / (1 + 2**(k-1))`` (0.5, 0.33, 0.2, 0.11): coarser particles start slower. This is an
   initialisation choice only; every bias is trained.
@@ -99,7 +127,13 @@ class TimeParticleConfig(BackboneConfig):
             compiled kernel of :mod:`tradezoo.policies.native` for float32 CPU tensors when
             it builds, else PyTorch), ``"native"`` (the kernel; an error where it cannot run,
             including when gradients are needed) or ``"torch"``. Training always runs the
-            PyTorch recurrence with its hand-written backward.
+            PyTorch recurrence with its hand-written backward. With ``message_feedback`` the
+            recurrence is always the PyTorch loop (``"native"`` is then rejected).
+        attention_heads: heads of the cross-scale attention (divides ``d_model``; 1 is the
+            single-head form, the chapter uses 4).
+        message_feedback: the cross-scale messages enter each particle's recurrence (the
+            chapter's ``C m_t`` term).
+        particle_outputs: a projection ``D^(k)`` per particle before the aggregation.
     """
 
     d_model: int = 64
@@ -107,6 +141,9 @@ class TimeParticleConfig(BackboneConfig):
     n_layers: int = 1
     dropout: float = 0.0
     backend: str = "auto"
+    attention_heads: int = 1
+    message_feedback: bool = False
+    particle_outputs: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,6 +159,16 @@ class TimeParticleConfig(BackboneConfig):
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TimeParticleConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.d_model % self.attention_heads:
+            raise ValueError(
+                f"TimeParticleConfig.attention_heads must divide d_model={self.d_model}, got "
+                f"{self.attention_heads}"
+            )
+        if self.message_feedback and self.backend == "native":
+            raise ValueError(
+                "TimeParticleConfig.backend='native' cannot run message_feedback=True (the "
+                "kernel implements the recurrence without messages); use 'auto' or 'torch'"
+            )
 
 
 def particle_conv_spec(k: int) -> tuple[int, int, int]:
@@ -344,15 +391,35 @@ class ParticleLayer(nn.Module):
         ``u_rec [K, D, 2D]`` = ``[U_g | U_h]`` (the state halves; ``U_g`` is W_g's ``h`` part),
         ``b_in [K, 2D]`` = ``[b_g | b_h]``. Row-vector convention: ``x @ w_in[k]``.
         ``qkv``, ``w_beta``, ``w_out``, ``norm``: messages, aggregation, output.
+        ``c_msg [K, D, 2D]`` = ``[C_g | C_h]`` (``message_feedback`` only): the messages'
+        weights in the recurrence. ``d_out [K, D, D]``, ``b_out [K, D]`` (``particle_outputs``
+        only): the per-particle output projections ``D^(k)``.
     """
 
     def __init__(
-        self, d_model: int, n_particles: int, dropout: float, backend: str = "auto"
+        self,
+        d_model: int,
+        n_particles: int,
+        dropout: float,
+        backend: str = "auto",
+        *,
+        attention_heads: int = 1,
+        message_feedback: bool = False,
+        particle_outputs: bool = False,
     ) -> None:
         super().__init__()
         if backend not in PARTICLE_BACKENDS:
             raise ValueError(f"backend must be one of {list(PARTICLE_BACKENDS)}, got {backend!r}")
+        if attention_heads < 1 or d_model % attention_heads:
+            raise ValueError(
+                f"attention_heads must be >= 1 and divide d_model={d_model}, got "
+                f"{attention_heads}"
+            )
+        if message_feedback and backend == "native":
+            raise ValueError("backend 'native' cannot run message_feedback=True")
         self.backend = backend
+        self.attention_heads = int(attention_heads)
+        self.message_feedback = bool(message_feedback)
         d, k_count = d_model, n_particles
         self.d_model, self.n_particles = d, k_count
         self.dilations: list[int] = []
@@ -381,6 +448,16 @@ class ParticleLayer(nn.Module):
         self.w_out = nn.Linear(d, d)
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(dropout)
+        # Option parameters come after the others, so the default layer draws the same
+        # initial weights with or without the options' code.
+        self.c_msg: nn.Parameter | None = None
+        if message_feedback:
+            self.c_msg = nn.Parameter(torch.empty(k_count, d, 2 * d).uniform_(-bound, bound))
+        self.d_out: nn.Parameter | None = None
+        self.b_out: nn.Parameter | None = None
+        if particle_outputs:
+            self.d_out = nn.Parameter(torch.empty(k_count, d, d).uniform_(-bound, bound))
+            self.b_out = nn.Parameter(torch.zeros(k_count, d))
 
     def conv_features(self, u_tm: Tensor) -> Tensor:
         """Causal dilated convolutions of all particles: time-major ``u [L, B, D]`` ->
@@ -407,6 +484,8 @@ class ParticleLayer(nn.Module):
         The change of variable is folded into the weights once per call:
         ``W' = W c``, ``U' = 2 U c``, ``b' = (b - 1^T U) c`` with ``c = [1]*D + [2]*D``.
         """
+        if self.message_feedback:
+            return self.recurrence_with_messages(x, keep_all)
         k_count, length, batch, d = x.shape
         col_scale = self.col_scale  # [2D]
         w_in = self.w_in * col_scale  # [K, D, 2D]
@@ -430,18 +509,61 @@ class ParticleLayer(nn.Module):
             p = _ParticleScan.apply(pre, u_rec, keep_all)
         return 2.0 * p - 1.0  # [T, K, B, D]
 
+    def recurrence_with_messages(self, x: Tensor, keep_all: bool = True) -> Tensor:
+        """The recurrence with the messages fed back (``message_feedback``; module docstring):
+        ``x [K, L, B, D] -> h [T, K, B, D]`` (``T = L``, or 1 when not ``keep_all``).
+
+        A plain autograd loop in ``h`` form (no :class:`_ParticleScan`, no native kernel: the
+        attention over the K particles runs inside every step). Float32 under autocast.
+        """
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self.recurrence_with_messages(_full(x), keep_all)
+        assert self.c_msg is not None
+        k_count, length, batch, d = x.shape
+        pre = torch.baddbmm(
+            self.b_in.unsqueeze(1), x.reshape(k_count, length * batch, d), self.w_in
+        ).view(k_count, length, batch, 2 * d)  # [K, L, B, 2D] input terms
+        h = x.new_zeros(k_count, batch, d)  # [K, B, D] h_0 = 0
+        states: list[Tensor] = []
+        for pre_t in pre.unbind(1):  # [K, B, 2D]
+            messages = self.messages(h.transpose(0, 1))[0].transpose(0, 1)  # [K, B, D]
+            z = torch.baddbmm(torch.baddbmm(pre_t, h, self.u_rec), messages, self.c_msg)
+            gate, candidate = torch.sigmoid(z[..., :d]), torch.tanh(z[..., d:])  # [K, B, D]
+            h = torch.lerp(h, candidate, gate)  # [K, B, D]
+            if keep_all:
+                states.append(h)
+        return torch.stack(states) if keep_all else h.unsqueeze(0)  # [T, K, B, D]
+
+    def messages(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-scale messages: ``h [..., K, D]`` -> ``(m [..., K, D], alpha [..., H, K, K])``
+        with ``H = attention_heads`` (each row of ``alpha`` sums to 1, zero diagonal)."""
+        *lead, k_count, d = h.shape
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # 3 x [..., K, D]
+        self_mask = torch.eye(k_count, dtype=torch.bool, device=h.device)  # [K, K]
+        if self.attention_heads == 1:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # [..., K, K]
+            alpha = scores.masked_fill(self_mask, float("-inf")).softmax(-1)  # [..., K, K]
+            return alpha @ v, alpha.unsqueeze(-3)  # alpha_kk = 0, so m_k excludes h_k
+        heads, width = self.attention_heads, d // self.attention_heads
+        q, k, v = (t.reshape(*lead, k_count, heads, width).transpose(-2, -3) for t in (q, k, v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(width)  # [..., H, K, K]
+        alpha = scores.masked_fill(self_mask, float("-inf")).softmax(-1)  # [..., H, K, K]
+        out = (alpha @ v).transpose(-2, -3).reshape(*lead, k_count, d)  # [..., K, D]
+        return out, alpha
+
     def mix(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Messages and aggregation at each step: ``h [B, T, K, D]`` ->
-        ``(a [B, T, D], alpha [B, T, K, K], beta [B, T, K])``."""
+        ``(a [B, T, D], alpha [B, T, K, K], beta [B, T, K])``; ``alpha`` is averaged over the
+        heads (:meth:`messages` gives each head's)."""
         batch, steps, k_count, d = h.shape
-        q, k, v = self.qkv(h).chunk(3, dim=-1)  # 3 x [B, T, K, D]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(d)  # [B, T, K, K]
-        self_mask = torch.eye(k_count, dtype=torch.bool, device=h.device)  # [K, K]
-        alpha = scores.masked_fill(self_mask, float("-inf")).softmax(-1)  # [B, T, K, K]
-        messages = alpha @ v  # [B, T, K, D]; alpha_kk = 0, so m_k excludes h_k
+        messages, alpha_heads = self.messages(h)  # [B, T, K, D], [B, T, H, K, K]
         beta = self.w_beta(h.reshape(batch, steps, k_count * d)).softmax(-1)  # [B, T, K]
-        agg = (beta.unsqueeze(-1) * (h + messages)).sum(2)  # [B, T, D]
-        return agg, alpha, beta
+        particles = h + messages  # [B, T, K, D]
+        if self.d_out is not None and self.b_out is not None:  # D^(k) per particle
+            particles = torch.einsum("btkd,kde->btke", particles, self.d_out) + self.b_out
+        agg = (beta.unsqueeze(-1) * particles).sum(2)  # [B, T, D]
+        return agg, alpha_heads.mean(2), beta
 
     def forward(self, u: Tensor, last_only: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``u [B, L, D]`` -> ``(out [B, T, D], h [B, T, K, D], alpha [B, T, K, K],
@@ -474,7 +596,12 @@ class TimeParticleBackbone(Backbone):
         d = config.d_model
         self.input_proj = nn.Linear(self.n_features, d)
         self.layers = nn.ModuleList(
-            ParticleLayer(d, config.n_particles, config.dropout, config.backend)
+            ParticleLayer(
+                d, config.n_particles, config.dropout, config.backend,
+                attention_heads=config.attention_heads,
+                message_feedback=config.message_feedback,
+                particle_outputs=config.particle_outputs,
+            )
             for _ in range(config.n_layers)
         )
 
@@ -507,7 +634,8 @@ class TimeParticleBackbone(Backbone):
 
         - ``beta [B, L, K]``: the last layer's aggregation weights (each row sums to 1);
           ``beta_layers [n_layers, B, L, K]``: every layer's.
-        - ``alpha [B, L, K, K]``: the last layer's message weights (zero diagonal, rows sum to 1).
+        - ``alpha [B, L, K, K]``: the last layer's message weights (zero diagonal, rows sum to
+          1), averaged over the heads; ``alpha_heads [B, L, H, K, K]``: per head.
         - ``trend [B, L, K]``: the multiscale trend analysis. Particle k's trend at
           step t is the channel mean of its last-layer state, ``mean_c h_k,t[c]``, which lies
           in (-1, 1) (each state is a convex combination of tanh outputs, starting at 0).
@@ -520,6 +648,7 @@ class TimeParticleBackbone(Backbone):
             "beta": beta,
             "beta_layers": torch.stack([b for _, _, b in details], 0),
             "alpha": alpha,
+            "alpha_heads": self.layers[-1].messages(h)[1],  # [B, L, H, K, K]
             "trend": h.mean(-1),
             "particle_norm": h.norm(dim=-1) / math.sqrt(h.shape[-1]),
         }
