@@ -14,7 +14,7 @@ from gymnasium.error import ResetNeeded
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.execution import execute_step
 from tradezoo.backtest.metrics import compute_metrics
-from tradezoo.backtest.simulate import simulate
+from tradezoo.backtest.simulation import simulate
 from tradezoo.data import DataError, FeatureSpec, load_dataset
 from tradezoo.data.intervals import parse_interval
 from tradezoo.envs.core import STEP_INFO_KEYS, TRADE_KEYS

@@ -13,7 +13,7 @@ import pytest
 
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.execution import StepFill, execute_step, execution_rates
-from tradezoo.backtest.simulate import LIQUIDATION_COLUMNS, simulate
+from tradezoo.backtest.simulation import LIQUIDATION_COLUMNS, simulate
 from tradezoo.data.bars import bars_from_frame
 from tradezoo.envs import batch_kernel
 from tradezoo.envs.trading_env import TradingEnv

@@ -26,7 +26,7 @@ from tradezoo.backtest.report import (
     save_png,
     to_json,
 )
-from tradezoo.backtest.simulate import BacktestResult, simulate
+from tradezoo.backtest.simulation import BacktestResult, simulate
 from tradezoo.data import load_dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

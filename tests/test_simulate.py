@@ -1,4 +1,4 @@
-"""Tests of ``tradezoo.backtest.simulate``: reconciliation on real bars, rebalance rules, fill
+"""Tests of ``tradezoo.backtest.simulation``: reconciliation on real bars, rebalance rules, fill
 rules, buy-and-hold, trades, a hand-computed scenario, and bad input."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tradezoo.backtest.costs import CostModel
-from tradezoo.backtest.simulate import (
+from tradezoo.backtest.simulation import (
     COST_COLUMNS,
     FILL_COLUMNS,
     TRADE_COLUMNS,

@@ -371,7 +371,7 @@ def test_rules_and_signal_positions() -> None:
 
 
 def test_evaluate_report_and_backtest(data: PreparedData, tmp_path: Path) -> None:
-    from tradezoo.backtest.simulate import simulate
+    from tradezoo.backtest.simulation import simulate
 
     result = train_supervised(data, "gru", config=tiny(), arch_config={"d_model": D_MODEL},
                               out_dir=tmp_path, device="cpu", verbose=False)

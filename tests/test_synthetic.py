@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tradezoo.backtest.costs import CostModel
-from tradezoo.backtest.simulate import simulate
+from tradezoo.backtest.simulation import simulate
 from tradezoo.data import DataError, list_datasets, load_dataset
 from tradezoo.data import synthetic as syn
 from tradezoo.data.datasets import load_bars

@@ -1095,7 +1095,7 @@ def evaluate_ppo(
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.policies import BasePolicy
 
-    from tradezoo.backtest.simulate import simulate
+    from tradezoo.backtest.simulation import simulate
     from tradezoo.envs import TradingEnv
 
     data = _check_data(data)

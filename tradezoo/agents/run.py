@@ -47,7 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tradezoo.agents.data import PreparedData
-    from tradezoo.backtest.simulate import BacktestResult
+    from tradezoo.backtest.simulation import BacktestResult
 
 __all__ = [
     "CheckpointBacktest",
@@ -275,7 +275,7 @@ class CheckpointBacktest:
         arch: architecture.
         split: the split backtested.
         data: the data source used.
-        result: the :class:`~tradezoo.backtest.simulate.BacktestResult` (buy-and-hold in its
+        result: the :class:`~tradezoo.backtest.simulation.BacktestResult` (buy-and-hold in its
             ``benchmark_*`` fields).
         classification: the classification report dict (supervised only).
         given: the checkpoint path as given (a PPO ``.zip`` or a ``.pt``); names the files.

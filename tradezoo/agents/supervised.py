@@ -1107,7 +1107,7 @@ class SupervisedEvaluation:
         signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy).
         positions: the target positions given to ``simulate`` (bars of the backtest; NaN =
             keep the previous target).
-        backtest: the :class:`~tradezoo.backtest.simulate.BacktestResult` (its
+        backtest: the :class:`~tradezoo.backtest.simulation.BacktestResult` (its
             ``benchmark_*`` fields are buy-and-hold on the same bars and costs).
         metrics: flat dict: classification metrics, ``backtest/<metric>`` and
             ``buy_and_hold/<metric>``.
@@ -1185,7 +1185,7 @@ def evaluate_supervised(
         ValueError: a bad argument, or a model/checkpoint that does not fit ``data``.
         tradezoo.agents.checkpoint.CheckpointError: an unreadable or mismatched checkpoint.
     """
-    from tradezoo.backtest.simulate import simulate
+    from tradezoo.backtest.simulation import simulate
 
     if rule not in ("argmax", "threshold"):
         raise ValueError(f"rule must be 'argmax' or 'threshold', got {rule!r}")

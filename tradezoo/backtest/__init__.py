@@ -3,7 +3,7 @@
 - :mod:`~tradezoo.backtest.costs`: :class:`CostModel` and its presets.
 - :mod:`~tradezoo.backtest.execution`: :func:`execute_step`, the one execution and accounting
   function (scalar and batched), and :func:`execution_rates`.
-- :mod:`~tradezoo.backtest.simulate`: :func:`simulate` -> :class:`BacktestResult`.
+- :mod:`~tradezoo.backtest.simulation`: :func:`simulate` -> :class:`BacktestResult`.
 - :mod:`~tradezoo.backtest.metrics`: :func:`compute_metrics`, :class:`Metrics`,
   :func:`periods_per_year_for`; :func:`compute_metrics_batch` (many equal-length series at
   once, each result equal to ``compute_metrics`` of that series to the bit).
@@ -17,7 +17,7 @@
 
 Names are imported lazily on first use, so ``import tradezoo.backtest`` never imports
 matplotlib or torch. :func:`simulate` is the exception, imported with the package: its
-submodule has the same name, and once anything imported ``tradezoo.backtest.simulate`` the
+submodule has the same name, and once anything imported ``tradezoo.backtest.simulation`` the
 import system would bind the module over a lazily resolved function.
 
 Example::
@@ -41,8 +41,8 @@ _EXPORTS: dict[str, str] = {
     "execution_rates": "execution",
     "ExecutionRates": "execution",
     "StepFill": "execution",
-    "simulate": "simulate",
-    "BacktestResult": "simulate",
+    "simulate": "simulation",
+    "BacktestResult": "simulation",
     "compute_metrics": "metrics",
     "compute_metrics_batch": "metrics",
     "Metrics": "metrics",
@@ -66,8 +66,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-from tradezoo.backtest.simulate import simulate  # noqa: E402, F401 (see the docstring)
 
 
 def __getattr__(name: str) -> Any:

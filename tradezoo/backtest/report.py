@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from tradezoo.backtest.simulate import BacktestResult
+    from tradezoo.backtest.simulation import BacktestResult
 
 # Metrics shown as percentages (fractions: of equity, of bars, of trades); the rest (ratios,
 # counts, annualised turnover in multiples of equity) as plain numbers.

@@ -18,7 +18,7 @@ Each market's hidden state (:func:`hidden_state`) has a column ``oracle_signal``
 previous position while ``|oracle_signal| <= band`` (a hysteresis band, in the signal's
 units, that keeps it from paying a round trip for a negligible edge). It is a reference policy
 that sees the hidden state, not a proven optimum. Its figures come from
-:func:`~tradezoo.backtest.simulate.simulate` with the dataset's own cost model
+:func:`~tradezoo.backtest.simulation.simulate` with the dataset's own cost model
 (:meth:`~tradezoo.backtest.costs.CostModel.for_source` of source ``"synthetic"``).
 
 Bar shapes (all markets): ``open`` is the log-price path at the bar's open, ``close`` at its
@@ -52,7 +52,7 @@ import pandas as pd
 from tradezoo.data.bars import finalize_bars
 
 if TYPE_CHECKING:
-    from tradezoo.backtest.simulate import BacktestResult
+    from tradezoo.backtest.simulation import BacktestResult
 
 SOURCE = "synthetic"
 """``attrs["source"]`` of every synthetic market (its cost model: ``CostModel.for_source``)."""
@@ -425,7 +425,7 @@ def filter_positions(*, use_dt: bool = True) -> pd.Series:
 def oracle_backtest(
     name: str, start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None
 ) -> BacktestResult:
-    """The oracle replayed through :func:`~tradezoo.backtest.simulate.simulate` on the bars
+    """The oracle replayed through :func:`~tradezoo.backtest.simulation.simulate` on the bars
     ``start .. end`` (inclusive; default all), with the dataset's cost model, fills at the next
     open. The result's benchmark is buy-and-hold on the same bars and costs."""
     return backtest_positions(name, oracle_positions(name), start, end)
@@ -440,7 +440,7 @@ def backtest_positions(
     """Replay ``positions`` (targets on the dataset's full index) on the bars ``start .. end``
     of dataset ``name`` through ``simulate``, with its default cost model."""
     from tradezoo.backtest.costs import CostModel
-    from tradezoo.backtest.simulate import simulate
+    from tradezoo.backtest.simulation import simulate
     from tradezoo.data.datasets import load_dataset
 
     bars = load_dataset(name).loc[start:end]

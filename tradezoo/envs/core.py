@@ -49,7 +49,7 @@ Episodes end with ``terminated=True`` when the account is liquidated or equity f
 ``episode_length`` steps or at the end of the split.
 
 Trades (a maximal run of bars holding a position of one sign, as in
-:func:`tradezoo.backtest.simulate.simulate`): P&L is the sum of the equity changes of the steps
+:func:`tradezoo.backtest.simulation.simulate`): P&L is the sum of the equity changes of the steps
 attributed to the trade, so it is net of every cost it caused; on a reversal the closing trade
 gets the old position's gap, the funding charged on it at the stamp (``fill="next_open"``) and
 the share ``|units_old| / |traded_units|`` of the fill's fee, spread and slippage, the opening
