@@ -331,10 +331,6 @@ def execute_step(
     liquidated_units = liquidation_price = zero
     liquidation_fee = liquidation_spread = liquidation_slippage = zero
     if liquidation:
-        # Equity after every cost of the step, before the bar moves the price.
-        equity_at_fill = equity + gap_pnl - fee - spread_cost - slippage_cost - funding_paid
-        if rates.borrow:
-            equity_at_fill = equity_at_fill - borrow_paid
         # Separate names and plain `if x is None` tests: numba prunes these branches.
         if high_next is None:
             high = _select(open_next < close_next, close_next, open_next)
@@ -344,22 +340,23 @@ def execute_step(
             low = _select(open_next < close_next, open_next, close_next)
         else:
             low = low_next
-        # Equity less the maintenance margin at the low and at the high: the adverse extreme
-        # gives the smaller (the low for a long, the high for a short), so one test covers
-        # both sides without selecting by side.
+        # Equity at a price p of the bar is new_equity + new_units * (p - close_next); less the
+        # maintenance margin at the low and at the high, the adverse extreme gives the smaller
+        # (the low for a long, the high for a short), so one test covers both sides.
         margin = rates.maintenance_margin * abs(new_units)
         hit = (new_units != 0.0) & (
-            (equity_at_fill + new_units * (low - reference) - margin * low <= 0.0)
-            | (equity_at_fill + new_units * (high - reference) - margin * high <= 0.0))
+            (new_equity + new_units * (low - close_next) - margin * low <= 0.0)
+            | (new_equity + new_units * (high - close_next) - margin * high <= 0.0))
         if not next_open:  # held from close[t], outside bar t+1's range
-            hit = hit | ((new_units != 0.0) & (equity_at_fill - margin * reference <= 0.0))
+            hit = hit | ((new_units != 0.0) & (
+                new_equity + new_units * (reference - close_next) - margin * reference <= 0.0))
         if _any(hit):  # skipped work: every account below would select its unliquidated value
             (new_units, new_equity, position_pnl, fee, spread_cost, slippage_cost,
              liquidated_units, liquidation_price, liquidation_fee, liquidation_spread,
              liquidation_slippage) = _liquidate(
                 hit, _sign(new_units), new_units, new_equity, position_pnl, fee, spread_cost,
-                slippage_cost, equity, equity_at_fill, gap_pnl, funding_paid, borrow_paid,
-                reference, open_next, range_frac, bar_notional, rates, zero)
+                slippage_cost, equity, gap_pnl, funding_paid, borrow_paid, reference,
+                open_next, range_frac, bar_notional, rates, zero)
     return StepFill(
         new_units,
         new_equity,
@@ -389,7 +386,6 @@ def _liquidate(
     spread_cost: Num,
     slippage_cost: Num,
     equity: Num,
-    equity_at_fill: Num,
     gap_pnl: Num,
     funding_paid: Num,
     borrow_paid: Num,
@@ -409,6 +405,10 @@ def _liquidate(
         liquidation_price, liquidation_fee, liquidation_spread_cost,
         liquidation_slippage_cost)``.
     """
+    # Equity after every cost of the step, before the bar moves the price.
+    equity_at_fill = equity + gap_pnl - fee - spread_cost - slippage_cost - funding_paid
+    if rates.borrow:
+        equity_at_fill = equity_at_fill - borrow_paid
     one = zero + 1.0
     owed = units * reference - equity_at_fill
     liq_price = owed / _select(hit, units * (1.0 - side * rates.maintenance_margin), one)

@@ -107,16 +107,14 @@ def _slippage_rate_compiled(traded_notional, range_frac, bar_notional, rates):
 
 @overload(execution._liquidate)
 def _liquidate_compiled(hit, side, units, equity_new, position_pnl, fee, spread_cost,
-                        slippage_cost, equity, equity_at_fill, gap_pnl, funding_paid,
-                        borrow_paid, reference, open_next, range_frac, bar_notional, rates,
-                        zero):
+                        slippage_cost, equity, gap_pnl, funding_paid, borrow_paid, reference,
+                        open_next, range_frac, bar_notional, rates, zero):
     def impl(hit, side, units, equity_new, position_pnl, fee, spread_cost, slippage_cost,
-             equity, equity_at_fill, gap_pnl, funding_paid, borrow_paid, reference, open_next,
-             range_frac, bar_notional, rates, zero):
+             equity, gap_pnl, funding_paid, borrow_paid, reference, open_next, range_frac,
+             bar_notional, rates, zero):
         return _liquidate_jit(hit, side, units, equity_new, position_pnl, fee, spread_cost,
-                              slippage_cost, equity, equity_at_fill, gap_pnl, funding_paid,
-                              borrow_paid, reference, open_next, range_frac, bar_notional,
-                              rates, zero)
+                              slippage_cost, equity, gap_pnl, funding_paid, borrow_paid,
+                              reference, open_next, range_frac, bar_notional, rates, zero)
     return impl
 
 
