@@ -15,11 +15,15 @@
 
 Training options come from the command's defaults, a YAML config file (``--config``), the
 flags and ``--set KEY=VALUE`` (later wins; see :mod:`tradezoo.agents.config`). Exit codes:
-0 done, 1 training diverged (non-finite loss), 2 bad input (the message names it; a run
-directory in use, or one that already holds a run without ``--resume-from``/``--overwrite``,
-is bad input), 3 a file or folder that cannot be written or read (the message names the path),
-130 interrupted. A training that stops early, for any reason, names the resumable checkpoint
-it saved.
+0 done; 1 training diverged (non-finite loss), or a defect (any exception that is not a
+:class:`~tradezoo.errors.TradezooError` or an ``OSError``: Python prints its traceback); 2 bad
+input (a ``TradezooError`` or a missing input file; the message names it; a run directory in
+use, or one that already holds a run without ``--resume-from``/``--overwrite``, is bad input);
+3 a file or folder that cannot be written or read (the message names the path); 130
+interrupted. Errors of exit codes 1 (divergence), 2 and 3 are one line, ``tradezoo: error:
+<message>``; ``TRADEZOO_DEBUG=1`` shows their traceback too. The training commands check the
+whole configuration, the architecture included, before they write anything. A training that
+stops early, for any reason, names the resumable checkpoint it saved.
 
 Run directories (:mod:`tradezoo.agents.rundir`): ``train supervised``, ``train ppo`` and
 ``run`` lock their directory for their lifetime (a second run into it fails at once), and
@@ -181,10 +185,13 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _options(command: str, args: argparse.Namespace,
              base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved options of ``command``, every setting checked (nothing written yet)."""
     from tradezoo.agents.config import resolve_options, torch_threads
+    from tradezoo.agents.run import check_options
 
     options = resolve_options(command, config_path=args.config, flags=_flags(args),
                               assignments=args.set or (), base=base)
+    check_options(options, command)
     threads = torch_threads(options["threads"])
     if threads is not None:
         import torch
@@ -265,7 +272,9 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
     from tradezoo.agents.rundir import claim_run_dir
 
     if args.init_from and args.resume_from:
-        raise ValueError("give --init-from (start from a supervised checkpoint) or --resume-from "
+        from tradezoo.errors import ConfigError
+
+        raise ConfigError("give --init-from (start from a supervised checkpoint) or --resume-from "
                          "(continue a PPO run), not both")
     checkpoint = args.init_from or args.resume_from
     base = _checkpoint_base(checkpoint, resume=bool(args.resume_from)) if checkpoint else None
@@ -333,7 +342,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:  # the metrics are printed above even when the files cannot be written
         write_backtest_files(outcome, args.out, tearsheet=args.tearsheet)
     except ImportError as exc:  # the optional quantstats of --tearsheet
-        raise ValueError(str(exc)) from None
+        from tradezoo.errors import ConfigError
+
+        raise ConfigError(str(exc)) from None
     console.print(f"wrote {outcome.json_path}")
     console.print(f"wrote {outcome.png_path}")
     if outcome.html_path is not None:
@@ -537,34 +548,47 @@ def _saved(exc: BaseException) -> str:
 
 def _os_error_line(exc: OSError) -> str:
     """One line naming the path of an ``OSError`` and the reason."""
-    from tradezoo.agents.rundir import OutputError
+    from tradezoo.errors import TradezooError
 
-    if isinstance(exc, OutputError) or not exc.filename:
+    if isinstance(exc, TradezooError) or not exc.filename:
         return str(exc)
     names = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
     return f"{names}: {exc.strerror or exc}"
 
 
+def _exit_code(exc: Exception) -> int:
+    """The error's own :attr:`~tradezoo.errors.TradezooError.exit_code`; for an
+    other ``OSError`` 2 (a missing input file: bad input) or 3 (cannot be written or read)."""
+    from tradezoo.errors import TradezooError
+
+    if isinstance(exc, TradezooError):
+        return exc.exit_code
+    return 2 if isinstance(exc, FileNotFoundError) else 3
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tradezoo`` console script."""
+    """Entry point of the ``tradezoo`` console script.
+
+    A :class:`~tradezoo.errors.TradezooError` (bad data, config, checkpoint, run directory,
+    an unwritable output) and an ``OSError`` (a missing input file, a permission refused, a
+    full disk, a network failure: the machine's state, not a defect) print one line
+    ``tradezoo: error: <message>``; any other exception is a defect and propagates with its
+    traceback (exit code 1). ``TRADEZOO_DEBUG=1`` re-raises the one-line errors as well.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from tradezoo.data.errors import DataError, SourceError
+    from tradezoo.errors import TradezooError
 
     debug = bool(os.environ.get("TRADEZOO_DEBUG"))  # show tracebacks instead of one line
     try:
         return int(args.handler(args))
-    except (DataError, SourceError, FileNotFoundError, ValueError, TypeError) as exc:
+    except (TradezooError, OSError) as exc:
         if debug:
             raise
-        print(f"tradezoo: error: {exc}{_saved(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a folder or file that cannot be written (or read)
-        if debug:
-            raise
-        print(f"tradezoo: error: {_os_error_line(exc)}{_saved(exc)}", file=sys.stderr)
-        return 3
+        line = _os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"tradezoo: error: {line}{_saved(exc)}", file=sys.stderr)
+        return _exit_code(exc)
     except KeyboardInterrupt as exc:
         # The trainers turn Ctrl-C into TrainingInterrupted after saving a checkpoint (and
         # say where); elsewhere there is nothing to save.
@@ -572,13 +596,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("tradezoo: interrupted" + (f"; resumable checkpoint: {where}" if where else ""),
               file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        from tradezoo.agents.supervised import NonFiniteLossError
-
-        if debug or not isinstance(exc, NonFiniteLossError):
-            raise
-        print(f"tradezoo: error: {exc}{_saved(exc)}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tradezoo.data.features import FeatureScaler, FeatureSpec
+from tradezoo.errors import TradezooError
 
 if TYPE_CHECKING:
     from tradezoo.agents.data import LabelSpec, PreparedData
@@ -113,7 +114,7 @@ MAX_SB3_DATA_BYTES = 64 * 1024 * 1024
 """Largest ``data`` entry of an SB3 zip that is read (a JSON record of a few kB)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TradezooError, ValueError):
     """A checkpoint that cannot be read or does not fit what the caller needs."""
 
 

@@ -258,11 +258,13 @@ def run_compare(options: Mapping[str, Any], *, command: str | None = None,
         stream: where progress lines go (default stdout).
 
     Raises:
-        ValueError, DataError: bad options or data; NonFiniteLossError: a diverging run;
+        ConfigError, DataError: bad options or data (raised before anything is written);
+        NonFiniteLossError: a diverging run;
         TrainingInterrupted: Ctrl-C.
     """
     from tradezoo.agents.ppo import evaluate_ppo, train_ppo
     from tradezoo.agents.run import (
+        check_options,
         ppo_config_from,
         prepare_from_options,
         supervised_config_from,
@@ -283,9 +285,10 @@ def run_compare(options: Mapping[str, Any], *, command: str | None = None,
     device = str(resolve_device(options["device"]))
     out = Path(options["out"]) if options.get("out") else Path("runs") / (
         f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    write_options(out, options)
+    check_options(options, "compare")  # bad options and data fail before anything is written
     data = prepare_from_options(options)
     supervised_cfg = supervised_config_from(options)
+    write_options(out, options)
     arch_config = dict(options.get("arch_config") or {})
     stages = {"supervised": 1, "ppo": 1, "both": 2}[mode]
     total = len(archs) * len(seeds) * stages

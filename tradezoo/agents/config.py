@@ -50,6 +50,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
+from tradezoo.errors import ConfigError
+
 __all__ = [
     "BUDGETS",
     "COMMANDS",
@@ -66,10 +68,6 @@ __all__ = [
 
 Command = Literal["train-supervised", "train-ppo", "run", "compare"]
 COMMANDS: tuple[str, ...] = ("train-supervised", "train-ppo", "run", "compare")
-
-
-class ConfigError(ValueError):
-    """A config file or option that cannot be used (names the source, the key, the rule)."""
 
 
 # ------------------------------------------------------------------------------ defaults

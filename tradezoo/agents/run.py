@@ -53,6 +53,7 @@ __all__ = [
     "CheckpointBacktest",
     "MainJobResult",
     "backtest_checkpoint",
+    "check_options",
     "checkpoint_options",
     "evaluate_checkpoint",
     "markdown_metrics_table",
@@ -173,6 +174,7 @@ def prepare_from_options(options: Mapping[str, Any]) -> PreparedData:
     labels, split fractions and costs."""
     from tradezoo.agents.config import ConfigError, cost_model
     from tradezoo.agents.data import prepare_data
+    from tradezoo.errors import TradezooError
 
     costs = cost_model(options.get("costs", "auto"))
     try:
@@ -184,13 +186,16 @@ def prepare_from_options(options: Mapping[str, Any]) -> PreparedData:
             split_fractions=tuple(options["split_fractions"]),
             costs=costs,
         )
-    except ValueError as exc:
+    except TradezooError:  # DataError: the bars break a data-model rule
+        raise
+    except (ValueError, TypeError) as exc:  # an argument check: an option it refuses
         if costs is None and "no default cost model" in str(exc):
             raise ConfigError(
                 f"data {options['data']!r}: its source has no default cost model; choose one "
                 "with --costs bybit-linear|equities|zero (or 'costs:' in the config file)"
             ) from None
-        raise
+        raise ConfigError(f"data {options['data']!r}: {exc}") from exc
+
 
 
 def _guess_data_source(path: Path, ckpt: Mapping[str, Any]) -> str | None:
@@ -483,6 +488,47 @@ def ppo_config_from(options: Mapping[str, Any], *, warm_start: bool) -> Any:
     return PPOConfig.from_dict(section)
 
 
+def check_options(options: Mapping[str, Any], command: str) -> None:
+    """Check every setting ``command`` needs before it writes anything: the architecture
+    name(s), their ``arch_config`` and the trainer configs its stages build.
+
+    Args:
+        options: resolved options (:func:`~tradezoo.agents.config.resolve_options`).
+        command: ``"train-supervised"``, ``"train-ppo"``, ``"run"`` or ``"compare"``.
+
+    Raises:
+        ConfigError: the first setting that breaks its rule (an unknown architecture lists
+            the valid names). The config constructors' ``ValueError``/``TypeError`` argument
+            checks are raised as ``ConfigError`` with the same message.
+    """
+    from tradezoo.errors import ConfigError
+    from tradezoo.policies.registry import make_config
+
+    if command == "compare":
+        archs = list(options["archs"])
+        mode = str(options["mode"])
+        stages = {"supervised": ("supervised",), "ppo": ("ppo",),
+                  "both": ("supervised", "ppo")}[mode]
+    else:
+        archs = [str(options["arch"])]
+        stages = {"train-supervised": ("supervised",), "train-ppo": ("ppo",),
+                  "run": ("supervised", "ppo")}[command]
+    warm = command == "run" or (command == "compare" and mode == "both") or (
+        command == "train-ppo" and options.get("init_from") is not None)
+    arch_config = dict(options.get("arch_config") or {})
+    try:
+        for arch in archs:
+            make_config(arch, **arch_config)
+        if "supervised" in stages:
+            supervised_config_from(options)
+        if "ppo" in stages:
+            ppo_config_from(options, warm_start=warm)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
                  overwrite: bool = False) -> MainJobResult:
     """Supervised pre-training, warm-started PPO and the test backtest (module docstring).
@@ -498,7 +544,7 @@ def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
         overwrite: replace a run the directory already holds (its files are deleted first).
 
     Raises:
-        ValueError, CheckpointError, DataError: bad options or data.
+        ConfigError, CheckpointError, DataError: bad options or data (before anything is written).
         RunDirectoryError: a bad name, a directory that holds a run, or one in use.
         OutputError: the run directory cannot be written.
         NonFiniteLossError: training diverged.
@@ -513,8 +559,7 @@ def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
     out = (Path(options["out"]) if options.get("out")
            else Path("runs") / validate_run_name(str(name or default_run_name(arch))))
     started = time.perf_counter()
-    supervised_config_from(options)  # bad options and data fail before anything is written
-    ppo_config_from(options, warm_start=True)
+    check_options(options, "run")  # bad options and data fail before anything is written
     data = prepare_from_options(options)
     seconds = {"prepare": time.perf_counter() - started}
     with claim_run_dir(out, overwrite=overwrite, resume_hint=False):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tradezoo.agents.config import ConfigError
+from tradezoo.errors import TradezooError
 
 __all__ = [
     "LOCK_NAME",
@@ -88,9 +89,11 @@ class RunDirectoryLocked(RunDirectoryError):
     """Another live process holds the run directory (or a run directory around it)."""
 
 
-class OutputError(OSError):
+class OutputError(TradezooError, OSError):
     """A file or directory that cannot be written; the message names the path and why
     (``errno`` and ``filename`` are those of the underlying error)."""
+
+    exit_code = 3
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "cannot write"

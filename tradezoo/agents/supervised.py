@@ -98,6 +98,7 @@ from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_ke
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
+from tradezoo.errors import TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
 from tradezoo.policies.registry import AUX_HEADS, get_architecture
 
@@ -405,9 +406,11 @@ def classification_report(
 # ------------------------------------------------------------------------------ training
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TradezooError, RuntimeError):
     """Training produced a NaN/inf loss or gradient norm (the message names step, arch and
     the last finite loss)."""
+
+    exit_code = 1
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -98,6 +98,7 @@ from tradezoo.data.errors import (
 )
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.validation import validate_bars
+from tradezoo.errors import ConfigError
 
 __all__ = [
     "BYBIT_INTERVALS",
@@ -170,9 +171,9 @@ def _to_utc(value: TimeLike, name: str) -> pd.Timestamp:
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}={value!r} is not a date/time pandas can parse ({exc})") from None
+        raise ConfigError(f"{name}={value!r} is not a date/time pandas can parse ({exc})") from None
     if pd.isna(stamp):
-        raise ValueError(f"{name}={value!r} is not a date/time (NaT)")
+        raise ConfigError(f"{name}={value!r} is not a date/time (NaT)")
     return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
 
 
@@ -208,7 +209,7 @@ def bybit_interval(interval: str | Interval) -> Interval:
         parsed.bybit_code  # noqa: B018 - raises ValueError when Bybit has no such interval
     except ValueError:
         canonical = " ".join(parse_interval(code).name for code in BYBIT_INTERVALS)
-        raise ValueError(
+        raise ConfigError(
             f"unknown Bybit kline interval {interval!r}: Bybit v5 supports the codes "
             f"{' '.join(BYBIT_INTERVALS)} (that is {canonical})"
         ) from None
@@ -217,14 +218,14 @@ def bybit_interval(interval: str | Interval) -> Interval:
 
 def _check_category(category: str, allowed: tuple[str, ...], what: str) -> None:
     if category not in allowed:
-        raise ValueError(
+        raise ConfigError(
             f"category={category!r} is not valid for Bybit {what}; use one of {list(allowed)}"
         )
 
 
 def _check_symbol(symbol: str) -> None:
     if not isinstance(symbol, str) or not symbol or symbol != symbol.strip():
-        raise ValueError(
+        raise ConfigError(
             f"symbol={symbol!r} must be a non-empty string without spaces, as Bybit spells it "
             "(e.g. 'BTCUSDT')"
         )
@@ -780,7 +781,7 @@ class BybitClient:
         _check_category(category, FUNDING_CATEGORIES, "funding history")
         lo, hi = _to_utc(start, "start"), _to_utc(end, "end")
         if hi < lo:
-            raise ValueError(f"start={lo} is after end={hi}")
+            raise ConfigError(f"start={lo} is after end={hi}")
         endpoint = "/v5/market/funding/history"
         lo_ms, end_ms = _ms(lo), _ms(hi)
         pages: list[pd.Series] = []
@@ -867,7 +868,7 @@ class BybitClient:
             raise ValueError(f"limit={limit!r} must be an integer in 1..{MAX_KLINE_LIMIT}")
         lo, hi = _to_utc(start, "start"), _to_utc(end, "end")
         if hi < lo:
-            raise ValueError(f"start={lo} is after end={hi}")
+            raise ConfigError(f"start={lo} is after end={hi}")
         local_now = _to_utc(now, "now") if now is not None else self.now()
         # No candle opens after "now": never ask for windows in the future.
         windows = kline_windows(lo, min(hi, local_now), parsed, limit)
@@ -1007,7 +1008,7 @@ def fetch_bybit(
         raise ValueError(f"cache={cache!r} must be True, False, None or a BarCache")
     lo, hi = _to_utc(start, "start"), _to_utc(end, "end")
     if hi < lo:
-        raise ValueError(f"start={lo} is after end={hi}")
+        raise ConfigError(f"start={lo} is after end={hi}")
     owns_client = client is None
     client = client if client is not None else BybitClient()
     at = _to_utc(now, "now") if now is not None else client.now()

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tradezoo.data.intervals import Interval, parse_interval
+from tradezoo.errors import TradezooError
 
 _META_KEY = b"tradezoo"
 _LOCK_DIR = ".locks"
@@ -204,8 +205,10 @@ class BarCache:
         return found
 
 
-class CacheCorruptError(OSError):
+class CacheCorruptError(TradezooError, OSError):
     """A cache file exists but cannot be read back."""
+
+    exit_code = 3
 
 
 def _json_safe(attrs: dict) -> dict:

@@ -80,6 +80,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tradezoo.data.errors import DataError
+from tradezoo.errors import TradezooError
 
 __all__ = [
     "DECOMP_EXTRA",
@@ -100,7 +101,7 @@ _CACHE_SUBDIR = "decompositions"
 _MIN_WINDOWS_PER_WORKER = 32
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(TradezooError, ImportError):
     """A decomposition group was asked for without the ``tradezoo[decomp]`` extra."""
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tradezoo.errors import TradezooError
 
-class DataError(ValueError):
+
+class DataError(TradezooError, ValueError):
     """Bars or a data file break a rule of the data model (see ``validate_bars``)."""
 
 
-class SourceError(RuntimeError):
+class SourceError(TradezooError, RuntimeError):
     """A data source (Bybit, Yahoo) failed or answered with something unusable."""
 
 

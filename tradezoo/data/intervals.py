@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tradezoo.errors import ConfigError
+
 _MINUTES_TO_CANONICAL: dict[int, str] = {
     1: "1m",
     2: "2m",
@@ -74,7 +76,7 @@ class Interval:
         try:
             return _BYBIT_CODES[self.name]
         except KeyError:
-            raise ValueError(
+            raise ConfigError(
                 f"interval {self.name!r} has no Bybit kline code; Bybit supports "
                 f"{sorted(_BYBIT_CODES, key=_sort_key)}"
             ) from None
@@ -110,17 +112,18 @@ def parse_interval(value: str | Interval) -> Interval:
     else:
         match = re.fullmatch(r"(\d*)\s*([A-Za-z]+)", text)
         if not match:
-            raise ValueError(f"cannot parse interval {value!r}; use e.g. '1h', '15m', '1d' or '60'")
+            raise ConfigError(
+                f"cannot parse interval {value!r}; use e.g. '1h', '15m', '1d' or '60'")
         count = int(match.group(1) or 1)
         unit = match.group(2).lower()
         if unit not in _UNIT_MINUTES:
-            raise ValueError(
+            raise ConfigError(
                 f"cannot parse interval {value!r}: unknown unit {match.group(2)!r} "
                 "(use m/min, h, d, w or M)"
             )
         minutes = count * _UNIT_MINUTES[unit]
     if minutes <= 0:
-        raise ValueError(f"interval {value!r} must be positive")
+        raise ConfigError(f"interval {value!r} must be positive")
     name = _MINUTES_TO_CANONICAL.get(minutes)
     if name is None:
         name = f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"

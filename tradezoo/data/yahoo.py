@@ -76,6 +76,7 @@ from tradezoo.data.cache import BarCache, CacheKey, cached_fetch, uncached_fetch
 from tradezoo.data.errors import DataError, RateLimitedError, YahooDataError
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.validation import Repair, validate_bars
+from tradezoo.errors import ConfigError
 
 NaNRows = Literal["raise", "drop"]
 TimeLike = str | _dt.date | _dt.datetime | pd.Timestamp
@@ -143,7 +144,7 @@ def yahoo_interval(interval: str | Interval) -> tuple[Interval, str]:
     supported = ", ".join(f"{name} ({code})" for name, code in YF_INTERVAL_CODES.items())
     text = str(interval).strip()
     if text.lower() in ("5d", "3mo"):
-        raise ValueError(
+        raise ConfigError(
             f"Yahoo interval {text!r} is not supported: its bars have no fixed calendar "
             "alignment that tradezoo can validate (yfinance itself calls '5d' nonsense); fetch "
             f"'1d' bars and resample instead. Supported intervals (yfinance code): {supported}"
@@ -151,13 +152,13 @@ def yahoo_interval(interval: str | Interval) -> tuple[Interval, str]:
     try:
         parsed = parse_interval(interval)
     except ValueError as exc:
-        raise ValueError(
+        raise ConfigError(
             f"unsupported Yahoo interval {interval!r} ({exc}); supported intervals "
             f"(yfinance code): {supported}"
         ) from None
     code = YF_INTERVAL_CODES.get(parsed.name)
     if code is None:
-        raise ValueError(
+        raise ConfigError(
             f"unsupported Yahoo interval {interval!r} (= {parsed.name}): Yahoo serves only "
             f"{supported}"
         )
@@ -304,7 +305,7 @@ def fetch_yahoo(
     lo, lo_naive = _bound(start, zone, "start")
     hi, hi_naive = _bound(end, zone, "end")
     if hi < lo:
-        raise ValueError(f"{symbol}: end={end!r} ({hi}) is before start={start!r} ({lo})")
+        raise ConfigError(f"{symbol}: end={end!r} ({hi}) is before start={start!r} ({lo})")
     now_utc = _now(now)
     download = partial(
         _download,
@@ -739,7 +740,7 @@ def _import_yfinance() -> ModuleType:
 
 def _check_ticker(ticker: object) -> str:
     if not isinstance(ticker, str) or not ticker.strip():
-        raise ValueError(f"ticker must be a non-empty string like 'SPY', got {ticker!r}")
+        raise ConfigError(f"ticker must be a non-empty string like 'SPY', got {ticker!r}")
     return ticker.strip().upper()
 
 
@@ -761,9 +762,9 @@ def _bound(value: TimeLike, zone: str, name: str) -> tuple[pd.Timestamp, bool]:
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}={value!r} is not a date or timestamp") from exc
+        raise ConfigError(f"{name}={value!r} is not a date or timestamp") from exc
     if stamp is pd.NaT or pd.isna(stamp):
-        raise ValueError(f"{name}={value!r} is not a date or timestamp")
+        raise ConfigError(f"{name}={value!r} is not a date or timestamp")
     if stamp.tz is not None:
         return stamp.tz_convert("UTC"), False
     try:

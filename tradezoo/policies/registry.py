@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tradezoo.errors import ConfigError
 from tradezoo.policies.base import Backbone, BackboneConfig
 
 if TYPE_CHECKING:
@@ -282,9 +283,10 @@ def unknown_architecture_message(name: object) -> str:
 
 
 def get_architecture(name: str) -> Architecture:
-    """The registry entry for ``name`` (``ValueError`` listing valid names if unknown)."""
+    """The registry entry for ``name`` (a :class:`~tradezoo.errors.ConfigError`, also a
+    ``ValueError``, listing the valid names if unknown)."""
     if name not in ARCHITECTURES:
-        raise ValueError(unknown_architecture_message(name))
+        raise ConfigError(unknown_architecture_message(name))
     return ARCHITECTURES[name]
 
 

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from tradezoo.errors import ConfigError
 from tradezoo.policies.base import BackboneConfig
 from tradezoo.policies.registry import make_config
 
@@ -31,7 +32,7 @@ MAX_PARAMETERS = 1_000_000_000
 """Largest model (backbone + heads, parameters and position tables) tradezoo builds."""
 
 
-class ModelTooLargeError(ValueError):
+class ModelTooLargeError(ConfigError):
     """A config whose model would exceed :data:`MAX_PARAMETERS`."""
 
 

@@ -74,6 +74,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from tradezoo.errors import TradezooError
+
 __all__ = [
     "KERNEL_SIGNATURES",
     "NativeBuildError",
@@ -123,7 +125,7 @@ _WARNED: set[tuple[str, str]] = set()  # (path, rule) pairs already warned about
 _PINNED_FDS: list[int] = []
 
 
-class NativeBuildError(RuntimeError):
+class NativeBuildError(TradezooError, RuntimeError):
     """A native kernel could not be built or loaded (the message says why)."""
 
 
