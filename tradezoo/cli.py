@@ -43,9 +43,12 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradezoo import __version__
+
+if TYPE_CHECKING:
+    from tradezoo.agents.config import TrainingOptions
 
 
 def _console():  # rich is imported lazily: the parser alone must be cheap
@@ -184,15 +187,17 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _options(command: str, args: argparse.Namespace,
-             base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The resolved options of ``command``, every setting checked (nothing written yet)."""
-    from tradezoo.agents.config import resolve_options, torch_threads
+             base: dict[str, Any] | None = None) -> TrainingOptions:
+    """The typed options of ``command`` (built once here and handed to the jobs), every
+    setting checked (nothing written yet)."""
+    from tradezoo.agents.config import resolve_options, torch_threads, training_options
     from tradezoo.agents.run import check_options
 
-    options = resolve_options(command, config_path=args.config, flags=_flags(args),
-                              assignments=args.set or (), base=base)
-    check_options(options, command)
-    threads = torch_threads(options["threads"])
+    options = training_options(command, resolve_options(
+        command, config_path=args.config, flags=_flags(args), assignments=args.set or (),
+        base=base))
+    check_options(options)
+    threads = torch_threads(options.threads)
     if threads is not None:
         import torch
 
@@ -229,30 +234,27 @@ def _checkpoint_base(path: str, *, resume: bool) -> dict[str, Any]:
 
 
 def _cmd_train_supervised(args: argparse.Namespace) -> int:
-    from tradezoo.agents.run import prepare_from_options, supervised_config_from, write_options
+    from tradezoo.agents.run import prepare_from_options, write_options
     from tradezoo.agents.rundir import claim_run_dir
     from tradezoo.agents.supervised import evaluate_supervised, train_supervised
 
     base = _checkpoint_base(args.resume_from, resume=True) if args.resume_from else None
     options = _options("train-supervised", args, base)
-    arch = options["arch"]
-    resume = options.get("resume_from")
+    arch, resume = options.arch, options.resume_from
     default_out = Path(resume).parent if resume else Path("runs") / f"supervised-{arch}-{_stamp()}"
-    out = Path(options["out"] or default_out)
-    config = supervised_config_from(options)
+    out = Path(options.out or default_out)
     data = prepare_from_options(options)
-    if options.get("resume_from"):  # a mismatch is an error before anything is written
+    if resume:  # a mismatch is an error before anything is written
         from tradezoo.agents.checkpoint import load_checkpoint
 
-        load_checkpoint(options["resume_from"], expect_arch=arch,
-                        expect_feature_spec=data.feature_spec, expect_kind="supervised")
+        load_checkpoint(resume, expect_arch=arch, expect_feature_spec=data.feature_spec,
+                        expect_kind="supervised")
     with claim_run_dir(out, resume_from=resume, overwrite=args.overwrite):
         write_options(out, options)
-        print(f"tradezoo train supervised: {arch} on {options['data']}; run directory {out}")
+        print(f"tradezoo train supervised: {arch} on {options.data}; run directory {out}")
         result = train_supervised(
-            data, arch, config=config, arch_config=dict(options["arch_config"]), out_dir=out,
-            seed=int(options["seed"]), device=options["device"],
-            resume_from=options.get("resume_from"),
+            data, arch, config=options.supervised, arch_config=dict(options.arch_config),
+            out_dir=out, seed=options.seed, device=options.device, resume_from=resume,
         )
         evaluation = evaluate_supervised(result.model, data, "val", device=result.device)
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.steps} steps in "
@@ -267,8 +269,8 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
-    from tradezoo.agents.ppo import evaluate_ppo, train_ppo
-    from tradezoo.agents.run import ppo_config_from, prepare_from_options, write_options
+    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
+    from tradezoo.agents.run import prepare_from_options, write_options
     from tradezoo.agents.rundir import claim_run_dir
 
     if args.init_from and args.resume_from:
@@ -279,15 +281,14 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
     checkpoint = args.init_from or args.resume_from
     base = _checkpoint_base(checkpoint, resume=bool(args.resume_from)) if checkpoint else None
     options = _options("train-ppo", args, base)
-    arch = options["arch"]
-    warm = options.get("init_from") is not None
+    arch = options.arch
+    warm = options.init_from is not None
     default_out = Path("runs") / f"ppo-{arch}-{_stamp()}"
-    if options.get("resume_from"):  # continue in the run's own directory
-        default_out = Path(options["resume_from"]).parent
+    if options.resume_from:  # continue in the run's own directory
+        default_out = Path(options.resume_from).parent
         if default_out.name == "checkpoints":
             default_out = default_out.parent
-    out = Path(options["out"] or default_out)
-    config = ppo_config_from(options, warm_start=warm)
+    out = Path(options.out or default_out)
     data = prepare_from_options(options)
     if checkpoint:  # a mismatch is an error before anything is written
         from tradezoo.agents.checkpoint import load_checkpoint
@@ -298,18 +299,19 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
                                expect_arch=arch, expect_feature_spec=data.feature_spec,
                                expect_kind="supervised" if warm else "ppo")
         _check_checkpoint_fits(ckpt, data)  # window, feature count, scaler
-    with claim_run_dir(out, resume_from=options.get("resume_from"), overwrite=args.overwrite):
+    with claim_run_dir(out, resume_from=options.resume_from, overwrite=args.overwrite):
         write_options(out, options)
-        print(f"tradezoo train ppo: {arch} on {options['data']}"
-              f"{' warm-started from ' + str(options['init_from']) if warm else ''}; run "
+        print(f"tradezoo train ppo: {arch} on {options.data}"
+              f"{' warm-started from ' + str(options.init_from) if warm else ''}; run "
               f"directory {out}")
         result = train_ppo(
-            data, arch, config=config, out_dir=out, seed=int(options["seed"]),
-            device=options["device"], init_from=options.get("init_from"),
-            resume_from=options.get("resume_from"), progress=bool(options["progress"]),
+            data, arch, config=options.ppo, out_dir=out, seed=options.seed,
+            device=options.device, init_from=options.init_from,
+            resume_from=options.resume_from, progress=options.progress,
         )
         chosen = result.best_model or result.final_model
-        evaluation = evaluate_ppo(chosen, data, "val", device=result.device)
+        evaluation = evaluate_ppo(load_ppo_policy(chosen, device=result.device), data, "val",
+                                  device=result.device)
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.num_timesteps:,} timesteps in "
           f"{result.train_seconds:.1f} s on {result.device}")
     print(f"validation split ({chosen.name}; the test split is for `tradezoo backtest`):")
@@ -408,7 +410,14 @@ def _add_overwrite(parser: argparse.ArgumentParser, *, resume: bool = True) -> N
              "supervised/, ppo/) are deleted first; other files are kept")
 
 
+_BUDGET_HELP = ("a named overlay on the trainers' defaults (docs/training.md): smoke, tiny, "
+                "small, default (the main job's budget: the SupervisedConfig and PPOConfig "
+                "defaults themselves, 8 epochs and 100,352 PPO timesteps) or large (GPU); "
+                "--epochs, --timesteps and --set override it")
+
+
 def _add_budget_flags(parser: argparse.ArgumentParser, *, epochs: bool, timesteps: bool) -> None:
+    parser.add_argument("--budget", help=_BUDGET_HELP)
     if epochs:
         parser.add_argument("--epochs", type=int, help="supervised epochs (supervised.epochs)")
     if timesteps:
@@ -518,9 +527,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="supervised, ppo (from scratch) or both (PPO warm-started from "
                               "the classifier; default)")
     compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
-    compare.add_argument("--budget",
-                         help="smoke, tiny, small, default (default) or large (GPU); "
-                              "see docs/training.md")
     _add_budget_flags(compare, epochs=True, timesteps=True)
     compare.set_defaults(handler=_cmd_compare)
 
@@ -528,9 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="the main job: supervised pre-training, PPO warm start, test backtest",
         description="On the bundled BTCUSDT 1h bars: supervised pre-training, PPO "
                     "warm-started from it, the backtest on the test split. Writes runs/<name>/ "
-                    "(logs, checkpoints, report.md, equity.png). The defaults (gru, 8 epochs, "
-                    "100k PPO timesteps) take a few minutes on a 2-core CPU; scale up with "
-                    "flags, e.g. --arch mamba --epochs 30 --timesteps 2000000 --device cuda.")
+                    "(logs, checkpoints, report.md, equity.png). The defaults (gru, budget "
+                    "'default': 8 epochs, 100,352 PPO timesteps) take a few minutes on a 2-core "
+                    "CPU; scale up with --budget large or flags, e.g. --arch mamba --epochs 30 "
+                    "--timesteps 2000000 --device cuda.")
     _add_common(run)
     _add_budget_flags(run, epochs=True, timesteps=True)
     run.add_argument("--name", help="run name: the directory runs/<name>, one plain folder "

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "train_ppo": "ppo",
     "evaluate_ppo": "ppo",
     "load_ppo_policy": "ppo",
+    "LoadedPPOPolicy": "ppo",
     # checkpoints
     "CheckpointError": "checkpoint",
     "load_checkpoint": "checkpoint",
@@ -37,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "config",
     "read_config_file": "config",
     "resolve_options": "config",
+    "TrainingOptions": "config",
+    "training_options": "config",
     "backtest_checkpoint": "run",
     "run_main_job": "run",
     "run_compare": "compare",

@@ -78,6 +78,7 @@ __all__ = [
     "KIND_KEYS",
     "SB3_ZIP_ENTRIES",
     "CheckpointError",
+    "check_feature_spec",
     "check_model_fits_limit",
     "data_payload",
     "feature_spec_from_checkpoint",
@@ -433,23 +434,30 @@ def load_checkpoint(
             f"{payload['arch']!r}, expected {expect_arch!r}"
         )
     if expect_feature_spec is not None:
-        expected = (
-            expect_feature_spec.to_dict()
-            if isinstance(expect_feature_spec, FeatureSpec)
-            else FeatureSpec.from_dict(expect_feature_spec).to_dict()
-        )
-        try:
-            saved = FeatureSpec.from_dict(payload["feature_spec"]).to_dict()
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint {path}: malformed feature_spec: {exc}") from exc
-        differences = _spec_differences(saved, expected)
-        if differences:
-            raise CheckpointError(
-                f"checkpoint {path}: feature spec mismatch ({'; '.join(differences)}); the "
-                "model was trained on other features"
-            )
+        check_feature_spec(payload, expect_feature_spec, str(path))
     payload["path"] = str(path)
     return payload
+
+
+def check_feature_spec(payload: Mapping[str, Any], expected: FeatureSpec | Mapping[str, Any],
+                       where: str) -> None:
+    """The feature spec a checkpoint was trained on must equal ``expected`` (the caller's data).
+
+    Raises:
+        CheckpointError: a malformed saved spec, or a mismatch listing the differing fields.
+    """
+    wanted = (expected.to_dict() if isinstance(expected, FeatureSpec)
+              else FeatureSpec.from_dict(expected).to_dict())
+    try:
+        saved = FeatureSpec.from_dict(payload["feature_spec"]).to_dict()
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {where}: malformed feature_spec: {exc}") from exc
+    differences = _spec_differences(saved, wanted)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {where}: feature spec mismatch ({'; '.join(differences)}); the "
+            "model was trained on other features"
+        )
 
 
 # ------------------------------------------------------------------------------ PPO pairs

@@ -35,12 +35,15 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from tradezoo.agents.config import TrainingOptions
 
 __all__ = [
     "LEADERBOARD_METRICS",
@@ -248,12 +251,12 @@ class CompareResult:
     seconds: float
 
 
-def run_compare(options: Mapping[str, Any], *, command: str | None = None,
+def run_compare(options: TrainingOptions, *, command: str | None = None,
                 stream: IO[str] | None = None) -> CompareResult:
-    """Train and grade every architecture of ``options["archs"]`` (module docstring).
+    """Train and grade every architecture of ``options.archs`` (module docstring).
 
     Args:
-        options: resolved ``compare`` options (:func:`~tradezoo.agents.config.resolve_options`).
+        options: the ``compare`` options (:func:`~tradezoo.agents.config.training_options`).
         command: the command line to print in ``leaderboard.md`` (reproducibility).
         stream: where progress lines go (default stdout).
 
@@ -262,14 +265,8 @@ def run_compare(options: Mapping[str, Any], *, command: str | None = None,
         NonFiniteLossError: a diverging run;
         TrainingInterrupted: Ctrl-C.
     """
-    from tradezoo.agents.ppo import evaluate_ppo, train_ppo
-    from tradezoo.agents.run import (
-        check_options,
-        ppo_config_from,
-        prepare_from_options,
-        supervised_config_from,
-        write_options,
-    )
+    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
+    from tradezoo.agents.run import check_options, prepare_from_options, write_options
     from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
     from tradezoo.agents.tensorboard import tensorboard_command
 
@@ -279,21 +276,21 @@ def run_compare(options: Mapping[str, Any], *, command: str | None = None,
         print(text, file=out_stream, flush=True)
 
     started = time.perf_counter()
-    archs: list[str] = list(options["archs"])
-    mode = str(options["mode"])
-    seeds = [int(options["seed"]) + k for k in range(int(options["seeds"]))]
-    device = str(resolve_device(options["device"]))
-    out = Path(options["out"]) if options.get("out") else Path("runs") / (
+    archs, mode = list(options.archs), options.mode
+    seeds = [options.seed + k for k in range(options.seeds)]
+    device = str(resolve_device(options.device))
+    out = Path(options.out) if options.out else Path("runs") / (
         f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_options(options, "compare")  # bad options and data fail before anything is written
+    check_options(options)  # bad options and data fail before anything is written
     data = prepare_from_options(options)
-    supervised_cfg = supervised_config_from(options)
+    supervised_cfg, ppo_cfg = options.supervised, options.ppo
+    assert supervised_cfg is not None and ppo_cfg is not None
     write_options(out, options)
-    arch_config = dict(options.get("arch_config") or {})
+    arch_config = dict(options.arch_config)
     stages = {"supervised": 1, "ppo": 1, "both": 2}[mode]
     total = len(archs) * len(seeds) * stages
     say(f"tradezoo compare: {len(archs)} architecture(s) x {len(seeds)} seed(s), mode {mode}, "
-        f"budget {options.get('budget')}, device {device}: {total} training runs")
+        f"budget {options.budget}, device {device}: {total} training runs")
     say(f"output: {out}; TensorBoard: {tensorboard_command(out)}")
     records: list[RunRecord] = []
     job = 0
@@ -318,24 +315,24 @@ def run_compare(options: Mapping[str, Any], *, command: str | None = None,
                 warm = checkpoint is not None
                 label = "ppo (warm start)" if warm else "ppo"
                 say(f"[{job}/{total}] {arch} seed {seed}: {label}")
-                cfg = ppo_config_from(options, warm_start=warm)
-                if warm:
-                    cfg.arch_config = {}
+                # A warm start takes the architecture's config from the checkpoint.
+                cfg = replace(ppo_cfg, arch_config={}) if warm else ppo_cfg
                 ppo = train_ppo(data, arch, config=cfg, out_dir=run_dir / "ppo", seed=seed,
                                 device=device, init_from=checkpoint,
-                                progress=bool(options.get("progress", True)), verbose=False)
+                                progress=options.progress, verbose=False)
                 chosen = ppo.best_model or ppo.final_model
-                evaluation_ppo = evaluate_ppo(chosen, data, "test", device=device)
+                evaluation_ppo = evaluate_ppo(load_ppo_policy(chosen, device=device), data,
+                                              "test", device=device)
                 records.append(_record(arch, label, seed, evaluation_ppo.backtest, None,
                                        ppo.train_seconds, ppo.n_parameters))
                 say(f"      {_brief(records[-1])}")
     first, last = data.boundaries["test"]
     notes = [
         f"Command: `{command}`" if command else "",
-        f"Data `{options['data']}`, window {data.window}, test split {first} .. {last} "
+        f"Data `{options.data}`, window {data.window}, test split {first} .. {last} "
         f"({len(records[0].equity) - 1} bars), split fractions {list(data.split_fractions)}; "
-        f"budget `{options.get('budget')}` (supervised epochs {supervised_cfg.epochs}, PPO "
-        f"timesteps {ppo_config_from(options, warm_start=True).timesteps:,}); seeds {seeds}; "
+        f"budget `{options.budget}` (supervised epochs {supervised_cfg.epochs}, PPO "
+        f"timesteps {ppo_cfg.timesteps:,}); seeds {seeds}; "
         f"device {device}.",
         "Metrics on the test split with the dataset's costs (fills at the next open); mean ± "
         "sample std over seeds; ranked by mean Sharpe. train_s: seconds of that row's own "

@@ -4,12 +4,24 @@ Every training command (``train supervised``, ``train ppo``, ``run``, ``compare`
 one nested dict of options, in layers, each overriding the one before key by key (sections
 such as ``supervised:`` are merged field by field)::
 
-    COMMAND_DEFAULTS[command]         the command's defaults (below)
+    the dataclass defaults            TrainingOptions (top level), SupervisedConfig and
+                                      PPOConfig (sections): the only defaults
     checkpoint-derived options        ``train ppo --init-from``: the checkpoint's window,
                                       features, labels, splits, costs, architecture
-    BUDGETS[budget]                   ``compare --budget`` presets (epochs, timesteps)
+    COMMAND_PRESETS[command]          the command's recipe (``run`` and ``compare``: PPO
+                                      lr 1e-4 for fine-tuning; ``run``: frozen backbone for
+                                      the first 2 PPO updates; ``compare``: no periodic
+                                      checkpoints)
+    BUDGETS[budget]                   ``--budget`` overlays (epochs, timesteps); ``default``
+                                      is none: the dataclass defaults are the main job's
     the YAML file of --config         (JSON is YAML too: a saved ``config.json`` works)
     the flags, then --set KEY=VALUE   ``--epochs 3`` = ``--set supervised.epochs=3``
+
+:func:`resolve_options` returns that nested dict; :func:`training_options` turns it into a
+typed :class:`TrainingOptions` (the sections become ``SupervisedConfig`` and ``PPOConfig``),
+which the CLI builds once and hands to the jobs. So ``tradezoo train ppo`` and ``tradezoo train
+supervised`` with no flags train ``PPOConfig()`` and ``SupervisedConfig()``, as
+``train_ppo(data, arch)`` and ``train_supervised(data, arch, ...)`` do.
 
 A config file looks like::
 
@@ -46,23 +58,30 @@ import copy
 import json
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tradezoo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tradezoo.agents.ppo import PPOConfig
+    from tradezoo.agents.supervised import SupervisedConfig
 
 __all__ = [
     "BUDGETS",
     "COMMANDS",
-    "COMMAND_DEFAULTS",
+    "COMMAND_PRESETS",
     "ConfigError",
+    "TrainingOptions",
+    "command_defaults",
     "cost_model",
     "parse_archs",
     "parse_assignment",
     "read_config_file",
     "resolve_options",
     "torch_threads",
+    "training_options",
     "valid_keys",
 ]
 
@@ -72,61 +91,107 @@ COMMANDS: tuple[str, ...] = ("train-supervised", "train-ppo", "run", "compare")
 
 # ------------------------------------------------------------------------------ defaults
 
-_COMMON: dict[str, Any] = {
-    "data": "bybit-btcusdt-1h",
-    "arch": "gru",
-    "seed": 0,
-    "device": "auto",
-    "out": None,
-    "window": 64,
-    "costs": "auto",
-    "arch_config": {},
-    "features": {},
-    "labels": {},
-    "split_fractions": [0.7, 0.15, 0.15],
-    "progress": True,
-    "threads": "auto",
-}
 
-# The main job's budget (``tradezoo run`` defaults, ``compare --budget default``): with the
-# default gru (d_model 64) it took 188-231 s of wall time on a shared 2-core CPU (load
-# average 1.4-2.5), inside the 10-minute bound with room for a busier machine. gru because it
-# is the fastest zoo backbone per step on a CPU (fused GRU kernel): cfc measured ~1.6x slower
-# in PPO and ~1.7x slower in supervised epochs at the same width.
-_SUPERVISED_DEFAULT: dict[str, Any] = {
-    "epochs": 8,
-    "batch_size": 256,
-    "lr": 1e-3,
-    "patience": 3,
-}
-_PPO_DEFAULT: dict[str, Any] = {
-    "timesteps": 100_352,  # 49 rollouts of 8 envs x 256 steps
-    "n_envs": 8,
-    "n_steps": 256,
-    "batch_size": 256,
-    "n_epochs": 4,
-    "lr": 1e-4,  # a warm start should be fine-tuned, not overwritten
-    "eval_freq": 20_480,
-    "checkpoint_freq": 51_200,
-}
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The resolved options of a training command, typed: what the CLI builds once (from the
+    layers of :func:`resolve_options`, with :func:`training_options`) and hands to the jobs
+    (:func:`~tradezoo.agents.run.run_main_job`, :func:`~tradezoo.agents.compare.run_compare`,
+    the ``train`` commands).
 
-COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "train-supervised": {**_COMMON, "supervised": dict(_SUPERVISED_DEFAULT),
-                         "resume_from": None},
-    "train-ppo": {**_COMMON, "ppo": dict(_PPO_DEFAULT), "init_from": None, "resume_from": None},
-    "run": {**_COMMON, "name": None, "supervised": dict(_SUPERVISED_DEFAULT),
-            "ppo": {**_PPO_DEFAULT, "freeze_backbone_updates": 2}},
-    "compare": {
-        **{k: v for k, v in _COMMON.items() if k != "arch"},
-        "archs": "all",
-        "mode": "both",
-        "seeds": 1,
-        "budget": "default",
-        "supervised": dict(_SUPERVISED_DEFAULT),
-        "ppo": {**_PPO_DEFAULT, "checkpoint_freq": 0},
-    },
+    The field defaults here are the top-level defaults of every command; the trainers'
+    defaults are those of :class:`~tradezoo.agents.supervised.SupervisedConfig` and
+    :class:`~tradezoo.agents.ppo.PPOConfig`, with a :data:`BUDGETS` overlay on top.
+
+    Attributes:
+        command: one of :data:`COMMANDS`.
+        data: a bundled dataset name or a CSV/Parquet bars file.
+        arch: the architecture (registry name); ``compare`` trains :attr:`archs` instead.
+        seed: the seed (``compare``: the first of :attr:`seeds` seeds).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+        out: the run directory; ``None``: the command's own under ``runs/``.
+        window: bars per observation (both trainers).
+        costs: ``auto`` (the data source's), ``bybit-linear``, ``equities``, ``zero`` or a
+            mapping of CostModel fields.
+        arch_config: the architecture's config fields (both trainers).
+        features: FeatureSpec fields; labels: LabelSpec fields.
+        split_fractions: train, validation and test fractions.
+        progress: progress bars.
+        threads: torch CPU threads, ``auto`` (:func:`torch_threads`) or a number.
+        budget: the name of the :data:`BUDGETS` overlay applied.
+        supervised: the :class:`~tradezoo.agents.supervised.SupervisedConfig` (commands that
+            train a classifier; else ``None``).
+        ppo: the :class:`~tradezoo.agents.ppo.PPOConfig` (commands that train PPO; its
+            ``arch_config`` is the top-level one and its ``window`` is left to the data).
+        init_from, resume_from: ``train ppo --init-from``, ``train * --resume-from``.
+        name: ``run --name``.
+        archs, mode, seeds: ``compare``'s architectures (``"all"`` or names; a tuple of
+            names once resolved), mode and number of seeds.
+    """
+
+    command: str = "run"
+    data: str = "bybit-btcusdt-1h"
+    arch: str = "gru"
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    window: int = 64
+    costs: str | Mapping[str, Any] = "auto"
+    arch_config: Mapping[str, Any] = field(default_factory=dict)
+    features: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    progress: bool = True
+    threads: str | int = "auto"
+    budget: str = "default"
+    supervised: SupervisedConfig | None = None
+    ppo: PPOConfig | None = None
+    init_from: str | None = None
+    resume_from: str | None = None
+    name: str | None = None
+    archs: str | tuple[str, ...] = "all"
+    mode: str = "both"
+    seeds: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a valid config file of :attr:`command` (what ``config.json``
+        holds; sections as their dataclasses' dicts)."""
+        out: dict[str, Any] = {}
+        for key in _COMMAND_KEYS[self.command]:
+            value = getattr(self, key)
+            if key == "supervised":
+                value = value.to_dict()
+            elif key == "ppo":
+                value = {k: v for k, v in value.to_dict().items() if k not in _PPO_TOP_LEVEL}
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = copy.deepcopy(dict(value))
+            out[key] = value
+        return out
+
+
+_TOP_LEVEL = ("data", "arch", "seed", "device", "out", "window", "costs", "arch_config",
+              "features", "labels", "split_fractions", "progress", "threads", "budget")
+_COMMAND_KEYS: dict[str, tuple[str, ...]] = {
+    "train-supervised": (*_TOP_LEVEL, "supervised", "resume_from"),
+    "train-ppo": (*_TOP_LEVEL, "ppo", "init_from", "resume_from"),
+    "run": (*_TOP_LEVEL, "name", "supervised", "ppo"),
+    "compare": (*(k for k in _TOP_LEVEL if k != "arch"), "archs", "mode", "seeds",
+                "supervised", "ppo"),
 }
-"""Each command's defaults; their keys are the command's valid top-level keys."""
+"""Each command's valid top-level keys."""
+
+_WARM_START_LR = 1e-4  # below SB3's 3e-4 (PPOConfig.lr): a warm start is fine-tuned, not
+# overwritten; compare uses it for every PPO row so its rows differ only by the start
+COMMAND_PRESETS: dict[str, dict[str, Any]] = {
+    # the fresh value head of a warm start must not push large gradients through the
+    # pretrained backbone at first: the backbone stays frozen for 2 updates
+    "run": {"ppo": {"lr": _WARM_START_LR, "freeze_backbone_updates": 2}},
+    # dozens of runs: only the best and final models are kept
+    "compare": {"ppo": {"lr": _WARM_START_LR, "checkpoint_freq": 0}},
+}
+"""What a command sets over the dataclass defaults, under the budget (its recipe)."""
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {  # seconds per architecture: checks the pipeline, measures nothing
@@ -143,16 +208,20 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "supervised": {"epochs": 4},
         "ppo": {"timesteps": 40_960, "eval_freq": 20_480},
     },
-    "default": {  # the `tradezoo run` budget
-        "supervised": {"epochs": 8},
-        "ppo": {"timesteps": 100_352, "eval_freq": 20_480},
-    },
+    # The main job's budget (every command's default): the SupervisedConfig and PPOConfig
+    # defaults themselves. With the default gru (d_model 64) `tradezoo run` took 188-231 s of
+    # wall time on a shared 2-core CPU (load average 1.4-2.5), inside the 10-minute bound
+    # with room for a busier machine. gru because it is the fastest zoo backbone per step on
+    # a CPU (fused GRU kernel): cfc measured ~1.6x slower in PPO and ~1.7x slower in
+    # supervised epochs at the same width.
+    "default": {},
     "large": {  # meant for a GPU
         "supervised": {"epochs": 30, "patience": 5},
         "ppo": {"timesteps": 1_003_520, "n_envs": 16, "eval_freq": 102_400},
     },
 }
-"""``compare --budget`` presets, applied over the defaults and under the file and flags."""
+"""Named overlays on the trainers' dataclass defaults (``--budget``; ``default``: none),
+applied over the command's preset and under the config file and the flags."""
 
 _SECTIONS = ("supervised", "ppo", "features", "labels")
 # PPOConfig fields the top level owns (one window and one arch_config for both trainers).
@@ -183,9 +252,32 @@ def _section_keys(section: str) -> list[str]:
 
 def valid_keys(command: str) -> list[str]:
     """The valid top-level keys of ``command`` (a name of :data:`COMMANDS`)."""
-    if command not in COMMAND_DEFAULTS:
-        raise ValueError(f"command must be one of {list(COMMANDS)}, got {command!r}")
-    return list(COMMAND_DEFAULTS[command])
+    if command not in _COMMAND_KEYS:
+        raise ConfigError(f"command must be one of {list(COMMANDS)}, got {command!r}")
+    return list(_COMMAND_KEYS[command])
+
+
+def command_defaults(command: str) -> dict[str, Any]:
+    """The bottom layer of ``command``'s options: the :class:`TrainingOptions` field defaults
+    and, for its ``supervised`` and ``ppo`` sections, the fields of ``SupervisedConfig()`` and
+    ``PPOConfig()`` (all but ``arch_config`` and ``window``, which the top level owns)."""
+    keys = valid_keys(command)
+    defaults: dict[str, Any] = {}
+    for item in fields(TrainingOptions):
+        if item.name in keys and item.name not in ("supervised", "ppo"):
+            value = (item.default_factory() if item.default_factory is not MISSING
+                     else item.default)
+            defaults[item.name] = list(value) if isinstance(value, tuple) else value
+    if "supervised" in keys:
+        from tradezoo.agents.supervised import SupervisedConfig
+
+        defaults["supervised"] = SupervisedConfig().to_dict()
+    if "ppo" in keys:
+        from tradezoo.agents.ppo import PPOConfig
+
+        defaults["ppo"] = {k: v for k, v in PPOConfig().to_dict().items()
+                           if k not in _PPO_TOP_LEVEL}
+    return defaults
 
 
 # ------------------------------------------------------------------------------- reading
@@ -420,7 +512,12 @@ def resolve_options(
     assignments: Sequence[str] = (),
     base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The options of ``command``: defaults < ``base`` < budget < file < flags < ``--set``.
+    """The options of ``command``: defaults < ``base`` < preset < budget < file < flags <
+    ``--set``.
+
+    The defaults are the dataclasses' (:func:`command_defaults`), the preset the command's
+    own (:data:`COMMAND_PRESETS`), the budget the overlay of :data:`BUDGETS` that the layers
+    above name (``"default"``: none). :func:`training_options` types the result.
 
     Args:
         command: one of :data:`COMMANDS`.
@@ -436,9 +533,7 @@ def resolve_options(
     Raises:
         ConfigError: unknown keys (listing the valid ones) or bad top-level values.
     """
-    defaults = copy.deepcopy(COMMAND_DEFAULTS[command]) if command in COMMAND_DEFAULTS else None
-    if defaults is None:
-        raise ConfigError(f"command must be one of {list(COMMANDS)}, got {command!r}")
+    defaults = command_defaults(command)
     layers: list[tuple[str, dict[str, Any]]] = []
     if base:
         layers.append(("checkpoint", dict(base)))
@@ -451,12 +546,13 @@ def resolve_options(
     set_layer = _nest(dict(parse_assignment(text) for text in assignments))
     _check_keys(command, set_layer, "--set")
 
-    if command == "compare":  # the budget preset goes under the file and the flags
-        budget = set_layer.get("budget", flag_layer.get("budget",
-                                                        file_layer.get("budget", "default")))
-        if budget not in BUDGETS:
-            raise ConfigError(f"option 'budget' must be one of {list(BUDGETS)}, got {budget!r}")
-        layers.append((f"budget {budget}", copy.deepcopy(BUDGETS[budget])))
+    layers.append((f"{command} preset", copy.deepcopy(COMMAND_PRESETS.get(command, {}))))
+    budget = set_layer.get("budget", flag_layer.get("budget", file_layer.get("budget",
+                                                                            "default")))
+    if budget not in BUDGETS:
+        raise ConfigError(f"option 'budget' must be one of {list(BUDGETS)}, got {budget!r}")
+    layers.append((f"budget {budget}", {k: copy.deepcopy(v) for k, v in BUDGETS[budget].items()
+                                        if k in defaults}))
     layers += [("file", file_layer), ("flags", flag_layer), ("--set", set_layer)]
     options = defaults
     for _, layer in layers:
@@ -506,3 +602,38 @@ def cost_model(value: str | Mapping[str, Any]) -> Any:
         raise ConfigError(f"option 'costs' must be one of {list(_COST_PRESETS)} or a mapping of "
                           f"CostModel fields, got {value!r}")
     return presets[value]()
+
+
+def training_options(command: str, options: Mapping[str, Any]) -> TrainingOptions:
+    """The typed :class:`TrainingOptions` of ``command``'s resolved ``options``
+    (:func:`resolve_options`): the ``supervised`` section becomes a ``SupervisedConfig`` (no
+    progress bar when ``progress`` is off), the ``ppo`` section a ``PPOConfig`` with the
+    top-level ``arch_config``.
+
+    Raises:
+        ConfigError: a key the command does not take, or a field its dataclass rejects.
+    """
+    keys = valid_keys(command)
+    unknown = sorted(set(options) - set(keys))
+    if unknown:
+        raise ConfigError(f"options of `tradezoo {command.replace('-', ' ')}`: unknown key(s) "
+                          f"{unknown}; valid keys: {keys}")
+    values: dict[str, Any] = {k: v for k, v in options.items()
+                              if k not in ("supervised", "ppo")}
+    values["split_fractions"] = tuple(float(v) for v in options["split_fractions"])
+    if "archs" in options:
+        values["archs"] = tuple(parse_archs(options["archs"]))
+    if "supervised" in keys:
+        from tradezoo.agents.supervised import SupervisedConfig
+
+        section = dict(options.get("supervised") or {})
+        if not options.get("progress", True):
+            section["progress"] = False
+        values["supervised"] = SupervisedConfig.from_dict(section)
+    if "ppo" in keys:
+        from tradezoo.agents.ppo import PPOConfig
+
+        section = dict(options.get("ppo") or {})
+        section["arch_config"] = dict(options.get("arch_config") or {})
+        values["ppo"] = PPOConfig.from_dict(section)
+    return TrainingOptions(command=command, **values)

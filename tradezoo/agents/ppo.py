@@ -85,7 +85,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -102,6 +102,7 @@ from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     CheckpointError,
+    check_feature_spec,
     check_payload,
     data_payload,
     load_checkpoint,
@@ -115,8 +116,9 @@ from tradezoo.agents.data import PreparedData, observation_space
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
 from tradezoo.agents.tensorboard import print_tensorboard_hint
-from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
+from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
+from tradezoo.data.checks import FieldChecks
 from tradezoo.data.features import FeatureScaler
 from tradezoo.policies.registry import get_architecture
 
@@ -128,6 +130,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUME_FIXED_KEYS",
+    "LoadedPPOPolicy",
     "PPOConfig",
     "PPOEvaluation",
     "PPOResult",
@@ -197,7 +200,7 @@ class PPOConfig:
         eval_figure: log the validation equity-curve figure at each evaluation.
     """
 
-    timesteps: int = 200_000
+    timesteps: int = 100_352  # 49 rollouts of 8 envs x 256 steps: the main job's budget
     n_envs: int = 8
     n_steps: int = 256
     batch_size: int = 256
@@ -221,10 +224,10 @@ class PPOConfig:
     allow_short: bool = True
     reward: str = "log_return"
     rebalance: str = "on_change"
-    eval_freq: int = 20_000
+    eval_freq: int = 20_480  # every 10 rollouts
     eval_episodes: int = 1
     eval_episode_length: int | None = None
-    checkpoint_freq: int = 50_000
+    checkpoint_freq: int = 51_200  # every 25 rollouts
     freeze_backbone_updates: int = 0
     log_interval: int = 1
     tensorboard: bool = True
@@ -248,9 +251,8 @@ class PPOConfig:
         check.integer("episode_length", 2)
         check.integer("window", 1, optional=True)
         check.integer("features_dim", 1, optional=True)
-        if not isinstance(self.arch_config, Mapping):
-            raise ValueError(f"PPOConfig.arch_config must be a mapping of the architecture's "
-                             f"config fields, got {self.arch_config!r}")
+        check.require(isinstance(self.arch_config, Mapping), f"arch_config must be a mapping "
+                      f"of the architecture's config fields, got {self.arch_config!r}")
         self.arch_config = dict(self.arch_config)
         check.widths("pi_layers")
         check.widths("vf_layers")
@@ -267,17 +269,12 @@ class PPOConfig:
         check.integer("log_interval", 1)
         check.boolean("tensorboard")
         check.boolean("eval_figure")
-        if self.batch_size > self.n_envs * self.n_steps:
-            raise ValueError(
-                f"PPOConfig.batch_size ({self.batch_size}) must be <= n_envs * n_steps "
-                f"({self.n_envs} * {self.n_steps} = {self.n_envs * self.n_steps}), the rollout "
-                "size"
-            )
-        if self.eval_episode_length is None and self.eval_episodes != 1:
-            raise ValueError(
-                f"PPOConfig.eval_episodes={self.eval_episodes} needs eval_episode_length: without "
-                "it an evaluation is one deterministic full pass of the validation split"
-            )
+        check.require(self.batch_size <= self.rollout_size,
+                      f"batch_size ({self.batch_size}) must be <= n_envs * n_steps "
+                      f"({self.n_envs} * {self.n_steps} = {self.rollout_size}), the rollout size")
+        check.require(self.eval_episode_length is not None or self.eval_episodes == 1,
+                      f"eval_episodes={self.eval_episodes} needs eval_episode_length: without it "
+                      "an evaluation is one deterministic full pass of the validation split")
 
     @property
     def rollout_size(self) -> int:
@@ -720,18 +717,31 @@ def _resume_model(resume_from: str | Path, meta: Mapping[str, Any], cfg: PPOConf
     return model
 
 
+class LoadedPPOPolicy(NamedTuple):
+    """What :func:`load_ppo_policy` returns (unpacks as ``policy, checkpoint``).
+
+    Attributes:
+        policy: the SB3 policy, eval mode.
+        checkpoint: its sidecar dict (the env rules it trained with, its scaler, ...).
+    """
+
+    policy: ActorCriticPolicy
+    checkpoint: dict[str, Any]
+
+
 def load_ppo_policy(
     path_or_checkpoint: str | Path | Mapping[str, Any],
     *,
     device: str | torch.device = "cpu",
-) -> tuple[ActorCriticPolicy, dict[str, Any]]:
+) -> LoadedPPOPolicy:
     """Rebuild a PPO policy (eval mode) from a ``kind="ppo"`` sidecar, a path to it or to its
-    ``.zip``. The policy is built from the sidecar's plain data and weights; when the zip is
+    ``.zip`` (the counterpart of SB3's ``PPO.load``; :func:`evaluate_ppo` backtests what it
+    returns). The policy is built from the sidecar's plain data and weights; when the zip is
     next to it, the pair is verified first
     (:func:`~tradezoo.agents.checkpoint.verify_sb3_pair`). Nothing is unpickled.
 
     Returns:
-        ``(policy, checkpoint dict)``.
+        :class:`LoadedPPOPolicy` ``(policy, checkpoint dict)``.
 
     Raises:
         FileNotFoundError: no sidecar.
@@ -767,7 +777,7 @@ def load_ppo_policy(
         ) from exc
     policy = policy.to(resolve_device(device))
     policy.set_training_mode(False)
-    return policy, ckpt
+    return LoadedPPOPolicy(policy, ckpt)
 
 
 # ------------------------------------------------------------------------------ training
@@ -1077,8 +1087,10 @@ def evaluate_ppo(
     """Backtest a PPO policy on one full sequential pass of ``split`` (module docstring).
 
     Args:
-        model_or_path: a :class:`PPOResult`, an SB3 algorithm, an ``ActorCriticPolicy``, a
-            PPO checkpoint path (``.zip`` or its ``.pt`` sidecar) or a loaded sidecar dict.
+        model_or_path: the policy: a :class:`LoadedPPOPolicy` (:func:`load_ppo_policy`), a
+            :class:`PPOResult`, an SB3 algorithm or an ``ActorCriticPolicy``; a PPO checkpoint
+            (``.zip``, its ``.pt`` sidecar or a loaded sidecar dict) is first loaded with
+            :func:`load_ppo_policy`.
         data: prepared data; a checkpoint's feature spec, window and feature count must match
             it, and the checkpoint's scaler scales its features.
         split: ``"train"``, ``"val"`` or ``"test"``.
@@ -1092,49 +1104,52 @@ def evaluate_ppo(
         ValueError: a bad split or a model that does not fit the data.
         CheckpointError, FileNotFoundError: an unreadable or mismatched checkpoint.
     """
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.policies import BasePolicy
-
-    from tradezoo.backtest.simulation import simulate
-    from tradezoo.envs import TradingEnv
-
     data = _check_data(data)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    cfg = coerce_config(PPOConfig, config, "config")
-    scaler = data.scaler
-    if isinstance(model_or_path, PPOResult):
-        policy: Any = model_or_path.model.policy
-        cfg = cfg or model_or_path.config
-    elif isinstance(model_or_path, BaseAlgorithm):
-        policy = model_or_path.policy
-    elif isinstance(model_or_path, BasePolicy):
-        policy = model_or_path
-    elif isinstance(model_or_path, str | Path | Mapping):
-        if isinstance(model_or_path, Mapping):
-            policy, ckpt = load_ppo_policy(model_or_path, device=device)
-        else:
-            _, sidecar = _ppo_paths(model_or_path)
-            if not sidecar.exists():
-                raise FileNotFoundError(f"PPO checkpoint {model_or_path}: no sidecar {sidecar}")
-            ckpt = load_checkpoint(sidecar, expect_kind=PPO_KIND,
-                                   expect_feature_spec=data.feature_spec)
-            policy, ckpt = load_ppo_policy(ckpt, device=device)
+    if isinstance(model_or_path, str | Path | Mapping):
+        model_or_path = load_ppo_policy(model_or_path, device=device)
+    policy, scaler, cfg = _acting_policy(model_or_path, data,
+                                         coerce_config(PPOConfig, config, "config"))
+    return _walk_split(policy, data, split, cfg, scaler, costs)
+
+
+def _acting_policy(model: Any, data: PreparedData, config: PPOConfig | None
+                   ) -> tuple[Any, FeatureScaler, PPOConfig]:
+    """``(SB3 policy, the scaler of its observations, its env settings)`` of what
+    :func:`evaluate_ppo` evaluates; a loaded checkpoint is checked against ``data``."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.policies import BasePolicy
+
+    if isinstance(model, LoadedPPOPolicy):
+        ckpt = model.checkpoint
+        where = ckpt.get("path", "<in memory>")
+        check_feature_spec(ckpt, data.feature_spec, where)
         for key, have in (("window", data.window), ("n_features", data.n_features)):
             if int(ckpt[key]) != have:
-                raise ValueError(f"checkpoint {ckpt.get('path', '<in memory>')}: {key} "
-                                 f"{ckpt[key]} differs from the data's {have}")
-        scaler = FeatureScaler.from_dict(ckpt["scaler"])
-        env_cfg = ckpt["env"]
-        cfg = PPOConfig(action_scheme=env_cfg["action_scheme"],
-                        max_leverage=env_cfg["max_leverage"], allow_short=env_cfg["allow_short"],
-                        rebalance=env_cfg["rebalance"])
-    else:
-        raise TypeError(
-            "model_or_path must be a PPOResult, an SB3 algorithm or policy, a PPO checkpoint "
-            f"path or dict, got {type(model_or_path).__name__}"
-        )
-    cfg = cfg or PPOConfig()
+                raise ValueError(f"checkpoint {where}: {key} {ckpt[key]} differs from the "
+                                 f"data's {have}")
+        rules = ckpt["env"]
+        return model.policy, FeatureScaler.from_dict(ckpt["scaler"]), PPOConfig(
+            action_scheme=rules["action_scheme"], max_leverage=rules["max_leverage"],
+            allow_short=rules["allow_short"], rebalance=rules["rebalance"])
+    if isinstance(model, PPOResult):
+        return model.model.policy, data.scaler, config or model.config
+    if isinstance(model, BaseAlgorithm | BasePolicy):
+        policy = model.policy if isinstance(model, BaseAlgorithm) else model
+        return policy, data.scaler, config or PPOConfig()
+    raise TypeError(
+        "model_or_path must be a LoadedPPOPolicy, a PPOResult, an SB3 algorithm or policy, or "
+        f"a PPO checkpoint path or dict, got {type(model).__name__}"
+    )
+
+
+def _walk_split(policy: Any, data: PreparedData, split: str, cfg: PPOConfig,
+                scaler: FeatureScaler, costs: CostModel | None) -> PPOEvaluation:
+    """The deterministic pass of :func:`evaluate_ppo` and its replay through ``simulate``."""
+    from tradezoo.backtest.simulation import simulate
+    from tradezoo.envs import TradingEnv
+
     kwargs = env_kwargs(data, cfg, split, costs=costs)
     kwargs["scaler"] = scaler
     env = TradingEnv(episode_length=None, random_start=False, **kwargs)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tradezoo.agents.config import TrainingOptions
     from tradezoo.agents.data import PreparedData
     from tradezoo.backtest.simulation import BacktestResult
 
@@ -108,13 +109,14 @@ def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
     return write_text_atomic(path, text + "\n")
 
 
-def write_options(out_dir: str | Path, options: Mapping[str, Any]) -> Path:
-    """Write the resolved options as ``out_dir/config.json`` (a valid ``--config`` file).
+def write_options(out_dir: str | Path, options: TrainingOptions) -> Path:
+    """Write the options as ``out_dir/config.json`` (a valid ``--config`` file of their
+    command, :meth:`~tradezoo.agents.config.TrainingOptions.to_dict`).
 
     The output directory is left out (a re-run picks its own) and a ``data`` path that exists
     is made absolute, so the file works from any working directory.
     """
-    saved = {k: v for k, v in options.items() if k != "out"}
+    saved = {k: v for k, v in options.to_dict().items() if k != "out"}
     data = saved.get("data")
     if isinstance(data, str | Path) and Path(data).exists():
         saved["data"] = str(Path(data).resolve())
@@ -169,9 +171,13 @@ class _Tee:
 # -------------------------------------------------------------------------- preparation
 
 
-def prepare_from_options(options: Mapping[str, Any]) -> PreparedData:
+def prepare_from_options(options: TrainingOptions | Mapping[str, Any]) -> PreparedData:
     """:func:`~tradezoo.agents.data.prepare_data` with the options' data, window, features,
-    labels, split fractions and costs."""
+    labels, split fractions and costs (typed options, or a mapping with those keys)."""
+    from tradezoo.agents.config import TrainingOptions
+
+    if isinstance(options, TrainingOptions):
+        options = options.to_dict()
     from tradezoo.agents.config import ConfigError, cost_model
     from tradezoo.agents.data import prepare_data
     from tradezoo.errors import TradezooError
@@ -308,9 +314,10 @@ def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str
 
         evaluation = evaluate_supervised(ckpt, data, split, device=device)  # type: ignore[arg-type]
         return evaluation.backtest, evaluation.report.to_dict()
-    from tradezoo.agents.ppo import evaluate_ppo
+    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy
 
-    return evaluate_ppo(ckpt, data, split, device=device).backtest, None  # type: ignore[arg-type]
+    policy = load_ppo_policy(ckpt, device=device)
+    return evaluate_ppo(policy, data, split, device=device).backtest, None
 
 
 def evaluate_checkpoint(
@@ -463,83 +470,40 @@ def default_run_name(arch: str) -> str:
     return f"{arch}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def supervised_config_from(options: Mapping[str, Any]) -> Any:
-    """The :class:`~tradezoo.agents.supervised.SupervisedConfig` of the options."""
-    from tradezoo.agents.supervised import SupervisedConfig
-
-    section = dict(options.get("supervised") or {})
-    if not options.get("progress", True):
-        section["progress"] = False
-    return SupervisedConfig.from_dict(section)
-
-
-def ppo_config_from(options: Mapping[str, Any], *, warm_start: bool) -> Any:
-    """The :class:`~tradezoo.agents.ppo.PPOConfig` of the options (``arch_config`` and
-    ``window`` from the top level; a warm start takes the architecture from the checkpoint)."""
-    from tradezoo.agents.ppo import PPOConfig
-
-    section = dict(options.get("ppo") or {})
-    section["window"] = int(options["window"])
-    arch_config = dict(options.get("arch_config") or {})
-    if arch_config:
-        section["arch_config"] = arch_config
-    elif not warm_start:
-        section.setdefault("arch_config", {})
-    return PPOConfig.from_dict(section)
-
-
-def check_options(options: Mapping[str, Any], command: str) -> None:
-    """Check every setting ``command`` needs before it writes anything: the architecture
-    name(s), their ``arch_config`` and the trainer configs its stages build.
-
-    Args:
-        options: resolved options (:func:`~tradezoo.agents.config.resolve_options`).
-        command: ``"train-supervised"``, ``"train-ppo"``, ``"run"`` or ``"compare"``.
+def check_options(options: TrainingOptions) -> None:
+    """Check, before anything is written, what building ``options`` did not: each
+    architecture name of the command and its ``arch_config`` (the trainer configs were
+    checked when :func:`~tradezoo.agents.config.training_options` built them).
 
     Raises:
-        ConfigError: the first setting that breaks its rule (an unknown architecture lists
-            the valid names). The config constructors' ``ValueError``/``TypeError`` argument
-            checks are raised as ``ConfigError`` with the same message.
+        ConfigError: an unknown architecture (listing the valid names) or a config field it
+            rejects; the registry's ``ValueError``/``TypeError`` become ``ConfigError`` with
+            the same message.
     """
     from tradezoo.errors import ConfigError
     from tradezoo.policies.registry import make_config
 
-    if command == "compare":
-        archs = list(options["archs"])
-        mode = str(options["mode"])
-        stages = {"supervised": ("supervised",), "ppo": ("ppo",),
-                  "both": ("supervised", "ppo")}[mode]
-    else:
-        archs = [str(options["arch"])]
-        stages = {"train-supervised": ("supervised",), "train-ppo": ("ppo",),
-                  "run": ("supervised", "ppo")}[command]
-    warm = command == "run" or (command == "compare" and mode == "both") or (
-        command == "train-ppo" and options.get("init_from") is not None)
-    arch_config = dict(options.get("arch_config") or {})
+    archs = options.archs if options.command == "compare" else (options.arch,)
     try:
         for arch in archs:
-            make_config(arch, **arch_config)
-        if "supervised" in stages:
-            supervised_config_from(options)
-        if "ppo" in stages:
-            ppo_config_from(options, warm_start=warm)
+            make_config(arch, **dict(options.arch_config))
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
 
 
-def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
+def run_main_job(options: TrainingOptions, *, stream: IO[str] | None = None,
                  overwrite: bool = False) -> MainJobResult:
     """Supervised pre-training, warm-started PPO and the test backtest (module docstring).
 
-    The run directory is ``options["out"]``, else ``runs/<options["name"]>`` (the name must be
+    The run directory is ``options.out``, else ``runs/<options.name>`` (the name must be
     one plain folder name, :func:`~tradezoo.agents.rundir.validate_run_name`). It is claimed
     for the whole job (:func:`~tradezoo.agents.rundir.claim_run_dir`): locked, and refused
     when it already holds a run unless ``overwrite``.
 
     Args:
-        options: resolved ``run`` options (:func:`~tradezoo.agents.config.resolve_options`).
+        options: the ``run`` options (:func:`~tradezoo.agents.config.training_options`).
         stream: where to print (default stdout); everything printed also goes to ``run.log``.
         overwrite: replace a run the directory already holds (its files are deleted first).
 
@@ -552,42 +516,39 @@ def run_main_job(options: Mapping[str, Any], *, stream: IO[str] | None = None,
     """
     from tradezoo.agents.rundir import claim_run_dir, validate_run_name
 
-    arch = str(options["arch"])
-    name = options.get("name")
-    if name is not None:
-        validate_run_name(str(name))
-    out = (Path(options["out"]) if options.get("out")
-           else Path("runs") / validate_run_name(str(name or default_run_name(arch))))
+    if options.name is not None:
+        validate_run_name(options.name)
+    out = (Path(options.out) if options.out else Path("runs") / validate_run_name(
+        options.name or default_run_name(options.arch)))
     started = time.perf_counter()
-    check_options(options, "run")  # bad options and data fail before anything is written
+    check_options(options)  # bad options and data fail before anything is written
     data = prepare_from_options(options)
     seconds = {"prepare": time.perf_counter() - started}
     with claim_run_dir(out, overwrite=overwrite, resume_hint=False):
         return _main_job(options, data, out, stream, started=started, seconds=seconds)
 
 
-def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
+def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
               stream: IO[str] | None, *, started: float,
               seconds: dict[str, float]) -> MainJobResult:
     """The stages of :func:`run_main_job` in the claimed run directory ``out`` (``started``:
     ``time.perf_counter()`` at the job's start; ``seconds``: the stage times so far)."""
-    from tradezoo.agents.ppo import evaluate_ppo, train_ppo
+    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
     from tradezoo.agents.rundir import write_text_atomic
     from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
     from tradezoo.agents.tensorboard import tensorboard_command
     from tradezoo.backtest.report import print_report, report_dict, save_png
 
-    arch = str(options["arch"])
-    seed = int(options["seed"])
-    device = str(resolve_device(options["device"]))
-    supervised_cfg = supervised_config_from(options)
-    ppo_cfg = ppo_config_from(options, warm_start=True)
+    arch, seed = options.arch, options.seed
+    device = str(resolve_device(options.device))
+    supervised_cfg, ppo_cfg = options.supervised, options.ppo
+    assert supervised_cfg is not None and ppo_cfg is not None
 
     log_path = out / "run.log"
     log_path.write_text("", encoding="utf-8")
     say = _Tee(log_path, stream)
     write_options(out, options)
-    say(f"tradezoo run: {arch} on {options['data']} (seed {seed}, device {device})")
+    say(f"tradezoo run: {arch} on {options.data} (seed {seed}, device {device})")
     say(f"run directory: {out}")
     say(f"logs: {log_path}; TensorBoard (both stages): {tensorboard_command(out)}")
     summary = data.summary()
@@ -599,7 +560,7 @@ def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
     say(f"[1/3] supervised pre-training ({supervised_cfg.epochs} epochs max)")
     tick = time.perf_counter()
     supervised = train_supervised(
-        data, arch, config=supervised_cfg, arch_config=dict(options.get("arch_config") or {}),
+        data, arch, config=supervised_cfg, arch_config=dict(options.arch_config),
         out_dir=out / "supervised", seed=seed, device=device, verbose=True,
     )
     seconds["supervised"] = time.perf_counter() - tick
@@ -612,7 +573,7 @@ def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
     tick = time.perf_counter()
     ppo = train_ppo(
         data, arch, config=ppo_cfg, out_dir=out / "ppo", seed=seed, device=device,
-        init_from=supervised.best_checkpoint, progress=bool(options.get("progress", True)),
+        init_from=supervised.best_checkpoint, progress=options.progress,
         verbose=True,
     )
     seconds["ppo"] = time.perf_counter() - tick
@@ -623,7 +584,8 @@ def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
     say("[3/3] backtest on the test split")
     tick = time.perf_counter()
     sup_eval = evaluate_supervised(supervised.model, data, "test", device=device)
-    ppo_eval = evaluate_ppo(chosen, data, "test", device=device)
+    ppo_eval = evaluate_ppo(load_ppo_policy(chosen, device=device), data, "test",
+                            device=device)
     seconds["backtest"] = time.perf_counter() - tick
     ppo_metrics = ppo_eval.backtest.metrics.to_dict()
     sup_metrics = sup_eval.backtest.metrics.to_dict()
@@ -666,7 +628,7 @@ def _main_job(options: Mapping[str, Any], data: PreparedData, out: Path,
     )
 
 
-def _report_markdown(options: Mapping[str, Any], data: PreparedData, arch: str, device: str,
+def _report_markdown(options: TrainingOptions, data: PreparedData, arch: str, device: str,
                      seconds: Mapping[str, float], supervised: Any, ppo: Any, chosen: Path,
                      columns: Mapping[str, Mapping[str, Any]], report: Any, out: Path) -> str:
     first, last = data.boundaries["test"]
@@ -692,7 +654,7 @@ def _report_markdown(options: Mapping[str, Any], data: PreparedData, arch: str, 
         "",
         "## Setup",
         "",
-        f"- data: `{options['data']}` ({len(data.bars)} bars), window {data.window}, "
+        f"- data: `{options.data}` ({len(data.bars)} bars), window {data.window}, "
         f"{data.n_features} features, split fractions {list(data.split_fractions)}, labels "
         f"{data.label_spec.to_dict()}",
         f"- model: `{arch}` {arch_config}, {supervised.n_parameters:,} parameters "
@@ -701,7 +663,7 @@ def _report_markdown(options: Mapping[str, Any], data: PreparedData, arch: str, 
         f"val loss {supervised.best_val_loss:.4f}), {seconds['supervised']:.0f} s",
         f"- PPO: {ppo.num_timesteps:,} timesteps, {ppo.config.n_envs} envs, "
         f"{seconds['ppo']:.0f} s; backtested model `{chosen.name}`",
-        f"- device {device}; seed {options['seed']}; total wall time {seconds['total']:.0f} s",
+        f"- device {device}; seed {options.seed}; total wall time {seconds['total']:.0f} s",
         "",
         "## Files",
         "",

@@ -94,8 +94,9 @@ from tradezoo.agents.data import (
 )
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
-from tradezoo.agents.validation import FieldChecks, coerce_config, from_known_keys
+from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
+from tradezoo.data.checks import FieldChecks
 from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
 from tradezoo.errors import TradezooError
@@ -273,7 +274,7 @@ class SupervisedConfig:
         tensorboard: write TensorBoard logs.
     """
 
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -833,256 +834,338 @@ def train_supervised(
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
-    amp = dev.type == "cuda"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    run = _SupervisedRun(data, arch, cfg, arch_config, out, seed, dev, verbose)
+    if resume_from is not None:
+        run.resume(Path(resume_from))
+    train_seconds = run.fit(callbacks)
+    return run.result(train_seconds)
 
-    _seed_everything(seed)
-    model = SupervisedModel(
-        arch,
-        data.n_features,
-        data.window,
-        features_dim=cfg.features_dim,
-        clip=data.scaler.clip,
-        aux_horizons=cfg.aux_horizons,
-        arch_config=arch_config,
-    ).to(dev)
-    n_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    counts = data.train.class_counts()
-    weight = (
-        torch.tensor(_class_weights(counts), dtype=torch.float32, device=dev)
-        if cfg.class_weights else None
-    )
+@dataclass
+class _Progress:
+    """Where a supervised run stands (what ``last.pt`` and ``interrupted.pt`` record).
+
+    Attributes:
+        epoch: the 0-based epoch in progress; batch: optimiser steps done in it.
+        step: optimiser steps done in all.
+        history: one record per finished epoch.
+        best_loss, best_epoch, best_step, best_metrics: the best epoch so far (lowest
+            validation loss; ``inf``, -1, ``None``, ``{}`` before the first).
+        bad_epochs: epochs since the best one.
+        last_finite: ``(loss, step)`` of the last finite training loss.
+        stopped_early: early stopping ended the run.
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    best_step: int | None = None
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+    bad_epochs: int = 0
+    last_finite: tuple[float, int] | None = None
+    stopped_early: bool = False
+
+    @classmethod
+    def resumed(cls, resume: Mapping[str, Any], step: int) -> _Progress:
+        """The progress a checkpoint's ``resume`` record (and its ``step``) saved."""
+        return cls(epoch=int(resume["epoch"]), batch=int(resume["batch"]), step=step,
+                   history=[dict(h) for h in resume.get("history", [])],
+                   best_loss=float(resume.get("best_val_loss", math.inf)),
+                   best_epoch=int(resume.get("best_epoch", -1)),
+                   best_step=resume.get("best_step"),
+                   best_metrics=dict(resume.get("best_metrics", {})),
+                   bad_epochs=int(resume.get("bad_epochs", 0)))
+
+
+class _SupervisedRun:
+    """One run of :func:`train_supervised`: the model, its optimiser and schedule, the
+    batches, the TensorBoard logger and the :class:`_Progress`, with one method per stage."""
+
+    def __init__(self, data: PreparedData, arch: str, cfg: SupervisedConfig,
+                 arch_config: Mapping[str, Any] | None, out: Path, seed: int,
+                 device: torch.device, verbose: bool) -> None:
+        self.data, self.arch, self.cfg, self.out = data, arch, cfg, out
+        self.seed, self.device, self.verbose = seed, device, verbose
+        self.amp = device.type == "cuda"
+        _seed_everything(seed)
+        self.model = SupervisedModel(
+            arch, data.n_features, data.window, features_dim=cfg.features_dim,
+            clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, arch_config=arch_config,
+        ).to(device)
+        self.n_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.weight = (torch.tensor(_class_weights(data.train.class_counts()),
+                                    dtype=torch.float32, device=device)
+                       if cfg.class_weights else None)
+        self.train_batches, self.val_batches = _split_batches(data, self.model.aux_horizons,
+                                                              device)
+        self.per_epoch = math.ceil(len(self.train_batches) / cfg.batch_size)
+        if cfg.max_train_batches is not None:
+            self.per_epoch = min(self.per_epoch, cfg.max_train_batches)
+        self.total_steps = self.per_epoch * cfg.epochs
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay),
+                                           lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(self.total_steps, cfg.warmup_fraction))
+        self.state = _Progress()
+        self.best_metric = "val_loss" if data.val is not None else "train_loss"
+        self.best_path, self.last_path = out / "best.pt", out / "last.pt"
+        self.tb = TBLogger(out / "tb", enabled=False)  # a no-op until fit() opens the log
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def resume(self, path: Path) -> None:
+        """Continue from a ``last.pt``/``interrupted.pt``: weights, optimiser, schedule,
+        progress and the torch RNG."""
+        ckpt = load_checkpoint(path, expect_arch=self.arch,
+                               expect_feature_spec=self.data.feature_spec,
+                               expect_kind="supervised", map_location=self.device)
+        resume = _check_resume(ckpt, self.data, path)
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.scheduler.load_state_dict(resume["scheduler"])
+        self.state = _Progress.resumed(resume, int(ckpt["step"]))
+        if "rng" in resume:
+            torch.set_rng_state(resume["rng"]["torch"].cpu())
+
+    def resume_record(self, epoch: int, batch: int) -> dict[str, Any]:
+        """The ``resume`` field of a checkpoint that continues at ``(epoch, batch)``."""
+        state = self.state
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch,
+            "batch": batch,
+            "history": state.history,
+            "best_val_loss": state.best_loss,
+            "best_epoch": state.best_epoch,
+            "best_step": state.best_step,
+            "best_metrics": state.best_metrics,
+            "bad_epochs": state.bad_epochs,
+            "rng": _rng_state(),
+        }
+
+    def save(self, path: Path, *, epoch: int, metrics: Mapping[str, Any],
+             resume: dict[str, Any] | None) -> Path:
+        """Write a checkpoint of the model now (``epoch``: epochs done)."""
+        state = self.state
+        best = best_record(self.best_metric, state.best_loss, state.best_step, state.best_epoch)
+        return save_checkpoint(_payload(self.model, self.data, self.cfg, epoch=epoch,
+                                        step=state.step, metrics=metrics, seed=self.seed,
+                                        resume=resume, best=best), path)
+
+    def save_interrupted(self, stem: Path) -> Path:
+        """``<stem>.pt``: a checkpoint that resumes where the run stopped."""
+        state = self.state
+        return self.save(stem.parent / f"{stem.name}.pt", epoch=state.epoch, metrics={},
+                         resume=self.resume_record(state.epoch, state.batch))
+
+    # -- training ----------------------------------------------------------------------
+
+    def fit(self, callbacks: Sequence[Callback]) -> float:
+        """Run the remaining epochs; returns the loop's wall time (seconds). Any failure
+        saves ``interrupted.pt`` where it can and is re-raised (:func:`stop_training`)."""
+        self.tb = TBLogger(self.out / "tb", enabled=self.cfg.tensorboard)
+        if self.verbose and self.cfg.tensorboard:
+            print_tensorboard_hint(self.tb.log_dir)
+        progress = None
+        if self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=self.total_steps, initial=self.state.step,
+                            desc=f"supervised {self.arch}", unit="step", leave=False)
+        self.model.train()
+        state = self.state
+        first_epoch, skip = state.epoch, state.batch
+        started = time.perf_counter()
+        try:
+            for epoch in range(first_epoch, self.cfg.epochs):
+                state.epoch, state.batch = epoch, skip if epoch == first_epoch else 0
+                epoch_started = time.perf_counter()
+                record = self.train_epoch(callbacks, progress)
+                if self.end_epoch(record, epoch_started):
+                    break
+        except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            saved, failures = save_where_possible(self.save_interrupted, self.out)
+            stopped = stop_training(exc, f"training of {self.arch!r}",
+                                    f"epoch {state.epoch + 1}, step {state.step}", saved,
+                                    failures, "train_supervised")
+            if stopped is exc:
+                raise
+            raise stopped from exc
+        finally:
+            if progress is not None:
+                progress.close()
+            self.tb.flush()
+        return time.perf_counter() - started
+
+    def train_epoch(self, callbacks: Sequence[Callback], progress: Any) -> dict[str, Any]:
+        """The optimiser steps of epoch ``state.epoch`` from batch ``state.batch`` on;
+        returns the epoch's record (train loss and accuracy, lr)."""
+        state, cfg = self.state, self.cfg
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + state.epoch)
+        order = torch.randperm(len(self.train_batches), generator=generator)
+        loss_sum = correct = seen = 0.0
+        window_started, window_items = time.perf_counter(), 0
+        for index in _loader_batches(self.train_batches, order, cfg.batch_size,
+                                     cfg.num_workers, state.batch, self.per_epoch):
+            obs, labels, aux_targets = self.train_batches.get(index)
+            loss_value, lr, grad_norm, logits = self.train_step(obs, labels, aux_targets)
+            n_items = int(labels.numel())
+            loss_sum += loss_value * n_items
+            correct += float((logits.detach().argmax(-1) == labels).sum())
+            seen += n_items
+            window_items += n_items
+            if state.step % cfg.log_every == 0:
+                elapsed = time.perf_counter() - window_started
+                self.tb.scalars({"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                                 "samples_per_s": window_items / max(elapsed, 1e-9)},
+                                state.step, prefix="train")
+                window_started, window_items = time.perf_counter(), 0
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(epoch=state.epoch, loss=f"{loss_value:.4f}", refresh=False)
+            step_state = TrainState(self.model, state.epoch, state.step, state.batch,
+                                    loss_value, lr, grad_norm)
+            for callback in callbacks:
+                callback(step_state)
+        return {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": loss_sum / seen if seen else math.nan,
+            "train_accuracy": correct / seen if seen else math.nan,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+        }
+
+    def train_step(self, obs: Tensor, labels: Tensor, aux_targets: Tensor | None
+                   ) -> tuple[float, float, float, Tensor]:
+        """One optimiser step; returns ``(loss, lr used, gradient norm, logits [B, 3])``.
+
+        Raises:
+            NonFiniteLossError: a NaN/inf loss or gradient norm (before the update).
+        """
+        state, cfg, model = self.state, self.cfg, self.model
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits, aux = model.forward_all(obs)
+        loss = _classification_loss(logits, labels, self.weight, cfg)
+        if aux and aux_targets is not None and cfg.aux_weight > 0:
+            loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
+        loss_value = float(loss.detach())
+        self.check_finite("loss", loss_value)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+        self.check_finite("gradient norm", grad_norm)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        self.scheduler.step()
+        state.step += 1
+        state.batch += 1
+        state.last_finite = (loss_value, state.step)
+        return loss_value, lr, grad_norm, logits
+
+    def check_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            state = self.state
+            raise NonFiniteLossError(_nonfinite_message(
+                what, value, self.arch, state.epoch, state.batch, state.step, state.last_finite,
+                self.cfg))
+
+    def end_epoch(self, record: dict[str, Any], epoch_started: float) -> bool:
+        """Validate, log, keep the best checkpoint, write ``last.pt``; returns whether early
+        stopping ends the run."""
+        state, cfg = self.state, self.cfg
+        metrics, score = self.validate(record)
+        self.tb.scalars({"epoch_loss": record["train_loss"],
+                         "accuracy": record["train_accuracy"]}, state.step, prefix="train")
+        record["seconds"] = time.perf_counter() - epoch_started
+        state.history.append(record)
+        epochs_done = state.epoch + 1
+        if score < state.best_loss:
+            state.best_loss, state.best_epoch, state.best_metrics = score, state.epoch, metrics
+            state.bad_epochs, state.best_step = 0, state.step
+            self.save(self.best_path, epoch=epochs_done, metrics=metrics, resume=None)
+        else:
+            state.bad_epochs += 1
+        self.save(self.last_path, epoch=epochs_done, metrics=metrics,
+                  resume=self.resume_record(epochs_done, 0))
+        if self.verbose:
+            val_text = (f", val loss {record['val_loss']:.4f}, acc "
+                        f"{record['val_accuracy']:.3f}, macro-F1 {record['val_macro_f1']:.3f}"
+                        if "val_loss" in record else "")
+            print(f"[{self.arch}] epoch {epochs_done}/{cfg.epochs}: train loss "
+                  f"{record['train_loss']:.4f}{val_text}", file=sys.stderr)
+        self.tb.flush()
+        if cfg.patience is not None and state.bad_epochs >= cfg.patience:
+            state.stopped_early = epochs_done < cfg.epochs
+            return True
+        return False
+
+    def validate(self, record: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """Validation metrics into ``record`` and TensorBoard; returns ``(metrics, score)``,
+        the score being the validation loss (the train loss without a validation split)."""
+        if self.val_batches is None:
+            return {"loss": record["train_loss"]}, record["train_loss"]
+        step = self.state.step
+        val_loss, report, _ = _evaluate(self.model, self.val_batches, self.weight, self.cfg,
+                                        self.amp)
+        metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
+                                        if k != "confusion"}}
+        record.update({f"val_{k}": v for k, v in metrics.items()})
+        record["val_confusion"] = [list(r) for r in report.confusion]
+        self.tb.scalars({"loss": val_loss, "accuracy": report.accuracy,
+                         "macro_f1": report.macro_f1,
+                         **{f"recall_{n}": report.recall[k] for k, n in enumerate(CLASS_NAMES)}},
+                        step, prefix="val")
+        self.tb.confusion_matrix("val/confusion_matrix", report.confusion, step)
+        return metrics, val_loss
+
+    def result(self, train_seconds: float) -> SupervisedResult:
+        """Load the best weights, log the hyperparameters, close the logger."""
+        state, cfg, model = self.state, self.cfg, self.model
+        if state.best_epoch >= 0:
+            best = load_checkpoint(self.best_path, map_location=self.device)
+            model.load_state_dict(best["state_dict"])
+        model.eval()
+        hparams = {"arch": self.arch, "seed": self.seed, "window": self.data.window,
+                   **cfg.to_dict(),
+                   **{f"arch.{k}": v for k, v in model.backbone_config().items()}}
+        best_f1 = float(state.best_metrics.get("macro_f1", math.nan))
+        self.tb.hparams(hparams, {"hparams/best_val_loss": state.best_loss,
+                                  "hparams/best_val_macro_f1": best_f1})
+        self.tb.close()
+        return SupervisedResult(
+            model=model, arch=self.arch, best_checkpoint=self.best_path,
+            last_checkpoint=self.last_path,
+            log_dir=self.tb.log_dir if cfg.tensorboard else None, history=state.history,
+            best_epoch=state.best_epoch, best_val_loss=state.best_loss,
+            best_metrics=state.best_metrics, steps=state.step,
+            stopped_early=state.stopped_early, device=str(self.device),
+            train_seconds=train_seconds, n_parameters=self.n_parameters, config=cfg,
+        )
+
+
+def _split_batches(data: PreparedData, aux_horizons: Sequence[int], device: torch.device
+                   ) -> tuple[_Batches, _Batches | None]:
+    """Train and validation :class:`_Batches`, with the auxiliary targets (forward returns
+    over ``aux_horizons`` in units of their train-split std) when there are horizons."""
     aux_train = aux_val = None
-    if model.aux_horizons:
-        raw = _aux_targets(data, data.train, model.aux_horizons, None)
+    if aux_horizons:
+        raw = _aux_targets(data, data.train, aux_horizons, None)
         scale = np.nanstd(raw, axis=0)
         scale[~(np.isfinite(scale) & (scale > 0))] = 1.0
         aux_train = raw / scale
         if data.val is not None:
-            aux_val = _aux_targets(data, data.val, model.aux_horizons, scale)
-    train_batches = _Batches(data.train, dev, aux_train)
-    val_batches = _Batches(data.val, dev, aux_val) if data.val is not None else None
-
-    per_epoch = math.ceil(len(train_batches) / cfg.batch_size)
-    if cfg.max_train_batches is not None:
-        per_epoch = min(per_epoch, cfg.max_train_batches)
-    total_steps = per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, cfg.warmup_fraction)
-    )
-
-    start_epoch, skip_batches, step = 0, 0, 0
-    history: list[dict[str, Any]] = []
-    best_loss, best_epoch, best_metrics, bad_epochs = math.inf, -1, {}, 0
-    best_step: int | None = None
-    best_metric = "val_loss" if data.val is not None else "train_loss"
-    if resume_from is not None:
-        path = Path(resume_from)
-        ckpt = load_checkpoint(path, expect_arch=arch, expect_feature_spec=data.feature_spec,
-                               expect_kind="supervised", map_location=dev)
-        resume = _check_resume(ckpt, data, path)
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_epoch, skip_batches = int(resume["epoch"]), int(resume["batch"])
-        step = int(ckpt["step"])
-        history = [dict(h) for h in resume.get("history", [])]
-        best_loss = float(resume.get("best_val_loss", math.inf))
-        best_epoch = int(resume.get("best_epoch", -1))
-        best_step = resume.get("best_step")
-        best_metrics = dict(resume.get("best_metrics", {}))
-        bad_epochs = int(resume.get("bad_epochs", 0))
-        if "rng" in resume:
-            torch.set_rng_state(resume["rng"]["torch"].cpu())
-
-    best_path, last_path = out / "best.pt", out / "last.pt"
-    tb = TBLogger(out / "tb", enabled=cfg.tensorboard)
-    if verbose and cfg.tensorboard:
-        print_tensorboard_hint(tb.log_dir)
-
-    def resume_state(epoch: int, batch: int) -> dict[str, Any]:
-        return {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "batch": batch,
-            "history": history,
-            "best_val_loss": best_loss,
-            "best_epoch": best_epoch,
-            "best_step": best_step,
-            "best_metrics": best_metrics,
-            "bad_epochs": bad_epochs,
-            "rng": _rng_state(),
-        }
-
-    def best_now() -> dict[str, Any]:
-        return best_record(best_metric, best_loss, best_step, best_epoch)
-
-    progress = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total_steps, initial=step, desc=f"supervised {arch}",
-                        unit="step", leave=False, disable=not cfg.progress)
-    model.train()
-    last_finite: tuple[float, int] | None = None
-    stopped_early = False
-    epoch = start_epoch
-    batch_in_epoch = skip_batches
-    started = time.perf_counter()
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            epoch_started = time.perf_counter()
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            order = torch.randperm(len(train_batches), generator=generator)
-            batch_in_epoch = skip_batches if epoch == start_epoch else 0
-            loss_sum = correct = seen = 0.0
-            window_started, window_items = time.perf_counter(), 0
-            for index in _loader_batches(train_batches, order, cfg.batch_size, cfg.num_workers,
-                                         batch_in_epoch, per_epoch):
-                obs, labels, aux_targets = train_batches.get(index)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    logits, aux = model.forward_all(obs)
-                loss = _classification_loss(logits, labels, weight, cfg)
-                if aux and aux_targets is not None and cfg.aux_weight > 0:
-                    loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(_nonfinite_message(
-                        "loss", loss_value, arch, epoch, batch_in_epoch, step, last_finite, cfg))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-                if not math.isfinite(grad_norm):
-                    raise NonFiniteLossError(_nonfinite_message(
-                        "gradient norm", grad_norm, arch, epoch, batch_in_epoch, step,
-                        last_finite, cfg))
-                lr = float(optimizer.param_groups[0]["lr"])
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                batch_in_epoch += 1
-                last_finite = (loss_value, step)
-                n_items = int(labels.numel())
-                loss_sum += loss_value * n_items
-                correct += float((logits.detach().argmax(-1) == labels).sum())
-                seen += n_items
-                window_items += n_items
-                if step % cfg.log_every == 0:
-                    elapsed = time.perf_counter() - window_started
-                    tb.scalars({"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                                "samples_per_s": window_items / max(elapsed, 1e-9)},
-                               step, prefix="train")
-                    window_started, window_items = time.perf_counter(), 0
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(epoch=epoch, loss=f"{loss_value:.4f}", refresh=False)
-                state = TrainState(model, epoch, step, batch_in_epoch, loss_value, lr, grad_norm)
-                for callback in callbacks:
-                    callback(state)
-
-            # -- end of epoch: validate, keep the best, maybe stop --------------------------
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "step": step,
-                "train_loss": loss_sum / seen if seen else math.nan,
-                "train_accuracy": correct / seen if seen else math.nan,
-                "lr": float(optimizer.param_groups[0]["lr"]),
-            }
-            if val_batches is not None:
-                val_loss, report, _ = _evaluate(model, val_batches, weight, cfg, amp)
-                metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
-                                                if k != "confusion"}}
-                record.update({f"val_{k}": v for k, v in metrics.items()})
-                record["val_confusion"] = [list(r) for r in report.confusion]
-                tb.scalars({"loss": val_loss, "accuracy": report.accuracy,
-                            "macro_f1": report.macro_f1,
-                            **{f"recall_{n}": report.recall[k]
-                               for k, n in enumerate(CLASS_NAMES)}}, step, prefix="val")
-                tb.confusion_matrix("val/confusion_matrix", report.confusion, step)
-                score = val_loss
-            else:
-                metrics = {"loss": record["train_loss"]}
-                score = record["train_loss"]
-            tb.scalars({"epoch_loss": record["train_loss"],
-                        "accuracy": record["train_accuracy"]}, step, prefix="train")
-            record["seconds"] = time.perf_counter() - epoch_started
-            history.append(record)
-            if score < best_loss:
-                best_loss, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
-                best_step = step
-                save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
-                                         metrics=metrics, seed=seed, resume=None,
-                                         best=best_now()), best_path)
-            else:
-                bad_epochs += 1
-            save_checkpoint(_payload(model, data, cfg, epoch=epoch + 1, step=step,
-                                     metrics=metrics, seed=seed,
-                                     resume=resume_state(epoch + 1, 0), best=best_now()),
-                            last_path)
-            if verbose:
-                val_text = (f", val loss {record['val_loss']:.4f}, acc "
-                            f"{record['val_accuracy']:.3f}, macro-F1 {record['val_macro_f1']:.3f}"
-                            if "val_loss" in record else "")
-                print(f"[{arch}] epoch {epoch + 1}/{cfg.epochs}: train loss "
-                      f"{record['train_loss']:.4f}{val_text}", file=sys.stderr)
-            tb.flush()
-            if cfg.patience is not None and bad_epochs >= cfg.patience:
-                stopped_early = epoch + 1 < cfg.epochs
-                break
-    except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
-        if isinstance(exc, TrainingInterrupted):
-            raise
-
-        def save_interrupted(stem: Path) -> Path:
-            return save_checkpoint(_payload(model, data, cfg, epoch=epoch, step=step,
-                                            metrics={}, seed=seed,
-                                            resume=resume_state(epoch, batch_in_epoch),
-                                            best=best_now()),
-                                   stem.parent / f"{stem.name}.pt")
-
-        saved, failures = save_where_possible(save_interrupted, out)
-        stopped = stop_training(exc, f"training of {arch!r}", f"epoch {epoch + 1}, step {step}",
-                                saved, failures, "train_supervised")
-        if stopped is exc:
-            raise
-        raise stopped from exc
-    finally:
-        if progress is not None:
-            progress.close()
-        tb.flush()
-    train_seconds = time.perf_counter() - started
-
-    if best_epoch >= 0:
-        best = load_checkpoint(best_path, map_location=dev)
-        model.load_state_dict(best["state_dict"])
-    model.eval()
-    hparams = {"arch": arch, "seed": seed, "window": data.window, **cfg.to_dict(),
-               **{f"arch.{k}": v for k, v in model.backbone_config().items()}}
-    best_f1 = float(best_metrics.get("macro_f1", math.nan))
-    tb.hparams(hparams, {"hparams/best_val_loss": best_loss, "hparams/best_val_macro_f1": best_f1})
-    tb.close()
-    return SupervisedResult(
-        model=model,
-        arch=arch,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
-        log_dir=tb.log_dir if cfg.tensorboard else None,
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        best_metrics=best_metrics,
-        steps=step,
-        stopped_early=stopped_early,
-        device=str(dev),
-        train_seconds=train_seconds,
-        n_parameters=n_parameters,
-        config=cfg,
-    )
+            aux_val = _aux_targets(data, data.val, aux_horizons, scale)
+    val = _Batches(data.val, device, aux_val) if data.val is not None else None
+    return _Batches(data.train, device, aux_train), val
 
 
 def _nonfinite_message(what: str, value: float, arch: str, epoch: int, batch: int, step: int,
