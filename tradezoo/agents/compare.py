@@ -42,6 +42,8 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tradezoo.backtest.formatting import format_mean_std, format_metric
+
 if TYPE_CHECKING:
     from tradezoo.agents.config import TrainingOptions
 
@@ -59,7 +61,6 @@ LEADERBOARD_METRICS: tuple[str, ...] = (
     "total_return", "sharpe", "max_drawdown", "win_rate", "n_trades", "accuracy", "macro_f1",
 )
 """Columns of the leaderboard (test-split metrics; accuracy and macro-F1 for classifiers)."""
-_PERCENT = frozenset({"total_return", "max_drawdown", "win_rate", "accuracy", "macro_f1"})
 BUY_AND_HOLD = "buy & hold"
 
 
@@ -148,19 +149,6 @@ def leaderboard_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-def _cell(metric: str, mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    if metric == "n_trades":
-        text = f"{mean:.1f}"
-        return text if not math.isfinite(std) else f"{text} ± {std:.1f}"
-    if metric in _PERCENT:
-        text = f"{mean:.2%}"
-        return text if not math.isfinite(std) else f"{text} ± {std:.2%}"
-    text = f"{mean:.3f}"
-    return text if not math.isfinite(std) else f"{text} ± {std:.3f}"
-
-
 def leaderboard_markdown(frame: pd.DataFrame, *, title: str = "Leaderboard",
                          notes: Sequence[str] = ()) -> str:
     """The leaderboard as a Markdown document (a title, notes, the table)."""
@@ -175,7 +163,8 @@ def leaderboard_markdown(frame: pd.DataFrame, *, title: str = "Leaderboard",
         values = row._asdict()
         cells = [str(rank), f"**{values['model']}**" if values["model"] == BUY_AND_HOLD
                  else str(values["model"]), str(values["mode"]), str(values["seeds"])]
-        cells += [_cell(m, values[f"{m}_mean"], values[f"{m}_std"]) for m in LEADERBOARD_METRICS]
+        cells += [format_mean_std(m, values[f"{m}_mean"], values[f"{m}_std"])
+                  for m in LEADERBOARD_METRICS]
         train = values["train_s_mean"]
         cells.append("n/a" if not math.isfinite(train) else f"{train:.1f}")
         cells.append(f"{int(values['params']):,}" if values["params"] else "n/a")
@@ -361,7 +350,7 @@ def _record(arch: str, mode: str, seed: int, backtest: Any, classification: Any,
 
 def _brief(record: RunRecord) -> str:
     def show(metric: str) -> str:
-        return _cell(metric, record.metrics.get(metric, math.nan), math.nan)
+        return format_metric(metric, record.metrics.get(metric))
 
     parts = [f"test total return {show('total_return')}", f"Sharpe {show('sharpe')}",
              f"max drawdown {show('max_drawdown')}"]

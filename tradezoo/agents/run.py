@@ -36,7 +36,6 @@ next to their checkpoints, else the checkpoint's bundled dataset name).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Mapping
@@ -44,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from tradezoo.backtest.formatting import format_metric, json_safe
 
 if TYPE_CHECKING:
     from tradezoo.agents.config import TrainingOptions
@@ -70,42 +71,18 @@ REPORT_METRICS: tuple[str, ...] = (
     "n_trades", "profit_factor", "exposure", "turnover", "fees_paid", "funding_paid",
 )
 """Metrics rows of the Markdown tables (names of :class:`~tradezoo.backtest.metrics.Metrics`)."""
-_PERCENT = frozenset({"total_return", "cagr", "max_drawdown", "win_rate", "exposure",
-                      "fees_paid", "funding_paid", "accuracy", "macro_f1"})
 
 
 # ------------------------------------------------------------------------------- helpers
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return str(value)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None, recursively (strict JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
-    """Strict JSON (no NaN tokens), UTF-8, trailing newline, written atomically
-    (:func:`~tradezoo.agents.rundir.write_text_atomic`; a failure is an ``OutputError`` naming
-    the file)."""
+    """Strict JSON (:func:`~tradezoo.backtest.formatting.json_safe`: no NaN tokens), UTF-8,
+    trailing newline, written atomically (:func:`~tradezoo.agents.rundir.write_text_atomic`;
+    a failure is an ``OutputError`` naming the file)."""
     from tradezoo.agents.rundir import write_text_atomic
 
-    text = json.dumps(_json_safe(json.loads(json.dumps(payload, default=_json_default))),
-                      indent=2, allow_nan=False)
+    text = json.dumps(json_safe(payload), indent=2, allow_nan=False)
     return write_text_atomic(path, text + "\n")
 
 
@@ -130,16 +107,6 @@ def write_options(out_dir: str | Path, options: TrainingOptions) -> Path:
     return write_json(out / CONFIG_NAME, saved)
 
 
-def _format(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if name == "n_trades":
-        return f"{int(value):,}"
-    if name in _PERCENT:
-        return f"{float(value):.2%}"
-    return f"{float(value):.3f}"
-
-
 def markdown_metrics_table(columns: Mapping[str, Mapping[str, Any]],
                            metrics: tuple[str, ...] = REPORT_METRICS) -> str:
     """A Markdown table: one row per metric, one column per strategy (fractions as %)."""
@@ -149,7 +116,7 @@ def markdown_metrics_table(columns: Mapping[str, Mapping[str, Any]],
     for metric in metrics:
         if not any(metric in columns[n] for n in names):
             continue
-        cells = [_format(metric, columns[n].get(metric)) for n in names]
+        cells = [format_metric(metric, columns[n].get(metric)) for n in names]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -617,8 +584,8 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
                      + "\n")
     say(f"supervised classifier on test: accuracy {sup_eval.report.accuracy:.3f}, macro-F1 "
         f"{sup_eval.report.macro_f1:.3f}, total return "
-        f"{_format('total_return', sup_metrics.get('total_return'))}, Sharpe "
-        f"{_format('sharpe', sup_metrics.get('sharpe'))}")
+        f"{format_metric('total_return', sup_metrics.get('total_return'))}, Sharpe "
+        f"{format_metric('sharpe', sup_metrics.get('sharpe'))}")
     say(f"done in {seconds['total']:.0f} s: report {report}, equity plot {out / 'equity.png'}")
     say(f"TensorBoard: {tensorboard_command(out)}")
     return MainJobResult(

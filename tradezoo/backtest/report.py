@@ -9,43 +9,16 @@ that importing :mod:`tradezoo.backtest` stays cheap.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from tradezoo.backtest.formatting import format_metric, json_safe
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from tradezoo.backtest.simulation import BacktestResult
-
-# Metrics shown as percentages (fractions: of equity, of bars, of trades); the rest (ratios,
-# counts, annualised turnover in multiples of equity) as plain numbers.
-_PERCENT_METRICS = frozenset(
-    {
-        "risk_free",
-        "total_return",
-        "cagr",
-        "annual_volatility",
-        "max_drawdown",
-        "hit_rate",
-        "win_rate",
-        "avg_trade_return",
-        "exposure",
-        "fees_paid",
-        "spread_paid",
-        "slippage_paid",
-        "funding_paid",
-        "borrow_paid",
-        "total_costs",
-        "benchmark_total_return",
-        "benchmark_cagr",
-        "benchmark_max_drawdown",
-    }
-)
-
 
 def _metrics_dict(source: Any, *, json_safe: bool = False) -> dict[str, Any]:
     if hasattr(source, "metrics") and hasattr(source, "equity"):  # a BacktestResult
@@ -63,27 +36,6 @@ def _metrics_dict(source: Any, *, json_safe: bool = False) -> dict[str, Any]:
     )
 
 
-def _format_value(name: str, value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        if math.isnan(number):
-            return "n/a"
-        if math.isinf(number):
-            return "inf" if number > 0 else "-inf"
-        if name in _PERCENT_METRICS:
-            return f"{number:.2%}"
-        if number.is_integer() and abs(number) < 1e15:
-            return f"{number:,.0f}"
-        return f"{number:,.4f}"
-    return str(value)
-
-
 def metrics_table(result_or_metrics: Any, *, title: str | None = None) -> Table:
     """A :class:`rich.table.Table` with one row per metric.
 
@@ -93,7 +45,8 @@ def metrics_table(result_or_metrics: Any, *, title: str | None = None) -> Table:
         title: table title; default names the symbol and interval when known.
 
     Returns:
-        The table; fractions are shown as percentages, missing values as ``n/a``.
+        The table; values as :func:`~tradezoo.backtest.formatting.format_metric` shows them
+        (fractions as percentages, missing values as ``n/a``).
     """
     from rich.table import Table
 
@@ -113,9 +66,9 @@ def metrics_table(result_or_metrics: Any, *, title: str | None = None) -> Table:
     if benchmark is not None:
         table.add_column("buy & hold", justify="right")
     for name, value in metrics.items():
-        row = [name, _format_value(name, value)]
+        row = [name, format_metric(name, value)]
         if benchmark is not None:
-            row.append(_format_value(name, benchmark.get(name)))
+            row.append(format_metric(name, benchmark.get(name)))
         table.add_row(*row)
     return table
 
@@ -134,28 +87,6 @@ def print_report(result: BacktestResult, *, console: Any = None) -> None:
     console.print(metrics_table(result))
 
 
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types: NaN and inf become ``None``, numpy and pandas scalars Python ones."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [_json_safe(item) for item in value.tolist()]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if value is None or isinstance(value, str):
-        return value
-    if hasattr(value, "isoformat"):  # Timestamp, datetime
-        return value.isoformat()
-    return str(value)
-
-
 def report_dict(result: BacktestResult) -> dict[str, Any]:
     """The JSON report as a dict: config, metrics, benchmark metrics, cost totals, counts.
 
@@ -164,7 +95,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
     """
     initial = float(result.config.get("initial_equity", result.equity.iloc[0]))
     totals = result.cost_totals
-    return _json_safe(
+    return json_safe(
         {
             "config": result.config,
             "metrics": _metrics_dict(result.metrics, json_safe=True),

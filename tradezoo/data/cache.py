@@ -177,7 +177,7 @@ class BarCache:
         meta = {
             "coverage_start": cached.coverage_start.isoformat(),
             "coverage_end": cached.coverage_end.isoformat(),
-            "attrs": _json_safe(cached.frame.attrs),
+            "attrs": _scalar_attrs(cached.frame.attrs),
         }
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
@@ -211,7 +211,8 @@ class CacheCorruptError(TradezooError, OSError):
     exit_code = 3
 
 
-def _json_safe(attrs: dict) -> dict:
+def _scalar_attrs(attrs: dict) -> dict:
+    """The attrs a cache entry keeps: those with a plain scalar value (text, number, flag)."""
     return {k: v for k, v in attrs.items() if isinstance(v, str | int | float | bool | type(None))}
 
 
