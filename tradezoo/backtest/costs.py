@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from tradezoo.data.checks import FieldChecks
+
 SlippageModel = Literal["fixed", "volatility", "volume"]
 BPS = 1e-4
 """One basis point as a fraction."""
@@ -78,43 +80,30 @@ class CostModel:
     maintenance_margin: float = 0.005
 
     def __post_init__(self) -> None:
+        check = FieldChecks(self)
         for item in fields(self):
             value = getattr(self, item.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            if not value == value or value < 0 or value == float("inf"):  # NaN, < 0, inf
-                raise ValueError(
-                    f"CostModel.{item.name} must be a finite number >= 0, got {value!r}"
-                )
-        if self.slippage not in ("fixed", "volatility", "volume"):
-            raise ValueError(
-                f"CostModel.slippage must be 'fixed', 'volatility' or 'volume', "
-                f"got {self.slippage!r}"
-            )
-        if self.order_type not in ("taker", "maker"):
-            raise ValueError(
-                f"CostModel.order_type must be 'taker' or 'maker', got {self.order_type!r}"
-            )
-        if self.max_participation <= 0:
-            raise ValueError("CostModel.max_participation must be > 0")
-        if self.taker_fee_bps >= 1e4 or self.half_spread_bps >= 1e4:
-            raise ValueError("CostModel fees and spreads must be below 10,000 bps (100 %)")
-        if isinstance(self.max_leverage, bool) or not self.max_leverage > 0:
-            raise ValueError(
-                f"CostModel.max_leverage must be a finite number > 0, got {self.max_leverage!r}"
-            )
-        if isinstance(self.maintenance_margin, bool) or not self.maintenance_margin < 1:
-            raise ValueError(
-                "CostModel.maintenance_margin must be a fraction of the notional in [0, 1), "
-                f"got {self.maintenance_margin!r}"
-            )
-        if self.maintenance_margin * self.max_leverage > 1:
-            raise ValueError(
-                f"CostModel.maintenance_margin * max_leverage must be at most 1, got "
-                f"{self.maintenance_margin!r} * {self.max_leverage!r} = "
-                f"{self.maintenance_margin * self.max_leverage:g}: a position at max_leverage "
-                "would open below its maintenance margin and be liquidated at once"
-            )
+            check.require(value == value and 0 <= value < float("inf"),  # not NaN, < 0, inf
+                          f"{item.name} must be a finite number >= 0, got {value!r}")
+        check.choice("slippage", ("fixed", "volatility", "volume"),
+                     rule="'fixed', 'volatility' or 'volume'")
+        check.choice("order_type", ("taker", "maker"), rule="'taker' or 'maker'")
+        check.require(self.max_participation > 0,
+                      f"max_participation must be > 0, got {self.max_participation!r}")
+        check.require(self.taker_fee_bps < 1e4 and self.half_spread_bps < 1e4,
+                      "taker_fee_bps and half_spread_bps must be below 10,000 bps (100 %), got "
+                      f"{self.taker_fee_bps!r} and {self.half_spread_bps!r}")
+        check.number("max_leverage", 0.0, open_low=True, rule="a finite number > 0")
+        check.number("maintenance_margin", 0.0, 1.0, open_high=True,
+                     rule="a fraction of the notional in [0, 1)")
+        check.require(
+            self.maintenance_margin * self.max_leverage <= 1,
+            f"maintenance_margin * max_leverage must be at most 1, got "
+            f"{self.maintenance_margin!r} * {self.max_leverage!r} = "
+            f"{self.maintenance_margin * self.max_leverage:g}: a position at max_leverage "
+            "would open below its maintenance margin and be liquidated at once")
 
     @classmethod
     def bybit_linear(cls, **overrides: object) -> CostModel:

@@ -73,7 +73,8 @@ def _is_real(value: Any) -> bool:
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None,
               *, optional: bool = False, rule: str | None = None) -> int | None:
-    """``value`` as an ``int`` in ``[minimum, maximum]`` (``None`` passes when ``optional``).
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (``None`` passes when ``optional``;
+    ``rule`` words the range, a wrong type is always called one).
 
     Raises:
         ConfigTypeError: not an integer (``bool`` counts as not one).
@@ -81,14 +82,15 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     """
     if optional and value is None:
         return None
+    bound = ("" if minimum is None and maximum is None
+             else f" >= {minimum}" if maximum is None
+             else f" <= {maximum}" if minimum is None
+             else f" in [{minimum}, {maximum}]")
+    if not _is_int(value):  # a wrong type is named as such, whatever ``rule`` words
+        raise field_error(name, value, f"an integer{bound}" + (" or None" if optional else ""),
+                          wrong_type=True)
     if rule is None:
-        bound = ("" if minimum is None and maximum is None
-                 else f" >= {minimum}" if maximum is None
-                 else f" <= {maximum}" if minimum is None
-                 else f" in [{minimum}, {maximum}]")
         rule = f"an integer{bound}" + (" or None" if optional else "")
-    if not _is_int(value):
-        raise field_error(name, value, rule, wrong_type=True)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise field_error(name, value, rule)
     return int(value)
@@ -139,7 +141,8 @@ def check_bool(name: str, value: Any) -> bool:
     Raises:
         ConfigTypeError: anything else.
     """
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not (isinstance(value, bool) or numpy_bool):
         raise field_error(name, value, "true or false", wrong_type=True)
     return bool(value)
 

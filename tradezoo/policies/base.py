@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from tradezoo.data.checks import FieldChecks
+
 
 @dataclass
 class BackboneConfig:
@@ -48,13 +50,13 @@ class BackboneConfig:
     d_model: int = 64
 
     def __post_init__(self) -> None:
+        """Integer sizes must be positive; subclasses check their own other fields with
+        :class:`~tradezoo.data.checks.FieldChecks` after calling this."""
+        check = FieldChecks(self)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            # Integer sizes must be positive; subclasses validate their own other rules.
-            if field.type in ("int", int) and isinstance(value, int) and value <= 0:
-                raise ValueError(
-                    f"{type(self).__name__}.{field.name} must be a positive integer, got {value}"
-                )
+            if field.type in ("int", int) and isinstance(value, int):
+                check.require(value > 0, f"{field.name} must be a positive integer, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON/YAML/checkpoint friendly)."""

@@ -47,6 +47,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 
 __all__ = [
@@ -61,9 +62,8 @@ __all__ = [
 ]
 
 
-def _check_dropout(config: BackboneConfig, value: float) -> None:
-    if not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{type(config).__name__}.dropout must be in [0, 1), got {value}")
+def _check_dropout(check: FieldChecks) -> None:
+    check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
 
 
 # -- recurrent baselines ------------------------------------------------------------------
@@ -84,7 +84,7 @@ class LSTMConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_dropout(self, self.dropout)
+        _check_dropout(FieldChecks(self))
 
 
 @dataclass
@@ -167,17 +167,11 @@ class TransformerConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_dropout(self, self.dropout)
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"TransformerConfig.n_heads={self.n_heads} must divide "
-                f"d_model={self.d_model}"
-            )
-        if self.positions not in ("sinusoidal", "learned"):
-            raise ValueError(
-                f"TransformerConfig.positions must be 'sinusoidal' or 'learned', "
-                f"got {self.positions!r}"
-            )
+        check = FieldChecks(self)
+        _check_dropout(check)
+        check.require(self.d_model % self.n_heads == 0,
+                      f"n_heads={self.n_heads} must divide d_model={self.d_model}")
+        check.choice("positions", ("sinusoidal", "learned"), rule="'sinusoidal' or 'learned'")
 
 
 def sinusoidal_positions(length: int, d_model: int, device: torch.device,
@@ -320,11 +314,9 @@ class MLPConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_dropout(self, self.dropout)
-        if self.window is not None and (
-            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0
-        ):
-            raise ValueError(f"MLPConfig.window must be a positive integer, got {self.window!r}")
+        check = FieldChecks(self)
+        _check_dropout(check)
+        check.integer("window", 1, optional=True, rule="a positive integer")
 
 
 class MLPBackbone(Backbone):

@@ -86,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.wiring import AutoNCP, Wiring
 
@@ -291,43 +292,21 @@ class CfCConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.mode not in _MODES:
-            raise ValueError(f"CfCConfig.mode must be one of {list(_MODES)}, got {self.mode!r}")
-        if self.backbone_activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"CfCConfig.backbone_activation must be one of {list(_ACTIVATIONS)}, "
-                f"got {self.backbone_activation!r}"
-            )
-        if self.wiring not in (None, "ncp"):
-            raise ValueError(f"CfCConfig.wiring must be None or 'ncp', got {self.wiring!r}")
-        if self.backbone_layers is not None and self.backbone_layers < 0:
-            raise ValueError(
-                f"CfCConfig.backbone_layers must be >= 0 (or None), got {self.backbone_layers}"
-            )
-        if self.wiring == "ncp" and self.backbone_layers:
-            raise ValueError(
-                "CfCConfig.backbone_layers must be 0 or None with wiring='ncp' (a backbone "
-                f"would mix the neurons the wiring separates), got {self.backbone_layers}"
-            )
-        if not 0.0 <= self.backbone_dropout < 1.0:
-            raise ValueError(
-                f"CfCConfig.backbone_dropout must be in [0, 1), got {self.backbone_dropout}"
-            )
-        if not 0.0 <= self.sparsity_level < 1.0:
-            raise ValueError(
-                f"CfCConfig.sparsity_level must be in [0, 1), got {self.sparsity_level}"
-            )
-        if self.ncp_output_size is not None and not 1 <= self.ncp_output_size <= self.d_model - 3:
-            raise ValueError(
-                f"CfCConfig.ncp_output_size must be in [1, d_model - 3] = [1, {self.d_model - 3}]"
-                f", got {self.ncp_output_size}"
-            )
-        if self.wiring == "ncp" and self.d_model < 4:
-            raise ValueError(
-                f"CfCConfig.d_model must be >= 4 with wiring='ncp', got {self.d_model}"
-            )
-        if not (np.isfinite(self.time_unit) and self.time_unit > 0):
-            raise ValueError(f"CfCConfig.time_unit must be finite and > 0, got {self.time_unit}")
+        check = FieldChecks(self)
+        check.choice("mode", _MODES)
+        check.choice("backbone_activation", _ACTIVATIONS)
+        check.choice("wiring", (None, "ncp"), rule="None or 'ncp'")
+        check.integer("backbone_layers", 0, optional=True, rule=">= 0 (or None)")
+        check.require(self.wiring != "ncp" or not self.backbone_layers,
+                      "backbone_layers must be 0 or None with wiring='ncp' (a backbone would mix "
+                      f"the neurons the wiring separates), got {self.backbone_layers}")
+        check.number("backbone_dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.number("sparsity_level", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.integer("ncp_output_size", 1, self.d_model - 3, optional=True,
+                      rule=f"in [1, d_model - 3] = [1, {self.d_model - 3}]")
+        check.require(self.wiring != "ncp" or self.d_model >= 4,
+                      f"d_model must be >= 4 with wiring='ncp', got {self.d_model}")
+        check.number("time_unit", 0.0, open_low=True, rule="finite and > 0")
 
     @property
     def resolved_backbone_layers(self) -> int:

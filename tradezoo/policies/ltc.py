@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.cfc import check_dt
 from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
@@ -138,29 +139,16 @@ class LTCConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in LTC_BACKENDS:
-            raise ValueError(
-                f"LTCConfig.backend must be one of {list(LTC_BACKENDS)}, got {self.backend!r}"
-            )
-        if self.wiring not in (None, "ncp"):
-            raise ValueError(f"LTCConfig.wiring must be None or 'ncp', got {self.wiring!r}")
-        if not 0.0 <= self.sparsity_level < 1.0:
-            raise ValueError(
-                f"LTCConfig.sparsity_level must be in [0, 1), got {self.sparsity_level}"
-            )
-        if self.wiring == "ncp" and self.d_model < 4:
-            raise ValueError(
-                f"LTCConfig.d_model must be >= 4 with wiring='ncp', got {self.d_model}"
-            )
-        if self.ncp_output_size is not None and not 1 <= self.ncp_output_size <= self.d_model - 3:
-            raise ValueError(
-                f"LTCConfig.ncp_output_size must be in [1, d_model - 3] = [1, {self.d_model - 3}]"
-                f", got {self.ncp_output_size}"
-            )
-        if not (np.isfinite(self.epsilon) and self.epsilon >= 0):
-            raise ValueError(f"LTCConfig.epsilon must be finite and >= 0, got {self.epsilon}")
-        if not (np.isfinite(self.time_unit) and self.time_unit > 0):
-            raise ValueError(f"LTCConfig.time_unit must be finite and > 0, got {self.time_unit}")
+        check = FieldChecks(self)
+        check.choice("backend", LTC_BACKENDS)
+        check.choice("wiring", (None, "ncp"), rule="None or 'ncp'")
+        check.number("sparsity_level", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.require(self.wiring != "ncp" or self.d_model >= 4,
+                      f"d_model must be >= 4 with wiring='ncp', got {self.d_model}")
+        check.integer("ncp_output_size", 1, self.d_model - 3, optional=True,
+                      rule=f"in [1, d_model - 3] = [1, {self.d_model - 3}]")
+        check.number("epsilon", 0.0, rule="finite and >= 0")
+        check.number("time_unit", 0.0, open_low=True, rule="finite and > 0")
 
     def make_wiring(self, n_features: int) -> Wiring:
         """The built wiring: :class:`FullyConnected` or :class:`AutoNCP`."""

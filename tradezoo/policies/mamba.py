@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
 
@@ -170,40 +171,16 @@ class MambaConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        name = type(self).__name__
-        if self.dt_rank is not None and (
-            not isinstance(self.dt_rank, int) or isinstance(self.dt_rank, bool) or self.dt_rank <= 0
-        ):
-            raise ValueError(
-                f"{name}.dt_rank must be a positive integer or None, got {self.dt_rank}"
-            )
-        if self.chunk_size is not None and (
-            not isinstance(self.chunk_size, int)
-            or isinstance(self.chunk_size, bool)
-            or self.chunk_size <= 0
-        ):
-            raise ValueError(
-                f"{name}.chunk_size must be a positive integer or None, got {self.chunk_size}"
-            )
-        if not 0.0 < self.dt_min <= self.dt_max:
-            raise ValueError(
-                f"{name} needs 0 < dt_min <= dt_max, got dt_min={self.dt_min}, "
-                f"dt_max={self.dt_max}"
-            )
-        if not self.dt_init_floor > 0.0:
-            raise ValueError(f"{name}.dt_init_floor must be > 0, got {self.dt_init_floor}")
-        if not self.dt_scale > 0.0:
-            raise ValueError(f"{name}.dt_scale must be > 0, got {self.dt_scale}")
-        if not self.norm_eps > 0.0:
-            raise ValueError(f"{name}.norm_eps must be > 0, got {self.norm_eps}")
-        if self.dt_init not in ("random", "constant"):
-            raise ValueError(
-                f"{name}.dt_init must be 'random' or 'constant', got {self.dt_init!r}"
-            )
-        if self.scan not in SCAN_BACKENDS:
-            raise ValueError(
-                f"{name}.scan must be one of {list(SCAN_BACKENDS)}, got {self.scan!r}"
-            )
+        check = FieldChecks(self)
+        check.integer("dt_rank", 1, optional=True, rule="a positive integer or None")
+        check.integer("chunk_size", 1, optional=True, rule="a positive integer or None")
+        check.number("dt_max", 0.0, open_low=True, rule="> 0")
+        check.number("dt_min", 0.0, self.dt_max, open_low=True, rule="> 0 with dt_min <= dt_max "
+                     f"(dt_max={self.dt_max})")
+        for name in ("dt_init_floor", "dt_scale", "norm_eps"):
+            check.number(name, 0.0, open_low=True, rule="> 0")
+        check.choice("dt_init", ("random", "constant"), rule="'random' or 'constant'")
+        check.choice("scan", SCAN_BACKENDS)
 
     @property
     def resolved_dt_rank(self) -> int:

@@ -84,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.mamba import SCAN_BACKENDS, MambaBlock, MambaConfig
 
@@ -147,33 +148,17 @@ class MambaTSConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        name = type(self).__name__
-        if self.stride > self.patch_len:
-            raise ValueError(
-                f"{name}.stride must be <= patch_len (patches must cover every bar), got "
-                f"stride={self.stride}, patch_len={self.patch_len}"
-            )
-        if not self.mlp_ratio > 0:
-            raise ValueError(f"{name}.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{name}.dropout must be in [0, 1), got {self.dropout}")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(f"{name}.seed must be a non-negative integer or None, got {self.seed}")
-        if not self.revin_eps > 0:
-            raise ValueError(f"{name}.revin_eps must be > 0, got {self.revin_eps}")
-        if not self.norm_eps > 0:
-            raise ValueError(f"{name}.norm_eps must be > 0, got {self.norm_eps}")
-        if self.scan not in SCAN_BACKENDS:
-            raise ValueError(
-                f"{name}.scan must be one of {list(SCAN_BACKENDS)}, got {self.scan!r}"
-            )
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"{name}.fusion must be one of {list(FUSIONS)}, got {self.fusion!r}")
-        if self.channel_mixing not in CHANNEL_MIXINGS:
-            raise ValueError(
-                f"{name}.channel_mixing must be one of {list(CHANNEL_MIXINGS)}, got "
-                f"{self.channel_mixing!r}"
-            )
+        check = FieldChecks(self)
+        check.require(self.stride <= self.patch_len, "stride must be <= patch_len (patches must "
+                      f"cover every bar), got stride={self.stride}, patch_len={self.patch_len}")
+        check.number("mlp_ratio", 0.0, open_low=True, rule="> 0")
+        check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.integer("seed", 0, optional=True, rule="a non-negative integer or None")
+        check.number("revin_eps", 0.0, open_low=True, rule="> 0")
+        check.number("norm_eps", 0.0, open_low=True, rule="> 0")
+        check.choice("scan", SCAN_BACKENDS)
+        check.choice("fusion", FUSIONS)
+        check.choice("channel_mixing", CHANNEL_MIXINGS)
 
     def mamba_config(self, d_conv: int) -> MambaConfig:
         """The :class:`MambaConfig` of one inner Mamba block (temporal or variable)."""

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 
 __all__ = ["MSABackbone", "MSAConfig", "MSAHeads", "end_aligned_pool"]
@@ -89,24 +90,16 @@ class MSAConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"MSAConfig.d_model ({self.d_model}) must be divisible by n_heads "
-                f"({self.n_heads})"
-            )
-        scales = tuple(self.scales) if isinstance(self.scales, Sequence) else None
-        if (
-            not scales
-            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in scales)
-            or any(a >= b for a, b in itertools.pairwise(scales))
-        ):
-            raise ValueError(
-                "MSAConfig.scales must be a non-empty, strictly increasing sequence of positive "
-                f"integer pooling factors (finest first), got {self.scales!r}"
-            )
-        self.scales = scales
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"MSAConfig.dropout must be in [0, 1), got {self.dropout}")
+        check = FieldChecks(self)
+        check.require(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be "
+                      f"divisible by n_heads ({self.n_heads})")
+        rule = ("a non-empty, strictly increasing sequence of positive integer pooling factors "
+                "(finest first)")
+        check.widths("scales", rule)
+        check.require(bool(self.scales) and all(
+            a < b for a, b in itertools.pairwise(self.scales)),
+            f"scales must be {rule}, got {self.scales!r}")
+        check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
 
 
 def end_aligned_pool(x: Tensor, factor: int) -> Tensor:

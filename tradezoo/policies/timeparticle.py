@@ -96,6 +96,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.native import address, can_run, load_kernel
 
@@ -147,28 +148,16 @@ class TimeParticleConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.backend not in PARTICLE_BACKENDS:
-            raise ValueError(
-                f"TimeParticleConfig.backend must be one of {list(PARTICLE_BACKENDS)}, got "
-                f"{self.backend!r}"
-            )
-        if not 2 <= self.n_particles <= 6:
-            raise ValueError(
-                f"TimeParticleConfig.n_particles must be in 2..6 (each message needs another "
-                f"particle; the kernel 2**k grows fast), got {self.n_particles}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TimeParticleConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.d_model % self.attention_heads:
-            raise ValueError(
-                f"TimeParticleConfig.attention_heads must divide d_model={self.d_model}, got "
-                f"{self.attention_heads}"
-            )
-        if self.message_feedback and self.backend == "native":
-            raise ValueError(
-                "TimeParticleConfig.backend='native' cannot run message_feedback=True (the "
-                "kernel implements the recurrence without messages); use 'auto' or 'torch'"
-            )
+        check = FieldChecks(self)
+        check.choice("backend", PARTICLE_BACKENDS)
+        check.integer("n_particles", 2, 6, rule="in 2..6 (each message needs another "
+                      "particle; the kernel 2**k grows fast)")
+        check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.require(self.d_model % self.attention_heads == 0, f"attention_heads must divide "
+                      f"d_model={self.d_model}, got {self.attention_heads}")
+        check.require(not (self.message_feedback and self.backend == "native"),
+                      "backend='native' cannot run message_feedback=True (the kernel implements "
+                      "the recurrence without messages); use 'auto' or 'torch'")
 
 
 def particle_conv_spec(k: int) -> tuple[int, int, int]:

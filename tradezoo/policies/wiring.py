@@ -35,23 +35,13 @@ Differences from ``ncps.wirings`` (whose structure we follow):
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, ClassVar
 
 import numpy as np
 
+from tradezoo.data.checks import check_bool, check_int, check_number
+
 __all__ = ["NCP", "AutoNCP", "FullyConnected", "Wiring"]
-
-
-def _check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an int in ``[minimum, maximum]``; clear ``ValueError``/``TypeError`` else."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
 
 
 def _polarity_matrix(name: str, matrix: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -89,11 +79,12 @@ class Wiring:
     def __init__(
         self, units: int, output_dim: int | None = None, adjacency_matrix: Any = None
     ) -> None:
-        self.units = _check_int("units", units, minimum=1)
+        self.units = check_int("units", units, 1, rule=">= 1")
         self.output_dim = (
             self.units
             if output_dim is None
-            else _check_int("output_dim", output_dim, minimum=1, maximum=self.units)
+            else check_int("output_dim", output_dim, 1, self.units,
+                           rule=f"in [1, {self.units}]")
         )
         self.adjacency_matrix = (
             np.zeros((self.units, self.units), dtype=np.int32)
@@ -113,7 +104,7 @@ class Wiring:
 
         Raises ``ValueError`` if already built for a different ``input_dim``. Returns ``self``.
         """
-        input_dim = _check_int("input_dim", input_dim, minimum=1)
+        input_dim = check_int("input_dim", input_dim, 1, rule=">= 1")
         if self.input_dim is not None:
             if self.input_dim != input_dim:
                 raise ValueError(
@@ -209,7 +200,7 @@ class Wiring:
         wiring = cls(**config)
         if input_dim is not None:
             if cls is Wiring:
-                wiring.input_dim = _check_int("input_dim", input_dim, minimum=1)
+                wiring.input_dim = check_int("input_dim", input_dim, 1, rule=">= 1")
                 wiring.sensory_adjacency_matrix = (
                     np.zeros((wiring.input_dim, wiring.units), dtype=np.int32)
                     if sensory is None
@@ -265,10 +256,8 @@ class FullyConnected(Wiring):
         self_connections: bool = True,
     ) -> None:
         super().__init__(units, output_dim)
-        self.seed = _check_int("seed", seed, minimum=0)
-        if not isinstance(self_connections, bool):
-            raise TypeError(f"self_connections must be a bool, got {self_connections!r}")
-        self.self_connections = self_connections
+        self.seed = check_int("seed", seed, 0, rule=">= 0")
+        self.self_connections = check_bool("self_connections", self_connections)
         rng = np.random.default_rng((self.seed, 0))
         polarity = rng.choice(np.array([-1, 1, 1], dtype=np.int32), size=(units, units))
         if not self_connections:
@@ -327,26 +316,22 @@ class NCP(Wiring):
         motor_fanin: int,
         seed: int = 22222,
     ) -> None:
-        n_inter = _check_int("inter_neurons", inter_neurons, minimum=1)
-        n_command = _check_int("command_neurons", command_neurons, minimum=1)
-        n_motor = _check_int("motor_neurons", motor_neurons, minimum=1)
+        n_inter = check_int("inter_neurons", inter_neurons, 1, rule=">= 1")
+        n_command = check_int("command_neurons", command_neurons, 1, rule=">= 1")
+        n_motor = check_int("motor_neurons", motor_neurons, 1, rule=">= 1")
         super().__init__(n_inter + n_command + n_motor, n_motor)
         self.inter_neurons = n_inter
         self.command_neurons = n_command
         self.motor_neurons = n_motor
-        self.sensory_fanout = _check_int(
-            "sensory_fanout (at most inter_neurons)", sensory_fanout, minimum=1, maximum=n_inter
-        )
-        self.inter_fanout = _check_int(
-            "inter_fanout (at most command_neurons)", inter_fanout, minimum=1, maximum=n_command
-        )
-        self.recurrent_command_synapses = _check_int(
-            "recurrent_command_synapses", recurrent_command_synapses, minimum=0
-        )
-        self.motor_fanin = _check_int(
-            "motor_fanin (at most command_neurons)", motor_fanin, minimum=1, maximum=n_command
-        )
-        self.seed = _check_int("seed", seed, minimum=0)
+        self.sensory_fanout = check_int("sensory_fanout (at most inter_neurons)", sensory_fanout,
+                                        1, n_inter, rule=f"in [1, {n_inter}]")
+        self.inter_fanout = check_int("inter_fanout (at most command_neurons)", inter_fanout, 1,
+                                      n_command, rule=f"in [1, {n_command}]")
+        self.recurrent_command_synapses = check_int(
+            "recurrent_command_synapses", recurrent_command_synapses, 0, rule=">= 0")
+        self.motor_fanin = check_int("motor_fanin (at most command_neurons)", motor_fanin, 1,
+                                     n_command, rule=f"in [1, {n_command}]")
+        self.seed = check_int("seed", seed, 0, rule=">= 0")
         # Neuron ids: [0, motor) motor | [motor, motor + command) command | rest inter.
         self._motor_ids = np.arange(0, n_motor)
         self._command_ids = np.arange(n_motor, n_motor + n_command)
@@ -464,14 +449,11 @@ class AutoNCP(NCP):
     def __init__(
         self, units: int, output_size: int, sparsity_level: float = 0.5, seed: int = 22222
     ) -> None:
-        units = _check_int("units", units, minimum=4)
-        output_size = _check_int(
-            "output_size (at most units - 3)", output_size, minimum=1, maximum=units - 3
-        )
-        if isinstance(sparsity_level, bool) or not isinstance(sparsity_level, numbers.Real):
-            raise TypeError(f"sparsity_level must be a float, got {sparsity_level!r}")
-        if not 0.0 <= float(sparsity_level) < 1.0:
-            raise ValueError(f"sparsity_level must be in [0, 1), got {sparsity_level}")
+        units = check_int("units", units, 4, rule=">= 4")
+        output_size = check_int("output_size (at most units - 3)", output_size, 1, units - 3,
+                                rule=f"in [1, {units - 3}]")
+        sparsity_level = check_number("sparsity_level", sparsity_level, 0.0, 1.0,
+                                      open_high=True, rule="in [0, 1)")
         self.output_size = output_size
         self.sparsity_level = float(sparsity_level)
         density = 1.0 - self.sparsity_level
