@@ -23,11 +23,15 @@ import torch
 from torch import Tensor, nn
 
 import tradezoo.policies as policies
-from tradezoo.agents.checkpoint import model_from_checkpoint
 from tradezoo.agents.config import parse_archs
 from tradezoo.agents.data import PreparedData, prepare_data
 from tradezoo.agents.ppo import PPOConfig, load_ppo_policy, train_ppo
-from tradezoo.agents.supervised import AUX_HEADS, SupervisedConfig, train_supervised
+from tradezoo.agents.supervised import (
+    AUX_HEADS,
+    SupervisedConfig,
+    model_from_checkpoint,
+    train_supervised,
+)
 from tradezoo.data import load_dataset
 from tradezoo.policies import (
     ARCHITECTURES,

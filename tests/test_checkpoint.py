@@ -17,12 +17,15 @@ from tradezoo.agents.checkpoint import (
     feature_spec_from_checkpoint,
     label_spec_from_checkpoint,
     load_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
     scaler_from_checkpoint,
 )
 from tradezoo.agents.data import prepare_data
-from tradezoo.agents.supervised import SupervisedConfig, train_supervised
+from tradezoo.agents.supervised import (
+    SupervisedConfig,
+    model_from_checkpoint,
+    train_supervised,
+)
 from tradezoo.data import FeatureSpec, load_dataset
 
 WINDOW = 16

@@ -28,7 +28,6 @@ from tradezoo.agents.callbacks import run_episodes
 from tradezoo.agents.checkpoint import (
     CheckpointError,
     load_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
 )
 from tradezoo.agents.data import PreparedData
@@ -40,7 +39,12 @@ from tradezoo.agents.ppo import (
     make_ppo,
     train_ppo,
 )
-from tradezoo.agents.supervised import SupervisedConfig, TrainState, train_supervised
+from tradezoo.agents.supervised import (
+    SupervisedConfig,
+    TrainState,
+    model_from_checkpoint,
+    train_supervised,
+)
 from tradezoo.cli import main
 from tradezoo.data import load_dataset
 from tradezoo.policies.registry import ARCHITECTURES, make_config

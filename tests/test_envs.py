@@ -17,8 +17,8 @@ from tradezoo.backtest.metrics import compute_metrics
 from tradezoo.backtest.simulation import simulate
 from tradezoo.data import DataError, FeatureSpec, load_dataset
 from tradezoo.data.intervals import parse_interval
+from tradezoo.data.prepare import resample_bars
 from tradezoo.envs.core import STEP_INFO_KEYS, TRADE_KEYS
-from tradezoo.envs.market import resample_bars
 from tradezoo.envs.trading_env import TradingEnv
 
 BTC = "bybit-btcusdt-1h"

@@ -23,7 +23,7 @@ from tradezoo.agents.callbacks import (
     TradingMetricsCallback,
     run_episodes,
 )
-from tradezoo.agents.checkpoint import CheckpointError, model_from_checkpoint
+from tradezoo.agents.checkpoint import CheckpointError
 from tradezoo.agents.data import PreparedData, prepare_data
 from tradezoo.agents.ppo import (
     PPOConfig,
@@ -38,6 +38,7 @@ from tradezoo.agents.supervised import (
     NonFiniteLossError,
     SupervisedConfig,
     TrainingInterrupted,
+    model_from_checkpoint,
     train_supervised,
 )
 from tradezoo.data import load_dataset

@@ -27,7 +27,8 @@ from stable_baselines3.common.vec_env import (
 
 import tradezoo  # noqa: F401  (registers the envs)
 from tradezoo.envs.registration import ENV_IDS
-from tradezoo.envs.vector_env import TradingVectorEnv, make_sb3_vec_env
+from tradezoo.envs.sb3_vec_env import make_sb3_vec_env
+from tradezoo.envs.vector_env import TradingVectorEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:Your observation")  # SB3: 2-D Box is fine

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tradezoo.agents.checkpoint import load_checkpoint, model_from_checkpoint
+from tradezoo.agents.checkpoint import load_checkpoint
 from tradezoo.agents.data import LabelSpec, PreparedData, prepare_data
 from tradezoo.agents.supervised import (
     NonFiniteLossError,
@@ -24,6 +24,7 @@ from tradezoo.agents.supervised import (
     _param_groups,
     classification_report,
     evaluate_supervised,
+    model_from_checkpoint,
     resolve_device,
     signals_to_positions,
     train_supervised,

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "TrainingInterrupted": "supervised",
     "train_supervised": "supervised",
     "evaluate_supervised": "supervised",
+    "model_from_checkpoint": "supervised",
     # PPO
     "PPOConfig": "ppo",
     "train_ppo": "ppo",
@@ -32,7 +33,6 @@ _EXPORTS: dict[str, str] = {
     # checkpoints
     "CheckpointError": "checkpoint",
     "load_checkpoint": "checkpoint",
-    "model_from_checkpoint": "checkpoint",
     # command options and jobs
     "BUDGETS": "config",
     "ConfigError": "config",

@@ -70,7 +70,6 @@ from tradezoo.errors import TradezooError
 
 if TYPE_CHECKING:
     from tradezoo.agents.data import LabelSpec, PreparedData
-    from tradezoo.agents.supervised import SupervisedModel
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -84,7 +83,6 @@ __all__ = [
     "feature_spec_from_checkpoint",
     "label_spec_from_checkpoint",
     "load_checkpoint",
-    "model_from_checkpoint",
     "save_checkpoint",
     "sb3_zip_tensors",
     "scaler_from_checkpoint",
@@ -585,55 +583,3 @@ def label_spec_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> La
     from tradezoo.agents.data import LabelSpec
 
     return LabelSpec.from_dict(_as_checkpoint(checkpoint)["label_spec"])
-
-
-def model_from_checkpoint(
-    checkpoint: Mapping[str, Any] | str | os.PathLike[str],
-    *,
-    map_location: str | torch.device = "cpu",
-) -> SupervisedModel:
-    """Rebuild the :class:`~tradezoo.agents.supervised.SupervisedModel` of a ``"supervised"``
-    checkpoint, in eval mode, with its weights loaded (strictly: every tensor must fit).
-
-    A dict is checked as a loaded file is (:func:`check_payload`: fields, size bound) before
-    anything is built.
-
-    Raises:
-        CheckpointError: another kind of checkpoint, a malformed one, a model above the size
-            bound, or weights that do not fit the model (the message names the missing/
-            unexpected keys).
-    """
-    from tradezoo.agents.supervised import SupervisedModel
-
-    ckpt = (
-        checkpoint
-        if isinstance(checkpoint, Mapping)
-        else load_checkpoint(checkpoint, map_location=map_location)
-    )
-    where = str(ckpt.get("path", "<in memory>"))
-    if ckpt.get("kind") != "supervised":
-        raise CheckpointError(
-            f"checkpoint {where}: kind {ckpt.get('kind')!r}; model_from_checkpoint rebuilds "
-            "'supervised' checkpoints"
-        )
-    check_payload(ckpt, where)
-    scaler = ckpt["scaler"]
-    model = SupervisedModel(
-        ckpt["arch"],
-        n_features=int(ckpt["n_features"]),
-        window=int(ckpt["window"]),
-        features_dim=int(ckpt.get("features_dim", 64)),
-        clip=scaler.get("clip"),
-        aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
-        arch_config=dict(ckpt["arch_config"]),
-    )
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {where}: its weights do not fit architecture {ckpt['arch']!r} with the "
-            f"saved config: {str(exc).splitlines()[0]}"
-        ) from exc
-    model.to(map_location)
-    model.eval()
-    return model

@@ -1,26 +1,23 @@
-"""Data preparation shared by the supervised and the PPO trainers: one function, one result.
+"""Data preparation for the supervised and the PPO trainers: the one data preparation plus
+labels and windows.
 
-:func:`prepare_data` turns a dataset name, a bars file or a bars frame into everything a
-trainer needs, prepared exactly the way the environments prepare it, so a model trained here
-sees the same inputs when it later runs inside :class:`~tradezoo.envs.TradingEnv`::
+:func:`prepare_data` is :func:`tradezoo.data.prepare.prepare` (the call the environments build
+their market from) plus labels and windows, so a model trained here sees the same inputs when
+it later runs inside :class:`~tradezoo.envs.TradingEnv`::
 
-    bars      = load_bars(source)                            # validated (one validator)
-    features  = compute_features(bars, feature_spec)         # [T, F] float32, causal
-    labels    = make_labels(bars, horizon=h, threshold=..., cost_bps=costs.one_way_cost_bps)
-    splits    = time_splits(features.index, lookback=window, horizon=h,
-                            embargo >= window + h)           # train / val / test rows
-    scaler    = FeatureScaler().fit(features[rows the env fits on])   # see below
-    scaled    = scaler.transform(features)                   # [T, F] float32
+    prepared = prepare(source, window=window, feature_spec=..., split_fractions=...)
+        # validated bars, causal features [T, F], the env's splits (horizon 1), the scaler
+        # fitted on the env's train rows, scaled features [T, F] float32
+    labels   = make_labels(bars, horizon=h, threshold=..., cost_bps=costs.one_way_cost_bps)
+    splits   = prepared.splits_for(horizon=h, embargo=...)   # embargo >= window + h
     train/val/test = WindowDataset(scaled, labels, window=window, indices=splits.<part>)
 
-Scaler rows. The env (:mod:`tradezoo.envs.market`) splits the feature rows with
-``time_splits(lookback=window, horizon=1)`` and fits its scaler on the feature rows ``0 ..
-last train row`` of *that* split. The label splits here use the label horizon ``h`` in the
+Scaler rows. The scaler is the preparation's: fitted on the train rows of the env's split
+(``lookback=window``, ``horizon=1``). The label splits here use the label horizon ``h`` in the
 embargo (``window + h`` rows), so for ``h > 1`` their train part ends ``h - 1`` rows earlier.
-The scaler is fitted on the env's rows, not on the label train part: features are causal, so
-those ``h - 1`` extra rows only hold data known before the validation part starts (no label
-or future information), and the env built on the same data, ``window`` and
-``split_fractions`` then scales every feature bit-identically, with or without being handed
+Features are causal, so those ``h - 1`` extra rows only hold data known before the validation
+part starts (no label or future information), and the env built on the same data, ``window``
+and ``split_fractions`` scales every feature bit-identically, with or without being handed
 ``PreparedData.scaler`` (tested). The test rows do not depend on ``window`` or ``h``
 (:func:`~tradezoo.data.splits.time_splits` cuts the embargo from the earlier part), so every
 architecture and the PPO env are scored on the same test rows.
@@ -42,7 +39,6 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,11 +46,10 @@ import pandas as pd
 
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
-from tradezoo.data.datasets import load_bars
-from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
+from tradezoo.data.features import FeatureScaler, FeatureSpec
 from tradezoo.data.labels import make_labels
-from tradezoo.data.splits import PART_NAMES, PartName, Splits, time_splits
-from tradezoo.envs.market import check_split_fractions, dataset_name, env_time_splits
+from tradezoo.data.prepare import DataSource, check_split_fractions, prepare
+from tradezoo.data.splits import PART_NAMES, PartName, Splits
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     import torch
@@ -74,8 +69,6 @@ __all__ = [
 N_ACCOUNT_COLUMNS = 2
 """Account columns the env appends to each Box observation row (position, equity log-return);
 equal to :data:`tradezoo.envs.market.N_ACCOUNT_COLUMNS`."""
-
-DataSource = str | Path | pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -334,45 +327,27 @@ def prepare_data(
     fractions = check_split_fractions(split_fractions)
     spec = FeatureSpec.coerce(feature_spec)
     labels_cfg = coerce_config(LabelSpec, label_spec, "label_spec") or LabelSpec()
-    if not isinstance(data, str | Path | pd.DataFrame):
-        raise TypeError(
-            "data must be a bundled dataset name, a CSV/Parquet path or a bars DataFrame, got "
-            f"{type(data).__name__}"
-        )
-    bars, _report = load_bars(data)
-    name = dataset_name(data, bars)
+    if costs is not None and not isinstance(costs, CostModel):
+        raise TypeError(f"costs must be a CostModel or None, got {type(costs).__name__}")
+    prepared = prepare(data, window=window, feature_spec=spec, split_fractions=fractions)
+    name, bars, features = prepared.name, prepared.bars, prepared.features
     if costs is None:
         costs = CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
-    elif not isinstance(costs, CostModel):
-        raise TypeError(f"costs must be a CostModel or None, got {type(costs).__name__}")
     cost_bps = (
         float(costs.one_way_cost_bps) if labels_cfg.cost_bps is None else labels_cfg.cost_bps
     )
     labels_cfg = LabelSpec(**{**labels_cfg.to_dict(), "cost_bps": float(cost_bps)})
 
-    features = compute_features(bars, spec)  # [T, F] float32, warm-up rows dropped
-    index = pd.DatetimeIndex(features.index)
+    index = prepared.index
     horizon = labels_cfg.horizon
     try:
-        splits = time_splits(
-            index,
-            train=fractions[0],
-            val=fractions[1],
-            test=fractions[2],
-            lookback=window,
-            horizon=horizon,
-            embargo=embargo,
-        )
-        # The env's own split (horizon 1): its train part decides the scaler's rows.
-        env_splits = env_time_splits(index, window, fractions)
+        splits = prepared.splits_for(horizon=horizon, embargo=embargo)
     except ValueError as exc:
         raise ValueError(
             f"dataset {name!r}: cannot split its {len(index)} feature rows with window={window} "
             f"and label horizon={horizon}: {exc}"
         ) from None
-    fit_rows = int(env_splits.train[-1]) + 1
-    scaler = FeatureScaler().fit(features.iloc[:fit_rows])
-    scaled = scaler.transform(features)  # [T, F] float32 DataFrame
+    scaler, scaled = prepared.scaler, prepared.scaled  # [T, F] float32 DataFrame
 
     raw_labels = make_labels(
         bars,

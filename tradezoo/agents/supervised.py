@@ -63,6 +63,7 @@ env's ``signal`` scheme: buy -> +1 (long), sell -> -1 (short; 0 = flat with
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
@@ -81,10 +82,12 @@ from torch import Tensor, nn
 from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    CheckpointError,
+    check_payload,
     data_payload,
     load_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
+    scaler_from_checkpoint,
     versions,
 )
 from tradezoo.agents.data import (
@@ -238,6 +241,57 @@ class SupervisedModel(nn.Module):
             if param.ndim < 2 or name.endswith(".bias"):
                 names.add(name)
         return names
+
+
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+) -> SupervisedModel:
+    """Rebuild the :class:`SupervisedModel` of a ``"supervised"`` checkpoint, in eval mode,
+    with its weights loaded (strictly: every tensor must fit).
+
+    A dict is checked as a loaded file is
+    (:func:`~tradezoo.agents.checkpoint.check_payload`: fields, size bound) before anything is
+    built.
+
+    Raises:
+        CheckpointError: another kind of checkpoint, a malformed one, a model above the size
+            bound, or weights that do not fit the model (the message names the missing/
+            unexpected keys).
+    """
+    ckpt = (
+        checkpoint
+        if isinstance(checkpoint, Mapping)
+        else load_checkpoint(checkpoint, map_location=map_location)
+    )
+    where = str(ckpt.get("path", "<in memory>"))
+    if ckpt.get("kind") != "supervised":
+        raise CheckpointError(
+            f"checkpoint {where}: kind {ckpt.get('kind')!r}; model_from_checkpoint rebuilds "
+            "'supervised' checkpoints"
+        )
+    check_payload(ckpt, where)
+    scaler = ckpt["scaler"]
+    model = SupervisedModel(
+        ckpt["arch"],
+        n_features=int(ckpt["n_features"]),
+        window=int(ckpt["window"]),
+        features_dim=int(ckpt.get("features_dim", 64)),
+        clip=scaler.get("clip"),
+        aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
+        arch_config=dict(ckpt["arch_config"]),
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {where}: its weights do not fit architecture {ckpt['arch']!r} with the "
+            f"saved config: {str(exc).splitlines()[0]}"
+        ) from exc
+    model.to(map_location)
+    model.eval()
+    return model
 
 
 # ------------------------------------------------------------------------------ config
@@ -1292,8 +1346,6 @@ def evaluate_supervised(
                                  expect_kind="supervised")
         )
         model = model_from_checkpoint(ckpt)
-        from tradezoo.agents.checkpoint import scaler_from_checkpoint
-
         scaled = scaler_from_checkpoint(ckpt).transform(data.features)
     if model.window != data.window or model.n_features != data.n_features:
         raise ValueError(

@@ -62,6 +62,10 @@ _EXPORTS: dict[str, str] = {
     "time_splits": "splits",
     "walk_forward": "splits",
     "WindowDataset": "windows",
+    # the one data preparation (bars -> features -> splits -> fitted scaler)
+    "PreparedDataset": "prepare",
+    "WalkForward": "prepare",
+    "resample_bars": "prepare",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,12 +1,15 @@
-"""One or more datasets prepared once as aligned numpy arrays, shared by every tradezoo env.
+"""One or more prepared datasets laid out as aligned numpy arrays, shared by every tradezoo env.
 
-:class:`Market` is the part of an environment that does not change between episodes: the
-validated bars of each dataset, their causal features scaled with a :class:`FeatureScaler`
-fitted on the **train split of that dataset only**, the decision rows of the selected split,
-and the price columns :func:`~tradezoo.backtest.execution.execute_step` reads. The single env
+:class:`Market` is the part of an environment that does not change between episodes. Each
+dataset is prepared by :func:`tradezoo.data.prepare.prepare_loaded`, the one data preparation
+the trainers use too (validated bars, causal features, train/val/test splits, a
+:class:`FeatureScaler` fitted on the **train split of that dataset only**); the market takes
+the decision rows of the selected split and lays out the scaled features and the price
+columns :func:`~tradezoo.backtest.execution.execute_step` reads. The single env
 (:class:`~tradezoo.envs.trading_env.TradingEnv`, Python floats) and the batched envs
 (:class:`~tradezoo.envs.vector_env.TradingVectorEnv` and the SB3 ``VecEnv``, arrays ``[N]``)
-read the same arrays and build observations with the same :class:`Market` methods.
+read the same arrays and build observations with the same :class:`Market` methods. Cost
+models per dataset are resolved in :mod:`tradezoo.envs.costs`.
 
 Rows. Every dataset contributes its feature rows (bars after the feature warm-up) to one
 concatenated table of ``R`` rows; a dataset's rows are ``offset .. offset + length - 1`` and
@@ -15,15 +18,15 @@ concatenated table of ``R`` rows; a dataset's rows are ``offset .. offset + leng
 ``close[t]`` with ``fill="close"``) and is marked at ``close[t+1]`` (docs/design.md, "Time and
 execution").
 
-Splits. Each dataset is split by :func:`~tradezoo.data.splits.time_splits` on its feature rows
-with ``lookback=window`` and ``horizon=1`` (one bar to fill and mark), so the embargo of
-``window + 1`` rows keeps every part's inputs and fill bars apart from the next part's. The rows
-of the selected part (or of an explicit ``(start, end)`` range of timestamps, inclusive) are the
-decision rows, further limited so that a full window exists before the first one
+Splits. Each dataset's feature rows are split by the data preparation with
+``lookback=window`` and ``horizon=1`` (one bar to fill and mark), so the embargo of
+``window + 1`` rows keeps every part's inputs and fill bars apart from the next part's. The
+rows of the selected part (or of an explicit ``(start, end)`` range of timestamps, inclusive)
+are the decision rows, further limited so that a full window exists before the first one
 (``t >= window - 1``; for ``observation="dict"`` also a full window of closed bars of every
-timeframe) and a bar exists after the last one (``t <= length - 2``). An input window may reach
-back before the first decision row of a part (into the embargo gap): those bars are in the
-past, which the embargo was sized for.
+timeframe) and a bar exists after the last one (``t <= length - 2``; :func:`decision_rows`).
+An input window may reach back before the first decision row of a part (into the embargo gap):
+those bars are in the past, which the embargo was sized for.
 
 Observations (float32, fresh arrays):
 
@@ -43,7 +46,6 @@ Observations (float32, fresh arrays):
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,16 +55,39 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
-from tradezoo.backtest.costs import CostModel
-from tradezoo.backtest.execution import MIN_BAR_NOTIONAL, ExecutionRates, execution_rates
+from tradezoo.backtest.execution import MIN_BAR_NOTIONAL
 from tradezoo.data.checks import check_int
-from tradezoo.data.errors import DataError
-from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
-from tradezoo.data.intervals import Interval, parse_interval
-from tradezoo.data.splits import PART_NAMES, Splits, time_splits
+from tradezoo.data.features import FeatureScaler, FeatureSpec
+from tradezoo.data.intervals import Interval
+from tradezoo.data.prepare import (
+    DataSource,
+    PreparedDataset,
+    check_split_fractions,
+    check_timeframes,
+    dataset_name,
+    interval_of,
+    load_source,
+    prepare_loaded,
+)
+from tradezoo.data.splits import PART_NAMES, Splits
+
+__all__ = [
+    "ACCOUNT_KEY",
+    "N_ACCOUNT_COLUMNS",
+    "N_ACCOUNT_FEATURES",
+    "DataSource",
+    "Market",
+    "MarketDataset",
+    "ObservationMode",
+    "SplitSpec",
+    "Timeframe",
+    "account_scale",
+    "decision_rows",
+    "get_market",
+    "prepare_market",
+]
 
 ObservationMode = Literal["box", "dict"]
-DataSource = str | Path | pd.DataFrame
 SplitSpec = str | tuple[Any, Any]
 
 N_ACCOUNT_COLUMNS = 2
@@ -325,124 +350,10 @@ class Market:
 
 
 # ----------------------------------------------------------------------------------- build
-
-
-def dataset_name(source: DataSource, bars: pd.DataFrame, fallback: str = "data") -> str:
-    """The name a dataset is reported by: a bundled dataset's name, else the bars' ``dataset``
-    or ``symbol`` attribute, else ``fallback``."""
-    if isinstance(source, str) and not Path(source).suffix:
-        return source
-    for key in ("dataset", "symbol"):
-        value = bars.attrs.get(key)
-        if value:
-            return str(value)
-    return fallback
-
-
-def _load(source: DataSource, position: int) -> pd.DataFrame:
-    from tradezoo.data.datasets import load_bars
-
-    if not isinstance(source, str | Path | pd.DataFrame):
-        raise TypeError(
-            f"data[{position}] must be a bundled dataset name, a CSV/Parquet path or a bars "
-            f"DataFrame, got {type(source).__name__}"
-        )
-    bars, _report = load_bars(source)
-    return bars
-
-
-def _interval_of(bars: pd.DataFrame, name: str) -> Interval:
-    from tradezoo.data.intervals import infer_interval
-
-    raw = bars.attrs.get("interval")
-    interval = parse_interval(str(raw)) if raw else infer_interval(bars.index)
-    if interval is None:
-        raise DataError(
-            f"dataset {name!r}: cannot tell the bar interval; set "
-            "bars.attrs['interval'] (e.g. '1h')"
-        )
-    return interval
-
-
-def _parse_timeframes(
-    timeframes: Sequence[str] | Mapping[str, int] | None,
-    window: int,
-    bases: list[Interval],
-    names: list[str],
-) -> list[tuple[Interval, int]]:
-    """Validate dict-observation timeframes against every dataset's base interval."""
-    if timeframes is None:
-        if len({b.name for b in bases}) > 1:
-            raise ValueError(
-                "observation='dict' over datasets with different bar intervals "
-                f"({sorted({b.name for b in bases})}) needs explicit timeframes=..."
-            )
-        items: list[tuple[str, int]] = [(bases[0].name, window)]
-    elif isinstance(timeframes, Mapping):
-        items = [(str(k), v) for k, v in timeframes.items()]
-    elif isinstance(timeframes, str) or not isinstance(timeframes, Sequence):
-        raise TypeError(
-            "timeframes must be a sequence of intervals (e.g. ['1h', '4h', '1d']) or a mapping "
-            f"interval -> window, got {timeframes!r}"
-        )
-    else:
-        items = [(str(k), window) for k in timeframes]
-    if not items:
-        raise ValueError("timeframes must name at least one timeframe")
-    out: list[tuple[Interval, int]] = []
-    seen: set[str] = set()
-    for raw, tf_window in items:
-        try:
-            interval = parse_interval(raw)
-        except ValueError as exc:
-            raise ValueError(f"unknown timeframe {raw!r} in timeframes: {exc}") from None
-        check_int(f"timeframes[{raw!r}] window", tf_window, 1)
-        if interval.name in seen:
-            raise ValueError(f"timeframes repeats {interval.name!r}")
-        seen.add(interval.name)
-        if interval.minutes is None:
-            raise ValueError(
-                f"timeframe {raw!r}: calendar months are not supported for dict observations "
-                "(use a fixed length such as '1w')"
-            )
-        for base, name in zip(bases, names, strict=True):
-            if base.minutes is None or interval.minutes < base.minutes:
-                raise ValueError(
-                    f"timeframe {interval.name!r} is finer than the base bars of dataset "
-                    f"{name!r} ({base.name}); dict timeframes must be the base interval or "
-                    "coarser"
-                )
-            if interval.minutes % base.minutes:
-                raise ValueError(
-                    f"timeframe {interval.name!r} is not a whole multiple of the base bars of "
-                    f"dataset {name!r} ({base.name})"
-                )
-        out.append((interval, int(tf_window)))
-    return out
-
-
-def resample_bars(bars: pd.DataFrame, interval: Interval) -> pd.DataFrame:
-    """Bars of a coarser ``interval`` from base ``bars`` (bins ``[b, b + interval)`` anchored at
-    the Unix epoch, UTC; open first, high max, low min, close last, volume, turnover and
-    funding summed). Empty bins are dropped, and so is a leading bin the data starts inside
-    (it would be built from part of its bars)."""
-    assert interval.minutes is not None
-    agg = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
-    for extra in ("turnover", "funding_rate"):
-        if extra in bars.columns:
-            agg[extra] = "sum"
-    out = (
-        bars[list(agg)]
-        .resample(
-            pd.Timedelta(minutes=interval.minutes), origin="epoch", label="left", closed="left"
-        )
-        .agg(agg)  # type: ignore[arg-type]
-    )
-    out = out[out["open"].notna()]
-    if len(out) and bars.index[0] > out.index[0]:
-        out = out.iloc[1:]
-    out.attrs = {**bars.attrs, "interval": interval.name}
-    return out
+#
+# Loading, features, splits and scalers come from tradezoo.data.prepare (the one data
+# preparation the trainers use too); this section picks each dataset's decision rows and
+# lays the prepared datasets out as the market's tables.
 
 
 def _resolve_rows(
@@ -487,215 +398,35 @@ def _resolve_rows(
     return first, last
 
 
-@dataclass
-class _Prepared:
-    """Per-dataset intermediate results before concatenation."""
-
-    name: str
-    bars: pd.DataFrame
-    interval: Interval
-    index: pd.DatetimeIndex
-    bar_offset: int
-    features: np.ndarray
-    columns: tuple[str, ...]
-    splits: Splits
-    first: int
-    last: int
-    scalers: dict[str, FeatureScaler]
-    timeframes: list[tuple[str, int, np.ndarray, np.ndarray]]  # name, window, feats, last
-
-
-def _aligned_features(
-    bars: pd.DataFrame, features: pd.DataFrame, name: str
-) -> tuple[pd.DataFrame, int]:
-    """Check user features: a frame on a contiguous run of the bars' timestamps, all finite."""
-    if not isinstance(features, pd.DataFrame):
-        raise TypeError(
-            f"features for dataset {name!r} must be a DataFrame, got {type(features).__name__}"
-        )
-    if not isinstance(features.index, pd.DatetimeIndex) or len(features) == 0:
-        raise ValueError(
-            f"features for dataset {name!r} must have a non-empty DatetimeIndex of bar open times"
-        )
-    index = features.index
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    positions = bars.index.get_indexer(index)
-    if (positions < 0).any():
-        missing = index[positions < 0]
-        raise ValueError(
-            f"features for dataset {name!r}: {len(missing)} timestamp(s) are not bars of the "
-            f"dataset (first {missing[0]})"
-        )
-    if not (np.diff(positions) == 1).all():
-        raise ValueError(
-            f"features for dataset {name!r} must cover consecutive bars (no gaps, sorted); "
-            "the env steps from each row to the next bar"
-        )
-    values = features.to_numpy(dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        row, column = np.argwhere(~finite)[0]
-        raise DataError(
-            f"features for dataset {name!r}: column {str(features.columns[column])!r} is NaN or "
-            f"infinite at {index[row]} ({int((~finite).sum())} value(s) in all); observations "
-            "must be finite, so fix or drop those rows before building the env"
-        )
-    frame = pd.DataFrame(values, index=index, columns=[str(c) for c in features.columns])
-    return frame, int(positions[0])
-
-
-def _fit_or_use(
-    scaler: FeatureScaler | None, frame: pd.DataFrame, fit_rows: int, name: str, tf: str
-) -> tuple[FeatureScaler, np.ndarray]:
-    if scaler is None:
-        if fit_rows < 1:
-            raise ValueError(
-                f"dataset {name!r}: no {tf} feature rows fall in the train split to fit the "
-                "scaler on; use more data or a larger train fraction"
-            )
-        scaler = FeatureScaler().fit(frame.iloc[:fit_rows])
-    elif not isinstance(scaler, FeatureScaler):
-        raise TypeError(f"scaler must be a FeatureScaler, got {type(scaler).__name__}")
-    scaled = scaler.transform(frame.to_numpy(dtype=np.float64))
-    return scaler, np.ascontiguousarray(scaled, dtype=np.float32)
-
-
-def _prepare_one(
-    bars: pd.DataFrame,
-    name: str,
-    interval: Interval,
-    user_features: pd.DataFrame | None,
-    *,
-    spec: FeatureSpec,
-    scalers: Mapping[str, FeatureScaler],
-    window: int,
+def decision_rows(
+    prepared: PreparedDataset,
     split: SplitSpec,
-    split_fractions: tuple[float, float, float],
-    observation: ObservationMode,
-    timeframes: list[tuple[Interval, int]] | None,
-    add_zero_funding: bool,
-) -> _Prepared:
-    feature_bars = bars
-    if add_zero_funding and "funding_rate" not in bars.columns:
-        # An instrument without funding (equities) pays none: 0 is the truth, and it keeps the
-        # feature columns of every dataset of the env identical.
-        feature_bars = bars.assign(funding_rate=0.0)
-        feature_bars.attrs = dict(bars.attrs)
-    if user_features is not None:
-        frame, bar_offset = _aligned_features(bars, user_features, name)
-    else:
-        frame = compute_features(feature_bars, spec).astype(np.float64)
-        bar_offset = len(bars) - len(frame)
-    index = pd.DatetimeIndex(frame.index)
-    length = len(index)
-    if length < 2:
-        raise ValueError(
-            f"dataset {name!r}: {length} feature row(s); at least 2 are needed "
-            "(a decision and a bar to fill on)"
-        )
-    try:
-        splits = env_time_splits(index, window, split_fractions)
-    except ValueError as exc:
-        raise ValueError(
-            f"dataset {name!r}: cannot split its {length} feature rows with window={window} "
-            f"(the parts are separated by an embargo of window + 1 = {window + 1} rows): {exc}"
-        ) from None
-    first, last = _resolve_rows(split, splits, index, name)
+    tf_windows: Sequence[int] = (),
+) -> tuple[int, int]:
+    """First and last (local, inclusive) decision row of ``prepared`` in ``split``: the
+    split's rows with a full window before the first (``t >= window - 1``; with
+    ``tf_windows``, one per prepared timeframe, a full window of closed bars of every
+    timeframe) and a bar after the last (``t <= T - 2``)."""
+    name, window, index = prepared.name, prepared.window, prepared.index
+    first, last = _resolve_rows(split, prepared.splits, index, name)
     n_split = last - first + 1
     if window > n_split:
         raise ValueError(
             f"window={window} bars is longer than the {split!r} split of dataset {name!r} "
             f"({n_split} rows); use a shorter window, a larger split or more data"
         )
-    train_rows = splits.train
-    fit_rows = int(train_rows[-1]) + 1 if train_rows.size else 0
-    base_scaler, scaled = _fit_or_use(
-        scalers.get(interval.name), frame, fit_rows, name, interval.name
-    )
-    used_scalers = {interval.name: base_scaler}
     first = max(first, window - 1)
-    last = min(last, length - 2)
-    tf_parts: list[tuple[str, int, np.ndarray, np.ndarray]] = []
-    if observation == "dict":
-        assert timeframes is not None
-        close_time = index.as_unit("ns").asi8 + pd.Timedelta(minutes=interval.minutes or 0).value
-        train_close = close_time[fit_rows - 1] if fit_rows else None
-        for tf, tf_window in timeframes:
-            if tf.minutes == interval.minutes:
-                tf_feats = scaled
-                last_closed = np.arange(length, dtype=np.int64)
-            else:
-                tf_bars = resample_bars(feature_bars, tf)
-                try:
-                    tf_frame = compute_features(tf_bars, spec).astype(np.float64)
-                except DataError as exc:
-                    raise DataError(f"dataset {name!r}, timeframe {tf.name}: {exc}") from None
-                bin_end = (
-                    pd.DatetimeIndex(tf_frame.index).as_unit("ns").asi8
-                    + pd.Timedelta(minutes=tf.minutes or 0).value
-                )
-                tf_fit = (
-                    int(np.searchsorted(bin_end, train_close, side="right"))
-                    if train_close is not None
-                    else 0
-                )
-                tf_scaler, tf_feats = _fit_or_use(
-                    scalers.get(tf.name), tf_frame, tf_fit, name, tf.name
-                )
-                used_scalers[tf.name] = tf_scaler
-                last_closed = (
-                    np.searchsorted(bin_end, close_time, side="right").astype(np.int64) - 1
-                )
-            # First decision with a full window of closed bars of this timeframe.
-            first = max(first, int(np.searchsorted(last_closed, tf_window - 1, side="left")))
-            tf_parts.append((tf.name, tf_window, tf_feats, last_closed))
+    last = min(last, len(index) - 2)
+    for tf, tf_window in zip(prepared.timeframes, tf_windows, strict=True):
+        # First decision with a full window of closed bars of this timeframe.
+        first = max(first, int(np.searchsorted(tf.last_closed, tf_window - 1, side="left")))
     if last < first:
         raise ValueError(
             f"dataset {name!r}: the {split!r} split has no decision rows once the window "
             f"({window}) and the bar to fill on are accounted for; use more data or a shorter "
             "window"
         )
-    return _Prepared(
-        name=name,
-        bars=bars,
-        interval=interval,
-        index=index,
-        bar_offset=bar_offset,
-        features=scaled,
-        columns=tuple(frame.columns),
-        splits=splits,
-        first=first,
-        last=last,
-        scalers=used_scalers,
-        timeframes=tf_parts,
-    )
-
-
-def env_time_splits(
-    index: pd.Index, window: int, split_fractions: tuple[float, float, float]
-) -> Splits:
-    """The env's train/val/test parts of a feature index: chronological, embargo of
-    ``window + 1`` rows (lookback ``window``, horizon 1: a decision fills on the next bar).
-    The feature scaler is fitted on rows ``0 .. splits.train[-1]``; the trainers' data
-    preparation calls this too, so both fit on exactly the same rows."""
-    return time_splits(
-        index,
-        train=split_fractions[0],
-        val=split_fractions[1],
-        test=split_fractions[2],
-        lookback=window,
-        horizon=1,
-    )
-
-
-def check_split_fractions(value: object) -> tuple[float, float, float]:
-    """``(train, val, test)`` as three floats (their ranges and sum are checked by
-    :func:`~tradezoo.data.splits.time_splits`)."""
-    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3):
-        raise ValueError(f"split_fractions must be (train, val, test), got {value!r}")
-    if any(isinstance(item, bool) or not isinstance(item, numbers.Real) for item in value):
-        raise ValueError(f"split_fractions must be three numbers in [0, 1], got {value!r}")
-    return float(value[0]), float(value[1]), float(value[2])
+    return first, last
 
 
 def prepare_market(
@@ -710,7 +441,8 @@ def prepare_market(
     observation: ObservationMode = "box",
     timeframes: Sequence[str] | Mapping[str, int] | None = None,
 ) -> Market:
-    """Load, validate, featurise, scale and split one or more datasets into a :class:`Market`.
+    """Prepare one or more datasets (:func:`tradezoo.data.prepare.prepare_loaded`) and lay
+    them out as a :class:`Market`.
 
     Args:
         data: a bundled dataset name, a CSV/Parquet path or a bars frame, or a list of them
@@ -760,71 +492,61 @@ def prepare_market(
             "dict observations compute every timeframe with feature_spec"
         )
     spec = FeatureSpec.coerce(feature_spec)
-    if scaler is None:
-        scaler_map: dict[str, FeatureScaler] = {}
-    elif isinstance(scaler, FeatureScaler):
-        scaler_map = {"__base__": scaler}
-    elif isinstance(scaler, Mapping):
-        scaler_map = {parse_interval(str(k)).name: v for k, v in scaler.items()}
-    else:
+    if scaler is not None and not isinstance(scaler, FeatureScaler | Mapping):
         raise TypeError(
             f"scaler must be a FeatureScaler, a mapping timeframe -> scaler, or "
             f"None, got {type(scaler).__name__}"
         )
 
-    loaded = [_load(s, i) for i, s in enumerate(sources)]
+    loaded = [load_source(s, f"data[{i}]") for i, s in enumerate(sources)]
     names = [dataset_name(s, b, f"data{i}")
              for i, (s, b) in enumerate(zip(sources, loaded, strict=True))]
-    bases = [_interval_of(b, n) for b, n in zip(loaded, names, strict=True)]
-    tf_list = _parse_timeframes(timeframes, window, bases, names) if observation == "dict" else None
-    add_zero_funding = (
+    bases = [interval_of(b, n) for b, n in zip(loaded, names, strict=True)]
+    tf_list = check_timeframes(timeframes, window, bases, names) if observation == "dict" else []
+    zero_funding = (
         spec.include_funding
         and any(f is None for f in feature_list)
         and any("funding_rate" in b.columns for b in loaded)
     )
-    prepared: list[_Prepared] = []
-    for i, (bars, name, base) in enumerate(zip(loaded, names, bases, strict=True)):
-        per_dataset = dict(scaler_map)
-        if "__base__" in per_dataset:
-            per_dataset[base.name] = per_dataset.pop("__base__")
-        prepared.append(
-            _prepare_one(
-                bars,
-                name,
-                base,
-                feature_list[i],
-                spec=spec,
-                scalers=per_dataset,
-                window=window,
-                split=split,
-                split_fractions=fractions,
-                observation=observation,
-                timeframes=tf_list,
-                add_zero_funding=add_zero_funding,
-            )
+    prepared: list[tuple[PreparedDataset, int, int]] = []
+    for bars, name, user_features in zip(loaded, names, feature_list, strict=True):
+        item = prepare_loaded(
+            bars,
+            name,
+            window=window,
+            feature_spec=spec,
+            features=user_features,
+            split_fractions=fractions,
+            scaler=scaler,
+            timeframes=[tf for tf, _ in tf_list],
+            zero_funding=zero_funding,
         )
-    columns = prepared[0].columns
-    for item in prepared[1:]:
-        if item.columns != columns:
-            missing = [c for c in columns if c not in item.columns]
-            extra = [c for c in item.columns if c not in columns]
+        first, last = decision_rows(item, split, [w for _, w in tf_list])
+        prepared.append((item, first, last))
+    columns = prepared[0][0].feature_names
+    for item, _, _ in prepared[1:]:
+        if item.feature_names != columns:
+            missing = [c for c in columns if c not in item.feature_names]
+            extra = [c for c in item.feature_names if c not in columns]
             raise ValueError(
                 f"datasets of one env must have the same feature columns; {item.name!r} differs "
-                f"from {prepared[0].name!r}: missing {missing}, extra {extra}"
+                f"from {prepared[0][0].name!r}: missing {missing}, extra {extra}"
             )
     return _assemble(prepared, window=window, observation=observation, tf_list=tf_list)
 
 
 def _assemble(
-    prepared: list[_Prepared],
+    prepared: list[tuple[PreparedDataset, int, int]],
     *,
     window: int,
     observation: ObservationMode,
-    tf_list: list[tuple[Interval, int]] | None,
+    tf_list: list[tuple[Interval, int]],
 ) -> Market:
+    """The market's tables from prepared datasets and their (local) first and last decision
+    rows, concatenated in order."""
     from tradezoo.backtest.metrics import periods_per_year_for
 
-    n_features = len(prepared[0].columns)
+    n_features = len(prepared[0][0].feature_names)
     datasets: list[MarketDataset] = []
     columns: dict[str, list[np.ndarray]] = {
         k: [] for k in ("close", "open", "high", "low", "funding_rate", "range_frac", "notional",
@@ -835,8 +557,9 @@ def _assemble(
     tf_last: dict[str, list[np.ndarray]] = {}
     tf_offsets: dict[str, int] = {}
     offset = 0
-    for item in prepared:
-        bars = item.bars.iloc[item.bar_offset : item.bar_offset + len(item.index)]
+    for item, first, last in prepared:
+        index = item.index
+        bars = item.bars.iloc[item.bar_offset : item.bar_offset + len(index)]
         close = bars["close"].to_numpy(dtype=np.float64)
         open_ = bars["open"].to_numpy(dtype=np.float64)
         high = bars["high"].to_numpy(dtype=np.float64)
@@ -863,8 +586,9 @@ def _assemble(
         columns["funding_next"].append(np.append(funding[1:], 0.0))
         columns["high_next"].append(np.append(high[1:], high[-1]))
         columns["low_next"].append(np.append(low[1:], low[-1]))
-        feature_blocks.append(item.features)
-        for tf_name, _tf_window, tf_feats, last_closed in item.timeframes:
+        feature_blocks.append(item.scaled.to_numpy(dtype=np.float32))
+        for tf in item.timeframes:
+            tf_name, tf_feats, last_closed = tf.interval.name, tf.features, tf.last_closed
             base_offset = tf_offsets.get(tf_name, 0)
             tf_blocks.setdefault(tf_name, []).append(tf_feats)
             tf_last.setdefault(tf_name, []).append(
@@ -882,19 +606,19 @@ def _assemble(
                 interval=item.interval.name,
                 source=str(item.bars.attrs.get("source") or "frame"),
                 bars=item.bars,
-                index=item.index,
+                index=index,
                 offset=offset,
-                length=len(item.index),
+                length=len(index),
                 bar_offset=item.bar_offset,
-                first_decision=offset + item.first,
-                last_decision=offset + item.last,
+                first_decision=offset + first,
+                last_decision=offset + last,
                 splits=item.splits,
                 scalers=item.scalers,
                 periods_per_year=ppy,
                 has_funding=has_funding,
             )
         )
-        offset += len(item.index)
+        offset += len(index)
 
     flat = {k: np.concatenate(v) for k, v in columns.items()}
     step_table = np.ascontiguousarray(
@@ -918,7 +642,7 @@ def _assemble(
         box_table[:, :n_features] = features
         _read_only(box_table)
     timeframes: list[Timeframe] = []
-    for tf, tf_window in tf_list or []:
+    for tf, tf_window in tf_list:
         tf_feats = _read_only(
             np.ascontiguousarray(np.concatenate(tf_blocks[tf.name]), dtype=np.float32)
         )
@@ -937,7 +661,7 @@ def _assemble(
     }
     return Market(
         datasets=tuple(datasets),
-        feature_names=prepared[0].columns,
+        feature_names=prepared[0][0].feature_names,
         window=window,
         observation=observation,
         timeframes=tuple(timeframes),
@@ -952,53 +676,6 @@ def _assemble(
         features=_read_only(features),
         box_table=box_table,
     )
-
-
-# --------------------------------------------------------------------------- cost models
-
-
-def default_costs(bars: pd.DataFrame, name: str) -> CostModel:
-    """The cost model for a dataset's ``attrs["source"]``: :meth:`CostModel.bybit_linear` for
-    ``bybit*``, :meth:`CostModel.equities` for ``yahoo*``; anything else must be given."""
-    return CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
-
-
-def resolve_costs(
-    market: Market, costs: CostModel | Sequence[CostModel | None] | None, fill: str
-) -> tuple[tuple[CostModel, ...], tuple[ExecutionRates, ...]]:
-    """One :class:`CostModel` and :class:`ExecutionRates` per dataset of ``market``.
-
-    Args:
-        costs: ``None`` (default by source), one model for every dataset, or one per dataset
-            (``None`` entries take the default).
-        fill: ``"next_open"`` or ``"close"``.
-    """
-    n = len(market.datasets)
-    if costs is None or isinstance(costs, CostModel):
-        given: list[CostModel | None] = [costs] * n
-    elif isinstance(costs, Sequence) and not isinstance(costs, str):
-        given = list(costs)
-        if len(given) != n:
-            raise ValueError(f"costs: got {len(given)} cost model(s) for {n} dataset(s)")
-    else:
-        raise TypeError(
-            f"costs must be a CostModel, a list of them, or None, got {type(costs).__name__}"
-        )
-    models: list[CostModel] = []
-    for dataset, model in zip(market.datasets, given, strict=True):
-        if model is None:
-            model = default_costs(dataset.bars, dataset.name)
-        elif not isinstance(model, CostModel):
-            raise TypeError(
-                f"costs for dataset {dataset.name!r} must be a CostModel, got "
-                f"{type(model).__name__}"
-            )
-        models.append(model)
-    rates = tuple(
-        execution_rates(model, fill=fill, periods_per_year=d.periods_per_year)  # type: ignore[arg-type]
-        for model, d in zip(models, market.datasets, strict=True)
-    )
-    return tuple(models), rates
 
 
 # -------------------------------------------------------------------------------- caching

@@ -1,6 +1,6 @@
 """A Stable-Baselines3 ``VecEnv`` on the batched trading core (imports Stable-Baselines3).
 
-Build it with :func:`tradezoo.envs.vector_env.make_sb3_vec_env`. It is not a ``DummyVecEnv``
+Build it with :func:`make_sb3_vec_env`. It is not a ``DummyVecEnv``
 of Python envs: one numpy call advances all accounts (:class:`~tradezoo.envs.vector_env.
 BatchCore`). SB3 conventions: a finished episode is reset in the same step (the returned
 observation is the new episode's first one), its info carries ``"terminal_observation"`` and
@@ -24,8 +24,10 @@ from stable_baselines3.common.vec_env.base_vec_env import (
     VecEnvStepReturn,
 )
 
-from tradezoo.envs.core import STEP_INFO_KEYS, TRADE_KEYS, EnvConfig
+from tradezoo.envs.core import STEP_INFO_KEYS, TRADE_KEYS, EnvConfig, build_config
 from tradezoo.envs.vector_env import BatchCore
+
+__all__ = ["TradingSB3VecEnv", "make_sb3_vec_env"]
 
 
 class TradingSB3VecEnv(VecEnv):
@@ -147,3 +149,37 @@ class TradingSB3VecEnv(VecEnv):
         if isinstance(indices, int):
             return [indices]
         return indices
+
+
+def make_sb3_vec_env(
+    env_id: str | None = None,
+    *,
+    n_envs: int = 8,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> TradingSB3VecEnv:
+    """A Stable-Baselines3 ``VecEnv`` of ``n_envs`` accounts on the batched core.
+
+    Args:
+        env_id: a registered id (``"tradezoo/BTCUSDT-1h-v0"``...; its kwargs are the
+            defaults) or ``None`` (``kwargs`` must then hold ``data=``).
+        n_envs: number of accounts.
+        seed: seeds the accounts ``seed, seed + 1, ...`` at the first reset.
+        **kwargs: :class:`~tradezoo.envs.trading_env.TradingEnv` arguments.
+
+    Returns:
+        :class:`TradingSB3VecEnv`. Works behind ``VecMonitor`` and ``VecNormalize``; infos carry
+        ``"terminal_observation"`` and ``"TimeLimit.truncated"`` at episode ends.
+    """
+    if env_id is not None:
+        spec = gym.spec(env_id.split(":", 1)[-1] if ":" in env_id else env_id)
+        kwargs = {**spec.kwargs, **kwargs}
+    if "data" not in kwargs:
+        raise TypeError("make_sb3_vec_env needs an env_id or data= (dataset name, path, frame)")
+    data = kwargs.pop("data")
+    config = build_config(data, **kwargs)
+    venv = TradingSB3VecEnv(config, n_envs)
+    if seed is not None:
+        venv.seed(seed)
+    return venv
+

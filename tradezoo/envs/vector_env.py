@@ -16,8 +16,8 @@ front ends share it:
   a :class:`TradingEnv` would, so it equals a ``SyncVectorEnv`` of single envs with the same
   seeds, infos included (keys batched as gymnasium does: an array per key plus a ``"_key"``
   mask; ``"trade"`` and ``"metrics"`` nested).
-- :func:`make_sb3_vec_env`, a Stable-Baselines3 ``VecEnv`` (module
-  :mod:`tradezoo.envs.sb3_vec_env`, imported lazily) on the same core.
+- :func:`~tradezoo.envs.sb3_vec_env.make_sb3_vec_env`, a Stable-Baselines3 ``VecEnv`` on the
+  same core (its own module: this one never imports Stable-Baselines3).
 """
 
 from __future__ import annotations
@@ -784,40 +784,4 @@ class TradingVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         return None
-
-
-def make_sb3_vec_env(
-    env_id: str | None = None,
-    *,
-    n_envs: int = 8,
-    seed: int | None = None,
-    **kwargs: Any,
-) -> Any:
-    """A Stable-Baselines3 ``VecEnv`` of ``n_envs`` accounts on the batched core.
-
-    Args:
-        env_id: a registered id (``"tradezoo/BTCUSDT-1h-v0"``...; its kwargs are the
-            defaults) or ``None`` (``kwargs`` must then hold ``data=``).
-        n_envs: number of accounts.
-        seed: seeds the accounts ``seed, seed + 1, ...`` at the first reset.
-        **kwargs: :class:`~tradezoo.envs.trading_env.TradingEnv` arguments.
-
-    Returns:
-        :class:`tradezoo.envs.sb3_vec_env.TradingSB3VecEnv` (it imports Stable-Baselines3;
-        this module does not). Works behind ``VecMonitor`` and ``VecNormalize``; infos carry
-        ``"terminal_observation"`` and ``"TimeLimit.truncated"`` at episode ends.
-    """
-    from tradezoo.envs.sb3_vec_env import TradingSB3VecEnv
-
-    if env_id is not None:
-        spec = gym.spec(env_id.split(":", 1)[-1] if ":" in env_id else env_id)
-        kwargs = {**spec.kwargs, **kwargs}
-    if "data" not in kwargs:
-        raise TypeError("make_sb3_vec_env needs an env_id or data= (dataset name, path, frame)")
-    data = kwargs.pop("data")
-    config = build_config(data, **kwargs)
-    venv = TradingSB3VecEnv(config, n_envs)
-    if seed is not None:
-        venv.seed(seed)
-    return venv
 
