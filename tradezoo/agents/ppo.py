@@ -894,8 +894,6 @@ def train_ppo(
         Exception: any other error in the loop is re-raised after ``interrupted.*`` was
             written where it could be (its ``checkpoint`` attribute names the ``.zip``).
     """
-    from stable_baselines3.common.callbacks import CallbackList
-
     data = _check_data(data)
     get_architecture(arch)
     cfg = coerce_config(PPOConfig, config, "config")
@@ -911,9 +909,40 @@ def train_ppo(
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    resuming = resume_from is not None
     if resume_from is not None:
+        run = _PPORun.resumed(data, arch, cfg, resume_from, seed, dev, out)
+    else:
+        model = make_ppo(data, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
+                         init_from=init_from)
+        run = _PPORun(model, data, cfg or PPOConfig(), seed, out, dev, resuming=False)
+    own = run.callbacks(callbacks, verbose)
+    train_seconds = run.learn(own, progress)
+    return run.result(train_seconds, verbose)
+
+
+class _PPORun:
+    """One run of :func:`train_ppo`: the SB3 model (``model.tradezoo`` set), its config, the
+    run directory, the best score so far (restored on resume) and the trainer's callbacks."""
+
+    def __init__(self, model: PPO, data: PreparedData, cfg: PPOConfig, seed: int, out: Path,
+                 device: torch.device, *, resuming: bool,
+                 restored_best: Mapping[str, Any] | None = None) -> None:
+        self.model, self.data, self.cfg, self.seed, self.out = model, data, cfg, seed, out
+        self.device = device
+        self.arch = str(model.tradezoo["arch"])  # type: ignore[attr-defined]
+        self.resuming = resuming
+        self.restored_best = dict(restored_best or best_record())
+        self.base = _base_payload(data, cfg, seed)
+        self.eval_callback: TradingEvalCallback | None = None
+        self.checkpoint_callback: PeriodicCheckpointCallback | None = None
+        self.log_dir = out / "tb" if cfg.tensorboard else None
+
+    @classmethod
+    def resumed(cls, data: PreparedData, arch: str, given: PPOConfig | None,
+                resume_from: str | Path, seed: int, device: torch.device, out: Path) -> _PPORun:
+        """The run a PPO checkpoint continues: its config (``given`` may change only what
+        :data:`RESUME_FIXED_KEYS` leaves free), weights, optimiser, counters and best score;
+        reseeded with ``seed + timesteps done``."""
         zip_path, sidecar = _ppo_paths(resume_from)
         for path in (zip_path, sidecar):
             if not path.exists():
@@ -921,128 +950,139 @@ def train_ppo(
         meta = load_checkpoint(sidecar, expect_arch=arch, expect_feature_spec=data.feature_spec,
                                expect_kind=PPO_KIND)
         _check_checkpoint_fits(meta, data)
-        cfg = _resume_config(cfg, meta["training"], str(sidecar))
+        cfg = _resume_config(given, meta["training"], str(sidecar))
         done = int(meta["num_timesteps"])
         venv = make_train_env(data, cfg, seed + done)
-        model = _resume_model(resume_from, meta, cfg, venv, seed, dev)
+        model = _resume_model(resume_from, meta, cfg, venv, seed, device)
         model.set_random_seed(seed + done)
         model.tradezoo = {  # type: ignore[attr-defined]
             "arch": arch, "arch_config": dict(meta["arch_config"]),
             "features_dim": int(meta["features_dim"]), "init_from": meta.get("init_from"),
         }
-        init_label = meta.get("init_from")
-        restored_best = dict(meta.get("best") or best_record())
-    else:
-        restored_best = best_record()
-        cfg = cfg or PPOConfig()
-        model = make_ppo(data, arch, config=cfg, seed=seed, device=dev, init_from=init_from)
-        init_label = model.tradezoo["init_from"]  # type: ignore[attr-defined]
-    assert cfg is not None
-    base = _base_payload(data, cfg, seed)
+        return cls(model, data, cfg, seed, out, device, resuming=True,
+                   restored_best=meta.get("best"))
 
-    eval_callback: TradingEvalCallback | None = None
+    @property
+    def init_label(self) -> str | None:
+        """The warm-start checkpoint the run started from, if any."""
+        return self.model.tradezoo["init_from"]  # type: ignore[attr-defined, no-any-return]
 
-    def save(algorithm: Any, stem: Path) -> tuple[Path, Path]:
-        best = restored_best if eval_callback is None else best_record(
-            eval_callback.best_mean_reward, eval_callback.best_timestep)
-        return save_ppo(algorithm, stem, base=base, best=best)
+    def save(self, algorithm: Any, stem: Path) -> tuple[Path, Path]:
+        """:func:`save_ppo` with the run's constant fields and its best score so far."""
+        evaluation = self.eval_callback
+        best = self.restored_best if evaluation is None else best_record(
+            evaluation.best_mean_reward, evaluation.best_timestep)
+        return save_ppo(algorithm, stem, base=self.base, best=best)
 
-    log_dir = out / "tb" if cfg.tensorboard else None
-    model.set_logger(_sb3_logger(log_dir))
-    if verbose and log_dir is not None:
-        print_tensorboard_hint(log_dir)
+    def callbacks(self, extra: Sequence[BaseCallback], verbose: bool) -> list[BaseCallback]:
+        """Set the SB3 logger and build the trainer's callbacks, then ``extra``: trading
+        metrics and hparams, validation evaluation (best model), periodic checkpoints,
+        backbone freeze, the non-finite guard."""
+        cfg, data, model = self.cfg, self.data, self.model
+        model.set_logger(_sb3_logger(self.log_dir))
+        if verbose and self.log_dir is not None:
+            print_tensorboard_hint(self.log_dir)
+        hparams = {"arch": self.arch, "seed": self.seed, "window": data.window,
+                   "dataset": data.name, "init_from": self.init_label or "none",
+                   **{k: v for k, v in cfg.to_dict().items() if k != "arch_config"},
+                   **{f"arch.{k}": v for k, v in model.tradezoo["arch_config"].items()}}  # type: ignore[attr-defined]
+        own: list[BaseCallback] = [TradingMetricsCallback(hparams=hparams)]
+        if cfg.eval_freq > 0:
+            if data.splits.part("val").size == 0:
+                warnings.warn("the data has no validation split: no evaluation, no best model",
+                              stacklevel=3)
+            else:
+                best = self.restored_best
+                self.eval_callback = TradingEvalCallback(
+                    make_eval_env(data, cfg, "val"), eval_freq=cfg.eval_freq, save=self.save,
+                    best_stem=self.out / "best_model", figure=cfg.eval_figure,
+                    # the same validation episodes at every evaluation
+                    eval_seed=self.seed + 10_007 if cfg.eval_episode_length is not None
+                    else None,
+                    best_mean_reward=-math.inf if best["score"] is None else float(best["score"]),
+                    best_timestep=best["step"],
+                )
+                own.append(self.eval_callback)
+        if cfg.checkpoint_freq > 0:
+            self.checkpoint_callback = PeriodicCheckpointCallback(
+                cfg.checkpoint_freq, self.out / "checkpoints", self.save)
+            own.append(self.checkpoint_callback)
+        if cfg.freeze_backbone_updates > 0 and not self.resuming:
+            own.append(FreezeBackboneCallback(cfg.freeze_backbone_updates))
+        own.append(NonFiniteGuardCallback(self.arch))
+        own.extend(extra)
+        return own
 
-    hparams = {"arch": arch, "seed": seed, "window": data.window, "dataset": data.name,
-               "init_from": init_label or "none",
-               **{k: v for k, v in cfg.to_dict().items() if k != "arch_config"},
-               **{f"arch.{k}": v for k, v in model.tradezoo["arch_config"].items()}}  # type: ignore[attr-defined]
-    own: list[BaseCallback] = [TradingMetricsCallback(hparams=hparams)]
-    if cfg.eval_freq > 0:
-        if data.splits.part("val").size == 0:
-            warnings.warn("the data has no validation split: no evaluation, no best model",
-                          stacklevel=2)
-        else:
-            eval_env = make_eval_env(data, cfg, "val")
-            eval_seed = seed + 10_007  # the same validation episodes at every evaluation
-            eval_callback = TradingEvalCallback(
-                eval_env, eval_freq=cfg.eval_freq, save=save, best_stem=out / "best_model",
-                figure=cfg.eval_figure, eval_seed=eval_seed
-                if cfg.eval_episode_length is not None else None,
-                best_mean_reward=(-math.inf if restored_best["score"] is None
-                                  else float(restored_best["score"])),
-                best_timestep=restored_best["step"],
-            )
-            own.append(eval_callback)
-    checkpoint_callback: PeriodicCheckpointCallback | None = None
-    if cfg.checkpoint_freq > 0:
-        checkpoint_callback = PeriodicCheckpointCallback(cfg.checkpoint_freq, out / "checkpoints",
-                                                         save)
-        own.append(checkpoint_callback)
-    if cfg.freeze_backbone_updates > 0 and not resuming:
-        own.append(FreezeBackboneCallback(cfg.freeze_backbone_updates))
-    own.append(NonFiniteGuardCallback(arch))
-    own.extend(callbacks)
+    def learn(self, callbacks: list[BaseCallback], progress: bool) -> float:
+        """Train up to ``cfg.timesteps`` and evaluate the final weights; returns the wall time
+        (seconds). Any failure saves ``interrupted.*`` where it can and is re-raised."""
+        from stable_baselines3.common.callbacks import CallbackList
 
-    remaining = cfg.timesteps - int(model.num_timesteps)
-    started = time.perf_counter()
-    finished = False
-    try:
-        if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=CallbackList(own),
-                        log_interval=cfg.log_interval, reset_num_timesteps=not resuming,
-                        progress_bar=progress)
-        if eval_callback is not None and eval_callback.last_eval_timestep != model.num_timesteps:
-            if remaining <= 0:  # learn() did not run, so it did not set the callback up
-                eval_callback.init_callback(model)
-            eval_callback.evaluate()  # the final weights are always evaluated
-        finished = True
-    except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
-        if isinstance(exc, TrainingInterrupted):
-            raise
-        saved, failures = save_where_possible(lambda stem: save(model, stem)[0], out)
-        stopped = stop_training(exc, f"PPO training of {arch!r}",
-                                f"timestep {model.num_timesteps}", saved, failures, "train_ppo")
-        if stopped is exc:
-            raise
-        raise stopped from exc
-    finally:
+        model, evaluation = self.model, self.eval_callback
+        remaining = self.cfg.timesteps - int(model.num_timesteps)
+        started = time.perf_counter()
+        finished = False
         try:
-            model.logger.dump(model.num_timesteps)  # the last update's train/* and trading/*
-            if not finished:
-                model.logger.close()
-        except Exception:
-            if finished:
-                raise  # a failed run reports its own error, not a log write's
-    train_seconds = time.perf_counter() - started
+            if remaining > 0:
+                model.learn(total_timesteps=remaining, callback=CallbackList(callbacks),
+                            log_interval=self.cfg.log_interval,
+                            reset_num_timesteps=not self.resuming, progress_bar=progress)
+            if evaluation is not None and evaluation.last_eval_timestep != model.num_timesteps:
+                if remaining <= 0:  # learn() did not run, so it did not set the callback up
+                    evaluation.init_callback(model)
+                evaluation.evaluate()  # the final weights are always evaluated
+            finished = True
+        except (KeyboardInterrupt, Exception) as exc:  # any failure: save what can be saved
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            saved, failures = save_where_possible(lambda stem: self.save(model, stem)[0],
+                                                  self.out)
+            stopped = stop_training(exc, f"PPO training of {self.arch!r}",
+                                    f"timestep {model.num_timesteps}", saved, failures,
+                                    "train_ppo")
+            if stopped is exc:
+                raise
+            raise stopped from exc
+        finally:
+            try:
+                model.logger.dump(model.num_timesteps)  # the last update's train/* and trading/*
+                if not finished:
+                    model.logger.close()
+            except Exception:
+                if finished:
+                    raise  # a failed run reports its own error, not a log write's
+        return time.perf_counter() - started
 
-    final_zip, _ = save(model, out / "final_model")
-    model.logger.close()
-    best = out / "best_model.zip"
-    if verbose:
-        best_text = (f", best validation mean reward {eval_callback.best_mean_reward:.5f}"
-                     if eval_callback is not None else "")
-        print(f"[{arch}] PPO: {model.num_timesteps} timesteps in {train_seconds:.1f} s"
-              f"{best_text}; final model {final_zip}", file=sys.stderr)
-    return PPOResult(
-        model=model,
-        arch=arch,
-        out_dir=out,
-        final_model=final_zip,
-        best_model=best if best.exists() and eval_callback is not None else None,
-        checkpoints=[Path(f"{stem}.zip") for stem in (checkpoint_callback.saved
-                                                       if checkpoint_callback else [])],
-        log_dir=log_dir,
-        num_timesteps=int(model.num_timesteps),
-        evaluations=list(eval_callback.evaluations) if eval_callback is not None else [],
-        best_mean_reward=(eval_callback.best_mean_reward if eval_callback is not None
-                          else -math.inf),
-        train_seconds=train_seconds,
-        n_parameters=sum(p.numel() for p in model.policy.parameters() if p.requires_grad),
-        device=str(dev),
-        config=cfg,
-        seed=seed,
-        init_from=init_label,
-    )
+    def result(self, train_seconds: float, verbose: bool) -> PPOResult:
+        """Save ``final_model``, close the logger and collect the :class:`PPOResult`."""
+        model, evaluation = self.model, self.eval_callback
+        final_zip, _ = self.save(model, self.out / "final_model")
+        model.logger.close()
+        best = self.out / "best_model.zip"
+        if verbose:
+            best_text = (f", best validation mean reward {evaluation.best_mean_reward:.5f}"
+                         if evaluation is not None else "")
+            print(f"[{self.arch}] PPO: {model.num_timesteps} timesteps in {train_seconds:.1f} s"
+                  f"{best_text}; final model {final_zip}", file=sys.stderr)
+        saved = self.checkpoint_callback.saved if self.checkpoint_callback else []
+        return PPOResult(
+            model=model,
+            arch=self.arch,
+            out_dir=self.out,
+            final_model=final_zip,
+            best_model=best if best.exists() and evaluation is not None else None,
+            checkpoints=[Path(f"{stem}.zip") for stem in saved],
+            log_dir=self.log_dir,
+            num_timesteps=int(model.num_timesteps),
+            evaluations=list(evaluation.evaluations) if evaluation is not None else [],
+            best_mean_reward=evaluation.best_mean_reward if evaluation is not None else -math.inf,
+            train_seconds=train_seconds,
+            n_parameters=sum(p.numel() for p in model.policy.parameters() if p.requires_grad),
+            device=str(self.device),
+            config=self.cfg,
+            seed=self.seed,
+            init_from=self.init_label,
+        )
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -63,7 +63,6 @@ liquidated one (the last).
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,6 +73,7 @@ from gymnasium import spaces
 
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.execution import ExecutionRates
+from tradezoo.data.checks import check_bool, check_choice, check_int, check_number
 from tradezoo.envs.costs import resolve_costs
 from tradezoo.envs.market import (
     DataSource,
@@ -138,23 +138,6 @@ RESET_OPTIONS: tuple[str, ...] = ("dataset", "start")
 """Keys ``TradingEnv.reset(options=...)`` accepts (the vector envs add ``"reset_mask"``)."""
 COST_KEYS: tuple[str, ...] = (
     "fees_paid", "spread_paid", "slippage_paid", "funding_paid", "borrow_paid")
-
-
-def _choice(name: str, value: object, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    number = float(value)
-    ok = math.isfinite(number) and (number >= 0 if allow_zero else number > 0)
-    if not ok:
-        rule = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -277,38 +260,27 @@ def build_config(
     render_mode: str | None = None,
 ) -> EnvConfig:
     """Validate every env argument (each error names the argument and the rule)."""
-    action_scheme = _choice("action_scheme", action_scheme, ACTION_SCHEMES)  # type: ignore[assignment]
-    reward = _choice("reward", reward, REWARDS)  # type: ignore[assignment]
-    rebalance = _choice("rebalance", rebalance, ("on_change", "every_bar"))  # type: ignore[assignment]
-    fill = _choice("fill", fill, ("next_open", "close"))
+    action_scheme = check_choice("action_scheme", action_scheme, ACTION_SCHEMES)
+    reward = check_choice("reward", reward, REWARDS)
+    rebalance = check_choice("rebalance", rebalance, ("on_change", "every_bar"))
+    fill = check_choice("fill", fill, ("next_open", "close"))
     if render_mode is not None:
-        render_mode = _choice("render_mode", render_mode, RENDER_MODES)
-    max_leverage = _positive("max_leverage", max_leverage)
-    initial_equity = _positive("initial_equity", initial_equity)
-    dsr_eta = _positive("dsr_eta", dsr_eta)
-    if dsr_eta >= 1:
-        raise ValueError(f"dsr_eta must be in (0, 1), got {dsr_eta!r}")
-    min_equity_fraction = _positive("min_equity_fraction", min_equity_fraction, allow_zero=True)
-    if min_equity_fraction >= 1:
-        raise ValueError(
-            f"min_equity_fraction must be in [0, 1) (bankruptcy below this fraction of the "
-            f"initial equity), got {min_equity_fraction!r}"
-        )
-    if not isinstance(allow_short, bool | np.bool_):
-        raise TypeError(f"allow_short must be a bool, got {allow_short!r}")
-    if not isinstance(episode_metrics, bool | np.bool_):
-        raise TypeError(f"episode_metrics must be a bool, got {episode_metrics!r}")
-    if episode_length is not None:
-        if isinstance(episode_length, bool) or not isinstance(episode_length, int | np.integer):
-            raise TypeError(f"episode_length must be an integer >= 1 or None, got "
-                            f"{episode_length!r}")
-        if episode_length < 1:
-            raise ValueError(f"episode_length must be >= 1 bar or None, got {episode_length}")
-        episode_length = int(episode_length)
-    if random_start is None:
-        random_start = episode_length is not None
-    elif not isinstance(random_start, bool | np.bool_):
-        raise TypeError(f"random_start must be a bool or None, got {random_start!r}")
+        render_mode = check_choice("render_mode", render_mode, RENDER_MODES)
+    positive = "a finite number > 0"
+    max_leverage = check_number("max_leverage", max_leverage, 0.0, open_low=True, rule=positive)
+    initial_equity = check_number("initial_equity", initial_equity, 0.0, open_low=True,
+                                  rule=positive)
+    dsr_eta = check_number("dsr_eta", dsr_eta, 0.0, 1.0, open_low=True, open_high=True,
+                           rule="in (0, 1)")
+    min_equity_fraction = check_number(
+        "min_equity_fraction", min_equity_fraction, 0.0, 1.0, open_high=True,
+        rule="in [0, 1) (bankruptcy below this fraction of the initial equity)")
+    allow_short = check_bool("allow_short", allow_short)
+    episode_metrics = check_bool("episode_metrics", episode_metrics)
+    episode_length = check_int("episode_length", episode_length, 1, optional=True,
+                               rule=">= 1 bar or None")
+    random_start = (episode_length is not None if random_start is None
+                    else check_bool("random_start", random_start))
     market = get_market(
         data, features=features, feature_spec=feature_spec, scaler=scaler, window=window,
         split=split, split_fractions=split_fractions, observation=observation,
