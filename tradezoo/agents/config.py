@@ -159,6 +159,8 @@ class TrainingOptions:
         out: dict[str, Any] = {}
         for key in _COMMAND_KEYS[self.command]:
             value = getattr(self, key)
+            if key in ("supervised", "ppo") and value is None:  # not built: nothing to save
+                continue
             if key == "supervised":
                 value = value.to_dict()
             elif key == "ppo":
