@@ -40,6 +40,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Figure, HParam
 
+from tradezoo.agents.rollout import acting_policy
 from tradezoo.agents.tensorboard import hparam_value
 
 if TYPE_CHECKING:
@@ -212,7 +213,9 @@ def run_episodes(
 class TradingEvalCallback(BaseCallback):
     """Deterministic evaluation on a validation VecEnv every ``eval_freq`` timesteps.
 
-    Each evaluation runs :func:`run_episodes` (one episode per env of ``eval_env``), records
+    Each evaluation runs :func:`run_episodes` (one episode per env of ``eval_env``) with the
+    model's acting policy (:func:`~tradezoo.agents.rollout.acting_policy`: the rollout copy of
+    a :class:`~tradezoo.agents.rollout.SplitDevicePPO`, on the rollout device), records
     ``eval/mean_reward``, ``eval/mean_ep_length``, the mean trading metrics
     ``eval/<tag>`` (same names as :data:`TRADING_TAGS`, e.g. ``eval/return``,
     ``eval/sharpe``), ``eval/best_mean_reward``, and the figure ``eval/equity_curve`` of the
@@ -278,13 +281,14 @@ class TradingEvalCallback(BaseCallback):
     def evaluate(self) -> dict[str, Any]:
         """Run the evaluation now (also used after training); returns its summary dict."""
         model = self.model
-        was_training = model.policy.training
-        model.policy.set_training_mode(False)
+        policy = acting_policy(model)  # a SplitDevicePPO's rollout copy, synced
+        was_training = policy.training
+        policy.set_training_mode(False)
         try:
-            records = run_episodes(model, self.eval_env, deterministic=True,
+            records = run_episodes(policy, self.eval_env, deterministic=True,
                                    seed=self.eval_seed)
         finally:
-            model.policy.set_training_mode(was_training)
+            policy.set_training_mode(was_training)
         rewards = [r["reward"] for r in records]
         mean_reward = float(np.mean(rewards))
         summary: dict[str, Any] = {

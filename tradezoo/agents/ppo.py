@@ -113,6 +113,7 @@ from tradezoo.agents.checkpoint import (
     write_files_atomically,
 )
 from tradezoo.agents.data import PreparedData, observation_space
+from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
 from tradezoo.agents.tensorboard import print_tensorboard_hint
@@ -527,12 +528,12 @@ def make_ppo(
 def _new_ppo(venv: VecEnv, arch: str, cfg: PPOConfig, policy_kwargs: Mapping[str, Any],
              seed: int, device: torch.device) -> PPO:
     """The SB3 PPO of ``arch`` with ``cfg``'s hyperparameters (the one constructor call of
-    :func:`make_ppo` and of a resume)."""
-    from stable_baselines3 import PPO
-
+    :func:`make_ppo` and of a resume): a :class:`~tradezoo.agents.rollout.SplitDevicePPO`,
+    whose rollouts run where :func:`~tradezoo.agents.rollout.choose_rollout_device` says."""
+    from tradezoo.agents.rollout import SplitDevicePPO
     from tradezoo.policies.sb3 import POLICY_CLASSES
 
-    return PPO(
+    return SplitDevicePPO(
         POLICY_CLASSES[arch],
         venv,
         learning_rate=cfg.lr,
@@ -802,10 +803,11 @@ class PPOResult:
         best_mean_reward: best validation mean episode reward (-inf without evaluation).
         train_seconds: wall time of ``learn``.
         n_parameters: trainable policy parameters.
-        device: device used.
+        device: the update device.
         config: the training config.
         seed: the seed.
         init_from: the warm-start checkpoint, if any.
+        rollout_device: where rollouts and validation episodes ran.
     """
 
     model: PPO
@@ -824,6 +826,7 @@ class PPOResult:
     config: PPOConfig
     seed: int
     init_from: str | None = None
+    rollout_device: str = "cpu"
 
 
 def _resume_config(given: PPOConfig | None, saved: Mapping[str, Any], where: str) -> PPOConfig:
@@ -858,6 +861,7 @@ def train_ppo(
     out_dir: str | Path,
     seed: int = 0,
     device: str | torch.device = "auto",
+    rollout_device: str | torch.device = "auto",
     init_from: str | Path | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
@@ -874,7 +878,11 @@ def train_ppo(
             evaluation, checkpoint and logging settings (:data:`RESUME_FIXED_KEYS`).
         out_dir: run directory (module docstring).
         seed: the seed (a resumed run reseeds with ``seed + timesteps done``).
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        device: the update device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        rollout_device: where rollouts and validation episodes run: ``"auto"`` (the CPU when
+            updates run on a GPU and ``n_envs`` is small,
+            :func:`~tradezoo.agents.rollout.choose_rollout_device`), ``"update"`` (the update
+            device) or a device.
         init_from: a supervised checkpoint to warm-start from.
         resume_from: a PPO checkpoint (``.zip`` or its ``.pt`` sidecar) to continue: weights,
             optimiser and ``num_timesteps`` continue (the envs restart their episodes).
@@ -905,6 +913,7 @@ def train_ppo(
         raise ValueError("give init_from (start from a supervised model) or resume_from "
                          "(continue a PPO run), not both")
     dev = resolve_device(device)
+    choose_rollout_device(dev, 1, rollout_device)  # a bad value fails before anything is written
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
     out = Path(out_dir)
@@ -915,6 +924,7 @@ def train_ppo(
         model = make_ppo(data, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
                          init_from=init_from)
         run = _PPORun(model, data, cfg or PPOConfig(), seed, out, dev, resuming=False)
+    run.model.set_rollout_device(rollout_device)
     own = run.callbacks(callbacks, verbose)
     train_seconds = run.learn(own, progress)
     return run.result(train_seconds, verbose)
@@ -1082,6 +1092,7 @@ class _PPORun:
             config=self.cfg,
             seed=self.seed,
             init_from=self.init_label,
+            rollout_device=str(model.rollout_device),
         )
 
 
@@ -1138,7 +1149,9 @@ def evaluate_ppo(
             policy object; default a :class:`PPOResult`'s config or ``PPOConfig()``. Ignored
             for checkpoints (their ``env`` record is used).
         costs: cost model of the env and the replay; default the data's.
-        device: where the policy runs.
+        device: where a checkpoint's policy is loaded to run (CPU by default: one env steps
+            at a time, which a GPU's launch overhead makes slower). A model or policy object
+            acts where it is; a ``SplitDevicePPO`` acts with its rollout copy.
 
     Raises:
         ValueError: a bad split or a model that does not fit the data.
@@ -1174,10 +1187,9 @@ def _acting_policy(model: Any, data: PreparedData, config: PPOConfig | None
             action_scheme=rules["action_scheme"], max_leverage=rules["max_leverage"],
             allow_short=rules["allow_short"], rebalance=rules["rebalance"])
     if isinstance(model, PPOResult):
-        return model.model.policy, data.scaler, config or model.config
+        return acting_policy(model.model), data.scaler, config or model.config
     if isinstance(model, BaseAlgorithm | BasePolicy):
-        policy = model.policy if isinstance(model, BaseAlgorithm) else model
-        return policy, data.scaler, config or PPOConfig()
+        return acting_policy(model), data.scaler, config or PPOConfig()
     raise TypeError(
         "model_or_path must be a LoadedPPOPolicy, a PPOResult, an SB3 algorithm or policy, or "
         f"a PPO checkpoint path or dict, got {type(model).__name__}"
