@@ -104,7 +104,8 @@ def test_compare_two_architectures_one_seed(tmp_path: Path,
             "ppo.episode_length=96", "--device", "cpu", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "[4/4] lstm seed 0: ppo (warm start)" in printed
+    assert "0 cells done, 4 to run" in printed
+    assert "[4/4] bars fold 0 " in printed
     markdown = (out / "leaderboard.md").read_text()
     assert "Command: `tradezoo compare --archs gru,lstm" in markdown
     assert "**buy & hold**" in markdown and "budget `smoke`" in markdown
@@ -116,5 +117,9 @@ def test_compare_two_architectures_one_seed(tmp_path: Path,
     assert supervised["accuracy_mean"].between(0, 1).all()
     assert (csv[csv["model"] != BUY_AND_HOLD]["params"] > 0).all()
     assert (out / "equity.png").stat().st_size > 0
-    assert (out / "gru" / "seed0" / "supervised" / "best.pt").is_file()
-    assert (out / "lstm" / "seed0" / "ppo" / "final_model.zip").is_file()
+    runs = out / "runs" / "bars" / "fold0"
+    assert (runs / "gru" / "seed0" / "supervised" / "supervised" / "best.pt").is_file()
+    assert (runs / "lstm" / "seed0" / "ppo_warm" / "ppo" / "final_model.zip").is_file()
+    assert len(pd.read_csv(out / "cells.csv")) == 4
+    assert main(argv) == 0  # the same command again: every cell is in the store
+    assert "4 cells done, 0 to run" in capsys.readouterr().out

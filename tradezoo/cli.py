@@ -270,6 +270,7 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
 
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
+    from tradezoo.agents.rollout import choose_rollout_device
     from tradezoo.agents.run import prepare_from_options, write_options
     from tradezoo.agents.rundir import claim_run_dir
 
@@ -310,8 +311,10 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
             resume_from=options.resume_from, progress=options.progress,
         )
         chosen = result.best_model or result.final_model
-        evaluation = evaluate_ppo(load_ppo_policy(chosen, device=result.device), data, "val",
-                                  device=result.device)
+        # the validation pass steps one env: the rollout rule's device for a batch of 1
+        where = choose_rollout_device(result.device, 1)
+        evaluation = evaluate_ppo(load_ppo_policy(chosen, device=where), data, "val",
+                                  device=where)
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.num_timesteps:,} timesteps in "
           f"{result.train_seconds:.1f} s on {result.device}")
     print(f"validation split ({chosen.name}; the test split is for `tradezoo backtest`):")
@@ -356,10 +359,22 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from tradezoo.agents.compare import run_compare
+    from tradezoo.agents.config import torch_threads
+    from tradezoo.agents.sweep import ExecutionOptions
 
     options = _options("compare", args)
     command = "tradezoo " + " ".join(shlex.quote(a) for a in args.argv)
-    run_compare(options, command=command)
+    device = options.device
+    if args.gpus_per_run and device == "auto":
+        device = "cuda"  # a cell given a GPU trains on it
+    execution = ExecutionOptions(
+        backend=args.backend, workers=args.workers,
+        threads=torch_threads(options.threads) or 1, device=device,
+        ray_address=args.ray_address, cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run, max_retries=args.max_retries,
+        retry_failed=args.retry_failed)
+    run_compare(options, command=command, folds=args.folds, fold_mode=args.fold_mode,
+                execution=execution)
     return 0
 
 
@@ -528,6 +543,28 @@ def build_parser() -> argparse.ArgumentParser:
                               "the classifier; default)")
     compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
     _add_budget_flags(compare, epochs=True, timesteps=True)
+    grid = compare.add_argument_group(
+        "grid and execution (docs/scaling.md); --data takes a comma-separated list")
+    grid.add_argument("--folds", type=int, default=1,
+                      help="walk-forward folds per dataset (default 1: the split fractions)")
+    grid.add_argument("--fold-mode", choices=("rolling", "expanding"), default="expanding",
+                      dest="fold_mode", help="training window of each fold (default expanding)")
+    grid.add_argument("--backend", choices=("local", "ray"), default="local",
+                      help="local processes (default) or Ray tasks")
+    grid.add_argument("--workers", type=int, default=1,
+                      help="local worker processes (default 1: in this process)")
+    grid.add_argument("--ray-address", dest="ray_address", metavar="ADDRESS",
+                      help="Ray cluster to join (default: start a local Ray runtime)")
+    grid.add_argument("--cpus-per-run", type=float, default=1.0, dest="cpus_per_run",
+                      help="Ray CPUs per cell (default 1)")
+    grid.add_argument("--gpus-per-run", type=float, default=0.0, dest="gpus_per_run",
+                      help="GPUs per cell (Ray: fractional, e.g. 0.25 runs 4 cells per GPU); "
+                           "> 0 trains on CUDA")
+    grid.add_argument("--max-retries", type=int, default=3, dest="max_retries",
+                      help="Ray retries of a cell whose worker died (default 3; an exception "
+                           "in a cell is recorded, never retried)")
+    grid.add_argument("--retry-failed", action="store_true", dest="retry_failed",
+                      help="run again the cells the store records as failed")
     compare.set_defaults(handler=_cmd_compare)
 
     run = commands.add_parser(

@@ -1,48 +1,55 @@
 """The architecture leaderboard (``tradezoo compare``): every architecture, the same data,
-the same splits, several seeds, graded on the held-out test split.
+the same splits, several seeds, graded on the held-out test part.
 
-For each architecture and seed (seeds ``seed .. seed + seeds - 1``), by ``mode``:
+``compare`` runs a grid of cells, (dataset, fold, architecture, mode, seed), through
+:mod:`tradezoo.agents.sweep` (serially, in local worker processes or on Ray; resumable from
+its results store). The modes, by ``--mode``:
 
 - ``supervised``: train the classifier (early stopping on validation, best checkpoint);
 - ``ppo``: PPO from scratch (best model on the validation reward);
-- ``both``: the classifier, then PPO warm-started from it (two rows per architecture).
+- ``both``: the classifier, and PPO warm-started from it (two rows per architecture).
 
-Every model is backtested on the test split (:func:`~tradezoo.agents.supervised.
+Every model is backtested on its test part (:func:`~tradezoo.agents.supervised.
 evaluate_supervised`, :func:`~tradezoo.agents.ppo.evaluate_ppo`: the shared engine, the
-dataset's costs, fills at the next open). All of them trade the same test bars (the test rows
-do not depend on the window or the label horizon), so buy-and-hold on those bars is one row.
+dataset's costs, fills at the next open). All cells of one (dataset, fold) trade the same test
+bars (the test rows do not depend on the window or the label horizon), so buy-and-hold on
+those bars is one row.
 
 Files written to ``out_dir``::
 
-    leaderboard.md     the table: mean ± std over seeds (sample std, ddof=1; one seed: no
-                       std) of total return, Sharpe, max drawdown, win rate, trades, and
-                       accuracy / macro-F1 for classifiers; training seconds and trainable
-                       parameters; buy-and-hold as a row; sorted by mean Sharpe
+    cells/<key>.json   one record per finished cell (tradezoo.agents.sweep)
+    cells.csv          one row per cell: dataset, fold, arch, mode, seed, status, metrics
+    leaderboard.md     one dataset and one fold: mean ± std over seeds (sample std, ddof=1;
+                       one seed: no std) of total return, Sharpe, max drawdown, win rate,
+                       trades, and accuracy / macro-F1 for classifiers; training seconds and
+                       trainable parameters; buy-and-hold as a row; sorted by mean Sharpe
     leaderboard.csv    the same numbers unformatted (``<metric>_mean``, ``<metric>_std``)
     runs.csv           one line per (architecture, mode, seed)
-    equity.png         test-split equity curves (mean over seeds) and buy-and-hold
-    config.json        the resolved options
-    <arch>/seed<k>/{supervised,ppo}/   the runs (checkpoints, TensorBoard logs)
+    equity.png         test-part equity curves (mean over seeds) and buy-and-hold
+    config.json        the resolved options; sweep.json: datasets, folds, execution
+    runs/<dataset>/fold<k>/<arch>/seed<s>/<mode>/   local cells' runs (checkpoints, logs)
 
 ``train_s`` is the wall time of that row's own training (a warm-started PPO row excludes the
-supervised pre-training of the row above it); ``params`` counts trainable parameters (the PPO
-policy includes its value head).
+supervised pre-training); ``params`` counts trainable parameters (the PPO policy includes its
+value head).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from tradezoo.backtest.formatting import format_mean_std, format_metric
+from tradezoo.agents.sweep import ExecutionOptions
+from tradezoo.backtest.formatting import format_mean_std
 
 if TYPE_CHECKING:
     from tradezoo.agents.config import TrainingOptions
@@ -232,32 +239,76 @@ def write_leaderboard(records: Sequence[RunRecord], out_dir: str | Path, *,
 
 @dataclass
 class CompareResult:
-    """What :func:`run_compare` returns: the runs, the leaderboard and the files."""
+    """What :func:`run_compare` returns: the runs, the leaderboard and the files.
+
+    Attributes:
+        records: the leaderboard's runs (empty when the grid has several datasets or folds:
+            its aggregation is the leaderboard module's).
+        frame: the leaderboard (``None`` when it was not written).
+        paths: the files written.
+        seconds: wall time.
+        cells: every cell record of the grid (:mod:`tradezoo.agents.sweep`).
+        ran, skipped: keys of the cells run this time and of those found in the store.
+    """
 
     records: list[RunRecord]
-    frame: pd.DataFrame
+    frame: pd.DataFrame | None
     paths: dict[str, Path]
     seconds: float
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+MODE_LABELS = {"supervised": "supervised", "ppo": "ppo", "ppo_warm": "ppo (warm start)"}
+"""Leaderboard mode label of each cell mode."""
+
+
+def _equity(start: str, timestamps: Sequence[str], returns: Sequence[float | None]) -> pd.Series:
+    """Equity starting at 1 at ``start`` from per-bar returns (``None`` = 0)."""
+    values = np.array([0.0 if r is None else r for r in returns], dtype=np.float64)
+    index = pd.DatetimeIndex([start, *timestamps])
+    return pd.Series(np.concatenate([[1.0], np.cumprod(1.0 + values)]), index=index)
+
+
+def record_from_cell(cell_record: Mapping[str, Any]) -> RunRecord:
+    """A done cell record (:func:`~tradezoo.agents.sweep.run_cell`) as a leaderboard run."""
+    cell, test = cell_record["cell"], cell_record["test"]
+    metrics = _pick(cell_record["metrics"], None)
+    for name in ("accuracy", "macro_f1"):
+        if name in cell_record["metrics"]:
+            metrics[name] = _number(cell_record["metrics"][name])
+    return RunRecord(
+        arch=cell["arch"], mode=MODE_LABELS.get(cell["mode"], cell["mode"]), seed=cell["seed"],
+        metrics=metrics, train_seconds=float(cell_record.get("train_seconds") or math.nan),
+        n_parameters=int(cell_record.get("n_parameters") or 0),
+        equity=_equity(test["start"], test["timestamps"], test["returns"]),
+        benchmark_equity=_equity(test["start"], test["timestamps"], test["benchmark_returns"]),
+        benchmark_metrics=_pick(cell_record.get("benchmark_metrics") or {}, None))
 
 
 def run_compare(options: TrainingOptions, *, command: str | None = None,
-                stream: IO[str] | None = None) -> CompareResult:
-    """Train and grade every architecture of ``options.archs`` (module docstring).
+                stream: IO[str] | None = None, data: Sequence[str] | None = None,
+                folds: int = 1, fold_mode: str = "expanding",
+                execution: ExecutionOptions | None = None) -> CompareResult:
+    """Train and grade every cell of the grid (module docstring; :mod:`tradezoo.agents.sweep`).
 
     Args:
         options: the ``compare`` options (:func:`~tradezoo.agents.config.training_options`).
         command: the command line to print in ``leaderboard.md`` (reproducibility).
         stream: where progress lines go (default stdout).
+        data: the datasets (default: ``options.data`` split on commas).
+        folds, fold_mode: walk-forward folds (1: ``options.split_fractions``).
+        execution: where cells run (default: serially in this process, ``options.threads``).
 
     Raises:
         ConfigError, DataError: bad options or data (raised before anything is written);
-        NonFiniteLossError: a diverging run;
-        TrainingInterrupted: Ctrl-C.
+        RunDirectoryError: the output directory is in use or holds another kind of run.
     """
-    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
-    from tradezoo.agents.run import check_options, prepare_from_options, write_options
-    from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
-    from tradezoo.agents.tensorboard import tensorboard_command
+    from tradezoo.agents.config import torch_threads
+    from tradezoo.agents.run import check_options, write_options
+    from tradezoo.agents.rundir import claim_run_dir, output_error, write_text_atomic
+    from tradezoo.agents.sweep import expand_grid, run_grid
 
     out_stream = stream or sys.stdout
 
@@ -265,95 +316,80 @@ def run_compare(options: TrainingOptions, *, command: str | None = None,
         print(text, file=out_stream, flush=True)
 
     started = time.perf_counter()
-    archs, mode = list(options.archs), options.mode
-    seeds = [options.seed + k for k in range(options.seeds)]
-    device = str(resolve_device(options.device))
+    datasets = list(data) if data is not None else [
+        d.strip() for d in str(options.data).split(",") if d.strip()]
+    if not datasets:
+        from tradezoo.errors import ConfigError
+
+        raise ConfigError("option 'data' names no dataset")
+    if execution is None:
+        execution = ExecutionOptions(threads=torch_threads(options.threads) or 1,
+                                     device=options.device)
     out = Path(options.out) if options.out else Path("runs") / (
         f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     check_options(options)  # bad options and data fail before anything is written
-    data = prepare_from_options(options)
+    tasks = expand_grid(options, data=datasets, folds=folds, fold_mode=fold_mode)
+    cells_dir = out / "cells"
+    with claim_run_dir(out, resume_from=cells_dir if cells_dir.is_dir() else None,
+                       resume_hint=False):
+        try:
+            cells_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(cells_dir, exc, "create") from None
+        write_options(out, options)
+        write_text_atomic(out / "sweep.json", json.dumps({
+            "data": datasets, "folds": folds, "fold_mode": fold_mode,
+            "execution": asdict(execution), "cells": len(tasks)}, indent=2) + "\n")
+        say(f"tradezoo compare: {len(datasets)} dataset(s) x {folds} fold(s) x "
+            f"{len(options.archs)} architecture(s) x {options.seeds} seed(s), mode "
+            f"{options.mode}, budget {options.budget}: {len(tasks)} cells on "
+            f"{execution.backend} ({execution.workers} worker(s), {execution.threads} "
+            f"thread(s) each)")
+        say(f"output: {out}")
+        grid = run_grid(tasks, out, execution, stream=out_stream)
+        result = _write_tables(options, grid.records, out, command, datasets, folds, say)
+    failed = [r for r in grid.records if r["status"] != "done"]
+    if failed:
+        say(f"{len(failed)} cell(s) failed (their errors are in {out / 'cells.csv'}):")
+        for record in failed:
+            say(f"  {record['cell']}: {record['error']}")
+    result.cells, result.ran, result.skipped = grid.records, grid.ran, grid.skipped
+    result.paths["cells"] = out / "cells.csv"
+    result.seconds = time.perf_counter() - started
+    say(f"done in {result.seconds:.0f} s: {len(grid.ran)} cell(s) run, {len(grid.skipped)} "
+        f"from the store; {out / 'cells.csv'}")
+    return result
+
+
+def _write_tables(options: TrainingOptions, cell_records: Sequence[Mapping[str, Any]],
+                  out: Path, command: str | None, datasets: Sequence[str], folds: int,
+                  say: Any) -> CompareResult:
+    """The leaderboard of one dataset and one fold (mean ± std over seeds)."""
+    done = [r for r in cell_records if r["status"] == "done"]
+    if not done or len(datasets) > 1 or folds > 1:
+        if done:
+            say("several datasets or folds: the per-cell results are in cells.csv")
+        return CompareResult(records=[], frame=None, paths={}, seconds=0.0)
+    records = [record_from_cell(r) for r in done]
+    test = done[0]["test"]
     supervised_cfg, ppo_cfg = options.supervised, options.ppo
     assert supervised_cfg is not None and ppo_cfg is not None
-    write_options(out, options)
-    arch_config = dict(options.arch_config)
-    stages = {"supervised": 1, "ppo": 1, "both": 2}[mode]
-    total = len(archs) * len(seeds) * stages
-    say(f"tradezoo compare: {len(archs)} architecture(s) x {len(seeds)} seed(s), mode {mode}, "
-        f"budget {options.budget}, device {device}: {total} training runs")
-    say(f"output: {out}; TensorBoard: {tensorboard_command(out)}")
-    records: list[RunRecord] = []
-    job = 0
-    for arch in archs:
-        for seed in seeds:
-            run_dir = out / arch / f"seed{seed}"
-            checkpoint = None
-            if mode in ("supervised", "both"):
-                job += 1
-                say(f"[{job}/{total}] {arch} seed {seed}: supervised")
-                result = train_supervised(data, arch, config=supervised_cfg,
-                                          arch_config=arch_config, out_dir=run_dir / "supervised",
-                                          seed=seed, device=device, verbose=False)
-                checkpoint = result.best_checkpoint
-                evaluation = evaluate_supervised(result.model, data, "test", device=device)
-                records.append(_record(arch, "supervised", seed, evaluation.backtest,
-                                       evaluation.report.to_dict(), result.train_seconds,
-                                       result.n_parameters))
-                say(f"      {_brief(records[-1])}")
-            if mode in ("ppo", "both"):
-                job += 1
-                warm = checkpoint is not None
-                label = "ppo (warm start)" if warm else "ppo"
-                say(f"[{job}/{total}] {arch} seed {seed}: {label}")
-                # A warm start takes the architecture's config from the checkpoint.
-                cfg = replace(ppo_cfg, arch_config={}) if warm else ppo_cfg
-                ppo = train_ppo(data, arch, config=cfg, out_dir=run_dir / "ppo", seed=seed,
-                                device=device, init_from=checkpoint,
-                                progress=options.progress, verbose=False)
-                chosen = ppo.best_model or ppo.final_model
-                evaluation_ppo = evaluate_ppo(load_ppo_policy(chosen, device=device), data,
-                                              "test", device=device)
-                records.append(_record(arch, label, seed, evaluation_ppo.backtest, None,
-                                       ppo.train_seconds, ppo.n_parameters))
-                say(f"      {_brief(records[-1])}")
-    first, last = data.boundaries["test"]
+    seeds = sorted({r.seed for r in records})
+    devices = sorted({str(r.get("device")) for r in done})
     notes = [
         f"Command: `{command}`" if command else "",
-        f"Data `{options.data}`, window {data.window}, test split {first} .. {last} "
-        f"({len(records[0].equity) - 1} bars), split fractions {list(data.split_fractions)}; "
-        f"budget `{options.budget}` (supervised epochs {supervised_cfg.epochs}, PPO "
-        f"timesteps {ppo_cfg.timesteps:,}); seeds {seeds}; "
-        f"device {device}.",
+        f"Data `{datasets[0]}`, window {options.window}, test split {test['start']} .. "
+        f"{test['timestamps'][-1]} ({len(test['returns'])} bars), split fractions "
+        f"{list(options.split_fractions)}; budget `{options.budget}` (supervised epochs "
+        f"{supervised_cfg.epochs}, PPO timesteps {ppo_cfg.timesteps:,}); seeds {seeds}; "
+        f"device {', '.join(devices)}.",
         "Metrics on the test split with the dataset's costs (fills at the next open); mean ± "
         "sample std over seeds; ranked by mean Sharpe. train_s: seconds of that row's own "
         "training.",
     ]
     paths = write_leaderboard(records, out, notes=[n for n in notes if n],
-                              title=f"tradezoo leaderboard: {data.name}")
+                              title=f"tradezoo leaderboard: {done[0]['cell']['dataset']}")
     frame = leaderboard_frame(records)
-    elapsed = time.perf_counter() - started
     say(paths["markdown"].read_text(encoding="utf-8"))
-    say(f"leaderboard: {paths['markdown']}, {paths['csv']}; equity curves: {paths['png']} "
-        f"({elapsed:.0f} s)")
-    return CompareResult(records=records, frame=frame, paths=paths, seconds=elapsed)
-
-
-def _record(arch: str, mode: str, seed: int, backtest: Any, classification: Any,
-            seconds: float, n_parameters: int) -> RunRecord:
-    metrics = backtest.metrics.to_dict()
-    equity = backtest.equity / float(backtest.equity.iloc[0])
-    bench = backtest.benchmark_equity / float(backtest.benchmark_equity.iloc[0])
-    return RunRecord(arch=arch, mode=mode, seed=seed, metrics=_pick(metrics, classification),
-                     train_seconds=float(seconds), n_parameters=int(n_parameters),
-                     equity=equity, benchmark_equity=bench,
-                     benchmark_metrics=_pick(backtest.benchmark_metrics.to_dict(), None))
-
-
-def _brief(record: RunRecord) -> str:
-    def show(metric: str) -> str:
-        return format_metric(metric, record.metrics.get(metric))
-
-    parts = [f"test total return {show('total_return')}", f"Sharpe {show('sharpe')}",
-             f"max drawdown {show('max_drawdown')}"]
-    if "accuracy" in record.metrics:
-        parts.append(f"accuracy {show('accuracy')}")
-    return ", ".join(parts) + f" ({record.train_seconds:.0f} s)"
+    say(f"leaderboard: {paths['markdown']}, {paths['csv']}; equity curves: {paths['png']}")
+    return CompareResult(records=records, frame=frame, paths=paths, seconds=0.0)

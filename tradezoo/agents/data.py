@@ -48,7 +48,7 @@ from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.features import FeatureScaler, FeatureSpec
 from tradezoo.data.labels import make_labels
-from tradezoo.data.prepare import DataSource, check_split_fractions, prepare
+from tradezoo.data.prepare import DataSource, WalkForward, check_split_fractions, prepare
 from tradezoo.data.splits import PART_NAMES, PartName, Splits
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
@@ -152,9 +152,14 @@ class PreparedData:
             is the resolved number.
         costs: the dataset's cost model (labels and backtests use the same one).
         window: bars per model input window.
-        split_fractions: ``(train, val, test)``.
+        split_fractions: ``(train, val, test)`` (with walk-forward folds: the fractions
+            given, unused).
         train, val, test: :class:`~tradezoo.data.windows.WindowDataset` of each part (``None``
             for a part with no fraction).
+        walk_forward, fold: the walk-forward scheme and fold the parts come from, ``None`` for
+            fractions.
+        env_splits: the env's parts of the same rows (``horizon=1``), what the PPO envs of
+            this data trade on.
     """
 
     name: str
@@ -173,6 +178,24 @@ class PreparedData:
     train: WindowDataset = field(repr=False)
     val: WindowDataset | None = field(repr=False)
     test: WindowDataset | None = field(repr=False)
+    walk_forward: WalkForward | None = None
+    fold: int | None = None
+    env_splits: Splits | None = field(default=None, repr=False)
+
+    def env_split(self, part: PartName) -> PartName | tuple[pd.Timestamp, pd.Timestamp]:
+        """The ``split`` argument of an env trading ``part`` of this data: the part's name
+        with split fractions (the env cuts the same parts), the first and last timestamps of
+        the env's part with walk-forward folds (the env has no folds of its own)."""
+        if self.walk_forward is None or self.env_splits is None:
+            return part
+        rows = self.env_splits.part(part)
+        if rows.size == 0:
+            raise ValueError(f"the {part!r} part of fold {self.fold} is empty")
+        return (self.index_at(int(rows[0])), self.index_at(int(rows[-1])))
+
+    def index_at(self, row: int) -> pd.Timestamp:
+        """Open time of feature row ``row``."""
+        return pd.Timestamp(self.features.index[row])
 
     @property
     def n_features(self) -> int:
@@ -296,6 +319,8 @@ def prepare_data(
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     embargo: int | None = None,
     costs: CostModel | None = None,
+    walk_forward: WalkForward | None = None,
+    fold: int | None = None,
 ) -> PreparedData:
     """Load, featurise, label, split and scale one dataset (see the module docstring).
 
@@ -310,6 +335,8 @@ def prepare_data(
         costs: cost model for the labels' ``cost_bps`` (and the later backtests); default
             :meth:`CostModel.for_source` of ``bars.attrs["source"]`` (a user file with another
             source must pass one).
+        walk_forward, fold: take the parts from fold ``fold`` of these walk-forward folds
+            instead of ``split_fractions`` (the scaler is fitted on that fold's train part).
 
     Returns:
         :class:`PreparedData`.
@@ -329,7 +356,11 @@ def prepare_data(
     labels_cfg = coerce_config(LabelSpec, label_spec, "label_spec") or LabelSpec()
     if costs is not None and not isinstance(costs, CostModel):
         raise TypeError(f"costs must be a CostModel or None, got {type(costs).__name__}")
-    prepared = prepare(data, window=window, feature_spec=spec, split_fractions=fractions)
+    if walk_forward is None:
+        prepared = prepare(data, window=window, feature_spec=spec, split_fractions=fractions)
+    else:
+        prepared = prepare(data, window=window, feature_spec=spec, walk_forward=walk_forward,
+                           fold=fold)
     name, bars, features = prepared.name, prepared.bars, prepared.features
     if costs is None:
         costs = CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
@@ -400,5 +431,8 @@ def prepare_data(
         train=train,
         val=datasets["val"],
         test=datasets["test"],
+        walk_forward=prepared.walk_forward,
+        fold=prepared.fold,
+        env_splits=prepared.splits,
     )
 

@@ -318,7 +318,7 @@ def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
         "feature_spec": data.feature_spec,
         "scaler": data.scaler,
         "window": data.window,
-        "split": split,
+        "split": data.env_split(split),  # type: ignore[arg-type]
         "split_fractions": data.split_fractions,
         "costs": costs if costs is not None else data.costs,
         **_env_rules(config),
