@@ -63,12 +63,13 @@ CPU_ROLLOUT_MAX_ENVS = 64
 run on the CPU (an estimate; module docstring)."""
 
 
-def choose_rollout_device(update_device: torch.device, n_envs: int,
+def choose_rollout_device(update_device: str | torch.device, n_envs: int,
                           rollout_device: str | torch.device = "auto") -> torch.device:
     """The device rollouts and evaluations run on.
 
     Args:
-        update_device: where PPO's updates run (the model's ``device``).
+        update_device: where PPO's updates run (the model's ``device``; a resolved device
+            such as ``"cpu"`` or ``"cuda:0"``, not ``"auto"``).
         n_envs: the batch of a rollout forward (envs stepped together).
         rollout_device: ``"auto"`` (the rule in the module docstring), ``"update"`` (the
             update device) or a device (``"cpu"``, ``"cuda:0"``, a ``torch.device``).
@@ -76,6 +77,7 @@ def choose_rollout_device(update_device: torch.device, n_envs: int,
     Raises:
         ValueError: an unknown device string, or CUDA asked for where there is none.
     """
+    update_device = torch.device(update_device)
     if rollout_device == "update":
         return update_device
     if rollout_device == "auto":
