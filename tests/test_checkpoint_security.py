@@ -399,6 +399,24 @@ def test_size_estimates_follow_the_built_models() -> None:
         check_model_size("gru", n_features, window, {"d_model": 16}, features_dim=2_000_000_000)
 
 
+@pytest.mark.parametrize("options", [
+    {"hierarchy": "pyramid"},
+    {"fusion": "mlp"},
+    {"depths": [3, 1, 2]},
+    {"hierarchy": "pyramid", "fusion": "mlp", "depths": [2, 1, 1, 1], "scales": [2, 4, 8, 16]},
+])
+def test_msa_size_estimate_follows_its_options(options: dict[str, Any]) -> None:
+    n_features, window = 9, 16
+    config: dict[str, Any] = {"d_model": 24, **options}
+    built = ARCHITECTURES["msa"].backbone_cls(n_features, make_config("msa", **config))
+    count = sum(p.numel() for p in built.parameters())
+    estimate = estimate_parameters("msa", n_features, window, config)
+    assert 0.9 * count <= estimate <= 2 * count, (options, count, estimate)
+    deep = {**config, "depths": [10**6] * len(config.get("scales", (1, 4, 16)))}
+    with pytest.raises(ModelTooLargeError, match="architecture 'msa'"):
+        check_model_size("msa", n_features, window, deep)
+
+
 # ------------------------------------------------------------------ resume keeps the best
 
 

@@ -328,3 +328,221 @@ def test_head_bad_input() -> None:
         heads.loss(out, targets=torch.ones(2, 3))
     with pytest.raises(ValueError, match="at least one"):
         heads.loss(out)
+
+
+# -- chapter forms: attention pyramid, fusion MLP, depth per scale --------------------------------
+
+OPTION_FORMS = [
+    {"hierarchy": h, "fusion": f, "depths": depths}
+    for h in ("parallel", "pyramid")
+    for f in ("gated", "mlp")
+    for depths in (None, (2, 1, 1))
+]
+
+
+def form_id(form: dict[str, object]) -> str:
+    return "-".join(str(v) for v in form.values())
+
+
+def test_default_is_bit_identical_to_the_explicit_previous_form() -> None:
+    default = backbone(seed=3)
+    explicit = backbone(seed=3, hierarchy="parallel", fusion="gated", depths=None)
+    assert MSAConfig() == MSAConfig(hierarchy="parallel", fusion="gated", depths=None)
+    ours, theirs = default.state_dict(), explicit.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    x = torch.randn(3, 65, N_FEATURES)
+    torch.manual_seed(4)
+    train_out = default.train()(x)
+    torch.manual_seed(4)
+    torch.testing.assert_close(explicit.train()(x), train_out, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(explicit.eval()(x), default.eval()(x), rtol=0, atol=0)
+    # A depth per scale equal to n_layers everywhere is the same model too.
+    same = backbone(seed=3, n_layers=2)
+    per_scale = backbone(seed=3, n_layers=2, depths=(2, 2, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(per_scale.eval()(x), same.eval()(x), rtol=0, atol=0)
+
+
+def test_option_rules() -> None:
+    with pytest.raises(ValueError, match=r"MSAConfig\.hierarchy.*'parallel', 'pyramid'"):
+        MSAConfig(hierarchy="tree")
+    with pytest.raises(ValueError, match=r"MSAConfig\.fusion.*'gated', 'mlp'"):
+        MSAConfig(fusion="sum")
+    with pytest.raises(ValueError, match=r"scales must each divide the next.*\(1, 3, 8\)"):
+        MSAConfig(hierarchy="pyramid", scales=(1, 3, 8))
+    MSAConfig(scales=(1, 3, 8))  # parallel scales need not divide
+    for depths in [(), (0, 1, 1), (1.5,), "12"]:
+        with pytest.raises(ValueError, match="depths"):
+            MSAConfig(depths=depths)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"depths must have one entry per scale \(3\)"):
+        backbone(depths=(1, 1))
+    with pytest.raises(ValueError, match=r"depths must have one entry per scale \(2\)"):
+        backbone(external=[8, 4], depths=(1, 1, 1))
+    with pytest.raises(ValueError, match=r"hierarchy='pyramid'.*external timeframes"):
+        backbone(external=[8, 4], hierarchy="pyramid")
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS, ids=form_id)
+def test_config_round_trip(form: dict[str, object]) -> None:
+    import json
+
+    from tradezoo.policies.registry import make_config
+
+    config = MSAConfig(d_model=8, n_heads=2, **form)  # type: ignore[arg-type]
+    assert MSAConfig(**config.to_dict()) == config
+    from_json = make_config("msa", **json.loads(json.dumps(config.to_dict())))
+    assert from_json == config and from_json.depths == form["depths"]  # a list back to a tuple
+    net = backbone(**form)
+    rebuilt = MSABackbone(N_FEATURES, from_json)  # type: ignore[arg-type]
+    rebuilt.load_state_dict(net.state_dict())
+    x = torch.randn(2, 33, N_FEATURES)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), net.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS, ids=form_id)
+@pytest.mark.parametrize("window", [15, 63, 65])
+def test_option_shapes_and_uneven_windows(form: dict[str, object], window: int) -> None:
+    net = backbone(**form).eval()
+    x = torch.randn(2, window, N_FEATURES)
+    if window < 16:
+        with pytest.raises(ValueError, match="at least 16 bars"):
+            net(x)
+        return
+    with torch.no_grad():
+        assert net(x).shape == (2, 8)
+        levels = net.encode_levels(x)
+        assert [e.shape for e in levels] == [(2, window // f, 8) for f in (1, 4, 16)]
+        info = net.explain(x)
+    n_tokens = sum(window // f for f in (1, 4, 16))
+    assert info["attention"].shape == (2, 2, 3, n_tokens)
+    torch.testing.assert_close(info["scale_attention"].sum(-1), torch.ones(2))
+    gated_keys = {"scale_weights_static", "scale_gates", "scale_weights"}
+    assert (gated_keys <= set(info)) == (form["fusion"] == "gated")
+
+
+@pytest.mark.parametrize("window", [63, 65])
+def test_pyramid_levels_pool_the_encoded_level_below(window: int) -> None:
+    net = backbone(hierarchy="pyramid").eval()
+    x = torch.randn(2, window, N_FEATURES)
+    with torch.no_grad():
+        levels = net.encode_levels(x)
+        for s in (1, 2):
+            # End-aligned: the oldest (L_s mod 4) tokens of the level below are dropped.
+            pooled = end_aligned_pool(levels[s - 1], 4)
+            expected = net.encoders[s](pooled + net._positions(s, pooled.shape[1]))
+            torch.testing.assert_close(levels[s], expected, rtol=0, atol=0)
+        first = net.encoders[0](net.input_proj(x) + net._positions(0, window))
+        torch.testing.assert_close(levels[0], first, rtol=0, atol=0)
+    assert net.input_proj.weight.shape == (8, N_FEATURES)  # only level 0 reads the bars
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS[::2], ids=form_id)
+@pytest.mark.parametrize("window", [63, 65])
+@pytest.mark.parametrize("cut", [10, 40, 62])
+def test_level_tokens_never_see_later_bars(form: dict[str, object], window: int,
+                                           cut: int) -> None:
+    """Token j of scale s (block end ``L - (n_s - 1 - j) f_s - 1``) is unchanged when only bars
+    from ``cut`` on change, whenever its block ends before ``cut``."""
+    net = backbone(**form).eval()
+    x = torch.randn(2, window, N_FEATURES)
+    moved = x.clone()
+    moved[:, cut:] = torch.randn(2, window - cut, N_FEATURES)
+    with torch.no_grad():
+        base, after = net.encode_levels(x), net.encode_levels(moved)
+    for f, b, a in zip((1, 4, 16), base, after, strict=True):
+        n = b.shape[1]
+        block_end = window - (n - 1 - torch.arange(n)) * f - 1
+        past = block_end < cut
+        torch.testing.assert_close(a[:, past], b[:, past], rtol=0, atol=1e-6)
+        assert not torch.allclose(a[:, -1], b[:, -1])  # every level ends at the last bar
+
+
+@pytest.mark.parametrize("hierarchy", ["parallel", "pyramid"])
+def test_the_latest_bar_reaches_every_levels_last_token_on_uneven_windows(
+        hierarchy: str) -> None:
+    # 65 = 4 * 16 + 1: start-aligned pooling (AvgPool1d) would leave the latest bar out of
+    # the coarse levels; end-aligned pooling drops the oldest bar instead.
+    net = backbone(hierarchy=hierarchy).eval()
+    x = torch.randn(2, 65, N_FEATURES)
+    latest = x.clone()
+    latest[:, -1] += 1.0
+    with torch.no_grad():
+        for b, a in zip(net.encode_levels(x), net.encode_levels(latest), strict=True):
+            assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS, ids=form_id)
+def test_gradients_reach_every_parameter(form: dict[str, object]) -> None:
+    net = backbone(**form).train()
+    net(torch.randn(3, 37, N_FEATURES)).pow(2).sum().backward()
+    missing = [name for name, p in net.named_parameters()
+               if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert not missing
+    assert net.no_weight_decay() <= {name for name, _ in net.named_parameters()}
+
+
+def test_depth_per_scale_builds_that_many_layers() -> None:
+    net = backbone(depths=(3, 1, 2))
+    counts = [sum(isinstance(m, _EncoderLayer) for m in enc) for enc in net.encoders]
+    assert counts == [3, 1, 2]
+    external = backbone(external=[8, 4], depths=(1, 2))
+    assert [sum(isinstance(m, _EncoderLayer) for m in enc) for enc in external.encoders] == [1, 2]
+    with torch.no_grad():
+        assert external.forward_scales(timeframes(2, [8, 4])).shape == (2, 8)
+
+
+@pytest.mark.parametrize("hierarchy", ["parallel", "pyramid"])
+def test_fusion_mlp_maps_the_concatenated_summaries(hierarchy: str) -> None:
+    net = backbone(fusion="mlp", hierarchy=hierarchy).eval()
+    assert net.fusion_mlp is not None
+    first, last = net.fusion_mlp[0], net.fusion_mlp[-1]
+    assert (first.in_features, first.out_features) == (3 * 8, 16)
+    assert (last.in_features, last.out_features) == (16, 8)
+    assert not any(hasattr(net, name) for name in ("gate", "hier", "out_proj", "out_norm"))
+    # No path bypasses the MLP: with its first layer's weights zeroed the output is the
+    # constant W_2 SiLU(b_1) + b_2 whatever the window.
+    with torch.no_grad():
+        first.weight.zero_()
+        constant = last(F.silu(first.bias))
+        torch.testing.assert_close(net(torch.randn(2, 20, N_FEATURES)), constant.expand(2, 8))
+
+
+def test_batch_equals_samples_one_by_one_in_the_chapter_form() -> None:
+    net = backbone(hierarchy="pyramid", fusion="mlp", depths=(2, 1, 1)).eval()
+    x = torch.randn(4, 65, N_FEATURES)
+    with torch.no_grad():
+        batched = net(x)
+        single = torch.cat([net(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS[::2], ids=form_id)
+def test_band_attention_in_every_form(form: dict[str, object]) -> None:
+    from tradezoo.policies.explain import explain
+
+    net = backbone(**form)
+    x = torch.randn(2, 33, N_FEATURES)
+    info = explain(net, x, feature_names=BAND_NAMES)
+    total = info["band_attention/wav_d1"] + info["band_attention/vmd_1"]
+    torch.testing.assert_close(total, info["scale_attention"])
+    with torch.no_grad():  # the vmd columns cut off from every level's input projection
+        net.input_proj.weight[:, [1, 3, 4]] = 0.0
+    info = explain(net, x, feature_names=BAND_NAMES)
+    torch.testing.assert_close(info["band_attention/wav_d1"], info["scale_attention"])
+    assert info["band_attention/vmd_1"].abs().max() == 0
+
+
+@pytest.mark.parametrize("form", OPTION_FORMS, ids=form_id)
+@pytest.mark.parametrize("scales", [(1, 4, 16), (2, 4, 8, 32)])
+def test_size_estimate_is_the_parameter_count(form: dict[str, object],
+                                              scales: tuple[int, ...]) -> None:
+    from tradezoo.policies.size import estimate_parameters
+
+    depths = form["depths"] and (2, 1, 1, 3)[: len(scales)]
+    config = MSAConfig(d_model=8, n_heads=2, scales=scales, **{**form, "depths": depths})
+    built = MSABackbone(N_FEATURES, config)
+    count = sum(p.numel() for p in built.parameters()) + sum(b.numel() for b in built.buffers())
+    assert estimate_parameters("msa", N_FEATURES, 32, config) == count

@@ -158,7 +158,7 @@ def _band_attention(backbone: MSABackbone, inputs: Sequence[Tensor],
     ``inputs[s] [B, L_s, F]`` (pooled bars, or a timeframe's window)."""
     groups = _band_groups(feature_names, backbone.n_features)
     received = diagnostics["attention"].mean(dim=(1, 2))  # [B, T]
-    weights = backbone.input_proj.weight.split(backbone.d_model, dim=0)  # S x [D, F]
+    weights = backbone.token_input_weights()  # S x [D, F]
     per_scale: list[Tensor] = []  # S x [B, K]
     start = 0
     for x_s, w_s in zip(inputs, weights, strict=True):

@@ -19,6 +19,20 @@ Multi-scale attention for trading windows, as the equations below specify. For a
                                                coarsest to finest (s = S-1, ..., 1)
     out     = LN(fused + W_o a_1)              [B, d_model]
 
+These are the defaults (``hierarchy="parallel"``, ``fusion="gated"``). The design chapter's
+attention pyramid and fusion MLP are options (``MSAConfig.hierarchy``, ``MSAConfig.fusion``)::
+
+    hierarchy="pyramid":                       levels instead of parallel scales
+    e^(1)   = Enc_1(AvgPool_{f_1}(W_in x) + P_1)
+    e^(s+1) = Enc_{s+1}(AvgPool_{f_{s+1}/f_s}(e^(s)) + P_{s+1})   self-attention per level on
+                                               the pooled encoded tokens of the level below
+    q_s     = e^(s)[:, -1]                     each level's last token is its representation
+
+    fusion="mlp":                              instead of w_stat, g, w, fused, a_s and out
+    out     = W_2 SiLU(W_1 [r_1; ...; r_S] + b_1) + b_2      d S -> 2d -> d
+
+Each scale's encoder has ``depths[s]`` layers (default ``n_layers`` for every scale).
+
 Design decisions beyond the equations:
 
 - **Pooling alignment.** Pooled windows are non-overlapping and aligned to the END of the window,
@@ -32,7 +46,15 @@ Design decisions beyond the equations:
   more tokens back share one "far past" row, so any window length is accepted.
 - **Causality.** The scale encoders use a causal mask, so each token summarises bars up to its
   own time; the output uses only bars inside the window (``emits_sequence = False``: the output
-  is one vector from the scales' last tokens).
+  is one vector from the scales' last tokens). In the pyramid, a pooled token averages
+  encoded tokens that each see bars up to their own time, so it sees bars up to the end of
+  its block and no later (:meth:`MSABackbone.encode_levels`); the pooling between levels is
+  end-aligned as above (the oldest ``L_s mod (f_{s+1} / f_s)`` tokens of level ``s`` are
+  dropped), so every level's last token ends at the window's last bar. Level ``s`` then has
+  ``L // f_s`` tokens, as with parallel scales, and ``min_window`` is the same.
+- **Pyramid inputs.** Only level 0 reads the bars (one input projection ``[D, F]``), and each
+  pooling factor must divide the next. External timeframes are separate windows, not pools of
+  one, so ``external_scales`` needs ``hierarchy="parallel"``.
 - **External scales.** ``MSABackbone(n_features, config, external_scales=[L_1, ..., L_S])``
   takes the timeframes of a dict observation (finest first, window length of each) as the
   scales; pooling factors (``config.scales``) are then unused and :meth:`MSABackbone.forward_scales`
@@ -60,7 +82,12 @@ from torch import Tensor, nn
 from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 
-__all__ = ["MSABackbone", "MSAConfig", "MSAHeads", "end_aligned_pool"]
+__all__ = ["FUSIONS", "HIERARCHIES", "MSABackbone", "MSAConfig", "MSAHeads", "end_aligned_pool"]
+
+HIERARCHIES = ("parallel", "pyramid")
+"""``MSAConfig.hierarchy`` values (the first is the default)."""
+FUSIONS = ("gated", "mlp")
+"""``MSAConfig.fusion`` values (the first is the default)."""
 
 
 @dataclass
@@ -78,6 +105,15 @@ class MSAConfig(BackboneConfig):
         dropout: dropout in attention and feed-forward blocks (training only).
         max_positions: rows of each scale's positional table (indexed from the window's end;
             older tokens share the last row).
+        hierarchy: how the scales' token sequences are built. ``"parallel"``: each scale pools
+            the bars and has its own encoder. ``"pyramid"``: the chapter's attention pyramid,
+            level ``s + 1`` is the average pool (factor ``scales[s+1] / scales[s]``, so each
+            factor must divide the next) of level ``s``'s encoded tokens. Box windows only.
+        fusion: how the scales' summaries become the output. ``"gated"``: static x dynamic
+            weights and hierarchical aggregation. ``"mlp"``: the chapter's fusion MLP
+            ``Linear(d S -> 2d), SiLU, Linear(2d -> d)`` on the concatenated summaries.
+        depths: encoder layers per scale, finest first (one entry per scale, each >= 1);
+            ``None``: ``n_layers`` for every scale.
     """
 
     d_model: int = 64
@@ -87,6 +123,9 @@ class MSAConfig(BackboneConfig):
     ff_mult: int = 2
     dropout: float = 0.0
     max_positions: int = 256
+    hierarchy: str = "parallel"
+    fusion: str = "gated"
+    depths: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,6 +139,29 @@ class MSAConfig(BackboneConfig):
             a < b for a, b in itertools.pairwise(self.scales)),
             f"scales must be {rule}, got {self.scales!r}")
         check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
+        check.choice("hierarchy", HIERARCHIES)
+        check.choice("fusion", FUSIONS)
+        if self.hierarchy == "pyramid":
+            check.require(all(b % a == 0 for a, b in itertools.pairwise(self.scales)),
+                          f"scales must each divide the next with hierarchy='pyramid' (level s+1 "
+                          f"pools level s by scales[s+1] / scales[s]), got {self.scales!r}")
+        if self.depths is not None:
+            depth_rule = "None or a non-empty sequence of layer counts >= 1, one per scale"
+            check.widths("depths", depth_rule)
+            check.require(bool(self.depths), f"depths must be {depth_rule}, got ()")
+
+    def scale_depths(self, n_scales: int) -> tuple[int, ...]:
+        """Encoder layers of each of ``n_scales`` scales (finest first).
+
+        Raises:
+            ConfigError: ``depths`` has another length than ``n_scales``.
+        """
+        if self.depths is None:
+            return (self.n_layers,) * n_scales
+        FieldChecks(self).require(
+            len(self.depths) == n_scales,
+            f"depths must have one entry per scale ({n_scales}), got {self.depths!r}")
+        return self.depths
 
 
 def end_aligned_pool(x: Tensor, factor: int) -> Tensor:
@@ -185,11 +247,20 @@ class MSABackbone(Backbone):
             self.external_scales = None
         n_scales = len(self.external_scales or config.scales)
         self.n_scales = n_scales
+        self.pyramid = config.hierarchy == "pyramid"
+        if self.pyramid and self.external_scales is not None:
+            raise ValueError(
+                f"{self.name}: hierarchy='pyramid' builds its levels by pooling one window; "
+                "external timeframes are separate windows: use hierarchy='parallel' with "
+                "external_scales"
+            )
+        depths = config.scale_depths(n_scales)
         d = config.d_model
-        # One projection per scale, stored side by side [S*D, F]: for in-window scales it runs
-        # once on the bars before pooling (pooling is linear, so pool(x W_s + b_s) =
-        # pool(x) W_s + b_s); external timeframes each use their own slice.
-        self.input_proj = nn.Linear(self.n_features, n_scales * d)
+        # Parallel: one projection per scale, stored side by side [S*D, F]; for in-window
+        # scales it runs once on the bars before pooling (pooling is linear, so
+        # pool(x W_s + b_s) = pool(x) W_s + b_s); external timeframes each use their own slice.
+        # Pyramid: only level 0 sees the bars, so one projection [D, F].
+        self.input_proj = nn.Linear(self.n_features, (1 if self.pyramid else n_scales) * d)
         # Row P-1-a of scale s is the embedding of age a (a = 0: the latest token), so the n
         # latest tokens' rows are the slice [P-n:] (no gather); row 0 is also "far past".
         self.pos_emb = nn.Parameter(torch.randn(n_scales, config.max_positions, d) * 0.02)
@@ -197,17 +268,27 @@ class MSABackbone(Backbone):
             nn.Sequential(
                 *(
                     _EncoderLayer(d, config.n_heads, config.ff_mult, config.dropout)
-                    for _ in range(config.n_layers)
+                    for _ in range(depth)
                 ),
                 nn.LayerNorm(d),
             )
-            for _ in range(n_scales)
+            for depth in depths
         )
         # Multi-resolution attention.
         self.mr_q = nn.Linear(d, d)
         self.mr_kv = nn.Linear(d, 2 * d)
         self.mr_out = nn.Linear(d, d)
         self.mr_norm = nn.LayerNorm(d)
+        self.fusion_mlp: nn.Sequential | None = None
+        if config.fusion == "mlp":
+            # The chapter's fusion MLP on the concatenated summaries: d S -> 2d -> d.
+            self.fusion_mlp = nn.Sequential(
+                nn.Linear(n_scales * d, 2 * d),
+                nn.SiLU(),
+                nn.Dropout(config.dropout),
+                nn.Linear(2 * d, d),
+            )
+            return
         # Cross-scale fusion: static logits (zeros: uniform at start) and dynamic gates.
         self.static_logits = nn.Parameter(torch.zeros(n_scales))
         self.gate = nn.Linear(n_scales * d, n_scales)
@@ -223,24 +304,42 @@ class MSABackbone(Backbone):
         return max(config.scales)
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_emb", "static_logits"}
+        return {"pos_emb"} if self.fusion_mlp is not None else {"pos_emb", "static_logits"}
+
+    def token_input_weights(self) -> list[Tensor]:
+        """Each scale's map from input columns to its tokens' inputs, ``S x [D, F]``.
+
+        Parallel: scale ``s``'s own projection. Pyramid: the level-0 projection for every
+        level, since level ``s``'s tokens are pooled from level 0 (a first-order view: the
+        encoders between levels are not linear). Used by band attention in
+        :func:`tradezoo.policies.explain.explain`."""
+        if self.pyramid:
+            return [self.input_proj.weight] * self.n_scales
+        return list(self.input_proj.weight.split(self.d_model, dim=0))
 
     # -- entry points --------------------------------------------------------------------
 
     def forward(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
         """``x [B, L, F] -> [B, d_model]`` with in-window pooled scales."""
-        out, _ = self._core(self._pooled_tokens(x, dt), with_weights=False)
+        out, _ = self._core(self.encode_levels(x, dt), with_weights=False)
         return out
 
     def forward_scales(self, xs: Sequence[Tensor]) -> Tensor:
         """External timeframes ``[x_1 [B, L_1, F], ..., x_S [B, L_S, F]]`` -> ``[B, d_model]``."""
-        out, _ = self._core(self._external_tokens(xs), with_weights=False)
+        out, _ = self._core(self._encode(self._external_tokens(xs)), with_weights=False)
         return out
+
+    def encode_levels(self, x: Tensor, dt: Tensor | None = None) -> list[Tensor]:
+        """Box window ``x [B, L, F]`` -> each scale's encoded tokens ``[B, L // f_s, D]``,
+        finest first, oldest token first; token ``j`` of scale ``s`` depends only on bars up
+        to the end of its pooling block (causal encoders, end-aligned pooling)."""
+        tokens = self._pooled_tokens(x, dt)
+        return self._pyramid(tokens[0]) if self.pyramid else self._encode(tokens)
 
     @torch.no_grad()
     def explain(self, x: Tensor, dt: Tensor | None = None) -> dict[str, Tensor]:
         """Diagnostics for a Box window ``x [B, L, F]`` (see :meth:`explain_scales`)."""
-        return self._core(self._pooled_tokens(x, dt), with_weights=True)[1]
+        return self._core(self.encode_levels(x, dt), with_weights=True)[1]
 
     @torch.no_grad()
     def explain_scales(self, xs: Sequence[Tensor]) -> dict[str, Tensor]:
@@ -254,10 +353,11 @@ class MSABackbone(Backbone):
           by decomposition band (``band_attention/<band>``).
         - ``token_scale [T]``: scale index of each key token; ``token_age [T]``: its distance
           from its scale's last token, in tokens (0 = latest).
-        - ``scale_weights_static [S]`` (softmax of the static logits), ``scale_gates [B, S]``
-          (sigmoid dynamic gates), ``scale_weights [B, S]`` (final renormalised weights).
+        - ``fusion="gated"`` only: ``scale_weights_static [S]`` (softmax of the static
+          logits), ``scale_gates [B, S]`` (sigmoid dynamic gates), ``scale_weights [B, S]``
+          (final renormalised weights). The fusion MLP has no per-scale weights to report.
         """
-        return self._core(self._external_tokens(xs), with_weights=True)[1]
+        return self._core(self._encode(self._external_tokens(xs)), with_weights=True)[1]
 
     # -- internals -----------------------------------------------------------------------
 
@@ -272,6 +372,8 @@ class MSABackbone(Backbone):
             )
         self.check_input(x, dt)
         assert isinstance(self.config, MSAConfig)
+        if self.pyramid:  # level 0 only; the pyramid pools the coarser levels itself
+            return [end_aligned_pool(self.input_proj(x), self.config.scales[0])]
         projected = self.input_proj(x).split(self.d_model, dim=-1)  # S x [B, L, D]
         return [
             end_aligned_pool(z, f)  # [B, L // f, D]
@@ -323,17 +425,34 @@ class MSABackbone(Backbone):
         far_past = table[:1].expand(n_tokens - n_rows, -1)  # [T_s - P, D]
         return torch.cat([far_past, table], 0)  # [T_s, D]
 
-    def _core(
-        self, tokens: list[Tensor], with_weights: bool
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Projected tokens ``[B, L_s, D]`` per scale (finest first) ->
-        ``([B, D], diagnostics)``."""
-        batch = tokens[0].shape[0]
-        d, heads = self.d_model, self.config.n_heads  # type: ignore[attr-defined]
-        encoded = [
+    def _encode(self, tokens: list[Tensor]) -> list[Tensor]:
+        """Parallel scales: projected tokens ``[B, L_s, D]`` per scale -> each scale's own
+        encoder's output ``[B, L_s, D]``."""
+        return [
             enc(z + self._positions(s, z.shape[1]))  # [B, L_s, D]
             for s, (z, enc) in enumerate(zip(tokens, self.encoders, strict=True))
         ]
+
+    def _pyramid(self, level: Tensor) -> list[Tensor]:
+        """The attention pyramid: level-0 tokens ``[B, L_0, D]`` -> encoded levels
+        ``[B, L_s, D]``; level ``s + 1`` is the end-aligned average pool of level ``s``'s
+        encoder output by ``scales[s+1] / scales[s]`` (the oldest remainder dropped, as in
+        :func:`end_aligned_pool`), so ``L_s = L // scales[s]``."""
+        scales = self.config.scales  # type: ignore[attr-defined]
+        encoded: list[Tensor] = []
+        for s, enc in enumerate(self.encoders):
+            if s:
+                level = end_aligned_pool(encoded[-1], scales[s] // scales[s - 1])
+            encoded.append(enc(level + self._positions(s, level.shape[1])))  # [B, L_s, D]
+        return encoded
+
+    def _core(
+        self, encoded: list[Tensor], with_weights: bool
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Encoded tokens ``[B, L_s, D]`` per scale (finest first) ->
+        ``([B, D], diagnostics)``."""
+        batch = encoded[0].shape[0]
+        d, heads = self.d_model, self.config.n_heads  # type: ignore[attr-defined]
         # Multi-resolution attention: each scale's last token queries every scale's tokens.
         queries = torch.stack([e[:, -1] for e in encoded], 1)  # [B, S, D]
         keys = torch.cat(encoded, 1)  # [B, T, D]
@@ -347,6 +466,11 @@ class MSABackbone(Backbone):
         attn = scores.softmax(-1)  # [B, H, S, T]
         mixed = (attn @ v).transpose(1, 2).reshape(batch, self.n_scales, d)  # [B, S, D]
         summaries = self.mr_norm(queries + self.mr_out(mixed))  # [B, S, D]
+        if self.fusion_mlp is not None:
+            out = self.fusion_mlp(summaries.reshape(batch, self.n_scales * d))  # [B, D]
+            if not with_weights:
+                return out, {}
+            return out, self._attention_diagnostics(attn, encoded)
         # Cross-scale fusion: static softmax weights times dynamic sigmoid gates, renormalised
         # (in log space: a product of underflowing gates cannot divide by zero).
         gate_logits = self.gate(summaries.reshape(batch, self.n_scales * d))  # [B, S]
@@ -361,25 +485,33 @@ class MSABackbone(Backbone):
         out = self.out_norm(fused + self.out_proj(agg))  # [B, D]
         if not with_weights:
             return out, {}
-        token_scale = torch.cat(
-            [torch.full((e.shape[1],), s, dtype=torch.long) for s, e in enumerate(encoded)]
-        )
-        token_age = torch.cat([torch.arange(e.shape[1] - 1, -1, -1) for e in encoded])
-        # Attention each key token receives, averaged over heads and querying scales [B, T],
-        # summed per scale [B, S].
-        received = attn.mean(dim=(1, 2))
-        scale_attention = received.new_zeros(batch, self.n_scales).index_add_(
-            1, token_scale.to(attn.device), received)
         diagnostics = {
-            "attention": attn,
-            "scale_attention": scale_attention,
-            "token_scale": token_scale.to(attn.device),
-            "token_age": token_age.to(attn.device),
+            **self._attention_diagnostics(attn, encoded),
             "scale_weights_static": log_static.exp(),
             "scale_gates": torch.sigmoid(gate_logits),
             "scale_weights": weights,
         }
         return out, {name: t.detach() for name, t in diagnostics.items()}
+
+    def _attention_diagnostics(self, attn: Tensor, encoded: list[Tensor]) -> dict[str, Tensor]:
+        """``attention``, ``scale_attention``, ``token_scale``, ``token_age`` (detached; see
+        :meth:`explain_scales`) from the multi-resolution weights ``attn [B, H, S, T]``."""
+        token_scale = torch.cat(
+            [torch.full((e.shape[1],), s, dtype=torch.long) for s, e in enumerate(encoded)]
+        ).to(attn.device)
+        token_age = torch.cat([torch.arange(e.shape[1] - 1, -1, -1) for e in encoded])
+        # Attention each key token receives, averaged over heads and querying scales [B, T],
+        # summed per scale [B, S].
+        received = attn.mean(dim=(1, 2))
+        scale_attention = received.new_zeros(attn.shape[0], self.n_scales).index_add_(
+            1, token_scale, received)
+        diagnostics = {
+            "attention": attn,
+            "scale_attention": scale_attention,
+            "token_scale": token_scale,
+            "token_age": token_age.to(attn.device),
+        }
+        return {name: t.detach() for name, t in diagnostics.items()}
 
 
 class MSAHeads(nn.Module):

@@ -66,8 +66,14 @@ def _mambats(c: Any, f: int, w: int) -> int:
 def _msa(c: Any, f: int, w: int) -> int:
     d, s = c.d_model, len(c.scales)
     encoder = 4 * d + 4 * d * d + 4 * d + 2 * c.ff_mult * d * d + c.ff_mult * d + d
-    return (s * c.max_positions * d + s + f * s * d + s * d + s * (c.n_layers * encoder + 2 * d)
-            + 4 * d * d + 6 * d + s * s * d + s + 3 * (d * d + d) + 2 * d)
+    layers = sum(c.depths) if c.depths is not None else s * c.n_layers
+    projections = 1 if c.hierarchy == "pyramid" else s  # the pyramid's level 0 reads the bars
+    if c.fusion == "mlp":  # Linear(d S -> 2d), Linear(2d -> d)
+        fusion = s * d * 2 * d + 2 * d + 2 * d * d + d
+    else:  # static logits, gates, hierarchical maps, output projection and norm
+        fusion = s + s * s * d + s + s * (d * d + d) + 2 * d
+    return (s * c.max_positions * d + projections * (f * d + d) + layers * encoder + s * 2 * d
+            + 4 * d * d + 6 * d + fusion)
 
 
 def _timeparticle(c: Any, f: int, w: int) -> int:
