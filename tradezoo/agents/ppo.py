@@ -113,6 +113,7 @@ from tradezoo.agents.checkpoint import (
     write_files_atomically,
 )
 from tradezoo.agents.data import PreparedData, observation_space
+from tradezoo.agents.determinism import determinism_scope, use_deterministic
 from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
@@ -121,7 +122,7 @@ from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks
 from tradezoo.data.features import FeatureScaler
-from tradezoo.policies.registry import get_architecture
+from tradezoo.policies.registry import get_architecture, portable_config
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
@@ -199,6 +200,9 @@ class PPOConfig:
         log_interval: rollouts between SB3 log dumps, >= 1.
         tensorboard: write TensorBoard logs under ``out_dir/tb``.
         eval_figure: log the validation equity-curve figure at each evaluation.
+        deterministic: deterministic algorithms and cuDNN settings for the run; every run
+            restores the process's flags when it ends, also those SB3's seeding sets
+            (:mod:`tradezoo.agents.determinism`).
     """
 
     timesteps: int = 100_352  # 49 rollouts of 8 envs x 256 steps: the main job's budget
@@ -233,6 +237,7 @@ class PPOConfig:
     log_interval: int = 1
     tensorboard: bool = True
     eval_figure: bool = True
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
@@ -270,6 +275,7 @@ class PPOConfig:
         check.integer("log_interval", 1)
         check.boolean("tensorboard")
         check.boolean("eval_figure")
+        check.boolean("deterministic")
         check.require(self.batch_size <= self.rollout_size,
                       f"batch_size ({self.batch_size}) must be <= n_envs * n_steps "
                       f"({self.n_envs} * {self.n_steps} = {self.rollout_size}), the rollout size")
@@ -510,6 +516,7 @@ def make_ppo(
     features_dim = cfg.features_dim or 64
     if init_from is not None:
         arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, data, cfg)
+        arch_config = portable_config(arch, arch_config, dev, what=f"checkpoint {init_from}")
     policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
                                    cfg.vf_layers)
     venv = env if env is not None else make_train_env(data, cfg, seed)
@@ -673,10 +680,15 @@ def _checkpoint_spaces(ckpt: Mapping[str, Any]) -> tuple[Any, Any]:
     return obs_space, action_space
 
 
-def _checkpoint_policy_kwargs(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+def _checkpoint_policy_kwargs(ckpt: Mapping[str, Any], device: torch.device
+                              ) -> dict[str, Any]:
     """The policy's keyword arguments recorded in a PPO sidecar (architecture, its full config,
-    ``features_dim``, ``net_arch``)."""
-    return _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), ckpt["arch_config"],
+    ``features_dim``, ``net_arch``), for a policy on ``device``: a saved backend that cannot run
+    there becomes ``"auto"`` with a warning (:func:`~tradezoo.policies.registry.
+    portable_config`)."""
+    arch_config = portable_config(ckpt["arch"], ckpt["arch_config"], device,
+                                  what=f"checkpoint {ckpt.get('path', '<in memory>')}")
+    return _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), arch_config,
                           ckpt["net_arch"]["pi"], ckpt["net_arch"]["vf"])
 
 
@@ -694,8 +706,12 @@ def _resume_model(resume_from: str | Path, meta: Mapping[str, Any], cfg: PPOConf
     """
     zip_path, sidecar = _ppo_paths(resume_from)
     content = verify_sb3_pair(zip_path, meta, sidecar)
-    tensors = sb3_zip_tensors(content, zip_path, map_location=device)
-    model = _new_ppo(venv, str(meta["arch"]), cfg, _checkpoint_policy_kwargs(meta), seed, device)
+    # Read onto the CPU: load_state_dict copies the weights to the policy's device and the
+    # optimiser places each state tensor by its own policy (Adam's step counters stay on the
+    # CPU; GPU ones cost host syncs at every step).
+    tensors = sb3_zip_tensors(content, zip_path, map_location="cpu")
+    model = _new_ppo(venv, str(meta["arch"]), cfg, _checkpoint_policy_kwargs(meta, device), seed,
+                     device)
     try:
         model.policy.load_state_dict(tensors["policy"], strict=True)
         model.policy.optimizer.load_state_dict(tensors["policy.optimizer"])
@@ -767,8 +783,9 @@ def load_ppo_policy(
         ckpt = load_checkpoint(sidecar, expect_kind=PPO_KIND)
     where = ckpt.get("path", "<in memory>")
     obs_space, action_space = _checkpoint_spaces(ckpt)
+    target = resolve_device(device)
     policy = POLICY_CLASSES[ckpt["arch"]](obs_space, action_space, lambda _: 0.0,
-                                          **_checkpoint_policy_kwargs(ckpt))
+                                          **_checkpoint_policy_kwargs(ckpt, target))
     try:
         policy.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -776,7 +793,7 @@ def load_ppo_policy(
             f"checkpoint {where}: its weights do not fit a {ckpt['arch']!r} policy with the "
             f"saved config: {str(exc).splitlines()[0]}"
         ) from exc
-    policy = policy.to(resolve_device(device))
+    policy = policy.to(target)
     policy.set_training_mode(False)
     return LoadedPPOPolicy(policy, ckpt)
 
@@ -853,6 +870,7 @@ def _sb3_logger(log_dir: Path | None) -> Any:
     return configure(str(log_dir), ["tensorboard"])
 
 
+@determinism_scope()  # SB3's seeding and ``deterministic`` change process-wide flags
 def train_ppo(
     data: PreparedData,
     arch: str,
@@ -924,6 +942,7 @@ def train_ppo(
         model = make_ppo(data, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
                          init_from=init_from)
         run = _PPORun(model, data, cfg or PPOConfig(), seed, out, dev, resuming=False)
+    use_deterministic(run.cfg.deterministic)  # determinism_scope restores the flags
     run.model.set_rollout_device(rollout_device)
     own = run.callbacks(callbacks, verbose)
     train_seconds = run.learn(own, progress)

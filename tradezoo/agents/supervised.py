@@ -41,8 +41,11 @@ train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``), 
 weight decay on the backbone's ``no_weight_decay()`` parameters, biases and norms, a cosine
 schedule with linear warm-up (per optimiser step), gradient clipping, validation every epoch,
 early stopping on the validation loss, the best checkpoint kept (``best.pt``), the last one
-(``last.pt``) resumable, bf16 autocast on CUDA, TensorBoard logs
-(:mod:`tradezoo.agents.tensorboard`), seeded and bit-deterministic on CPU.
+(``last.pt``) resumable, autocast (``SupervisedConfig.amp``: bf16 on CUDA by default),
+TensorBoard logs (:mod:`tradezoo.agents.tensorboard`), seeded and bit-deterministic on CPU.
+The loop reads nothing back from the device between logging steps (``log_every``): a
+non-finite loss or gradient norm is found at the next logging step or the epoch's end, and
+the optimiser skips such steps' updates on the device in the meantime.
 
 Failures: a non-finite loss or gradient norm stops with :class:`NonFiniteLossError` naming
 the step, the architecture and the last finite loss. Whatever stops the loop (Ctrl-C, a
@@ -95,6 +98,7 @@ from tradezoo.agents.data import (
     flat_account_observation,
     observation_space,
 )
+from tradezoo.agents.determinism import determinism_scope, use_deterministic
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
@@ -104,7 +108,7 @@ from tradezoo.data.labels import CLASS_NAMES, forward_returns
 from tradezoo.data.windows import WindowDataset
 from tradezoo.errors import TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
-from tradezoo.policies.registry import AUX_HEADS, get_architecture
+from tradezoo.policies.registry import AUX_HEADS, get_architecture, portable_config
 
 __all__ = [
     "AUX_HEADS",
@@ -124,6 +128,9 @@ __all__ = [
 ]
 
 N_CLASSES = 3
+
+#: Valid values of :attr:`SupervisedConfig.amp`.
+AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 
 
 # --------------------------------------------------------------------------------- model
@@ -253,7 +260,10 @@ def model_from_checkpoint(
 
     A dict is checked as a loaded file is
     (:func:`~tradezoo.agents.checkpoint.check_payload`: fields, size bound) before anything is
-    built.
+    built. A backend saved in the config that cannot run on ``map_location`` here (a CUDA
+    ``mamba_ssm`` scan on the CPU or without the package, a ``"native"`` CPU kernel on CUDA or
+    where it does not build) becomes ``"auto"`` with a warning
+    (:func:`~tradezoo.policies.registry.portable_config`); the weights do not depend on it.
 
     Raises:
         CheckpointError: another kind of checkpoint, a malformed one, a model above the size
@@ -280,7 +290,8 @@ def model_from_checkpoint(
         features_dim=int(ckpt.get("features_dim", 64)),
         clip=scaler.get("clip"),
         aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
-        arch_config=dict(ckpt["arch_config"]),
+        arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
+                                    torch.device(map_location), what=f"checkpoint {where}"),
     )
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -323,9 +334,16 @@ class SupervisedConfig:
         num_workers: ``0`` gathers batches in-process with one vectorised index on the
             training device (fastest: the windows are views of a small in-memory matrix);
             ``> 0`` uses a ``torch.utils.data.DataLoader`` with that many workers.
-        log_every: optimiser steps between TensorBoard step scalars.
+        log_every: optimiser steps between TensorBoard step scalars, progress-bar loss
+            updates and the finiteness checks of the loss and gradient norm (the steps that
+            wait for the device; the others queue work without reading a value back).
         progress: show a progress bar (tqdm).
         tensorboard: write TensorBoard logs.
+        amp: autocast of the forward passes: ``"auto"`` (bf16 on CUDA where the GPU supports
+            it, else fp16 on CUDA; off on the CPU), ``"off"``, ``"bf16"`` or ``"fp16"`` (with
+            a ``torch.amp.GradScaler``), on any device.
+        deterministic: deterministic algorithms and cuDNN settings for the run, restored after
+            it (:mod:`tradezoo.agents.determinism`).
     """
 
     epochs: int = 8
@@ -349,6 +367,8 @@ class SupervisedConfig:
     log_every: int = 10
     progress: bool = True
     tensorboard: bool = True
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
@@ -371,6 +391,8 @@ class SupervisedConfig:
         check.integer("eval_batch_size", 1)
         check.integer("num_workers", 0)
         check.integer("log_every", 1)
+        check.choice("amp", AMP_MODES)
+        check.boolean("deterministic")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for checkpoints, JSON and YAML."""
@@ -517,23 +539,37 @@ def stop_training(exc: BaseException, what: str, where: str, saved: Path | None,
 class TrainState:
     """What callbacks see after every optimiser step.
 
+    The loss and gradient norm stay on the training device: reading :attr:`loss` or
+    :attr:`grad_norm` waits for the device (a host sync), so a callback that reads them at
+    every step slows GPU training down.
+
     Attributes:
         model: the model being trained (train mode).
         epoch: 0-based epoch in progress.
         step: optimiser steps done so far (global).
         batch: optimiser steps done in this epoch.
-        loss: this step's training loss.
         lr: learning rate used for this step.
-        grad_norm: global gradient norm before clipping.
+        loss_tensor: this step's training loss, 0-dim, detached, on the training device.
+        grad_norm_tensor: the global gradient norm before clipping, likewise.
     """
 
     model: SupervisedModel
     epoch: int
     step: int
     batch: int
-    loss: float
     lr: float
-    grad_norm: float
+    loss_tensor: Tensor
+    grad_norm_tensor: Tensor
+
+    @property
+    def loss(self) -> float:
+        """This step's training loss (waits for the device)."""
+        return float(self.loss_tensor)
+
+    @property
+    def grad_norm(self) -> float:
+        """The global gradient norm before clipping (waits for the device)."""
+        return float(self.grad_norm_tensor)
 
 
 Callback = Callable[[TrainState], None]
@@ -597,6 +633,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device {device!r} asked for but CUDA is not available here; use "
                          "device='auto' or 'cpu'")
     return resolved
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype :attr:`SupervisedConfig.amp` stands for on ``device`` (``None``:
+    float32, no autocast). ``"auto"`` follows PyTorch AMP's advice: bf16 on a CUDA device that
+    supports it (no loss scaling needed), else fp16 on CUDA (with loss scaling), and float32
+    on the CPU (``"bf16"`` opts in there)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
 
 
 def _seed_everything(seed: int) -> None:
@@ -676,6 +724,13 @@ def _param_groups(model: SupervisedModel, weight_decay: float) -> list[dict[str,
     ]
 
 
+def _adamw(groups: list[dict[str, Any]], lr: float, device: torch.device
+           ) -> torch.optim.AdamW:
+    """AdamW over ``groups``, fused on the CPU and CUDA (one kernel per step, and it can skip a
+    non-finite step on the device: :meth:`_SupervisedRun.step_optimizer`)."""
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda") or None)
+
+
 def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
     """Linear warm-up over ``ceil(warmup_fraction * total)`` steps, then cosine to 0."""
     warmup = math.ceil(warmup_fraction * total_steps) if warmup_fraction > 0 else 0
@@ -749,7 +804,7 @@ def _evaluate(
     batches: _Batches,
     criterion_weight: Tensor | None,
     config: SupervisedConfig,
-    amp: bool,
+    amp_dtype: torch.dtype | None,
 ) -> tuple[float, ClassificationReport, np.ndarray]:
     """Validation loss (weighted like training), report and probabilities ``[N, 3]``."""
     model.eval()
@@ -760,8 +815,9 @@ def _evaluate(
     order = torch.arange(min(n, limit))
     logits_all = []
     labels_all = []
-    with torch.no_grad(), torch.autocast(batches.device.type, dtype=torch.bfloat16,
-                                         enabled=amp):
+    with torch.no_grad(), torch.autocast(batches.device.type,
+                                         dtype=amp_dtype or torch.bfloat16,
+                                         enabled=amp_dtype is not None):
         for start in range(0, len(order), config.eval_batch_size):
             obs, labels, _ = batches.get(order[start : start + config.eval_batch_size])
             logits_all.append(model(obs).float())
@@ -776,10 +832,23 @@ def _evaluate(
 
 
 def _rng_state() -> dict[str, Any]:
+    """The torch RNG states: ``"torch"`` (CPU) and, where CUDA is available, ``"cuda"`` (one
+    state per GPU)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Set the RNG states :func:`_rng_state` saved. The CUDA states are restored where this
+    machine has CUDA (on as many GPUs as both machines have); a checkpoint from a CPU machine
+    leaves the CUDA RNG as seeding set it."""
+    torch.set_rng_state(state["torch"].cpu())
+    saved_cuda = state.get("cuda")
+    if saved_cuda and torch.cuda.is_available():
+        states = [s.cpu() for s in saved_cuda][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(states)
 
 
 def _payload(
@@ -890,11 +959,16 @@ def train_supervised(
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = _SupervisedRun(data, arch, cfg, arch_config, out, seed, dev, verbose)
-    if resume_from is not None:
-        run.resume(Path(resume_from))
-    train_seconds = run.fit(callbacks)
-    return run.result(train_seconds)
+    if resume_from is not None:  # the checkpoint's backend may not run here
+        arch_config = portable_config(arch, arch_config or {}, dev,
+                                      what=f"checkpoint {resume_from}")
+    with determinism_scope():
+        use_deterministic(cfg.deterministic)
+        run = _SupervisedRun(data, arch, cfg, arch_config, out, seed, dev, verbose)
+        if resume_from is not None:
+            run.resume(Path(resume_from))
+        train_seconds = run.fit(callbacks)
+        return run.result(train_seconds)
 
 
 @dataclass
@@ -936,6 +1010,49 @@ class _Progress:
                    bad_epochs=int(resume.get("bad_epochs", 0)))
 
 
+class _FiniteWatch:
+    """The training losses and gradient norms since the last check, kept on the device and
+    read back together by :meth:`check` (one host sync per ``log_every`` steps).
+
+    A non-finite loss, or gradient norm (except with fp16 loss scaling, whose
+    ``GradScaler`` skips such steps and lowers the scale), raises
+    :class:`NonFiniteLossError` naming the first such step; the optimiser has skipped that
+    step's update on the device (:meth:`_SupervisedRun.step_optimizer`).
+    """
+
+    def __init__(self, state: _Progress, arch: str, cfg: SupervisedConfig, *,
+                 scaled: bool) -> None:
+        self.state, self.arch, self.cfg, self.scaled = state, arch, cfg, scaled
+        self.pending: list[tuple[int, int, Tensor, Tensor]] = []  # (step, batch, loss, norm)
+
+    def record(self, step: int, batch: int, loss: Tensor, grad_norm: Tensor) -> None:
+        """Keep a step's 0-dim ``loss`` and ``grad_norm`` (``step``, ``batch``: done before)."""
+        self.pending.append((step, batch, loss, grad_norm))
+
+    def check(self) -> tuple[float, float]:
+        """Read the pending values back (one sync) and check them; returns the last step's
+        ``(loss, grad_norm)`` (NaN when nothing is pending).
+
+        Raises:
+            NonFiniteLossError: at the first non-finite value.
+        """
+        if not self.pending:
+            return math.nan, math.nan
+        pending, self.pending = self.pending, []
+        values = torch.stack([torch.stack([p[2] for p in pending]).float(),
+                              torch.stack([p[3] for p in pending]).float()], dim=1)  # [K, 2]
+        state = self.state
+        for (step, batch, _, _), (loss, norm) in zip(pending, values.tolist(), strict=True):
+            bad = ("loss", loss) if not math.isfinite(loss) else (
+                ("gradient norm", norm) if not (self.scaled or math.isfinite(norm)) else None)
+            if bad is not None:
+                raise NonFiniteLossError(_nonfinite_message(
+                    bad[0], bad[1], self.arch, state.epoch, batch, step, state.last_finite,
+                    self.cfg))
+            state.last_finite = (loss, step + 1)
+        return loss, norm
+
+
 class _SupervisedRun:
     """One run of :func:`train_supervised`: the model, its optimiser and schedule, the
     batches, the TensorBoard logger and the :class:`_Progress`, with one method per stage."""
@@ -945,7 +1062,10 @@ class _SupervisedRun:
                  device: torch.device, verbose: bool) -> None:
         self.data, self.arch, self.cfg, self.out = data, arch, cfg, out
         self.seed, self.device, self.verbose = seed, device, verbose
-        self.amp = device.type == "cuda"
+        self.amp_dtype = autocast_dtype(cfg.amp, device)
+        # fp16 needs loss scaling (PyTorch AMP); bf16 and float32 do not.
+        self.scaler = torch.amp.GradScaler(device.type,
+                                           enabled=self.amp_dtype == torch.float16)
         _seed_everything(seed)
         self.model = SupervisedModel(
             arch, data.n_features, data.window, features_dim=cfg.features_dim,
@@ -961,11 +1081,11 @@ class _SupervisedRun:
         if cfg.max_train_batches is not None:
             self.per_epoch = min(self.per_epoch, cfg.max_train_batches)
         self.total_steps = self.per_epoch * cfg.epochs
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg.weight_decay),
-                                           lr=cfg.lr)
+        self.optimizer = _adamw(_param_groups(self.model, cfg.weight_decay), cfg.lr, device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(self.total_steps, cfg.warmup_fraction))
         self.state = _Progress()
+        self.watch = _FiniteWatch(self.state, arch, cfg, scaled=self.scaler.is_enabled())
         self.best_metric = "val_loss" if data.val is not None else "train_loss"
         self.best_path, self.last_path = out / "best.pt", out / "last.pt"
         self.tb = TBLogger(out / "tb", enabled=False)  # a no-op until fit() opens the log
@@ -974,17 +1094,25 @@ class _SupervisedRun:
 
     def resume(self, path: Path) -> None:
         """Continue from a ``last.pt``/``interrupted.pt``: weights, optimiser, schedule,
-        progress and the torch RNG."""
+        loss scale, progress and the torch RNGs (CPU, and CUDA where both runs have it).
+
+        The file is read onto the CPU: ``load_state_dict`` copies the weights to the model's
+        device, and the optimiser puts each state tensor where its policy wants it (AdamW's
+        ``step`` counters stay on the CPU unless the optimiser is fused: a GPU ``step`` of a
+        non-fused AdamW costs host syncs at every step)."""
         ckpt = load_checkpoint(path, expect_arch=self.arch,
                                expect_feature_spec=self.data.feature_spec,
-                               expect_kind="supervised", map_location=self.device)
+                               expect_kind="supervised", map_location="cpu")
         resume = _check_resume(ckpt, self.data, path)
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scheduler.load_state_dict(resume["scheduler"])
+        if resume.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(resume["scaler"])
         self.state = _Progress.resumed(resume, int(ckpt["step"]))
+        self.watch.state = self.state
         if "rng" in resume:
-            torch.set_rng_state(resume["rng"]["torch"].cpu())
+            _restore_rng_state(resume["rng"])
 
     def resume_record(self, epoch: int, batch: int) -> dict[str, Any]:
         """The ``resume`` field of a checkpoint that continues at ``(epoch, batch)``."""
@@ -1000,6 +1128,7 @@ class _SupervisedRun:
             "best_step": state.best_step,
             "best_metrics": state.best_metrics,
             "bad_epochs": state.bad_epochs,
+            "scaler": self.scaler.state_dict(),
             "rng": _rng_state(),
         }
 
@@ -1061,76 +1190,99 @@ class _SupervisedRun:
 
     def train_epoch(self, callbacks: Sequence[Callback], progress: Any) -> dict[str, Any]:
         """The optimiser steps of epoch ``state.epoch`` from batch ``state.batch`` on;
-        returns the epoch's record (train loss and accuracy, lr)."""
+        returns the epoch's record (train loss and accuracy, lr).
+
+        Nothing is read back from the device between logging steps: the batch order moves
+        to the device once, the running sums stay there, and the loss and gradient norm are
+        checked every ``log_every`` steps and at the epoch's end (:class:`_FiniteWatch`)."""
         state, cfg = self.state, self.cfg
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + state.epoch)
         order = torch.randperm(len(self.train_batches), generator=generator)
-        loss_sum = correct = seen = 0.0
+        if cfg.num_workers == 0:  # batches slice the order where they are gathered
+            order = order.to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         window_started, window_items = time.perf_counter(), 0
         for index in _loader_batches(self.train_batches, order, cfg.batch_size,
                                      cfg.num_workers, state.batch, self.per_epoch):
             obs, labels, aux_targets = self.train_batches.get(index)
-            loss_value, lr, grad_norm, logits = self.train_step(obs, labels, aux_targets)
-            n_items = int(labels.numel())
-            loss_sum += loss_value * n_items
-            correct += float((logits.detach().argmax(-1) == labels).sum())
+            loss, lr, grad_norm, logits = self.train_step(obs, labels, aux_targets)
+            n_items = int(labels.shape[0])
+            loss_sum += loss.float() * n_items
+            correct += (logits.detach().argmax(-1) == labels).sum()
             seen += n_items
             window_items += n_items
             if state.step % cfg.log_every == 0:
+                loss_value, norm_value = self.watch.check()  # the step's one host sync
                 elapsed = time.perf_counter() - window_started
-                self.tb.scalars({"loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                self.tb.scalars({"loss": loss_value, "lr": lr, "grad_norm": norm_value,
                                  "samples_per_s": window_items / max(elapsed, 1e-9)},
                                 state.step, prefix="train")
                 window_started, window_items = time.perf_counter(), 0
+                if progress is not None:
+                    progress.set_postfix(epoch=state.epoch, loss=f"{loss_value:.4f}",
+                                         refresh=False)
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(epoch=state.epoch, loss=f"{loss_value:.4f}", refresh=False)
-            step_state = TrainState(self.model, state.epoch, state.step, state.batch,
-                                    loss_value, lr, grad_norm)
+            step_state = TrainState(self.model, state.epoch, state.step, state.batch, lr,
+                                    loss, grad_norm)
             for callback in callbacks:
                 callback(step_state)
+        self.watch.check()  # the steps since the last logging step, before validation
+        loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
         return {
             "epoch": state.epoch,
             "step": state.step,
-            "train_loss": loss_sum / seen if seen else math.nan,
-            "train_accuracy": correct / seen if seen else math.nan,
+            "train_loss": loss_total / seen if seen else math.nan,
+            "train_accuracy": correct_total / seen if seen else math.nan,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
     def train_step(self, obs: Tensor, labels: Tensor, aux_targets: Tensor | None
-                   ) -> tuple[float, float, float, Tensor]:
-        """One optimiser step; returns ``(loss, lr used, gradient norm, logits [B, 3])``.
-
-        Raises:
-            NonFiniteLossError: a NaN/inf loss or gradient norm (before the update).
-        """
+                   ) -> tuple[Tensor, float, Tensor, Tensor]:
+        """One optimiser step, queued on the device without reading anything back; returns
+        ``(loss, lr used, gradient norm, logits [B, 3])`` (0-dim detached tensors for the
+        loss and the norm, which :attr:`watch` checks later)."""
         state, cfg, model = self.state, self.cfg, self.model
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_dtype is not None):
             logits, aux = model.forward_all(obs)
         loss = _classification_loss(logits, labels, self.weight, cfg)
         if aux and aux_targets is not None and cfg.aux_weight > 0:
             loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
-        loss_value = float(loss.detach())
-        self.check_finite("loss", loss_value)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients (no-op without fp16)
         clip = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-        self.check_finite("gradient norm", grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip).detach()
+        loss = loss.detach()
         lr = float(self.optimizer.param_groups[0]["lr"])
-        self.optimizer.step()
+        self.step_optimizer(loss, grad_norm)
         self.scheduler.step()
+        self.watch.record(state.step, state.batch, loss, grad_norm)
         state.step += 1
         state.batch += 1
-        state.last_finite = (loss_value, state.step)
-        return loss_value, lr, grad_norm, logits
+        return loss, lr, grad_norm, logits
 
-    def check_finite(self, what: str, value: float) -> None:
-        if not math.isfinite(value):
-            state = self.state
-            raise NonFiniteLossError(_nonfinite_message(
-                what, value, self.arch, state.epoch, state.batch, state.step, state.last_finite,
-                self.cfg))
+    def step_optimizer(self, loss: Tensor, grad_norm: Tensor) -> None:
+        """The optimiser step, skipped on the device when ``loss`` or ``grad_norm`` is not
+        finite, as ``torch.amp.GradScaler`` skips steps: a fused optimiser takes the flag
+        ``found_inf`` and leaves weights, moments and step count alone, with no host sync.
+        With fp16 the scaler does it; a non-fused optimiser (an older checkpoint's) steps."""
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return
+        if not self.optimizer.param_groups[0].get("fused"):
+            self.optimizer.step()
+            return
+        found_inf = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+        self.optimizer.found_inf = found_inf  # type: ignore[attr-defined]
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf  # type: ignore[attr-defined]
 
     def end_epoch(self, record: dict[str, Any], epoch_started: float) -> bool:
         """Validate, log, keep the best checkpoint, write ``last.pt``; returns whether early
@@ -1169,7 +1321,7 @@ class _SupervisedRun:
             return {"loss": record["train_loss"]}, record["train_loss"]
         step = self.state.step
         val_loss, report, _ = _evaluate(self.model, self.val_batches, self.weight, self.cfg,
-                                        self.amp)
+                                        self.amp_dtype)
         metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
                                         if k != "confusion"}}
         record.update({f"val_{k}": v for k, v in metrics.items()})
@@ -1288,6 +1440,30 @@ def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.nd
     return signals
 
 
+def _class_probabilities(model: SupervisedModel, scaled: pd.DataFrame, rows: np.ndarray,
+                         window: int, batch_size: int, device: str | torch.device | None
+                         ) -> np.ndarray:
+    """``[N, 3]`` float64 class probabilities of the windows ending at ``rows`` of ``scaled``,
+    computed on ``device`` (``None``: the model's); the model's device and mode are restored
+    afterwards."""
+    home = next(model.parameters()).device
+    dev = home if device is None else resolve_device(device)
+    values = torch.tensor(scaled.to_numpy(dtype=np.float32), device=dev)  # [T, F]
+    offsets = torch.arange(-window + 1, 1, device=dev)  # [L]
+    rows_t = torch.from_numpy(rows).to(dev)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(rows_t), batch_size):
+                x = values[rows_t[start : start + batch_size, None] + offsets]  # [B, L, F]
+                chunks.append(torch.softmax(model.forward_features(x).float(), dim=-1))
+        return torch.cat(chunks).cpu().numpy().astype(np.float64)
+    finally:
+        model.to(home).train(was_training)
+
+
 def evaluate_supervised(
     model_or_checkpoint: SupervisedModel | str | Path | Mapping[str, Any],
     data: PreparedData,
@@ -1298,7 +1474,7 @@ def evaluate_supervised(
     allow_short: bool = True,
     costs: CostModel | None = None,
     batch_size: int = 1024,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> SupervisedEvaluation:
     """Classification report and backtest of a classifier on a split (module docstring).
 
@@ -1319,7 +1495,9 @@ def evaluate_supervised(
         allow_short: sell opens a short (else it goes flat).
         costs: cost model of the backtest; default the data's (the dataset's default costs).
         batch_size: items per forward pass.
-        device: where to run the model.
+        device: where to run the model; ``None``: a model's own device (a checkpoint: the
+            CPU). A model evaluated elsewhere is moved back to its device, and to its
+            train/eval mode, afterwards.
 
     Raises:
         ValueError: a bad argument, or a model/checkpoint that does not fit ``data``.
@@ -1334,7 +1512,6 @@ def evaluate_supervised(
         and 0.0 <= float(threshold) < 1.0
     ):
         raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}")
-    dev = resolve_device(device)
     scaled = data.scaled
     if isinstance(model_or_checkpoint, SupervisedModel):
         model = model_or_checkpoint
@@ -1353,19 +1530,8 @@ def evaluate_supervised(
             f"data has window={data.window} and {data.n_features} features"
         )
     rows = data.decision_rows(split)
-    values = torch.tensor(scaled.to_numpy(dtype=np.float32), device=dev)  # [T, F]
-    offsets = torch.arange(-data.window + 1, 1, device=dev)  # [L]
-    rows_t = torch.from_numpy(rows).to(dev)
-    model = model.to(dev)
-    was_training = model.training
-    model.eval()
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(rows_t), batch_size):
-            x = values[rows_t[start : start + batch_size, None] + offsets]  # [B, L, F]
-            chunks.append(torch.softmax(model.forward_features(x).float(), dim=-1).cpu())
-    model.train(was_training)
-    probabilities = torch.cat(chunks).numpy().astype(np.float64)  # [N, 3]
+    probabilities = _class_probabilities(model, scaled, rows, data.window, batch_size,
+                                         device)  # [N, 3]
     signals = _apply_rule(probabilities, rule, float(threshold))
     index = data.features.index[rows]
 

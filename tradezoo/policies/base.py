@@ -66,6 +66,25 @@ class BackboneConfig:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
+        """This config as it can run on ``device``: ``(config, None)`` when it runs there
+        unchanged, else a copy whose device-specific backend (a compiled CPU kernel, a CUDA
+        package) is replaced by ``"auto"`` and a note saying why. A saved config goes through
+        it before a model is rebuilt on another machine
+        (:func:`~tradezoo.policies.registry.portable_config`). This base config has no
+        device-specific backend."""
+        return self, None
+
+    def _backend_fallback(self, name: str, reason: str | None, device: torch.device
+                          ) -> tuple[BackboneConfig, str | None]:
+        """:meth:`for_device` for field ``name``: unchanged when ``reason`` is ``None``, else
+        ``name="auto"`` and the note."""
+        if reason is None:
+            return self, None
+        note = (f"{name}={getattr(self, name)!r} cannot run on {device} ({reason}); using "
+                f"{name}='auto'")
+        return dataclasses.replace(self, **{name: "auto"}), note
+
     @classmethod
     def from_kwargs(cls, arch: str, **kwargs: Any) -> BackboneConfig:
         """Build the config, rejecting unknown keys with the list of valid ones."""

@@ -82,7 +82,14 @@ from torch.utils.checkpoint import checkpoint
 from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.cfc import check_dt
-from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
+from tradezoo.policies.native import (
+    address,
+    batch_chunks,
+    can_run,
+    load_kernel,
+    native_unavailable,
+    run_chunks,
+)
 from tradezoo.policies.wiring import AutoNCP, FullyConnected, Wiring
 
 __all__ = ["LTCBackbone", "LTCCell", "LTCConfig"]
@@ -149,6 +156,12 @@ class LTCConfig(BackboneConfig):
                       rule=f"in [1, d_model - 3] = [1, {self.d_model - 3}]")
         check.number("epsilon", 0.0, rule="finite and >= 0")
         check.number("time_unit", 0.0, open_low=True, rule="finite and > 0")
+
+    def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
+        """``backend="auto"`` (the PyTorch path off the CPU) where a saved ``"native"`` cannot
+        run."""
+        reason = native_unavailable("ltc", device) if self.backend == "native" else None
+        return self._backend_fallback("backend", reason, device)
 
     def make_wiring(self, n_features: int) -> Wiring:
         """The built wiring: :class:`FullyConnected` or :class:`AutoNCP`."""

@@ -87,7 +87,14 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
-from tradezoo.policies.native import address, batch_chunks, can_run, load_kernel, run_chunks
+from tradezoo.policies.native import (
+    address,
+    batch_chunks,
+    can_run,
+    load_kernel,
+    native_unavailable,
+    run_chunks,
+)
 
 __all__ = [
     "SCAN_BACKENDS",
@@ -98,6 +105,7 @@ __all__ = [
     "check_scan_shapes",
     "mamba_ssm_available",
     "resolve_scan",
+    "scan_unavailable",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_mamba_ssm",
@@ -181,6 +189,10 @@ class MambaConfig(BackboneConfig):
             check.number(name, 0.0, open_low=True, rule="> 0")
         check.choice("dt_init", ("random", "constant"), rule="'random' or 'constant'")
         check.choice("scan", SCAN_BACKENDS)
+
+    def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
+        """``scan="auto"`` where the saved scan cannot run (:func:`scan_unavailable`)."""
+        return self._backend_fallback("scan", scan_unavailable(self.scan, device), device)
 
     @property
     def resolved_dt_rank(self) -> int:
@@ -664,6 +676,19 @@ def _selective_scan_kernel(
 
     run_chunks(run, batch_chunks(batch))
     return y
+
+
+def scan_unavailable(scan: str, device: torch.device) -> str | None:
+    """Why backend ``scan`` cannot run on ``device`` on this machine, or ``None`` when it can
+    (``"auto"``, ``"chunked"`` and ``"sequential"`` run everywhere)."""
+    if scan == "mamba_ssm":
+        if device.type not in _MAMBA_SSM_DEVICE_TYPES:
+            return f"mamba_ssm's kernel runs on CUDA, not {device.type}"
+        if not mamba_ssm_available():
+            return "the mamba_ssm package does not import here"
+    if scan == "native":
+        return native_unavailable("selective_scan", device)
+    return None
 
 
 def resolve_scan(scan: str, device: torch.device) -> str:

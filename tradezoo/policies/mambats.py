@@ -59,8 +59,10 @@ stride, ``n`` patches, ``d = d_model``.
 Variable permutation (training only, ``permute_variables=True``): one permutation of the
 ``F`` variables per forward call, drawn from a ``torch.Generator`` owned by the module and
 seeded from ``MambaTSConfig.seed`` (``None``: a seed drawn from torch's global RNG at
-construction, so ``torch.manual_seed`` fixes it). Eval mode uses the identity order, so a batch
-equals its samples run one by one. The generator's state is not part of the ``state_dict``.
+construction, so ``torch.manual_seed`` fixes it). On a GPU the permutation is drawn by a
+generator on the GPU with the same seed (no host-to-device copy per forward; its sequence is
+the GPU RNG's). Eval mode uses the identity order, so a batch equals its samples run one by
+one. The generators' states are not part of the ``state_dict``.
 
 The chapter's forms are options until the ablation in ``docs/architectures.md`` decides the
 defaults: ``fusion="linear"`` (default ``"gate"``: a convex combination per channel, which
@@ -86,7 +88,7 @@ from torch import Tensor, nn
 
 from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
-from tradezoo.policies.mamba import SCAN_BACKENDS, MambaBlock, MambaConfig
+from tradezoo.policies.mamba import SCAN_BACKENDS, MambaBlock, MambaConfig, scan_unavailable
 
 __all__ = ["MambaTSBackbone", "MambaTSConfig", "MambaTSHeads", "patch_geometry"]
 
@@ -159,6 +161,11 @@ class MambaTSConfig(BackboneConfig):
         check.choice("scan", SCAN_BACKENDS)
         check.choice("fusion", FUSIONS)
         check.choice("channel_mixing", CHANNEL_MIXINGS)
+
+    def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
+        """``scan="auto"`` where the saved scan cannot run (:func:`~tradezoo.policies.mamba.
+        scan_unavailable`)."""
+        return self._backend_fallback("scan", scan_unavailable(self.scan, device), device)
 
     def mamba_config(self, d_conv: int) -> MambaConfig:
         """The :class:`MambaConfig` of one inner Mamba block (temporal or variable)."""
@@ -307,7 +314,11 @@ class MambaTSBackbone(Backbone):
         seed = config.seed
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.permutation_seed = seed
         self.permutation_generator = torch.Generator().manual_seed(seed)
+        # One generator per other device, seeded alike, so that a GPU forward draws its order
+        # on the GPU instead of copying one from the host at every step.
+        self._device_generators: dict[torch.device, torch.Generator] = {}
         #: The variable order used by the last training forward pass (``None`` in eval mode).
         self.last_permutation: Tensor | None = None
 
@@ -331,9 +342,19 @@ class MambaTSBackbone(Backbone):
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def draw_permutation(self) -> Tensor:
-        """Next variable permutation from the module's generator (``[F]`` int64, CPU)."""
-        return torch.randperm(self.n_features, generator=self.permutation_generator)
+    def draw_permutation(self, device: torch.device | None = None) -> Tensor:
+        """Next variable permutation (``[F]`` int64) on ``device`` (``None``: the CPU), from
+        the module's generator for that device: :attr:`permutation_generator` on the CPU, one
+        seeded with :attr:`permutation_seed` on another device (its sequence is that device's
+        RNG's, not the CPU's)."""
+        if device is None or device.type == "cpu":
+            generator = self.permutation_generator
+        else:
+            generator = self._device_generators.get(device)
+            if generator is None:
+                generator = torch.Generator(device).manual_seed(self.permutation_seed)
+                self._device_generators[device] = generator
+        return torch.randperm(self.n_features, generator=generator, device=generator.device)
 
     def normalise(self, x: Tensor) -> Tensor:
         """Instance normalisation per sample and variable over the window: ``[B, L, F]``."""
@@ -367,9 +388,8 @@ class MambaTSBackbone(Backbone):
         h = self.tokens(x)  # [B, F, n, d]
         order: Tensor | None = None
         if self.training and self.config.permute_variables and self.n_features > 1:
-            order = self.draw_permutation()
+            order = self.draw_permutation(x.device)  # drawn where it is used: no host copy
             self.last_permutation = order
-            order = order.to(x.device)
         else:
             self.last_permutation = None
         gates: list[Tensor] = []

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from tradezoo.errors import ConfigError
 from tradezoo.policies.base import Backbone, BackboneConfig
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from tradezoo.policies.sb3 import SequencePolicy
@@ -50,6 +52,7 @@ __all__ = [
     "get_architecture",
     "make_backbone",
     "make_config",
+    "portable_config",
     "register_architecture",
     "unknown_architecture_message",
     "unregister_architecture",
@@ -293,6 +296,29 @@ def get_architecture(name: str) -> Architecture:
 def make_config(name: str, **cfg: Any) -> BackboneConfig:
     """``name``'s config dataclass from keyword arguments (unknown keys rejected)."""
     return get_architecture(name).config_cls.from_kwargs(name, **cfg)
+
+
+def portable_config(name: str, config: Mapping[str, Any], device: str | torch.device, *,
+                    what: str = "saved config") -> dict[str, Any]:
+    """A saved config of architecture ``name`` made runnable on ``device``: a backend that
+    cannot run there (``scan="mamba_ssm"`` without the package or off CUDA, ``"native"``
+    kernels off the CPU or where they do not build) becomes ``"auto"``, with a warning naming
+    ``what``, the field and the reason (:meth:`BackboneConfig.for_device`). The other keys are
+    returned as given (a partial config stays partial).
+
+    Raises:
+        ValueError, ConfigError: ``config`` is not a valid config of ``name``.
+    """
+    import torch
+
+    given = dict(config)
+    built = make_config(name, **given)
+    adapted, note = built.for_device(torch.device(device))
+    if note is None:
+        return given
+    warnings.warn(f"{what} ({name}): {note}", stacklevel=2)
+    changed = {k: v for k, v in adapted.to_dict().items() if getattr(built, k) != v}
+    return {**given, **changed}
 
 
 def make_backbone(name: str, n_features: int, **cfg: Any) -> Backbone:

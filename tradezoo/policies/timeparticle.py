@@ -98,7 +98,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from tradezoo.data.checks import FieldChecks
 from tradezoo.policies.base import Backbone, BackboneConfig
-from tradezoo.policies.native import address, can_run, load_kernel
+from tradezoo.policies.native import address, can_run, load_kernel, native_unavailable
 
 __all__ = [
     "ParticleLayer",
@@ -158,6 +158,13 @@ class TimeParticleConfig(BackboneConfig):
         check.require(not (self.message_feedback and self.backend == "native"),
                       "backend='native' cannot run message_feedback=True (the kernel implements "
                       "the recurrence without messages); use 'auto' or 'torch'")
+
+    def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
+        """``backend="auto"`` (the PyTorch path off the CPU) where a saved ``"native"`` cannot
+        run."""
+        reason = (native_unavailable("particle_scan", device) if self.backend == "native"
+                  else None)
+        return self._backend_fallback("backend", reason, device)
 
 
 def particle_conv_spec(k: int) -> tuple[int, int, int]:

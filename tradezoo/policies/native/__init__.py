@@ -83,9 +83,11 @@ __all__ = [
     "address",
     "batch_chunks",
     "can_run",
+    "kernel_available",
     "load_kernel",
     "native_dir",
     "native_status",
+    "native_unavailable",
     "run_chunks",
 ]
 
@@ -448,6 +450,23 @@ def can_run(*tensors: Tensor | None, forward_only: bool) -> bool:
         return False
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in present)
     return not (forward_only and needs_grad)
+
+
+def kernel_available(name: str) -> bool:
+    """True when kernel ``name`` loads here (builds it if not tried yet): the availability
+    probe behind :func:`native_unavailable`."""
+    return load_kernel(name) is not None
+
+
+def native_unavailable(name: str, device: torch.device) -> str | None:
+    """Why kernel ``name`` cannot run on ``device`` on this machine, or ``None`` when it can
+    (a backend named ``"native"`` falls back to ``"auto"`` on such a machine:
+    :meth:`~tradezoo.policies.base.BackboneConfig.for_device`)."""
+    if device.type != "cpu":
+        return f"the native kernels run on the CPU, not {device.type}"
+    if not kernel_available(name):
+        return f"native kernel {name!r} is unavailable here: {_REASONS.get(name, 'not built')}"
+    return None
 
 
 def native_status(name: str) -> str:
