@@ -63,6 +63,7 @@ __all__ = [
     "save_where_possible",
     "temp_name_prefix",
     "validate_run_name",
+    "write_bytes_atomic",
     "write_text_atomic",
 ]
 
@@ -207,6 +208,15 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     Raises:
         OutputError: the file cannot be written (the message names it).
     """
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], content: bytes) -> Path:
+    """Write ``content`` to ``path`` atomically, as :func:`write_text_atomic` does.
+
+    Raises:
+        OutputError: the file cannot be written (the message names it).
+    """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path.name), suffix=TEMP_SUFFIX,
@@ -214,8 +224,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     except OSError as exc:
         raise output_error(path, exc) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

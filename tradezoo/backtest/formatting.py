@@ -73,6 +73,11 @@ METRIC_UNITS: dict[str, Unit] = {
     # classification reports of the supervised trainer
     "accuracy": "fraction",
     "macro_f1": "fraction",
+    # the sweep leaderboard (tradezoo.agents.leaderboard)
+    "n_cells": "count",
+    "total_return_mean": "fraction",
+    "max_drawdown_mean": "fraction",
+    "oracle_fraction": "fraction",
 }
 """The unit of every metric a report shows (module docstring); other names are numbers."""
 

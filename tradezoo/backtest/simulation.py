@@ -587,53 +587,34 @@ def _validated(bars: Any) -> pd.DataFrame:
     return frame
 
 
-def simulate(
-    bars: pd.DataFrame,
-    positions: pd.Series | np.ndarray | list[float],
+@dataclass
+class _Inputs:
+    """Validated inputs of one replay (shared by :func:`simulate` and
+    :func:`simulate_equity`)."""
+
+    frame: pd.DataFrame
+    index: pd.DatetimeIndex
+    targets: np.ndarray
+    costs: CostModel
+    periods_per_year: float
+    rates: ExecutionRates
+    close: np.ndarray
+    market: dict[str, list[float]]
+
+
+def _inputs(
+    bars: Any,
+    positions: Any,
     *,
-    costs: CostModel | None = None,
-    fill: Fill = "next_open",
-    initial_equity: float = 1.0,
-    rebalance: Rebalance = "on_change",
-    periods_per_year: float | None = None,
-    risk_free: float = 0.0,
-) -> BacktestResult:
-    """Backtest target positions on bars with the shared execution engine.
-
-    Args:
-        bars: a bars frame (docs/design.md, "Data model"), n >= 2 rows. Frames without
-            ``attrs["validated"]`` go through :func:`tradezoo.data.load_bars` first (which may
-            repair them; ``positions`` must then match the repaired index).
-        positions: target exposure (signed fraction of equity) decided at the close of each
-            bar: a Series on exactly ``bars.index`` or an array-like of length n. NaN keeps
-            the previous target; the decision at the last bar is ignored (nothing to fill on).
-        costs: the cost model; default by ``bars.attrs["source"]`` (:func:`default_costs`).
-        fill: ``"next_open"`` (default) or ``"close"`` (optimistic: fills at the close of the
-            decision bar, i.e. at a price the decision already saw).
-        initial_equity: starting equity, quote currency, > 0.
-        rebalance: ``"on_change"`` (trade only when the target changes, so a held position
-            keeps its units and its exposure drifts) or ``"every_bar"`` (restore the target
-            exposure at every fill).
-        periods_per_year: bars per year for annualising and the borrow rate; default
-            :func:`~tradezoo.backtest.metrics.periods_per_year_for` of the bars (index and
-            ``attrs``).
-        risk_free: annual risk-free rate for Sharpe and Sortino.
-
-    Returns:
-        A :class:`BacktestResult`.
-
-    Raises:
-        TypeError, ValueError: bad arguments (messages name the argument and the rule).
-        tradezoo.data.DataError: bars that fail validation.
-
-    Example:
-        >>> from tradezoo.data import load_dataset
-        >>> bars = load_dataset("bybit-btcusdt-1h").iloc[:500]
-        >>> result = simulate(bars, np.ones(len(bars)))
-        >>> round(float(result.equity.iloc[0]), 6), len(result.fills)
-        (1.0, 1)
-    """
-    from tradezoo.backtest.metrics import compute_metrics, periods_per_year_for
+    costs: CostModel | None,
+    fill: Fill,
+    initial_equity: float,
+    rebalance: Rebalance,
+    periods_per_year: float | None,
+    risk_free: float,
+) -> _Inputs:
+    """Check :func:`simulate`'s arguments and lay the bars out for the engine."""
+    from tradezoo.backtest.metrics import periods_per_year_for
 
     if fill not in ("next_open", "close"):
         raise ValueError(f"simulate: fill must be 'next_open' or 'close', got {fill!r}")
@@ -703,6 +684,93 @@ def simulate(
         "range_frac": ((high - low) / close).tolist(),
         "notional": np.maximum(volume * close, MIN_BAR_NOTIONAL).tolist(),
     }
+    return _Inputs(frame=frame, index=index, targets=targets, costs=costs,
+                   periods_per_year=float(periods_per_year), rates=rates, close=close,
+                   market=market)
+
+
+def simulate_equity(
+    bars: pd.DataFrame,
+    positions: pd.Series | np.ndarray | list[float],
+    *,
+    costs: CostModel | None = None,
+    fill: Fill = "next_open",
+    initial_equity: float = 1.0,
+    rebalance: Rebalance = "on_change",
+    periods_per_year: float | None = None,
+) -> pd.Series:
+    """The equity path of :func:`simulate` alone, for replays that need only it (the
+    break-even search of :mod:`tradezoo.backtest.diagnostics` runs it many times).
+
+    Same arguments, checks and engine run as :func:`simulate`, so the result equals
+    ``simulate(...).equity`` to the bit; it skips the buy-and-hold run, the fills and trades
+    tables and the metrics.
+
+    Returns:
+        Equity at each bar's close, quote currency, shape [n], on ``bars.index``.
+    """
+    inputs = _inputs(bars, positions, costs=costs, fill=fill, initial_equity=initial_equity,
+                     rebalance=rebalance, periods_per_year=periods_per_year, risk_free=0.0)
+    path = _run_engine(inputs.targets.tolist(), inputs.market,
+                       every_bar=rebalance == "every_bar", rates=inputs.rates,
+                       initial_equity=float(initial_equity))
+    return pd.Series(path.equity, index=inputs.index, name="equity")
+
+
+def simulate(
+    bars: pd.DataFrame,
+    positions: pd.Series | np.ndarray | list[float],
+    *,
+    costs: CostModel | None = None,
+    fill: Fill = "next_open",
+    initial_equity: float = 1.0,
+    rebalance: Rebalance = "on_change",
+    periods_per_year: float | None = None,
+    risk_free: float = 0.0,
+) -> BacktestResult:
+    """Backtest target positions on bars with the shared execution engine.
+
+    Args:
+        bars: a bars frame (docs/design.md, "Data model"), n >= 2 rows. Frames without
+            ``attrs["validated"]`` go through :func:`tradezoo.data.load_bars` first (which may
+            repair them; ``positions`` must then match the repaired index).
+        positions: target exposure (signed fraction of equity) decided at the close of each
+            bar: a Series on exactly ``bars.index`` or an array-like of length n. NaN keeps
+            the previous target; the decision at the last bar is ignored (nothing to fill on).
+        costs: the cost model; default by ``bars.attrs["source"]`` (:func:`default_costs`).
+        fill: ``"next_open"`` (default) or ``"close"`` (optimistic: fills at the close of the
+            decision bar, i.e. at a price the decision already saw).
+        initial_equity: starting equity, quote currency, > 0.
+        rebalance: ``"on_change"`` (trade only when the target changes, so a held position
+            keeps its units and its exposure drifts) or ``"every_bar"`` (restore the target
+            exposure at every fill).
+        periods_per_year: bars per year for annualising and the borrow rate; default
+            :func:`~tradezoo.backtest.metrics.periods_per_year_for` of the bars (index and
+            ``attrs``).
+        risk_free: annual risk-free rate for Sharpe and Sortino.
+
+    Returns:
+        A :class:`BacktestResult`.
+
+    Raises:
+        TypeError, ValueError: bad arguments (messages name the argument and the rule).
+        tradezoo.data.DataError: bars that fail validation.
+
+    Example:
+        >>> from tradezoo.data import load_dataset
+        >>> bars = load_dataset("bybit-btcusdt-1h").iloc[:500]
+        >>> result = simulate(bars, np.ones(len(bars)))
+        >>> round(float(result.equity.iloc[0]), 6), len(result.fills)
+        (1.0, 1)
+    """
+    from tradezoo.backtest.metrics import compute_metrics
+
+    inputs = _inputs(bars, positions, costs=costs, fill=fill, initial_equity=initial_equity,
+                     rebalance=rebalance, periods_per_year=periods_per_year,
+                     risk_free=risk_free)
+    frame, index, targets, costs = inputs.frame, inputs.index, inputs.targets, inputs.costs
+    periods_per_year, rates, market = inputs.periods_per_year, inputs.rates, inputs.market
+    close, n = inputs.close, len(inputs.frame)
     every_bar = rebalance == "every_bar"
     path = _run_engine(
         targets.tolist(),
