@@ -21,6 +21,7 @@ from tradezoo.agents.config import (
     read_config_file,
     resolve_options,
 )
+from tradezoo.backtest.formatting import json_safe
 from tradezoo.cli import main
 from tradezoo.data import load_dataset
 
@@ -110,6 +111,16 @@ def test_backtest_supervised_checkpoint_uses_the_shared_metrics(
     assert report["backtest"]["metrics"]["total_return"] == pytest.approx(
         metrics["total_return"], abs=1e-12)
     assert report["backtest"]["metrics"]["sharpe"] == pytest.approx(metrics["sharpe"], abs=1e-12)
+    # The policy checks (flags, break-even cost) are those of the leaderboard's mechanism.
+    from tradezoo.backtest.diagnostics import diagnose
+
+    assert "policy flags:" in out and "break-even cost:" in out
+    data = prepare_from_options(options)
+    index = evaluation.backtest.equity.index
+    checks = diagnose(evaluation.backtest, data.bars.loc[index[0] : index[-1]],
+                      evaluation.positions)
+    assert report["backtest"]["diagnostics"] == json.loads(json.dumps(json_safe(
+        checks.to_dict())))
 
 
 def test_train_ppo_init_from_then_backtest_the_zip(
@@ -282,11 +293,18 @@ def test_run_main_job_writes_the_run_directory(
     assert "## Test-split metrics" in report
     assert "| metric | PPO (warm-started) | supervised | buy & hold |" in report
     assert "| sharpe |" in report and "tradezoo run --config" in report
+    assert "## Policy checks" in report and "| PPO (warm-started) | " in report
+    assert "policy flags:" in printed
     both = json.loads((out / "backtest_test.json").read_text())
     assert both["ppo"]["checkpoint"].endswith("best_model.zip")
     assert both["supervised"]["classification"]["accuracy"] >= 0
     # PPO and the classifier trade the same test bars: one buy-and-hold.
     assert both["ppo"]["benchmark_metrics"] == both["supervised"]["benchmark_metrics"]
+    for part in ("ppo", "supervised"):
+        checks = both[part]["diagnostics"]
+        assert set(checks["flags"]) <= {"never_trades", "constant_action",
+                                        "buy_and_hold_clone", "cost_dominated"}
+        assert checks["break_even"] in report
     assert "done in" in (out / "run.log").read_text()
 
 

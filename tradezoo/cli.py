@@ -339,7 +339,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"{outcome.kind} checkpoint {args.checkpoint} ({outcome.arch}) on the "
                   f"{outcome.split} split of {outcome.data}")
-    print_report(outcome.result, console=console)
+    print_report(outcome.result, console=console, diagnostics=outcome.diagnostics)
     if outcome.classification is not None:
         report = outcome.classification
         console.print(f"classifier on {outcome.split}: accuracy {report['accuracy']:.3f}, "

@@ -15,11 +15,13 @@ It writes ``runs/<name>/``::
     run.log                 what the job printed (paths, timings, the metrics table)
     supervised/             best.pt, last.pt, tb/ (TensorBoard)
     ppo/                    best_model.zip + .pt, final_model.zip + .pt, checkpoints/, tb/
-    backtest_test.json      both backtests (report_dict) and the classification report
+    backtest_test.json      both backtests (report_dict, with their policy flags and
+                            break-even costs) and the classification report
     equity.png              PPO on the test split: price and positions, equity vs
                             buy-and-hold, drawdown
     supervised_equity.png   the same for the classifier's signals
-    report.md               the summary: data, model, budget, timings, the metrics table
+    report.md               the summary: data, model, budget, timings, the metrics table,
+                            the policy checks (flags, break-even cost; docs/evaluation.md)
     .tradezoo.lock          the run's lock (:mod:`tradezoo.agents.rundir`)
 
 ``<name>`` is one plain folder name (no path separator, ``.``, ``..`` or absolute path). The
@@ -47,8 +49,11 @@ from typing import IO, TYPE_CHECKING, Any
 from tradezoo.backtest.formatting import format_metric, json_safe
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from tradezoo.agents.config import TrainingOptions
     from tradezoo.agents.data import PreparedData
+    from tradezoo.backtest.diagnostics import PolicyDiagnostics
     from tradezoo.backtest.simulation import BacktestResult
 
 __all__ = [
@@ -59,6 +64,7 @@ __all__ = [
     "checkpoint_options",
     "evaluate_checkpoint",
     "markdown_metrics_table",
+    "policy_diagnostics",
     "prepare_from_options",
     "run_main_job",
     "write_backtest_files",
@@ -259,6 +265,8 @@ class CheckpointBacktest:
         given: the checkpoint path as given (a PPO ``.zip`` or a ``.pt``); names the files.
         json_path, png_path, html_path: the files written (``None`` before
             :func:`write_backtest_files`; ``html_path`` only with a tearsheet).
+        diagnostics: the policy's flags and break-even cost
+            (:func:`tradezoo.backtest.diagnostics.diagnose`).
     """
 
     checkpoint: Path
@@ -272,19 +280,43 @@ class CheckpointBacktest:
     json_path: Path | None = None
     png_path: Path | None = None
     html_path: Path | None = None
+    diagnostics: PolicyDiagnostics | None = None
 
 
-def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str,
-                         device: str) -> tuple[BacktestResult, dict[str, Any] | None]:
+def policy_diagnostics(result: BacktestResult, bars: pd.DataFrame,
+                       targets: Any) -> PolicyDiagnostics:
+    """Flags and break-even cost of a model's backtest
+    (:func:`tradezoo.backtest.diagnostics.diagnose`, the leaderboard's mechanism).
+
+    Args:
+        result: the backtest; bars: the data's bars (the backtest's span is cut from them);
+        targets: the targets it was simulated with, one per bar of the backtest (a PPO
+            evaluation's targets lack the last bar's: it is added as NaN).
+    """
+    import numpy as np
+
+    from tradezoo.backtest.diagnostics import diagnose
+
+    index = result.equity.index
+    values = np.asarray(targets, dtype=np.float64)
+    if values.size == len(index) - 1:
+        values = np.append(values, np.nan)  # the last bar's decision fills nothing
+    return diagnose(result, bars.loc[index[0] : index[-1]], values)
+
+
+def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str, device: str
+                         ) -> tuple[BacktestResult, dict[str, Any] | None, PolicyDiagnostics]:
     if ckpt["kind"] == "supervised":
         from tradezoo.agents.supervised import evaluate_supervised
 
         evaluation = evaluate_supervised(ckpt, data, split, device=device)  # type: ignore[arg-type]
-        return evaluation.backtest, evaluation.report.to_dict()
+        return (evaluation.backtest, evaluation.report.to_dict(),
+                policy_diagnostics(evaluation.backtest, data.bars, evaluation.positions))
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy
 
     policy = load_ppo_policy(ckpt, device=device)
-    return evaluate_ppo(policy, data, split, device=device).backtest, None
+    walk = evaluate_ppo(policy, data, split, device=device)
+    return walk.backtest, None, policy_diagnostics(walk.backtest, data.bars, walk.targets)
 
 
 def evaluate_checkpoint(
@@ -325,10 +357,11 @@ def evaluate_checkpoint(
         split_fractions=tuple(options.get("split_fractions", (0.7, 0.15, 0.15))),
         costs=cost_model(options["costs"]) if "costs" in options else None,
     )
-    result, classification = _evaluate_checkpoint(ckpt, prepared, split, device)
+    result, classification, diagnostics = _evaluate_checkpoint(ckpt, prepared, split, device)
     return CheckpointBacktest(
         checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
         data=source, result=result, classification=classification, given=original,
+        diagnostics=diagnostics,
     )
 
 
@@ -353,7 +386,7 @@ def write_backtest_files(outcome: CheckpointBacktest, out_dir: str | Path | None
         "arch": outcome.arch,
         "split": outcome.split,
         "data": outcome.data,
-        "backtest": report_dict(outcome.result),
+        "backtest": report_dict(outcome.result, outcome.diagnostics),
     }
     if outcome.classification is not None:
         payload["classification"] = outcome.classification
@@ -553,6 +586,8 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
     sup_eval = evaluate_supervised(supervised.model, data, "test", device=device)
     ppo_eval = evaluate_ppo(load_ppo_policy(chosen, device=device), data, "test",
                             device=device)
+    ppo_checks = policy_diagnostics(ppo_eval.backtest, data.bars, ppo_eval.targets)
+    sup_checks = policy_diagnostics(sup_eval.backtest, data.bars, sup_eval.positions)
     seconds["backtest"] = time.perf_counter() - tick
     ppo_metrics = ppo_eval.backtest.metrics.to_dict()
     sup_metrics = sup_eval.backtest.metrics.to_dict()
@@ -560,9 +595,10 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
     classification = sup_eval.report.to_dict()
     write_json(out / "backtest_test.json", {
         "split": "test",
-        "ppo": {"checkpoint": str(chosen), **report_dict(ppo_eval.backtest)},
+        "ppo": {"checkpoint": str(chosen), **report_dict(ppo_eval.backtest, ppo_checks)},
         "supervised": {"checkpoint": str(supervised.best_checkpoint),
-                       **report_dict(sup_eval.backtest), "classification": classification},
+                       **report_dict(sup_eval.backtest, sup_checks),
+                       "classification": classification},
     })
     save_png(ppo_eval.backtest, out / "equity.png")
     save_png(sup_eval.backtest, out / "supervised_equity.png")
@@ -573,11 +609,12 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
         options, data, arch, device, seconds, supervised, ppo, chosen,
         {"PPO (warm-started)": ppo_metrics, "supervised": sup_metrics,
          "buy & hold": bh_metrics}, sup_eval.report, out,
+        {"PPO (warm-started)": ppo_checks, "supervised": sup_checks},
     ))
     from rich.console import Console
 
     console = Console(file=stream) if stream is not None else Console()
-    print_report(ppo_eval.backtest, console=console)
+    print_report(ppo_eval.backtest, console=console, diagnostics=ppo_checks)
     with log_path.open("a", encoding="utf-8") as handle:
         handle.write(ppo_eval.backtest.summary() + "\n")
         handle.write(markdown_metrics_table({"PPO": ppo_metrics, "buy & hold": bh_metrics})
@@ -597,7 +634,8 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
 
 def _report_markdown(options: TrainingOptions, data: PreparedData, arch: str, device: str,
                      seconds: Mapping[str, float], supervised: Any, ppo: Any, chosen: Path,
-                     columns: Mapping[str, Mapping[str, Any]], report: Any, out: Path) -> str:
+                     columns: Mapping[str, Mapping[str, Any]], report: Any, out: Path,
+                     checks: Mapping[str, PolicyDiagnostics]) -> str:
     first, last = data.boundaries["test"]
     arch_config = supervised.model.backbone_config()
     lines = [
@@ -614,6 +652,17 @@ def _report_markdown(options: TrainingOptions, data: PreparedData, arch: str, de
         "",
         f"Classifier on the test split: accuracy {report.accuracy:.3f}, macro-F1 "
         f"{report.macro_f1:.3f}.",
+        "",
+        "## Policy checks",
+        "",
+        "Flags name degenerate policies; the break-even cost is the one-way trading cost at "
+        "which the test-split total return is zero (positions replayed at scaled costs); "
+        "docs/evaluation.md, \"The leaderboard\".",
+        "",
+        "| model | flags | break-even cost |",
+        "|---|---|---|",
+        *(f"| {name} | {check.flags_text()} | {check.break_even_text()} |"
+          for name, check in checks.items()),
         "",
         "```",
         str(report),

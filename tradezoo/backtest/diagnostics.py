@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from tradezoo.backtest.costs import CostModel
+from tradezoo.backtest.formatting import format_metric
 
 if TYPE_CHECKING:
     from tradezoo.backtest.simulation import BacktestResult
@@ -364,12 +365,27 @@ class PolicyDiagnostics:
     break_even_cost_bps: float
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"flags": [...], "break_even_cost_bps": float}``."""
-        return {"flags": list(self.flags), "break_even_cost_bps": self.break_even_cost_bps}
+        """``{"flags": [...], "break_even_cost_bps": float, "break_even": text}`` (the text
+        tells NaN from inf once JSON has made both ``null``)."""
+        return {"flags": list(self.flags), "break_even_cost_bps": self.break_even_cost_bps,
+                "break_even": self.break_even_text()}
 
     def flags_text(self) -> str:
         """The flags comma-separated, ``none`` when no flag holds."""
         return ", ".join(self.flags) or "none"
+
+    def break_even_text(self) -> str:
+        """The break-even cost in words: ``12.345 bps one-way``, or why there is none."""
+        cost = self.break_even_cost_bps
+        if math.isnan(cost):
+            return "none (no profit before trading costs)"
+        if math.isinf(cost):
+            return f"above {MAX_BREAK_EVEN_BPS:,.0f} bps one-way"
+        return f"{format_metric('break_even_cost_bps', cost)} bps one-way"
+
+    def summary(self) -> str:
+        """One line: ``policy flags: ...; break-even cost: ...``."""
+        return f"policy flags: {self.flags_text()}; break-even cost: {self.break_even_text()}"
 
 
 def diagnose(result: BacktestResult, bars: pd.DataFrame,

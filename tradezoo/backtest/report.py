@@ -18,6 +18,7 @@ from tradezoo.backtest.formatting import format_metric, json_safe
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from tradezoo.backtest.diagnostics import PolicyDiagnostics
     from tradezoo.backtest.simulation import BacktestResult
 
 def _metrics_dict(source: Any, *, json_safe: bool = False) -> dict[str, Any]:
@@ -73,28 +74,38 @@ def metrics_table(result_or_metrics: Any, *, title: str | None = None) -> Table:
     return table
 
 
-def print_report(result: BacktestResult, *, console: Any = None) -> None:
-    """Print the result's summary and its metrics table with rich.
+def print_report(result: BacktestResult, *, console: Any = None,
+                 diagnostics: PolicyDiagnostics | None = None) -> None:
+    """Print the result's summary, its policy checks (when given) and its metrics table with
+    rich.
 
     Args:
         result: a :class:`BacktestResult`.
         console: a :class:`rich.console.Console`; default a new one on stdout.
+        diagnostics: the policy's flags and break-even cost
+            (:func:`tradezoo.backtest.diagnostics.diagnose`), printed as one line.
     """
     from rich.console import Console
 
     console = console or Console()
     console.print(result.summary())
+    if diagnostics is not None:
+        console.print(diagnostics.summary(), markup=False)
     console.print(metrics_table(result))
 
 
-def report_dict(result: BacktestResult) -> dict[str, Any]:
-    """The JSON report as a dict: config, metrics, benchmark metrics, cost totals, counts.
+def report_dict(result: BacktestResult,
+                diagnostics: PolicyDiagnostics | None = None) -> dict[str, Any]:
+    """The JSON report as a dict: config, metrics, benchmark metrics, cost totals, counts,
+    and, when given, ``diagnostics`` (``{"flags": [...], "break_even_cost_bps": ...}``).
 
     ``costs`` holds each cost line's total in quote currency and as a fraction of the
-    initial equity; non-finite numbers are ``None``.
+    initial equity; non-finite numbers are ``None`` (so ``diagnostics`` also states the
+    break-even cost as text, ``break_even``, which tells "none" from "above the ceiling").
     """
     initial = float(result.config.get("initial_equity", result.equity.iloc[0]))
     totals = result.cost_totals
+    extra = {} if diagnostics is None else {"diagnostics": diagnostics.to_dict()}
     return json_safe(
         {
             "config": result.config,
@@ -111,6 +122,7 @@ def report_dict(result: BacktestResult) -> dict[str, Any]:
             "fills": len(result.fills),
             "trades": len(result.trades),
             "bankrupt_at": result.bankrupt_at,
+            **extra,
         }
     )
 
