@@ -172,7 +172,8 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def explain(self, x: Tensor, dt: Tensor | None = None) -> dict[str, Tensor]:
-        """Architecture diagnostics for ``x`` (detached tensors; see each subclass)."""
+        """Architecture diagnostics for ``x`` (detached tensors on the model's device; see each
+        subclass). :func:`tradezoo.policies.explain.explain` returns them on the CPU."""
         return {}
 
     def no_weight_decay(self) -> set[str]:
