@@ -649,7 +649,7 @@ def test_execute_step_is_the_engine_the_env_calls(monkeypatch: pytest.MonkeyPatc
         calls.append(args)
         return execute_step(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("tradezoo.envs.trading_env.execute_step", spy)
+    monkeypatch.setattr("tradezoo.envs.account.execute_step", spy)  # the account step's engine
     env = TradingEnv(BTC, window=8, episode_length=5)
     env.reset(seed=0)
     env.step(2)

@@ -1,25 +1,38 @@
-"""The compiled step of the batched envs: every account's fill, reward and trade record in one call.
+"""The compiled step of the batched envs: every account's step in one call.
 
 :class:`~tradezoo.envs.vector_env.BatchCore` calls :func:`advance_accounts` once per step. Its
-loop runs, for each account, the package's own scalar functions, compiled by numba from their
-one source: :func:`~tradezoo.backtest.execution.execute_step` (the accounting engine),
-:func:`~tradezoo.envs.core.differential_sharpe` and :func:`~tradezoo.envs.core.closed_trade`,
-which the single :class:`~tradezoo.envs.trading_env.TradingEnv` runs in plain Python. So the
-arithmetic exists once, and each sub-env computes exactly what a ``TradingEnv`` computes:
-IEEE double operations in the same order, and numba compiles without fast-math (no FMA
-contraction, no reassociation), so the results are equal to the bit (tests/test_vector_env.py
-compares every step against a ``SyncVectorEnv`` of single envs, and tests/test_batch_kernel.py
-the compiled loop against its own Python source).
+loop runs :func:`~tradezoo.envs.account.advance_account`, the one account step that the single
+:class:`~tradezoo.envs.trading_env.TradingEnv` runs in plain Python, compiled by numba from its
+source for each account (with the functions it calls:
+:func:`~tradezoo.backtest.execution.execute_step`, the accounting engine,
+:func:`~tradezoo.envs.core.differential_sharpe` and :func:`~tradezoo.envs.core.closed_trade`),
+and then only writes the results into the batched layouts below. So the arithmetic exists
+once, and each sub-env computes exactly what a ``TradingEnv`` computes: IEEE double operations
+in the same order, and numba compiles without fast-math (no FMA contraction, no
+reassociation), so the results are equal to the bit (tests/test_vector_env.py compares every
+step against a ``SyncVectorEnv`` of single envs, and tests/test_batch_kernel.py the compiled
+loop against its own Python source). :func:`account_vectors` does the same for the dict
+observation's account vector (:func:`~tradezoo.envs.account.account_features`).
 
 Why compiled: at N = 64 the work per account is some 60 floating-point operations, and as
 numpy array expressions the step cost about 90 numpy calls of ~1 us overhead each (about
 60 us); the compiled loop takes 5-20 us for all 64 accounts (docs/performance.md), leaving
 the step to the observation copy and the infos.
 
-The first ``BatchCore`` of a process compiles the loop when it is built (about 1.7 s; not
-cached on disk: numba's cache tracks this file only, not ``execute_step``'s).
-``NUMBA_DISABLE_JIT=1`` runs it as Python (about 15x slower at N = 64, for debugging). Layouts
-(row numbers below) are module constants that ``BatchCore`` shares.
+The first ``BatchCore`` of a process compiles the loop when it is built (about 2 s; not
+cached on disk: numba's cache tracks this file only, not the functions it compiles).
+``NUMBA_DISABLE_JIT=1`` runs it as Python (about 15x slower at N = 64, for debugging).
+
+Layouts: every batched array is read and written by the names of its field tuple, and each
+index below is derived from that tuple (sizes asserted at import):
+
+- state ``float64 [ACCOUNT_SIZE, N]``: one column per account,
+  :data:`~tradezoo.envs.account.ACCOUNT_FIELDS` rows (the account's own layout);
+- step table ``float64 [R, len(STEP_TABLE_FIELDS)]``: per market row, :data:`STEP_TABLE_FIELDS`;
+- rates table ``float64 [D, RATE_FIELDS]``: one :class:`ExecutionRates` per dataset;
+- outputs, fresh each step: ``float64 [len(OUT_FIELDS), N]`` (:data:`OUT_FIELDS`), ``int64
+  [len(TRADE_INT_KEYS), N]`` and ``bool [len(FLAG_FIELDS), N]``;
+- trade history ``float64 [width, len(HISTORY_TRADE_FIELDS), N]``.
 """
 
 from __future__ import annotations
@@ -28,47 +41,147 @@ import math
 
 import numba
 import numpy as np
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from tradezoo.backtest import execution
 from tradezoo.backtest.execution import BarTerms, ExecutionRates, execute_step
-from tradezoo.envs.core import LOG_FLOOR, LOG_FLOOR_VALUE, closed_trade, differential_sharpe
+from tradezoo.envs.account import (
+    ACCOUNT_SIZE,
+    EQUITY,
+    POSITION,
+    TARGET,
+    TRADE_SIZE,
+    UNITS,
+    account_features,
+    advance_account,
+)
+from tradezoo.envs.core import STEP_INFO_KEYS, TRADE_KEYS, closed_trade, differential_sharpe
 
-# -- state rows: float64 [STATE_ROWS, N], the accounts' state between steps ----------------
-UNITS, EQUITY, TARGET, POSITION, SIDE = 0, 1, 2, 3, 4
-ENTRY_PRICE, ENTRY_BAR, BASE, ENTRY_EQUITY = 5, 6, 7, 8  # the open trade (ENTRY_BAR: float row)
-DSR_A, DSR_B, PEAK = 9, 10, 11
-COSTS = 12  # rows 12-16: fees, spread, slippage, funding, borrow paid in the episode
-# The trade the liquidation closed (LIQUIDATED 1.0) with its P&L and return, for the episode
-# metrics (a liquidation ends the episode; the step's order may have closed another trade).
-LIQUIDATED, LIQUIDATED_PNL, LIQUIDATED_RETURN = 17, 18, 19
-STATE_ROWS = 20
+STATE_ROWS = ACCOUNT_SIZE
+"""Rows of the state block: the account fields (:data:`~tradezoo.envs.account.ACCOUNT_FIELDS`)."""
 
-# -- output rows: float64 [OUT_ROWS, N], fresh each step --------------------------------------
-REWARD, LOG_RETURN = 0, 1
-STEP_VALUES = 2
-"""Rows 2-12: the float step infos in STEP_INFO_KEYS order (equity ... position_pnl)."""
-TRADE_SIDE, TRADE_ENTRY_PRICE, TRADE_EXIT_PRICE, TRADE_PNL, TRADE_RETURN = 13, 14, 15, 16, 17
-OUT_ROWS = 18
-# int64 [3, N]: the closed trades' opened_at, closed_at, bars; bool [3, N]: terminated, a
-# trade closed, liquidated.
-TERMINATED, CLOSED, LIQUIDATION = 0, 1, 2
-FLAG_ROWS = 3
-
-# -- step table columns: float64 [R, STEP_COLUMNS], per market row -----------------------------
-# close[t], open[t+1], close[t+1], funding_rate[t+1], range_frac[t], notional[t], high[t+1],
-# low[t+1] (Market.step_rows), the BarTerms price_gap, funding_per_unit, drift, and the row in
-# its dataset's index.
-PRICE_GAP, BAR_ROW = 8, 11
+# -- step table: float64 [R, STEP_COLUMNS], per market row ------------------------------------
+MARKET_STEP_FIELDS: tuple[str, ...] = (
+    "close", "open_next", "close_next", "funding_rate_next", "range_frac", "notional",
+    "high_next", "low_next",
+)
+"""The columns of :attr:`~tradezoo.envs.market.Market.step_rows`, per decision row ``t``:
+``close[t], open[t+1], close[t+1], funding_rate[t+1], range_frac[t], notional[t],
+high[t+1], low[t+1]``."""
+STEP_TABLE_FIELDS: tuple[str, ...] = (*MARKET_STEP_FIELDS, *BarTerms._fields, "bar")
+"""The step table: the market's columns, the :class:`BarTerms` of the row and the row in its
+dataset's index (a trade's opening and closing bar)."""
 STEP_COLUMNS = 12
+CLOSE = STEP_TABLE_FIELDS.index("close")
+OPEN_NEXT = STEP_TABLE_FIELDS.index("open_next")
+CLOSE_NEXT = STEP_TABLE_FIELDS.index("close_next")
+FUNDING_RATE_NEXT = STEP_TABLE_FIELDS.index("funding_rate_next")
+RANGE_FRAC = STEP_TABLE_FIELDS.index("range_frac")
+NOTIONAL = STEP_TABLE_FIELDS.index("notional")
+HIGH_NEXT = STEP_TABLE_FIELDS.index("high_next")
+LOW_NEXT = STEP_TABLE_FIELDS.index("low_next")
+PRICE_GAP = STEP_TABLE_FIELDS.index("price_gap")
+FUNDING_PER_UNIT = STEP_TABLE_FIELDS.index("funding_per_unit")
+DRIFT = STEP_TABLE_FIELDS.index("drift")
+BAR = STEP_TABLE_FIELDS.index("bar")
+assert len(STEP_TABLE_FIELDS) == len(set(STEP_TABLE_FIELDS)) == STEP_COLUMNS
 
-RATE_FIELDS = len(ExecutionRates._fields)
-"""Columns of the rates table: one :class:`ExecutionRates` per dataset as floats."""
+# -- rates table: float64 [D, RATE_FIELDS], one ExecutionRates per dataset ---------------------
+RATE_FIELDS = 13
+"""Columns of the rates table: one :class:`ExecutionRates` per dataset as floats, in its field
+order (ints and bools as floats)."""
+FEE_RATE = ExecutionRates._fields.index("fee_rate")
+HALF_SPREAD = ExecutionRates._fields.index("half_spread")
+SLIPPAGE_FIXED = ExecutionRates._fields.index("slippage_fixed")
+SLIPPAGE_K = ExecutionRates._fields.index("slippage_k")
+SLIPPAGE_MODEL = ExecutionRates._fields.index("slippage_model")
+MAX_PARTICIPATION = ExecutionRates._fields.index("max_participation")
+FUNDING = ExecutionRates._fields.index("funding")
+NEXT_OPEN = ExecutionRates._fields.index("next_open")
+BORROW_PER_BAR = ExecutionRates._fields.index("borrow_per_bar")
+BORROW = ExecutionRates._fields.index("borrow")
+MAINTENANCE_MARGIN = ExecutionRates._fields.index("maintenance_margin")
+LIQUIDATION_FEE_RATE = ExecutionRates._fields.index("liquidation_fee_rate")
+LIQUIDATION = ExecutionRates._fields.index("liquidation")
+assert len(ExecutionRates._fields) == RATE_FIELDS
+
+# -- outputs, fresh each step ----------------------------------------------------------------
+FLOAT_STEP_KEYS: tuple[str, ...] = tuple(k for k in STEP_INFO_KEYS if k not in ("bar", "dataset"))
+"""The float step infos (``"bar"`` and ``"dataset"`` are ints the core adds)."""
+OUT_FIELDS: tuple[str, ...] = ("reward", "log_return", *FLOAT_STEP_KEYS,
+                               *(f"trade_{key}" for key in TRADE_KEYS))
+"""Rows of the float output block: the reward, the log return, the float step infos and the
+trade record (:data:`~tradezoo.envs.core.TRADE_KEYS`; 0 where no trade closed)."""
+OUT_ROWS = 21
+REWARD = OUT_FIELDS.index("reward")
+LOG_RETURN = OUT_FIELDS.index("log_return")
+STEP_VALUES = OUT_FIELDS.index(FLOAT_STEP_KEYS[0])
+"""First of the float step info rows (``STEP_VALUES + FLOAT_STEP_KEYS.index(key)``)."""
+OUT_EQUITY = OUT_FIELDS.index("equity")
+OUT_POSITION = OUT_FIELDS.index("position")
+OUT_TARGET = OUT_FIELDS.index("target")
+OUT_UNITS = OUT_FIELDS.index("units")
+OUT_FILL_PRICE = OUT_FIELDS.index("fill_price")
+OUT_FEE = OUT_FIELDS.index("fee")
+OUT_SPREAD_COST = OUT_FIELDS.index("spread_cost")
+OUT_SLIPPAGE_COST = OUT_FIELDS.index("slippage_cost")
+OUT_FUNDING_PAID = OUT_FIELDS.index("funding_paid")
+OUT_BORROW_PAID = OUT_FIELDS.index("borrow_paid")
+OUT_POSITION_PNL = OUT_FIELDS.index("position_pnl")
+TRADE_RECORD = OUT_FIELDS.index(f"trade_{TRADE_KEYS[0]}")
+"""First of the trade record rows (``TRADE_RECORD + TRADE_KEYS.index(key)``)."""
+assert OUT_FIELDS[STEP_VALUES:STEP_VALUES + len(FLOAT_STEP_KEYS)] == FLOAT_STEP_KEYS
+assert len(OUT_FIELDS) == len(set(OUT_FIELDS)) == OUT_ROWS
+assert OUT_ROWS == TRADE_RECORD + TRADE_SIZE
+
+TRADE_INT_KEYS: tuple[str, ...] = ("opened_at", "closed_at", "bars")
+"""Rows of the int64 output block: the trade record's integer fields."""
+OPENED_AT_ROW = TRADE_INT_KEYS.index("opened_at")
+CLOSED_AT_ROW = TRADE_INT_KEYS.index("closed_at")
+BARS_ROW = TRADE_INT_KEYS.index("bars")
+OPENED_AT_OUT = TRADE_RECORD + TRADE_KEYS.index("opened_at")
+CLOSED_AT_OUT = TRADE_RECORD + TRADE_KEYS.index("closed_at")
+BARS_OUT = TRADE_RECORD + TRADE_KEYS.index("bars")
+FLAG_FIELDS: tuple[str, ...] = ("terminated", "closed", "liquidated")
+"""Rows of the bool output block: the episode ended, a trade closed, it was liquidated."""
+FLAG_ROWS = 3
+TERMINATED = FLAG_FIELDS.index("terminated")
+CLOSED = FLAG_FIELDS.index("closed")
+LIQUIDATION = FLAG_FIELDS.index("liquidated")
+assert len(FLAG_FIELDS) == FLAG_ROWS and set(TRADE_INT_KEYS) <= set(TRADE_KEYS)
+
+# -- trade history: float64 [width, HISTORY_TRADE_ROWS, N] ------------------------------------
+HISTORY_TRADE_FIELDS: tuple[str, ...] = ("side", "pnl", "return")
+"""Per clock tick, the trade the step's fill closed (side 0.0 where none closed)."""
+HISTORY_TRADE_ROWS = 3
+HIST_SIDE = HISTORY_TRADE_FIELDS.index("side")
+HIST_PNL = HISTORY_TRADE_FIELDS.index("pnl")
+HIST_RETURN = HISTORY_TRADE_FIELDS.index("return")
+assert len(HISTORY_TRADE_FIELDS) == HISTORY_TRADE_ROWS
 
 
 def rates_table(rates: tuple[ExecutionRates, ...]) -> np.ndarray:
     """float64 ``[D, RATE_FIELDS]``: each dataset's rates (ints and bools as floats)."""
     return np.array([[float(value) for value in r] for r in rates], dtype=np.float64)
+
+
+def rates_of(row: np.ndarray) -> ExecutionRates:
+    """The :class:`ExecutionRates` of a row of :func:`rates_table`, read by field name."""
+    return ExecutionRates(
+        fee_rate=row[FEE_RATE],
+        half_spread=row[HALF_SPREAD],
+        slippage_fixed=row[SLIPPAGE_FIXED],
+        slippage_k=row[SLIPPAGE_K],
+        slippage_model=int(row[SLIPPAGE_MODEL]),
+        max_participation=row[MAX_PARTICIPATION],
+        funding=row[FUNDING] != 0.0,
+        next_open=row[NEXT_OPEN] != 0.0,
+        borrow_per_bar=row[BORROW_PER_BAR],
+        borrow=row[BORROW] != 0.0,
+        maintenance_margin=row[MAINTENANCE_MARGIN],
+        liquidation_fee_rate=row[LIQUIDATION_FEE_RATE],
+        liquidation=row[LIQUIDATION] != 0.0,
+    )
 
 
 # execute_step's two helpers branch on the Python type (float or array); compiled code sees
@@ -118,6 +231,16 @@ def _liquidate_compiled(hit, side, units, equity_new, position_pnl, fee, spread_
     return impl
 
 
+# The account step and its callees compile from their own source wherever compiled code
+# calls them (register_jitable leaves each a plain Python function for the interpreted
+# callers). The step and the rates reader are inlined into the loop (LLVM's always-inline;
+# numba's own IR inlining doubles the compile time): as calls, with the account's column
+# and the trade record passed as array views, they cost the loop about twice as much.
+for _function in (advance_account, rates_of):
+    register_jitable(forceinline=True)(_function)
+for _function in (account_features, differential_sharpe, closed_trade, execute_step):
+    register_jitable(_function)
+# The jitted engine and trade and reward functions, for tests/test_batch_kernel.py.
 _execute_step = numba.njit(execute_step)
 _differential_sharpe = numba.njit(differential_sharpe)
 _closed_trade = numba.njit(closed_trade)
@@ -145,27 +268,25 @@ def _advance_accounts(
     out: np.ndarray,
     trade_ints: np.ndarray,
     flags: np.ndarray,
-) -> tuple[int, int]:
-    """Advance every account by one bar (the loop of :meth:`TradingEnv.step`, per account).
+) -> tuple[int, int, int]:
+    """Advance every account by one bar: :func:`~tradezoo.envs.account.advance_account` on
+    each account's column of ``state``, its results written into the batched layouts.
 
     Args:
         state: float64 ``[STATE_ROWS, N]``, updated in place.
-        step_table: float64 ``[R, STEP_COLUMNS]``: per market row ``close[t], open[t+1],
-            close[t+1], funding_rate[t+1], range_frac[t], notional[t], high[t+1], low[t+1]``,
-            the :class:`BarTerms` ``price_gap, funding_per_unit, drift`` and the row in its
-            dataset's index.
+        step_table: float64 ``[R, STEP_COLUMNS]`` (:data:`STEP_TABLE_FIELDS`).
         rows: int64 ``[N]``, each account's decision row (market index).
         target: float64 ``[N]``, the target exposures of this step's actions.
         rate_rows: float64 ``[D, RATE_FIELDS]`` (:func:`rates_table`); ``dataset`` int64
             ``[N]`` picks each account's row.
-        every_bar, reward_kind (0 log_return, 1 pnl, 2 differential_sharpe), min_equity,
-            initial_equity, dsr_eta: the env's settings.
+        every_bar, reward_kind (:data:`~tradezoo.envs.account.REWARD_KINDS` index),
+            min_equity, initial_equity, dsr_eta: the env's settings.
         column: this tick's column of the circular histories (time-major ``[width, N]``,
-            ``hist_trades`` ``[width, 3, N]``: side, pnl, return of the trade that closed,
-            side 0 where none closed); written when ``keep_history`` / ``with_metrics``.
-        out, trade_ints, flags: outputs, float64 ``[OUT_ROWS, N]``, int64 ``[3, N]`` and bool
-            ``[FLAG_ROWS, N]``; the trade rows are 0 where no trade closed, and hold the last
-            trade the step closed (the liquidated one where the order closed another).
+            ``hist_trades`` ``[width, HISTORY_TRADE_ROWS, N]``); written when
+            ``keep_history`` / ``with_metrics``.
+        out, trade_ints, flags: outputs, float64 ``[OUT_ROWS, N]``, int64
+            ``[len(TRADE_INT_KEYS), N]`` and bool ``[FLAG_ROWS, N]``; the trade rows are 0
+            where no trade closed, and hold the last trade the step closed.
 
     Returns:
         ``(terminated, closed, liquidated)``: how many accounts ended their episode, closed a
@@ -175,131 +296,75 @@ def _advance_accounts(
     n_closed = 0
     n_liquidated = 0
     for i in range(rows.shape[0]):
-        r = rate_rows[dataset[i]]
-        rates = ExecutionRates(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6] != 0.0,
-                               r[7] != 0.0, r[8], r[9] != 0.0, r[10], r[11], r[12] != 0.0)
+        rates = rates_of(rate_rows[dataset[i]])
         bar = step_table[rows[i]]
-        units0 = state[UNITS, i]
-        equity0 = state[EQUITY, i]
-        new_target = target[i]
-        trade = every_bar or new_target != state[TARGET, i]
-        fill = _execute_step(units0, equity0, new_target, trade, bar[0], bar[1], bar[2], bar[3],
-                             bar[4], bar[5], rates, BarTerms(bar[8], bar[9], bar[10]),
-                             bar[6], bar[7])
-        units = fill.units
-        equity = fill.equity
-        liquidated = fill.liquidated_units != 0.0
-
-        ratio = equity / equity0
-        log_return = math.log(ratio) if ratio > LOG_FLOOR else LOG_FLOOR_VALUE
-        if reward_kind == 0:
-            reward = log_return
-        elif reward_kind == 1:
-            reward = (equity - equity0) / initial_equity
-        else:
-            reward, state[DSR_A, i], state[DSR_B, i] = _differential_sharpe(
-                state[DSR_A, i], state[DSR_B, i], ratio - 1.0, dsr_eta)
-        position = units * bar[2] / equity if equity > 0.0 else 0.0
-        terminated = liquidated or equity <= min_equity
+        account = state[:, i]
+        (reward, log_return, terminated, liquidated, closed_side, closed_pnl, closed_return,
+         fill) = advance_account(
+            account, out[TRADE_RECORD:, i], target[i], every_bar, bar[CLOSE], bar[OPEN_NEXT],
+            bar[CLOSE_NEXT], bar[FUNDING_RATE_NEXT], bar[RANGE_FRAC], bar[NOTIONAL],
+            bar[HIGH_NEXT], bar[LOW_NEXT], BarTerms(bar[PRICE_GAP], bar[FUNDING_PER_UNIT],
+                                                    bar[DRIFT]),
+            bar[BAR], rates, reward_kind, min_equity, initial_equity, dsr_eta,
+        )
+        closed = closed_side != 0.0 or liquidated
         n_terminated += terminated
+        n_closed += closed
         n_liquidated += liquidated
-
-        state[UNITS, i] = units
-        state[EQUITY, i] = equity
-        state[TARGET, i] = new_target
-        state[POSITION, i] = position
-        if equity > state[PEAK, i]:
-            state[PEAK, i] = equity
-        state[COSTS, i] += fill.fee
-        state[COSTS + 1, i] += fill.spread_cost
-        state[COSTS + 2, i] += fill.slippage_cost
-        state[COSTS + 3, i] += fill.funding_paid
-        state[COSTS + 4, i] += fill.borrow_paid
-        if keep_history:
-            hist_equity[column, i] = equity
-            hist_position[column, i] = position
-            hist_notional[column, i] = fill.traded_units * fill.fill_price
-
+        position = account[POSITION]
         out[REWARD, i] = reward
         out[LOG_RETURN, i] = log_return
-        out[STEP_VALUES, i] = equity
-        out[STEP_VALUES + 1, i] = position
-        out[STEP_VALUES + 2, i] = new_target
-        out[STEP_VALUES + 3, i] = units
-        out[STEP_VALUES + 4, i] = fill.fill_price
-        out[STEP_VALUES + 5, i] = fill.fee
-        out[STEP_VALUES + 6, i] = fill.spread_cost
-        out[STEP_VALUES + 7, i] = fill.slippage_cost
-        out[STEP_VALUES + 8, i] = fill.funding_paid
-        out[STEP_VALUES + 9, i] = fill.borrow_paid
-        out[STEP_VALUES + 10, i] = fill.position_pnl
+        out[OUT_EQUITY, i] = account[EQUITY]
+        out[OUT_POSITION, i] = position
+        out[OUT_TARGET, i] = account[TARGET]
+        out[OUT_UNITS, i] = account[UNITS]
+        out[OUT_FILL_PRICE, i] = fill.fill_price
+        out[OUT_FEE, i] = fill.fee
+        out[OUT_SPREAD_COST, i] = fill.spread_cost
+        out[OUT_SLIPPAGE_COST, i] = fill.slippage_cost
+        out[OUT_FUNDING_PAID, i] = fill.funding_paid
+        out[OUT_BORROW_PAID, i] = fill.borrow_paid
+        out[OUT_POSITION_PNL, i] = fill.position_pnl
         flags[TERMINATED, i] = terminated
-        flags[LIQUIDATION, i] = liquidated
-
-        # Trades: a trade closes when the position's sign changes from non-zero, and one
-        # opens when it changes to non-zero (TradingEnv._trade_transition), at the fill; a
-        # liquidation then closes the trade open after the fill.
-        fill_units = units - fill.liquidated_units  # units after the fill
-        side = 1.0 if fill_units > 0.0 else (-1.0 if fill_units < 0.0 else 0.0)
-        old_side = state[SIDE, i]
-        closed = side != old_side and old_side != 0.0
-        closed_part = 0.0
-        if closed:
-            pnl, trade_return, closed_part = _closed_trade(
-                side, equity - equity0, units0, fill.traded_units,
-                fill.fee + fill.spread_cost + fill.slippage_cost
-                - (fill.liquidation_fee + fill.liquidation_spread_cost
-                   + fill.liquidation_slippage_cost),
-                fill.funding_paid, bar[PRICE_GAP], rates.next_open, equity0, state[BASE, i],
-                state[ENTRY_EQUITY, i])
-            out[TRADE_SIDE, i] = old_side
-            out[TRADE_ENTRY_PRICE, i] = state[ENTRY_PRICE, i]
-            out[TRADE_EXIT_PRICE, i] = fill.fill_price
-            out[TRADE_PNL, i] = pnl
-            out[TRADE_RETURN, i] = trade_return
-            trade_ints[0, i] = int(state[ENTRY_BAR, i])
-            trade_ints[1, i] = int(bar[BAR_ROW])
-            trade_ints[2, i] = int(bar[BAR_ROW] - state[ENTRY_BAR, i])
-            if with_metrics:
-                hist_trades[column, 0, i] = old_side
-                hist_trades[column, 1, i] = pnl
-                hist_trades[column, 2, i] = trade_return
-            n_closed += 1
-        else:
-            for row in range(TRADE_SIDE, OUT_ROWS):
-                out[row, i] = 0.0
-            trade_ints[0, i] = 0
-            trade_ints[1, i] = 0
-            trade_ints[2, i] = 0
-            if with_metrics:
-                hist_trades[column, 0, i] = 0.0
-        if side != old_side and side != 0.0:  # a trade opens
-            state[ENTRY_PRICE, i] = fill.fill_price
-            state[ENTRY_BAR, i] = bar[BAR_ROW]
-            state[BASE, i] = equity0 + closed_part
-            state[ENTRY_EQUITY, i] = equity0
-        if liquidated:  # closes the trade open after the fill: all of the step is its own
-            pnl, trade_return, _ = _closed_trade(
-                0.0, equity - equity0, 0.0, 0.0, 0.0, 0.0, 0.0, rates.next_open, equity0,
-                state[BASE, i], state[ENTRY_EQUITY, i])
-            out[TRADE_SIDE, i] = side
-            out[TRADE_ENTRY_PRICE, i] = state[ENTRY_PRICE, i]
-            out[TRADE_EXIT_PRICE, i] = fill.liquidation_price
-            out[TRADE_PNL, i] = pnl
-            out[TRADE_RETURN, i] = trade_return
-            trade_ints[0, i] = int(state[ENTRY_BAR, i])
-            trade_ints[1, i] = int(bar[BAR_ROW])
-            trade_ints[2, i] = int(bar[BAR_ROW] - state[ENTRY_BAR, i])
-            state[LIQUIDATED, i] = 1.0
-            state[LIQUIDATED_PNL, i] = pnl
-            state[LIQUIDATED_RETURN, i] = trade_return
-            n_closed += not closed
-            closed = True
-            side = 0.0
         flags[CLOSED, i] = closed
-        state[SIDE, i] = side
+        flags[LIQUIDATION, i] = liquidated
+        if closed:
+            trade_ints[OPENED_AT_ROW, i] = int(out[OPENED_AT_OUT, i])
+            trade_ints[CLOSED_AT_ROW, i] = int(out[CLOSED_AT_OUT, i])
+            trade_ints[BARS_ROW, i] = int(out[BARS_OUT, i])
+        else:
+            for row in range(TRADE_RECORD, OUT_ROWS):
+                out[row, i] = 0.0
+            for row in range(len(TRADE_INT_KEYS)):
+                trade_ints[row, i] = 0
+        if keep_history:
+            hist_equity[column, i] = account[EQUITY]
+            hist_position[column, i] = position
+            hist_notional[column, i] = fill.traded_units * fill.fill_price
+        if with_metrics:
+            hist_trades[column, HIST_SIDE, i] = closed_side
+            if closed_side != 0.0:
+                hist_trades[column, HIST_PNL, i] = closed_pnl
+                hist_trades[column, HIST_RETURN, i] = closed_return
     return n_terminated, n_closed, n_liquidated
 
 
 advance_accounts = numba.njit(nogil=True)(_advance_accounts)
 """The compiled :func:`_advance_accounts` (``advance_accounts.py_func`` is the Python one)."""
+
+
+def _account_vectors(
+    state: np.ndarray, bars: np.ndarray, accounts: np.ndarray, bars_scale: float,
+    out: np.ndarray,
+) -> None:
+    """The dict observation's account vectors of ``accounts`` (int64 ``[M]``) at their
+    decision ``bars`` (int64 ``[M]``, rows of their datasets) into float32 ``out [M, 4]``:
+    :func:`~tradezoo.envs.account.account_features` of each account's column."""
+    for j in range(accounts.shape[0]):
+        features = account_features(state[:, accounts[j]], bars[j], bars_scale)
+        for k in range(len(features)):
+            out[j, k] = features[k]
+
+
+account_vectors = numba.njit(nogil=True)(_account_vectors)
+"""The compiled :func:`_account_vectors`."""

@@ -2,12 +2,14 @@
 
 One episode is a walk over consecutive decision bars of one dataset's split. At each step the
 agent sees data known at the close of bar ``t`` (observation), picks an action (a target
-exposure, :mod:`tradezoo.envs.core`), and :func:`~tradezoo.backtest.execution.execute_step` —
-the package's one execution and accounting function, here fed Python floats — fills it at
-``open[t+1]`` (``fill="next_open"``, default) with half spread, slippage and fee, charges funding
-at the stamp and borrow on shorts, and marks equity at ``close[t+1]``. The batched envs
-(:mod:`tradezoo.envs.vector_env`) run the same function on arrays and the same observation
-builder (:class:`~tradezoo.envs.market.Market`), and are tested equal to this env step by step.
+exposure, :mod:`tradezoo.envs.core`), and :func:`~tradezoo.envs.account.advance_account` —
+the package's one account step, here run in Python on the env's own account — has
+:func:`~tradezoo.backtest.execution.execute_step` fill it at ``open[t+1]``
+(``fill="next_open"``, default) with half spread, slippage and fee, charge funding at the stamp
+and borrow on shorts, and mark equity at ``close[t+1]``; it then computes the reward and keeps
+the account's books and trade records. The batched envs (:mod:`tradezoo.envs.vector_env`) run
+the same function compiled, once per account, and the same observation builder
+(:class:`~tradezoo.envs.market.Market`), and are tested equal to this env step by step.
 
 Example::
 
@@ -22,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, SupportsFloat
@@ -32,10 +33,30 @@ import numpy as np
 from gymnasium.error import ResetNeeded
 
 from tradezoo.backtest.costs import CostModel
-from tradezoo.backtest.execution import execute_step
+from tradezoo.envs.account import (
+    CLOSED_AT,
+    COSTS,
+    EQUITY,
+    FEES_PAID,
+    OPENED_AT,
+    POSITION,
+    REWARD_KINDS,
+    SLIPPAGE_PAID,
+    SPREAD_PAID,
+    TARGET,
+    TRADE_BARS,
+    TRADE_ENTRY_PRICE,
+    TRADE_EXIT_PRICE,
+    TRADE_PNL,
+    TRADE_RETURN,
+    TRADE_SIDE,
+    TRADE_SIZE,
+    account_features,
+    advance_account,
+    final_trade,
+    new_account,
+)
 from tradezoo.envs.core import (
-    LOG_FLOOR,
-    LOG_FLOOR_VALUE,
     RENDER_MODES,
     ActionScheme,
     EnvConfig,
@@ -43,8 +64,6 @@ from tradezoo.envs.core import (
     RewardKind,
     build_config,
     check_reset_options,
-    closed_trade,
-    differential_sharpe,
     episode_metrics,
     invalid_action,
 )
@@ -184,8 +203,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         self._leverage = config.max_leverage
         self._allow_short = config.allow_short
         self._every_bar = config.rebalance == "every_bar"
-        self._next_open = config.fill == "next_open"
-        self._reward_kind = ("log_return", "pnl", "differential_sharpe").index(config.reward)
+        self._reward_kind = REWARD_KINDS.index(config.reward)
         self._eta = config.dsr_eta
         self._initial = config.initial_equity
         self._min_equity = config.min_equity
@@ -198,10 +216,15 @@ class TradingEnv(gym.Env[ObsType, Any]):
         # once: reset only rewinds counters, so it does no O(episode) work.
         self._eq_hist = [0.0] * (capacity + 1)
         self._pos_hist = [0.0] * (capacity + 1)
-        self._turn_hist = [0.0] * (capacity + 1)
+        self._notional_hist = [0.0] * (capacity + 1)  # signed traded notional per step
         self._trade_pnl = [0.0] * (capacity + 1)
         self._trade_ret = [0.0] * (capacity + 1)
+        # The account (tradezoo.envs.account's layout) and the record of a closing trade.
+        self._account = new_account(self._initial, 0)
+        self._trade = [0.0] * TRADE_SIZE
         self._ring = market.box_ring() if self._box else None
+        self._box_push = market.box_push  # bound once: the step calls them on every bar
+        self._box_observation = market.box_observation
         self._needs_reset = True
         self._row = -1
         self._offset = 0
@@ -225,7 +248,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         ds, start = self.config.draw_start(self.np_random, options)
         dataset = self.market.datasets[ds]
         self._begin(ds, start)
-        return self._observe(), {"equity": self._equity, "position": 0.0,
+        return self._observe(), {"equity": self._initial, "position": 0.0,
                                  "bar": start - dataset.offset, "dataset": ds}
 
     def _begin(self, ds: int, start: int) -> None:
@@ -238,19 +261,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         self._start = self._row = start
         self._end = config.end_row(ds, start)
         self._steps = 0
-        self._units = 0.0
-        self._equity = self._peak = self._initial
-        self._target = 0.0
-        self._position = 0.0
-        self._side = 0
-        self._base = self._initial
-        self._entry_eq = self._initial
-        self._entry_row = start
-        self._entry_price = 0.0
+        self._account = new_account(self._initial, start - dataset.offset)
         self._n_trades = 0
-        self._fee_sum = self._spread_sum = self._slip_sum = 0.0
-        self._funding_sum = self._borrow_sum = 0.0
-        self._dsr_a = self._dsr_b = 0.0
         self._eq_hist[0] = self._initial
         self._pos_hist[0] = 0.0
         if self._box:
@@ -268,83 +280,71 @@ class TradingEnv(gym.Env[ObsType, Any]):
         if scheme == 2:
             target = self._continuous_target(action)
         else:
-            try:
-                choice = operator.index(action)
-            except TypeError:
-                raise invalid_action(action, self.action_space) from None
-            if not 0 <= choice <= 2 or action.__class__ is bool:
-                raise invalid_action(action, self.action_space)
-            target = self._target if scheme == 1 and choice == 1 else self._levels[choice]
-        trade = self._every_bar or target != self._target
+            if action.__class__ is int and 0 <= action <= 2:  # a plain int: nothing to convert
+                choice = action
+            else:
+                try:
+                    choice = operator.index(action)
+                except TypeError:
+                    raise invalid_action(action, self.action_space) from None
+                if not 0 <= choice <= 2 or action.__class__ is bool:
+                    raise invalid_action(action, self.action_space)
+            target = (self._account[TARGET] if scheme == 1 and choice == 1
+                      else self._levels[choice])
 
-        # -- one bar of execution and accounting (the shared engine) ---------------------
+        # -- one bar for the account (the shared account step, interpreted) --------------
         t = self._row
         t1 = t + 1
-        close = self._close
-        units0 = self._units
-        equity0 = self._equity
-        close_prev = close[t]
-        close_next = close[t1]
-        (units, equity, traded, fill_price, fee, spread, slip, funding, borrow,
-         position_pnl, liq_units, liq_price, liq_fee, liq_spread, liq_slip) = execute_step(
-            units0, equity0, target, trade, close_prev, self._open[t1], close_next,
-            self._funding[t1], self._range[t], self._notional[t], self._rates, None,
-            self._high[t1], self._low[t1],
+        bar = t - self._offset
+        account = self._account
+        (reward, log_return, terminated, liquidated, closed_side, closed_pnl, closed_return,
+         fill) = advance_account(
+            account, self._trade, target, self._every_bar, self._close[t], self._open[t1],
+            self._close[t1], self._funding[t1], self._range[t], self._notional[t],
+            self._high[t1], self._low[t1], None, bar, self._rates, self._reward_kind,
+            self._min_equity, self._initial, self._eta,
         )
-        ratio = equity / equity0
-        log_return = math.log(ratio) if ratio > LOG_FLOOR else LOG_FLOOR_VALUE
-        kind = self._reward_kind
-        if kind == 0:
-            reward = log_return
-        elif kind == 1:
-            reward = (equity - equity0) / self._initial
-        else:
-            reward = self._differential_sharpe(ratio - 1.0)
-        position = units * close_next / equity if equity > 0.0 else 0.0
+        (units, equity, traded, fill_price, fee, spread, slip, funding, borrow, position_pnl,
+         _liq_units, _liq_price, _liq_fee, _liq_spread, _liq_slip) = fill
+        position = account[POSITION]
 
-        # -- bookkeeping ------------------------------------------------------------------
+        # -- the episode's histories and the infos ------------------------------------------
         steps = self._steps + 1
         self._steps = steps
         self._row = t1
-        self._units = units
-        self._equity = equity
-        self._target = target
-        self._position = position
-        if equity > self._peak:
-            self._peak = equity
-        self._fee_sum += fee
-        self._spread_sum += spread
-        self._slip_sum += slip
-        self._funding_sum += funding
-        self._borrow_sum += borrow
         self._eq_hist[steps] = equity
         self._pos_hist[steps] = position
-        self._turn_hist[steps] = abs(traded) * fill_price / equity0
+        self._notional_hist[steps] = traded * fill_price
         if self._box:
-            self.market.box_push(self._ring, steps, t1, position, log_return)
+            self._box_push(self._ring, steps, t1, position, log_return)
         info = {
             "equity": equity, "position": position, "target": target, "units": units,
             "fill_price": fill_price, "fee": fee, "spread_cost": spread,
             "slippage_cost": slip, "funding_paid": funding, "borrow_paid": borrow,
-            "position_pnl": position_pnl, "bar": t1 - self._offset, "dataset": self._ds,
+            "position_pnl": position_pnl, "bar": bar + 1, "dataset": self._ds,
         }
-        fill_units = units - liq_units  # held after the fill (a liquidation then closes them)
-        side = (fill_units > 0.0) - (fill_units < 0.0)
-        if side != self._side:
-            self._trade_transition(info, side, equity - equity0, units0, traded,
-                                   fee + spread + slip - (liq_fee + liq_spread + liq_slip),
-                                   funding, fill_price, t, equity0)
-        liquidated = liq_units != 0.0
-        if liquidated:
-            self._liquidation_close(info, equity - equity0, liq_price, t, equity0)
-            info["liquidated"] = True
-
-        terminated = liquidated or equity <= self._min_equity
+        if closed_side or liquidated:
+            if closed_side:
+                n = self._n_trades
+                self._trade_pnl[n] = closed_pnl
+                self._trade_ret[n] = closed_return
+                self._n_trades = n + 1
+            record = self._trade  # the last trade the step closed
+            info["trade"] = {
+                "side": record[TRADE_SIDE], "opened_at": record[OPENED_AT],
+                "closed_at": record[CLOSED_AT], "entry_price": record[TRADE_ENTRY_PRICE],
+                "exit_price": record[TRADE_EXIT_PRICE], "pnl": record[TRADE_PNL],
+                "return": record[TRADE_RETURN], "bars": record[TRADE_BARS],
+            }
+            if liquidated:
+                info["liquidated"] = True
         truncated = not terminated and t1 >= self._end
         if terminated or truncated:
             self._needs_reset = True
             if self._with_metrics:
                 info["metrics"] = self._metrics()
+        if self._box:
+            return self._box_observation(self._ring, steps), reward, terminated, truncated, info
         return self._observe(), reward, terminated, truncated, info
 
     def _continuous_target(self, action: Any) -> float:
@@ -362,104 +362,24 @@ class TradingEnv(gym.Env[ObsType, Any]):
             target = 0.0
         return target
 
-    def _differential_sharpe(self, simple_return: float) -> float:
-        value, self._dsr_a, self._dsr_b = differential_sharpe(
-            self._dsr_a, self._dsr_b, simple_return, self._eta)
-        return value
-
-    def _trade_transition(
-        self,
-        info: dict[str, Any],
-        side: int,
-        delta: float,
-        units0: float,
-        traded: float,
-        fill_costs: float,
-        funding: float,
-        fill_price: float,
-        row: int,
-        equity0: float,
-    ) -> None:
-        """Close and/or open a trade on a step whose position sign changed.
-
-        A trade's running P&L is ``equity - base``: ``base`` is the equity at its opening
-        decision, plus, when it opened by reversing a position, the part of that step that
-        belongs to the closed trade (:mod:`tradezoo.envs.core`).
-        """
-        old_side = self._side
-        if old_side:
-            price_gap = 0.0  # read on a reversal only
-            if side and self._next_open:
-                price_gap = self._open[row + 1] - self._close[row]
-            pnl, trade_return, old_part = closed_trade(
-                side, delta, units0, traded, fill_costs, funding, price_gap, self._next_open,
-                equity0, self._base, self._entry_eq)
-            n = self._n_trades
-            self._trade_pnl[n] = pnl
-            self._trade_ret[n] = trade_return
-            self._n_trades = n + 1
-            offset = self._offset
-            info["trade"] = {
-                "side": float(old_side), "opened_at": self._entry_row - offset,
-                "closed_at": row - offset, "entry_price": self._entry_price,
-                "exit_price": fill_price, "pnl": pnl, "return": trade_return,
-                "bars": row - self._entry_row,
-            }
-        else:
-            old_part = 0.0
-        if side:
-            self._base = equity0 + old_part
-            self._entry_eq = equity0
-            self._entry_row = row
-            self._entry_price = fill_price
-        self._side = side
-
-    def _liquidation_close(
-        self, info: dict[str, Any], delta: float, exit_price: float, row: int, equity0: float
-    ) -> None:
-        """Close the trade held after the fill at its liquidation (the step's last close):
-        all of the step's equity change ``delta`` beyond what a reversal gave the trade it
-        closed is this trade's (:func:`~tradezoo.envs.core.closed_trade` with side 0)."""
-        pnl, trade_return, _ = closed_trade(0, delta, 0.0, 0.0, 0.0, 0.0, 0.0,
-                                            self._next_open, equity0, self._base,
-                                            self._entry_eq)
-        n = self._n_trades
-        self._trade_pnl[n] = pnl
-        self._trade_ret[n] = trade_return
-        self._n_trades = n + 1
-        offset = self._offset
-        info["trade"] = {
-            "side": float(self._side), "opened_at": self._entry_row - offset,
-            "closed_at": row - offset, "entry_price": self._entry_price,
-            "exit_price": exit_price, "pnl": pnl, "return": trade_return,
-            "bars": row - self._entry_row,
-        }
-        self._side = 0
-
     def _metrics(self) -> dict[str, float]:
         k = self._steps
         n = self._n_trades
         pnl, ret = self._trade_pnl[:n], self._trade_ret[:n]
-        if self._side:  # an open trade counts with its unrealised P&L
-            open_pnl = self._equity - self._base
-            pnl.append(open_pnl)
-            ret.append(open_pnl / self._entry_eq)
+        counts, last_pnl, last_return = final_trade(self._account)
+        if counts:
+            pnl.append(last_pnl)
+            ret.append(last_return)
         return episode_metrics(
             np.array(self._eq_hist[: k + 1]), np.array(self._pos_hist[1 : k + 1]),
-            np.array(self._turn_hist[1 : k + 1]), np.array(pnl), np.array(ret),
-            (self._fee_sum, self._spread_sum, self._slip_sum, self._funding_sum,
-             self._borrow_sum),
-            initial_equity=self._initial, periods_per_year=self._ppy,
+            self._turnover(), np.array(pnl), np.array(ret),
+            self._account[COSTS], initial_equity=self._initial, periods_per_year=self._ppy,
         )
 
     def _account_vector(self) -> np.ndarray:
-        if self._side:
-            unrealised = (self._equity - self._base) / self._entry_eq
-            held = math.log1p(self._row - self._entry_row) / self._bars_scale
-        else:
-            unrealised = held = 0.0
         return np.array(
-            (self._position, unrealised, held, self._equity / self._peak - 1.0), np.float32
+            account_features(self._account, self._row - self._offset, self._bars_scale),
+            np.float32,
         )
 
     def _observe(self) -> ObsType:
@@ -477,9 +397,11 @@ class TradingEnv(gym.Env[ObsType, Any]):
                 gym.logger.warn("TradingEnv.render() before reset(): nothing to draw yet")
             return None
         if self.render_mode == "ansi":
-            return ansi_status(self._dataset, self._row, self._steps, self._equity,
-                               self._initial, self._position,
-                               self._fee_sum + self._spread_sum + self._slip_sum)
+            account = self._account
+            return ansi_status(self._dataset, self._row, self._steps, account[EQUITY],
+                               self._initial, account[POSITION],
+                               account[FEES_PAID] + account[SPREAD_PAID]
+                               + account[SLIPPAGE_PAID])
         k = self._steps
         return rgb_frame(self._dataset, self._start, self._row,
                          np.array(self._pos_hist[: k + 1]), np.array(self._eq_hist[: k + 1]))
@@ -496,17 +418,17 @@ class TradingEnv(gym.Env[ObsType, Any]):
 
     @property
     def equity(self) -> float:
-        return self._equity
+        return self._account[EQUITY]
 
     @property
     def position(self) -> float:
         """Exposure held (``units * close / equity``)."""
-        return self._position
+        return self._account[POSITION]
 
     @property
     def target(self) -> float:
         """The target exposure of the last action (0 at the start of an episode)."""
-        return self._target
+        return self._account[TARGET]
 
     def episode_history(self) -> dict[str, np.ndarray]:
         """Copies of this episode's per-bar ``equity`` and ``position`` ``[k + 1]`` (bar 0 is
@@ -514,4 +436,9 @@ class TradingEnv(gym.Env[ObsType, Any]):
         k = self._steps
         return {"equity": np.array(self._eq_hist[: k + 1]),
                 "position": np.array(self._pos_hist[: k + 1]),
-                "turnover": np.array(self._turn_hist[1 : k + 1])}
+                "turnover": self._turnover()}
+
+    def _turnover(self) -> np.ndarray:
+        """Each step's traded notional over the equity at its decision, float64 ``[k]``."""
+        k = self._steps
+        return np.abs(np.array(self._notional_hist[1 : k + 1])) / np.array(self._eq_hist[:k])

@@ -1,12 +1,14 @@
 """Batched trading envs: N accounts advanced by one numpy call per step.
 
-:class:`BatchCore` holds the state of N episodes as arrays ``[N]`` and advances all of them
-with one call of :func:`~tradezoo.envs.batch_kernel.advance_accounts`, a compiled loop that
-runs, for each account, the same scalar functions the single
-:class:`~tradezoo.envs.trading_env.TradingEnv` runs in Python
-(:func:`~tradezoo.backtest.execution.execute_step`, the reward and trade-record functions of
-:mod:`tradezoo.envs.core`), so each sub-env computes exactly what a ``TradingEnv`` computes
-(tests hold them equal step by step); observations come from the builders of
+:class:`BatchCore` holds the state of N episodes as one block ``[ACCOUNT_SIZE, N]`` (a
+column per account in :mod:`tradezoo.envs.account`'s layout) and advances all of them with one
+call of :func:`~tradezoo.envs.batch_kernel.advance_accounts`, a compiled loop that runs, for
+each account, the account step the single :class:`~tradezoo.envs.trading_env.TradingEnv` runs
+in Python (:func:`~tradezoo.envs.account.advance_account`), so each sub-env computes exactly
+what a ``TradingEnv`` computes (tests hold them equal step by step); the episode metrics count
+a final trade by the same rule (:func:`~tradezoo.envs.account.final_trade`), and the dict
+observation's account vector is the same function
+(:func:`~tradezoo.envs.account.account_features`); observations come from the builders of
 :class:`~tradezoo.envs.market.Market`. Two
 front ends share it:
 
@@ -35,34 +37,28 @@ from gymnasium.vector.utils import batch_space
 
 from tradezoo.backtest.execution import bar_terms_of
 from tradezoo.backtest.metrics import Metrics
-from tradezoo.envs.batch_kernel import (
-    BASE,
-    CLOSED,
+from tradezoo.envs.account import (
+    ACCOUNT_FIELDS,
     COSTS,
-    DSR_A,
-    DSR_B,
-    ENTRY_EQUITY,
-    ENTRY_PRICE,
-    EQUITY,
+    REWARD_KINDS,
+    final_trade,
+    new_account,
+)
+from tradezoo.envs.batch_kernel import (
+    CLOSED,
     FLAG_ROWS,
-    LIQUIDATED,
-    LIQUIDATED_PNL,
-    LIQUIDATED_RETURN,
+    FLOAT_STEP_KEYS,
     LIQUIDATION,
     LOG_RETURN,
+    MARKET_STEP_FIELDS,
     OUT_ROWS,
-    PEAK,
     REWARD,
-    SIDE,
     STATE_ROWS,
     STEP_VALUES,
     TERMINATED,
-    TRADE_ENTRY_PRICE,
-    TRADE_EXIT_PRICE,
-    TRADE_PNL,
-    TRADE_RETURN,
-    TRADE_SIDE,
-    UNITS,
+    TRADE_INT_KEYS,
+    TRADE_RECORD,
+    account_vectors,
     advance_accounts,
     rates_table,
 )
@@ -87,8 +83,10 @@ _MASK_KEYS = tuple(f"_{k}" for k in STEP_INFO_KEYS)
 _UNSIGNED = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32),
              8: np.dtype(np.uint64)}
 _TWO = {size: np.array(2, dtype) for size, dtype in _UNSIGNED.items()}  # highest action
-# The step infos the kernel writes as output rows (in this order); "bar" and "dataset" are ints.
-_FLOAT_STEP_KEYS = tuple(k for k in STEP_INFO_KEYS if k not in ("bar", "dataset"))
+# Where each trade info is in the kernel's outputs: (key, in the int64 block, row).
+_TRADE_ROWS = tuple(
+    (key, True, TRADE_INT_KEYS.index(key)) if key in TRADE_INT_KEYS
+    else (key, False, TRADE_RECORD + k) for k, key in enumerate(TRADE_KEYS))
 _TRADE_MASK_KEYS = tuple(f"_{k}" for k in TRADE_KEYS)
 _METRIC_NAMES = tuple(item.name for item in dataclasses.fields(Metrics))
 _METRICS_BATCH = 64  # accounts per compute_metrics_batch call (see BatchCore.episode_metrics)
@@ -164,6 +162,9 @@ class BatchCore:
         # dataset's index (a trade's closing bar): float64 [R, STEP_COLUMNS] (batch_kernel's
         # layout), read by the compiled step.
         table = market.step_rows
+        if table.shape[1] != len(MARKET_STEP_FIELDS):
+            raise ValueError(f"Market.step_rows has {table.shape[1]} columns, the batched step "
+                             f"reads {len(MARKET_STEP_FIELDS)}: {MARKET_STEP_FIELDS}")
         terms = bar_terms_of(table[:, 0], table[:, 1], table[:, 2], table[:, 3],
                              config.rates[0])  # reads the fill rule only, one per env
         bars = np.empty(len(table))
@@ -182,18 +183,15 @@ class BatchCore:
         zeros_i = lambda: np.zeros(n, np.int64)  # noqa: E731
         self.ds, self.offset, self.start, self.row, self.end, self.clock0 = (
             zeros_i() for _ in range(6))
-        # The accounts' float state, one block that the compiled step updates in place
-        # (batch_kernel's row layout); the attributes below are views of its rows. Infos
-        # never hold these arrays: they get the step's fresh output block or copies.
+        # The accounts' float state, one block that the compiled step updates in place: a
+        # column per account in the account's own layout (tradezoo.envs.account), so
+        # ``state[:, i]`` is account i and ``fields[name]`` a row over the accounts (views).
+        # Infos never hold these arrays: they get the step's fresh output block or copies.
         self.state = np.zeros((STATE_ROWS, n))
-        state = self.state
-        self.units, self.equity, self.target, self.position, self.side = state[UNITS:SIDE + 1]
-        # The open trade: entry price, entry bar (row in the dataset, as a float), base (the
-        # equity its running P&L is measured from, core.closed_trade) and equity at entry.
-        self.entry_price, self.entry_bar, self.base, self.entry_eq = (
-            state[ENTRY_PRICE:ENTRY_EQUITY + 1])
-        self.dsr_a, self.dsr_b, self.peak = state[DSR_A], state[DSR_B], state[PEAK]
-        self.cost_sums = state[COSTS:COSTS + 5]  # fee, spread, slippage, funding, borrow
+        self.fields = dict(zip(ACCOUNT_FIELDS, self.state, strict=True))
+        self.equity, self.target, self.position = (
+            self.fields["equity"], self.fields["target"], self.fields["position"])
+        self.cost_sums = self.state[COSTS]  # COST_KEYS order
         # Histories by clock tick (time-major, so each step writes one contiguous row).
         width = self._history if self._keep_history else 1
         self.hist_equity = np.zeros((width, n))
@@ -212,7 +210,7 @@ class BatchCore:
         # initial_equity, dsr_eta), as the types it is compiled for.
         self._settings = (
             config.rebalance == "every_bar",
-            ("log_return", "pnl", "differential_sharpe").index(config.reward),
+            REWARD_KINDS.index(config.reward),
             float(config.min_equity), float(config.initial_equity), float(config.dsr_eta),
         )
         self._compile_step()
@@ -228,8 +226,11 @@ class BatchCore:
             self._rate_rows, self.ds[none], *self._settings, 0, self._keep_history,
             self._with_metrics, self.hist_equity[:, none], self.hist_position[:, none],
             self.hist_notional[:, none], self.hist_trades[:, :, none], np.empty((OUT_ROWS, 0)),
-            np.empty((3, 0), np.int64), np.empty((FLAG_ROWS, 0), bool),
+            np.empty((len(TRADE_INT_KEYS), 0), np.int64), np.empty((FLAG_ROWS, 0), bool),
         )
+        if not self._box:
+            account_vectors(self.state, self.row[none], self.row[none], 1.0,
+                            np.empty((0, N_ACCOUNT_FEATURES), np.float32))
 
     # -- seeding and episode starts ------------------------------------------------------
 
@@ -265,11 +266,8 @@ class BatchCore:
         self.row[idx] = start
         self.clock0[idx] = self.clock
         state = self.state
-        state[:, idx] = 0.0
-        state[EQUITY, idx] = initial
-        state[PEAK, idx] = initial
-        state[BASE:ENTRY_EQUITY + 1, idx] = initial
-        self.entry_bar[idx] = start - self.offset[idx]
+        state[:, idx] = np.array(new_account(initial, 0.0))[:, None]
+        self.fields["entry_bar"][idx] = start - self.offset[idx]
         if self._keep_history:
             column = self.clock % self._history
             self.hist_equity[column, idx] = initial
@@ -331,7 +329,7 @@ class BatchCore:
         self.clock = clock = self.clock + 1
         column = clock % self._history
         out = np.empty((OUT_ROWS, n))
-        trade_ints = np.empty((3, n), np.int64)
+        trade_ints = np.empty((len(TRADE_INT_KEYS), n), np.int64)
         flags = np.empty((FLAG_ROWS, n), bool)
         any_terminated, any_closed, any_liquidated = advance_accounts(
             self.state, self._step_table, self.row, target, self._rate_rows, self.ds,
@@ -352,17 +350,14 @@ class BatchCore:
             done = terminated.copy()
             any_done = any_terminated
         # The float values are rows of this step's fresh output block (the core keeps none).
-        values = dict(zip(_FLOAT_STEP_KEYS, out[STEP_VALUES:STEP_VALUES + len(_FLOAT_STEP_KEYS)],
+        values = dict(zip(FLOAT_STEP_KEYS, out[STEP_VALUES:STEP_VALUES + len(FLOAT_STEP_KEYS)],
                           strict=True))
         values["bar"] = rows1 - self.offset
         values["dataset"] = self.ds.copy()
         trades = None
         if any_closed:
-            trades = {
-                "side": out[TRADE_SIDE], "opened_at": trade_ints[0], "closed_at": trade_ints[1],
-                "entry_price": out[TRADE_ENTRY_PRICE], "exit_price": out[TRADE_EXIT_PRICE],
-                "pnl": out[TRADE_PNL], "return": out[TRADE_RETURN], "bars": trade_ints[2],
-            }
+            trades = {key: trade_ints[row] if is_int else out[row]
+                      for key, is_int, row in _TRADE_ROWS}
         metrics: dict[int, dict[str, float]] = {}
         if self._with_metrics and any_done:
             metrics = self.episode_metrics(done.nonzero()[0])
@@ -437,13 +432,10 @@ class BatchCore:
         for i, end in zip(group.tolist(), ends, strict=True):
             pnl, ret = trade_pnl[begin:end], trade_ret[begin:end]
             begin = end
-            if self.side[i]:  # the open trade counts with its unrealised P&L
-                open_pnl = self.equity[i] - self.base[i]
-                pnl = np.append(pnl, open_pnl)
-                ret = np.append(ret, open_pnl / self.entry_eq[i])
-            elif self.state[LIQUIDATED, i]:  # the trade the liquidation closed, the last one
-                pnl = np.append(pnl, self.state[LIQUIDATED_PNL, i])
-                ret = np.append(ret, self.state[LIQUIDATED_RETURN, i])
+            counts, last_pnl, last_return = final_trade(self.state[:, i].tolist())
+            if counts:
+                pnl = np.append(pnl, last_pnl)
+                ret = np.append(ret, last_return)
             trades.append({"pnl": pnl, "return": ret})
             costs.append(episode_costs(self.cost_sums[:, i].tolist(), initial))
         batch = compute_metrics_batch(
@@ -461,15 +453,8 @@ class BatchCore:
     def account(self, idx: np.ndarray | None = None) -> np.ndarray:
         """Dict-observation account vectors ``[N or M, 4]`` (float32)."""
         sel = self._all if idx is None else idx
-        held = self.side[sel] != 0.0
         out = np.empty((len(sel), N_ACCOUNT_FEATURES), np.float32)
-        equity = self.equity[sel]
-        out[:, 0] = self.position[sel]
-        out[:, 1] = np.where(held, (equity - self.base[sel]) / self.entry_eq[sel], 0.0)
-        out[:, 2] = np.where(held, np.log1p(
-            (self.row[sel] - self.offset[sel]) - self.entry_bar[sel])
-                             / self._bars_scale, 0.0)
-        out[:, 3] = equity / self.peak[sel] - 1.0
+        account_vectors(self.state, self.row[sel] - self.offset[sel], sel, self._bars_scale, out)
         return out
 
     def observe(self, idx: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
