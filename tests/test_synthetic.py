@@ -12,6 +12,7 @@ import pytest
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.simulation import simulate
 from tradezoo.data import DataError, list_datasets, load_dataset
+from tradezoo.agents import calibration
 from tradezoo.data import synthetic as syn
 from tradezoo.data.datasets import load_bars
 
@@ -138,18 +139,18 @@ def test_irregular_gaps_survive_data_preparation() -> None:
 
 @pytest.mark.parametrize("name", ["synthetic-regime", "synthetic-meanrevert"])
 def test_oracle_beats_buy_and_hold_after_costs_on_the_test_part(name: str) -> None:
-    start, end = syn.part_span(name, "test")
-    result = syn.oracle_backtest(name, start, end)
+    start, end = calibration.part_span(name, "test")
+    result = calibration.oracle_backtest(name, start, end)
     assert result.cost_totals["fee"] > 0 and result.metrics.n_trades >= 5  # costs are paid
     assert result.metrics.sharpe > result.benchmark_metrics.sharpe + 2.0
     assert result.metrics.total_return > max(result.benchmark_metrics.total_return, 0.0)
-    assert syn.oracle_sharpe(name, "test") == result.metrics.sharpe
+    assert calibration.oracle_sharpe(name, "test") == result.metrics.sharpe
 
 
 def test_noise_has_no_edge_for_the_oracle_or_momentum() -> None:
     name = "synthetic-noise"
     assert (syn.oracle_positions(name) == 0.0).all()
-    assert syn.oracle_sharpe(name, "test") == 0.0
+    assert calibration.oracle_sharpe(name, "test") == 0.0
     zero = CostModel.zero()
     for market in (name, "synthetic-regime"):
         bars = load_dataset(market)
@@ -163,10 +164,10 @@ def test_noise_has_no_edge_for_the_oracle_or_momentum() -> None:
 
 
 def test_irregular_filter_with_dt_beats_the_same_filter_without() -> None:
-    with_dt = syn.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=True))
-    without = syn.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=False))
+    with_dt = calibration.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=True))
+    without = calibration.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=False))
     assert with_dt.metrics.sharpe > without.metrics.sharpe + 1.0
-    oracle = syn.oracle_backtest(syn.IRREGULAR)
+    oracle = calibration.oracle_backtest(syn.IRREGULAR)
     assert oracle.metrics.sharpe > with_dt.metrics.sharpe > without.metrics.sharpe > 0.0
     truth = syn.hidden_state(syn.IRREGULAR)["signal"]
     fit = {dt: np.corrcoef(syn.filtered_signal(use_dt=dt), truth)[0, 1] for dt in (True, False)}

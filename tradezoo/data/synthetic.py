@@ -17,9 +17,9 @@ Each market's hidden state (:func:`hidden_state`) has a column ``oracle_signal``
 (:func:`oracle_positions`) holds ``sign(oracle_signal)`` (long 1 or short 1) and keeps its
 previous position while ``|oracle_signal| <= band`` (a hysteresis band, in the signal's
 units, that keeps it from paying a round trip for a negligible edge). It is a reference policy
-that sees the hidden state, not a proven optimum. Its figures come from
-:func:`~tradezoo.backtest.simulation.simulate` with the dataset's own cost model
-(:meth:`~tradezoo.backtest.costs.CostModel.for_source` of source ``"synthetic"``).
+that sees the hidden state, not a proven optimum. Its figures, replayed through the one
+engine with the dataset's own cost model, come from :mod:`tradezoo.agents.calibration` (the data
+layer imports nothing above it).
 
 Bar shapes (all markets): ``open`` is the log-price path at the bar's open, ``close`` at its
 close; ``high`` and ``low`` are the exact maximum and minimum of a Brownian bridge from open to
@@ -34,7 +34,7 @@ Reproducibility: the same seed gives the same bytes on the same numpy build and 
 does not promise the ``Generator`` streams across versions, and its vectorised ``exp``/``log``
 may differ in the last bit between CPUs; neither changes a figure at the precision reported.
 
-Run ``python -m tradezoo.data.synthetic`` to print every market's oracle and buy-and-hold
+Run ``python -m tradezoo.agents.calibration`` to print every market's oracle and buy-and-hold
 Sharpe on the train, validation and test parts.
 """
 
@@ -42,17 +42,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tradezoo.data.bars import finalize_bars
-
-if TYPE_CHECKING:
-    from tradezoo.backtest.simulation import BacktestResult
 
 SOURCE = "synthetic"
 """``attrs["source"]`` of every synthetic market (its cost model: ``CostModel.for_source``)."""
@@ -420,98 +416,3 @@ def filter_positions(*, use_dt: bool = True) -> pd.Series:
     """Targets of the filter policy on ``synthetic-irregular``: :func:`filtered_signal` through
     the oracle's hysteresis rule with band :data:`FILTER_BAND`."""
     return _hysteresis(filtered_signal(use_dt=use_dt), FILTER_BAND)
-
-
-def oracle_backtest(
-    name: str, start: pd.Timestamp | str | None = None, end: pd.Timestamp | str | None = None
-) -> BacktestResult:
-    """The oracle replayed through :func:`~tradezoo.backtest.simulation.simulate` on the bars
-    ``start .. end`` (inclusive; default all), with the dataset's cost model, fills at the next
-    open. The result's benchmark is buy-and-hold on the same bars and costs."""
-    return backtest_positions(name, oracle_positions(name), start, end)
-
-
-def backtest_positions(
-    name: str,
-    positions: pd.Series,
-    start: pd.Timestamp | str | None = None,
-    end: pd.Timestamp | str | None = None,
-) -> BacktestResult:
-    """Replay ``positions`` (targets on the dataset's full index) on the bars ``start .. end``
-    of dataset ``name`` through ``simulate``, with its default cost model."""
-    from tradezoo.backtest.costs import CostModel
-    from tradezoo.backtest.simulation import simulate
-    from tradezoo.data.datasets import load_dataset
-
-    bars = load_dataset(name).loc[start:end]
-    costs = CostModel.for_source(bars.attrs.get("source"), what=f"dataset {name!r}: source")
-    return simulate(bars, positions.loc[bars.index], costs=costs)
-
-
-def part_span(
-    name: str,
-    part: str = "test",
-    *,
-    window: int = 64,
-    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
-) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """First and last bar a backtest of ``part`` trades on, as the trainers' evaluation does
-    (:meth:`~tradezoo.agents.data.PreparedData.decision_rows`: the first decision bar .. the
-    bar after the last decision), with the default features and the given window/fractions."""
-    from tradezoo.agents.data import prepare_data
-
-    data = prepare_data(name, window=window, split_fractions=split_fractions)
-    rows = data.decision_rows(part)  # type: ignore[arg-type]
-    first = data.bar_offset + int(rows[0])
-    last = data.bar_offset + int(rows[-1]) + 1
-    return data.bars.index[first], data.bars.index[last]
-
-
-def oracle_sharpe(
-    name: str,
-    part: str = "test",
-    *,
-    window: int = 64,
-    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
-) -> float:
-    """The oracle's annualised Sharpe on ``part`` (see :func:`part_span`), through the engine.
-
-    An oracle that never holds a position (``synthetic-noise``) earns exactly 0 on every bar;
-    its Sharpe is reported as 0.0 (the metrics leave a constant series' Sharpe undefined).
-    """
-    start, end = part_span(name, part, window=window, split_fractions=split_fractions)
-    result = oracle_backtest(name, start, end)
-    if not (result.returns != 0.0).any():
-        return 0.0
-    return float(result.metrics.sharpe)
-
-
-def main() -> None:
-    """Print each market's oracle and buy-and-hold Sharpe per part, and the irregular
-    market's filter policies with and without ``dt`` (the tables of docs/calibration.md)."""
-    print("| dataset | part | bars | oracle Sharpe | oracle total return | buy & hold Sharpe |")
-    print("|---|---|---|---|---|---|")
-    spans = {}
-    for name in MARKETS:
-        for part in ("train", "val", "test"):
-            spans[name, part] = start, end = part_span(name, part)
-            result = oracle_backtest(name, start, end)
-            sharpe = oracle_sharpe(name, part)
-            print(
-                f"| {name} | {part} | {len(result.equity)} | {sharpe:.2f} | "
-                f"{result.metrics.total_return:+.1%} | {result.benchmark_metrics.sharpe:.2f} |"
-            )
-    print()
-    print(f"| {IRREGULAR} policy | train | val | test |")
-    print("|---|---|---|---|")
-    for label, use_dt in (("Kalman filter with dt", True), ("Kalman filter, dt = 1 h", False)):
-        positions = filter_positions(use_dt=use_dt)
-        figures = [
-            backtest_positions(IRREGULAR, positions, *spans[IRREGULAR, part]).metrics.sharpe
-            for part in ("train", "val", "test")
-        ]
-        print(f"| {label} | " + " | ".join(f"{value:.2f}" for value in figures) + " |")
-
-
-if __name__ == "__main__":
-    main()
