@@ -26,7 +26,7 @@ from tradezoo.backtest.metrics import compute_metrics
 from tradezoo.backtest.simulation import simulate
 from tradezoo.data import load_dataset
 from tradezoo.data.datasets import load_bars
-from tradezoo.data.synthetic import oracle_backtest
+from tradezoo.data.synthetic import oracle_positions
 
 REGIME = "synthetic-regime"
 PPY = 8760.0
@@ -250,8 +250,10 @@ def test_break_even_of_a_row_zeroes_its_total_return(records: list[dict],
 
 def test_oracle_fraction(records: list[dict], frame: pd.DataFrame,
                          regime: pd.DataFrame) -> None:
-    parts = [oracle_backtest(REGIME, regime.index[a], regime.index[b]).returns.to_numpy()
-             for a, b in SPANS]
+    # the oracle replayed on the same test bars with the dataset's costs (as oracle_backtest)
+    oracle_targets = oracle_positions(REGIME)
+    parts = [simulate(regime.iloc[a : b + 1], oracle_targets.iloc[a : b + 1], costs=COSTS,
+                      periods_per_year=PPY).returns.to_numpy() for a, b in SPANS]
     oracle = compute_metrics(np.concatenate(parts), periods_per_year=PPY).sharpe
     assert oracle > 1.0
     seeds = [compute_metrics(_stitched(records, "noise", s, "returns"),
@@ -342,3 +344,15 @@ def test_simulate_equity_is_simulates_equity(regime: pd.DataFrame, fill: str, re
                             rebalance=rebalance, periods_per_year=PPY)  # type: ignore[arg-type]
     assert alone.index.equals(full.equity.index)
     np.testing.assert_array_equal(alone.to_numpy(), full.equity.to_numpy())
+
+
+def test_turnover_is_weighted_by_bars(regime: pd.DataFrame) -> None:
+    rng = np.random.default_rng(8)
+    spans = [regime.iloc[8600:8701], regime.iloc[8700:9001]]  # 100 and 300 return bars
+    cells = [_record(REGIME, fold, "w", "supervised", 0, span, _blocks(rng, len(span), 9))
+             for fold, span in enumerate(spans)]
+    turnovers = [c["metrics"]["turnover"] for c in cells]
+    assert turnovers[0] != pytest.approx(turnovers[1])
+    row = lb.leaderboard_frame(cells, n_boot=N_BOOT).iloc[0]
+    assert row["turnover_mean"] == pytest.approx((100 * turnovers[0] + 300 * turnovers[1]) / 400,
+                                                 rel=1e-12)

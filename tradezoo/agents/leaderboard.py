@@ -228,7 +228,7 @@ def stitch(cells: Sequence[CellSeries]) -> SeedSeries:
 
 def _sharpe(returns: np.ndarray, periods_per_year: float) -> float:
     """Annualised Sharpe (:func:`compute_metrics`); 0 for a series of zeros (no return, no
-    risk: a policy that never trades, as ``tradezoo.data.synthetic.oracle_sharpe`` reports
+    risk: a policy that never trades, as ``tradezoo.agents.calibration.oracle_sharpe`` reports
     it)."""
     if not (returns != 0.0).any():
         return 0.0
@@ -535,6 +535,11 @@ def _heatmap_png(records_by_row: Mapping[tuple[str, str, str], list[CellSeries]]
     return buffer.getvalue()
 
 
+_BASELINE_STYLES: dict[str, Any] = {
+    "buy_and_hold": "-", "momentum": "--", "sma_cross": "-.", "flat": (0, (1, 3))}
+"""Line style of each baseline in ``equity.png`` (all black)."""
+
+
 def _equity_png(seeds_by_row: Mapping[tuple[str, str, str], list[SeedSeries]],
                 datasets: Sequence[str]) -> bytes:
     """equity.png: stitched out-of-sample equity per row, mean over seeds with the seeds'
@@ -559,12 +564,12 @@ def _equity_png(seeds_by_row: Mapping[tuple[str, str, str], list[SeedSeries]],
             x = seeds[0].timestamps.tz_convert(None)
             if mode == BASELINE_MODE:
                 ax.plot(x, curves.mean(axis=0), color="black", linewidth=1.0,
-                        linestyle=":" if arch != "buy_and_hold" else "-", label=arch)
+                        linestyle=_BASELINE_STYLES.get(arch, ":"), label=arch)
                 continue
             color = palette(archs.index(arch) % palette.N)
             style = "-" if mode == "supervised" else "--" if mode == "ppo" else "-."
             ax.plot(x, curves.mean(axis=0), style, color=color, linewidth=1.1,
-                    label=f"{arch} ({mode}, {len(seeds)} seeds)")
+                    label=f"{arch} ({mode}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
             if len(seeds) > 1:
                 ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=color,
                                 alpha=0.15, linewidth=0)

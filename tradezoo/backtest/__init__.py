@@ -3,7 +3,12 @@
 - :mod:`~tradezoo.backtest.costs`: :class:`CostModel` and its presets.
 - :mod:`~tradezoo.backtest.execution`: :func:`execute_step`, the one execution and accounting
   function (scalar and batched), and :func:`execution_rates`.
-- :mod:`~tradezoo.backtest.simulation`: :func:`simulate` -> :class:`BacktestResult`.
+- :mod:`~tradezoo.backtest.simulation`: :func:`simulate` -> :class:`BacktestResult`;
+  :func:`simulate_equity` (its equity path alone, for many replays).
+- :mod:`~tradezoo.backtest.baselines`: rule baselines (``buy_and_hold``, ``flat``,
+  ``sma_cross``, ``momentum``): :func:`baseline_targets`, :func:`baseline_backtest`.
+- :mod:`~tradezoo.backtest.diagnostics`: degenerate-policy flags and the break-even trading
+  cost of a backtest: :func:`diagnose`, :func:`policy_flags`, :func:`break_even_cost_bps`.
 - :mod:`~tradezoo.backtest.metrics`: :func:`compute_metrics`, :class:`Metrics`,
   :func:`periods_per_year_for`; :func:`compute_metrics_batch` (many equal-length series at
   once, each result equal to ``compute_metrics`` of that series to the bit).
@@ -43,6 +48,14 @@ _EXPORTS: dict[str, str] = {
     "StepFill": "execution",
     "simulate": "simulation",
     "BacktestResult": "simulation",
+    "simulate_equity": "simulation",
+    "BASELINES": "baselines",
+    "baseline_targets": "baselines",
+    "baseline_backtest": "baselines",
+    "diagnose": "diagnostics",
+    "PolicyDiagnostics": "diagnostics",
+    "policy_flags": "diagnostics",
+    "break_even_cost_bps": "diagnostics",
     "compute_metrics": "metrics",
     "compute_metrics_batch": "metrics",
     "Metrics": "metrics",
