@@ -104,22 +104,23 @@ def test_compare_two_architectures_one_seed(tmp_path: Path,
             "ppo.episode_length=96", "--device", "cpu", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "0 cells done, 4 to run" in printed
-    assert "[4/4] bars fold 0 " in printed
+    assert "0 cells done, 8 to run" in printed  # 4 models and the 4 rule baselines
+    assert "[8/8] bars fold 0 " in printed
     markdown = (out / "leaderboard.md").read_text()
     assert "Command: `tradezoo compare --archs gru,lstm" in markdown
-    assert "**buy & hold**" in markdown and "budget `smoke`" in markdown
+    assert "budget `smoke`" in markdown
     csv = pd.read_csv(out / "leaderboard.csv")
-    rows = set(zip(csv["model"], csv["mode"], strict=True))
-    assert rows == {("gru", "supervised"), ("gru", "ppo (warm start)"), ("lstm", "supervised"),
-                    ("lstm", "ppo (warm start)"), (BUY_AND_HOLD, "benchmark")}
-    supervised = csv[csv["mode"] == "supervised"]
-    assert supervised["accuracy_mean"].between(0, 1).all()
-    assert (csv[csv["model"] != BUY_AND_HOLD]["params"] > 0).all()
-    assert (out / "equity.png").stat().st_size > 0
+    rows = set(zip(csv["arch"], csv["mode"], strict=True))
+    assert rows == {("gru", "supervised"), ("gru", "ppo_warm"), ("lstm", "supervised"),
+                    ("lstm", "ppo_warm"), ("buy_and_hold", "baseline"), ("flat", "baseline"),
+                    ("sma_cross", "baseline"), ("momentum", "baseline")}
+    assert (csv["n_cells"] == 1).all()
+    assert (out / "equity.png").stat().st_size > 0 and (out / "folds.png").stat().st_size > 0
     runs = out / "runs" / "bars" / "fold0"
     assert (runs / "gru" / "seed0" / "supervised" / "supervised" / "best.pt").is_file()
     assert (runs / "lstm" / "seed0" / "ppo_warm" / "ppo" / "final_model.zip").is_file()
-    assert len(pd.read_csv(out / "cells.csv")) == 4
+    cells = pd.read_csv(out / "cells.csv")
+    assert len(cells) == 8 and (cells["status"] == "done").all()
+    assert cells[cells["mode"] == "supervised"]["accuracy"].between(0, 1).all()
     assert main(argv) == 0  # the same command again: every cell is in the store
-    assert "4 cells done, 0 to run" in capsys.readouterr().out
+    assert "8 cells done, 0 to run" in capsys.readouterr().out

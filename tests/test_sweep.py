@@ -58,9 +58,11 @@ def comparable(record: dict) -> dict:
 def test_cell_key_changes_with_config_data_and_code(bars_file: Path) -> None:
     tasks = expand_grid(options(archs="gru,mlp", mode="supervised", seeds=2),
                         data=[str(bars_file)])
-    assert [(t.cell.arch, t.cell.seed) for t in tasks] == [("gru", 0), ("gru", 1), ("mlp", 0),
-                                                           ("mlp", 1)]
-    assert len({t.key for t in tasks}) == 4
+    assert [(t.cell.arch, t.cell.mode, t.cell.seed) for t in tasks] == [
+        ("gru", "supervised", 0), ("gru", "supervised", 1), ("mlp", "supervised", 0),
+        ("mlp", "supervised", 1), ("buy_and_hold", "baseline", 0), ("flat", "baseline", 0),
+        ("sma_cross", "baseline", 0), ("momentum", "baseline", 0)]
+    assert len({t.key for t in tasks}) == 8
     again = expand_grid(options(archs="gru,mlp", mode="supervised", seeds=2),
                         data=[str(bars_file)])
     assert [t.key for t in again] == [t.key for t in tasks]  # stable
@@ -87,7 +89,7 @@ def test_walk_forward_folds_rolling_and_expanding(bars_file: Path) -> None:
     with pytest.raises(Exception, match="too few"):
         walk_forward_scheme(60, 8, "rolling", 16, 4)
     tasks = expand_grid(options(archs="mlp", mode="supervised"), data=[str(bars_file)],
-                        folds=2, fold_mode="rolling")
+                        folds=2, fold_mode="rolling", baselines=False)
     assert [t.cell.fold for t in tasks] == [0, 1]
     assert tasks[0].config["split"]["walk_forward"]["train_size"] > 0  # rolling
     assert tasks[0].key != tasks[1].key
@@ -97,7 +99,8 @@ def test_walk_forward_folds_rolling_and_expanding(bars_file: Path) -> None:
 
 
 def test_failing_cell_is_recorded_and_the_grid_goes_on(bars_file: Path, tmp_path: Path) -> None:
-    tasks = expand_grid(options(archs="mlp,gru", mode="supervised"), data=[str(bars_file)])
+    tasks = expand_grid(options(archs="mlp,gru", mode="supervised"), data=[str(bars_file)],
+                        baselines=False)
     broken = replace(tasks[0], config={**tasks[0].config, "window": 100_000})
     out = tmp_path / "sweep"
     result = run_grid([broken, tasks[1]], out, ExecutionOptions(), keep_work=False,
@@ -133,7 +136,7 @@ def ray_runtime():
 def test_cells_are_bit_identical_serial_pool_and_ray(bars_file: Path, tmp_path: Path,
                                                      ray_runtime) -> None:
     tasks = expand_grid(options(archs="gru,mlp", mode="supervised", seeds=2),
-                        data=[str(bars_file)])[1:]
+                        data=[str(bars_file)])[1:5]  # gru seed 1, mlp seeds 0-1, buy_and_hold
     quiet = open(os.devnull, "w")  # noqa: SIM115
     runs = {
         "serial": run_grid(tasks, tmp_path / "serial", ExecutionOptions(), keep_work=False,
@@ -144,7 +147,7 @@ def test_cells_are_bit_identical_serial_pool_and_ray(bars_file: Path, tmp_path: 
                         stream=quiet),
     }
     for name, result in runs.items():
-        assert [r["status"] for r in result.records] == ["done"] * 3, name
+        assert [r["status"] for r in result.records] == ["done"] * 4, name
     serial = [comparable(r) for r in runs["serial"].records]
     assert [comparable(r) for r in runs["pool"].records] == serial
     assert [comparable(r) for r in runs["ray"].records] == serial
@@ -156,7 +159,8 @@ def test_ppo_cell_is_bit_identical_serial_and_ray(bars_file: Path, tmp_path: Pat
                                                   ray_runtime) -> None:
     tiny_ppo = {"ppo.timesteps": 256, "ppo.n_steps": 128, "ppo.batch_size": 64,
                 "ppo.n_epochs": 1}
-    tasks = expand_grid(options(archs="mlp", mode="ppo", **tiny_ppo), data=[str(bars_file)])
+    tasks = expand_grid(options(archs="mlp", mode="ppo", **tiny_ppo), data=[str(bars_file)],
+                        baselines=False)
     quiet = open(os.devnull, "w")  # noqa: SIM115
     serial = run_grid(tasks, tmp_path / "serial", ExecutionOptions(), keep_work=False,
                       stream=quiet)
@@ -167,7 +171,8 @@ def test_ppo_cell_is_bit_identical_serial_and_ray(bars_file: Path, tmp_path: Pat
 
 def test_ray_records_an_exception_once_and_ships_the_bars(bars_file: Path, tmp_path: Path,
                                                           ray_runtime) -> None:
-    tasks = expand_grid(options(archs="mlp", mode="supervised"), data=[str(bars_file)])
+    tasks = expand_grid(options(archs="mlp", mode="supervised"), data=[str(bars_file)],
+                        baselines=False)
     assert isinstance(tasks[0].source, pd.DataFrame)  # a file travels as its bars
     broken = replace(tasks[0], config={**tasks[0].config, "window": 100_000})
     result = run_grid([broken], tmp_path / "ray", ExecutionOptions(backend="ray"),
@@ -212,11 +217,13 @@ def test_sigkill_of_the_driver_loses_only_cells_in_flight(bars_file: Path, tmp_p
         assert json.loads(path.read_text())["status"] == "done"  # whole records only
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(stored)} cells done, {4 - len(stored)} to run" in rerun.stdout
-    assert rerun.stdout.count(": done (") == 4 - len(stored)  # only the missing cells trained
+    total = 8  # 4 models and the 4 rule baselines
+    assert f"{len(stored)} cells done, {total - len(stored)} to run" in rerun.stdout
+    assert rerun.stdout.count(": done (") == total - len(stored)  # only the missing cells ran
     store = CellStore(out)
     keys = sorted(p.stem for p in cells.glob("*.json"))
-    assert len(keys) == 4 and set(stored) <= set(keys)
+    assert len(keys) == total and set(stored) <= set(keys)
     assert all(store.get(k)["status"] == "done" for k in keys)
-    assert len(pd.read_csv(out / "cells.csv")) == 4
+    assert len(pd.read_csv(out / "cells.csv")) == total
+    assert (out / "leaderboard.md").is_file()
     assert not list(cells.glob(".*.tmp"))  # the claim removed any half-written temporary

@@ -264,11 +264,12 @@ MODE_LABELS = {"supervised": "supervised", "ppo": "ppo", "ppo_warm": "ppo (warm 
 """Leaderboard mode label of each cell mode."""
 
 
-def _equity(start: str, timestamps: Sequence[str], returns: Sequence[float | None]) -> pd.Series:
-    """Equity starting at 1 at ``start`` from per-bar returns (``None`` = 0)."""
+def _equity(timestamps: Sequence[str], returns: Sequence[float | None]) -> pd.Series:
+    """Equity starting at 1 on ``timestamps[0]`` from the per-bar returns on
+    ``timestamps[1:]`` (``None`` = 0)."""
     values = np.array([0.0 if r is None else r for r in returns], dtype=np.float64)
-    index = pd.DatetimeIndex([start, *timestamps])
-    return pd.Series(np.concatenate([[1.0], np.cumprod(1.0 + values)]), index=index)
+    return pd.Series(np.concatenate([[1.0], np.cumprod(1.0 + values)]),
+                     index=pd.DatetimeIndex(timestamps))
 
 
 def record_from_cell(cell_record: Mapping[str, Any]) -> RunRecord:
@@ -282,8 +283,8 @@ def record_from_cell(cell_record: Mapping[str, Any]) -> RunRecord:
         arch=cell["arch"], mode=MODE_LABELS.get(cell["mode"], cell["mode"]), seed=cell["seed"],
         metrics=metrics, train_seconds=float(cell_record.get("train_seconds") or math.nan),
         n_parameters=int(cell_record.get("n_parameters") or 0),
-        equity=_equity(test["start"], test["timestamps"], test["returns"]),
-        benchmark_equity=_equity(test["start"], test["timestamps"], test["benchmark_returns"]),
+        equity=_equity(test["timestamps"], test["returns"]),
+        benchmark_equity=_equity(test["timestamps"], test["benchmark_returns"]),
         benchmark_metrics=_pick(cell_record.get("benchmark_metrics") or {}, None))
 
 
@@ -347,7 +348,8 @@ def run_compare(options: TrainingOptions, *, command: str | None = None,
             f"thread(s) each)")
         say(f"output: {out}")
         grid = run_grid(tasks, out, execution, stream=out_stream)
-        result = _write_tables(options, grid.records, out, command, datasets, folds, say)
+        sources = {t.cell.dataset: t.source for t in tasks}
+        result = _write_tables(options, grid.records, out, command, sources, folds, say)
     failed = [r for r in grid.records if r["status"] != "done"]
     if failed:
         say(f"{len(failed)} cell(s) failed (their errors are in {out / 'cells.csv'}):")
@@ -362,34 +364,38 @@ def run_compare(options: TrainingOptions, *, command: str | None = None,
 
 
 def _write_tables(options: TrainingOptions, cell_records: Sequence[Mapping[str, Any]],
-                  out: Path, command: str | None, datasets: Sequence[str], folds: int,
+                  out: Path, command: str | None, sources: Mapping[str, Any], folds: int,
                   say: Any) -> CompareResult:
-    """The leaderboard of one dataset and one fold (mean ± std over seeds)."""
+    """The leaderboard of the cell records (:mod:`tradezoo.agents.leaderboard`): one row per
+    (dataset, architecture, mode), baselines included."""
+    from tradezoo.agents.leaderboard import write_leaderboard_files
+    from tradezoo.data.prepare import load_source
+
     done = [r for r in cell_records if r["status"] == "done"]
-    if not done or len(datasets) > 1 or folds > 1:
-        if done:
-            say("several datasets or folds: the per-cell results are in cells.csv")
+    if not done:
+        say("no cell finished: no leaderboard")
         return CompareResult(records=[], frame=None, paths={}, seconds=0.0)
-    records = [record_from_cell(r) for r in done]
-    test = done[0]["test"]
+    bars = {name: load_source(source) for name, source in sources.items()}
     supervised_cfg, ppo_cfg = options.supervised, options.ppo
     assert supervised_cfg is not None and ppo_cfg is not None
-    seeds = sorted({r.seed for r in records})
-    devices = sorted({str(r.get("device")) for r in done})
+    seeds = [options.seed + k for k in range(options.seeds)]
+    devices = sorted({str(r.get("device")) for r in done if r["cell"]["mode"] != "baseline"})
+    scheme = ("split fractions " + str(list(options.split_fractions)) if folds == 1
+              else f"{folds} walk-forward folds")
     notes = [
         f"Command: `{command}`" if command else "",
-        f"Data `{datasets[0]}`, window {options.window}, test split {test['start']} .. "
-        f"{test['timestamps'][-1]} ({len(test['returns'])} bars), split fractions "
-        f"{list(options.split_fractions)}; budget `{options.budget}` (supervised epochs "
-        f"{supervised_cfg.epochs}, PPO timesteps {ppo_cfg.timesteps:,}); seeds {seeds}; "
-        f"device {', '.join(devices)}.",
-        "Metrics on the test split with the dataset's costs (fills at the next open); mean ± "
-        "sample std over seeds; ranked by mean Sharpe. train_s: seconds of that row's own "
-        "training.",
+        f"Data {', '.join(f'`{d}`' for d in sources)}; window {options.window}; {scheme}; "
+        f"budget `{options.budget}` (supervised epochs {supervised_cfg.epochs}, PPO "
+        f"timesteps {ppo_cfg.timesteps:,}); seeds {seeds}; device {', '.join(devices) or 'n/a'}.",
+        "Metrics on the test parts with the dataset's costs (fills at the next open); "
+        "statistics and columns: docs/evaluation.md. Per-cell results: cells.csv.",
     ]
-    paths = write_leaderboard(records, out, notes=[n for n in notes if n],
-                              title=f"tradezoo leaderboard: {done[0]['cell']['dataset']}")
-    frame = leaderboard_frame(records)
+    paths = write_leaderboard_files(cell_records, out, bars=bars,
+                                    notes=[n for n in notes if n],
+                                    title=f"tradezoo leaderboard: {', '.join(sources)}")
+    frame = pd.read_csv(paths["csv"])
     say(paths["markdown"].read_text(encoding="utf-8"))
-    say(f"leaderboard: {paths['markdown']}, {paths['csv']}; equity curves: {paths['png']}")
-    return CompareResult(records=records, frame=frame, paths=paths, seconds=0.0)
+    say(f"leaderboard: {paths['markdown']}, {paths['csv']}; plots: {paths['folds']}, "
+        f"{paths['equity']}")
+    records = [record_from_cell(r) for r in done if r["cell"]["mode"] != "baseline"]
+    return CompareResult(records=records, frame=frame, paths=dict(paths), seconds=0.0)

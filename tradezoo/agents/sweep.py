@@ -274,6 +274,8 @@ def _cell_config(options: TrainingOptions, mode: str, split: Mapping[str, Any]) 
     config: dict[str, Any] = {k: saved[k] for k in ("window", "costs", "arch_config",
                                                     "features", "labels")}
     config["split"] = dict(split)
+    if mode == BASELINE_MODE:
+        return json.loads(_canonical(config))
     if mode in ("supervised", "ppo_warm"):
         config["supervised"] = {k: v for k, v in saved["supervised"].items()
                                 if k not in ("progress", "tensorboard")}
@@ -321,9 +323,11 @@ def _load_datasets(options: TrainingOptions, data: Sequence[str]) -> list[_Datas
 
 
 def expand_grid(options: TrainingOptions, *, data: Sequence[str], folds: int = 1,
-                fold_mode: str = "expanding") -> list[CellTask]:
+                fold_mode: str = "expanding", baselines: bool = True) -> list[CellTask]:
     """Every cell of the grid as a task (work directories, threads and device unset), in
-    grid order: dataset, fold, architecture, mode, seed.
+    grid order: dataset, fold, architecture, mode, seed; then, with ``baselines``, the rule
+    baselines of :mod:`tradezoo.backtest.baselines` of each (dataset, fold), mode
+    :data:`BASELINE_MODE`, seed 0, on the same test part.
 
     Raises:
         ConfigError: a bad fold count or mode, too few rows for the folds, two datasets with
@@ -348,6 +352,17 @@ def expand_grid(options: TrainingOptions, *, data: Sequence[str], folds: int = 1
                         tasks.append(CellTask(cell=cell, key=key, config=configs[mode],
                                               data_hash=dataset.digest, code_version=code,
                                               source=dataset.source))
+        if not baselines:
+            continue
+        from tradezoo.backtest.baselines import BASELINES
+
+        config = _cell_config(options, BASELINE_MODE, split)
+        for fold in range(folds):
+            for name in BASELINES:
+                cell = Cell(dataset.name, fold, name, BASELINE_MODE, 0)
+                tasks.append(CellTask(cell=cell, key=cell_key(cell, config, dataset.digest, code),
+                                      config=config, data_hash=dataset.digest,
+                                      code_version=code, source=dataset.source))
     return tasks
 
 
@@ -384,9 +399,12 @@ def _series_list(values: pd.Series | np.ndarray) -> list[float | None]:
 
 
 def _test_payload(backtest: Any, targets: pd.Series) -> dict[str, Any]:
-    """The record's ``test`` section: per-bar arrays on the return bars (the backtest's bars
-    after the first), ``start`` the first bar (equity 1 at its close) and ``targets`` the
-    target positions given to ``simulate`` on every bar of the backtest (for replays)."""
+    """The record's ``test`` section (docs/evaluation.md, "The leaderboard"): the backtest's
+    bars ``timestamps`` [n]; ``returns`` (net), ``gross_returns`` (before fees, spread and
+    slippage) and ``benchmark_returns`` (buy-and-hold) [n-1] on ``timestamps[1:]``; held
+    exposure ``positions`` [n]; ``targets`` [n], the positions given to ``simulate`` (NaN:
+    keep the previous one), and the replay settings ``fill``, ``rebalance``,
+    ``initial_equity``."""
     returns = backtest.returns
     equity = backtest.equity.to_numpy(dtype=np.float64)
     cost_total = backtest.costs.sum(axis=1).to_numpy(dtype=np.float64)
@@ -394,14 +412,17 @@ def _test_payload(backtest: Any, targets: pd.Series) -> dict[str, Any]:
         gross = returns.to_numpy(dtype=np.float64) + np.where(
             equity[:-1] > 0, cost_total[1:] / equity[:-1], 0.0)
     index = pd.DatetimeIndex(backtest.equity.index)
+    config = backtest.config if isinstance(backtest.config, Mapping) else {}
     return {
-        "start": index[0].isoformat(),
-        "timestamps": [ts.isoformat() for ts in pd.DatetimeIndex(returns.index)],
+        "timestamps": [ts.isoformat() for ts in index],
         "returns": _series_list(returns),
         "gross_returns": _series_list(gross),
-        "positions": _series_list(backtest.positions.iloc[1:]),
         "benchmark_returns": _series_list(backtest.benchmark_returns),
+        "positions": _series_list(backtest.positions),
         "targets": _series_list(targets.reindex(index)),
+        "fill": str(config.get("fill", "next_open")),
+        "rebalance": str(config.get("rebalance", "on_change")),
+        "initial_equity": float(config.get("initial_equity", 1.0)),
     }
 
 
@@ -428,8 +449,10 @@ def _train_and_grade(task: CellTask, work: Path) -> dict[str, Any]:
     cell, config = task.cell, task.config
     device = str(resolve_device(task.device))
     data = _prepare(task)
+    out: dict[str, Any] = {"device": device, "costs": data.costs.to_dict()}
+    if cell.mode == BASELINE_MODE:
+        return {**out, **_baseline(cell.arch, data)}
     arch_config = dict(config["arch_config"])
-    out: dict[str, Any] = {"device": device}
     checkpoint = None
     if cell.mode in ("supervised", "ppo_warm"):
         sup_cfg = SupervisedConfig.from_dict({**config["supervised"], "progress": False,
@@ -454,8 +477,20 @@ def _train_and_grade(task: CellTask, work: Path) -> dict[str, Any]:
         out.update(backtest=evaluation.backtest, targets=evaluation.targets,
                    classification=None, train_seconds=ppo.train_seconds,
                    n_parameters=ppo.n_parameters)
-    out["costs"] = data.costs.to_dict()
     return out
+
+
+def _baseline(name: str, data: Any) -> dict[str, Any]:
+    """Baseline ``name`` on the bars a model's test backtest spans (the test part's decision
+    rows and the bar after the last one)."""
+    from tradezoo.backtest.baselines import baseline_backtest
+
+    rows, offset = data.decision_rows("test"), data.bar_offset
+    start = data.bars.index[offset + int(rows[0])]
+    end = data.bars.index[offset + int(rows[-1]) + 1]
+    result, targets = baseline_backtest(name, data.bars, start, end, costs=data.costs)
+    return {"backtest": result, "targets": targets, "classification": None,
+            "train_seconds": 0.0, "n_parameters": 0}
 
 
 def run_cell(task: CellTask) -> dict[str, Any]:
