@@ -356,3 +356,23 @@ def test_turnover_is_weighted_by_bars(regime: pd.DataFrame) -> None:
     row = lb.leaderboard_frame(cells, n_boot=N_BOOT).iloc[0]
     assert row["turnover_mean"] == pytest.approx((100 * turnovers[0] + 300 * turnovers[1]) / 400,
                                                  rel=1e-12)
+
+
+def test_record_test_part(regime: pd.DataFrame) -> None:
+    from tradezoo.backtest.diagnostics import gross_returns
+
+    span = regime.iloc[4000:4200]
+    targets = pd.Series(_blocks(np.random.default_rng(2), len(span), 5), index=span.index)
+    targets.iloc[-1] = np.nan
+    result = simulate(span, targets, costs=COSTS, periods_per_year=PPY)
+    part = record_test_part(result, targets.iloc[:-1])  # a PPO evaluation's targets: one short
+    assert part["targets"][-1] is None and part["targets"][:-1] == targets.iloc[:-1].tolist()
+    assert len(part["timestamps"]) == len(span) and len(part["returns"]) == len(span) - 1
+    assert part["fill"] == "next_open" and part["rebalance"] == "on_change"
+    # gross - net = the bar's cost lines over the equity before it
+    cost = (gross_returns(result).to_numpy() - result.returns.to_numpy()) \
+        * result.equity.to_numpy()[:-1]
+    np.testing.assert_allclose(cost, result.costs.sum(axis=1).to_numpy()[1:], atol=1e-15)
+    assert cost.sum() > 0
+    with pytest.raises(ValueError, match="one target per bar"):
+        record_test_part(result, targets.to_numpy()[:-1])

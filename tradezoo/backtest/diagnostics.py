@@ -114,7 +114,8 @@ def record_test_part(result: BacktestResult,
     Args:
         result: the backtest of the cell's test part.
         targets: the ``positions`` argument ``result`` was simulated with, length n (NaN
-            allowed: keep the previous target).
+            allowed: keep the previous target); a Series is aligned on the backtest's bars
+            (a PPO evaluation's targets, which lack the last bar's decision, get NaN there).
 
     Returns:
         ``timestamps`` [n] (ISO 8601, the backtest's bars), ``returns``, ``gross_returns``,
@@ -122,6 +123,8 @@ def record_test_part(result: BacktestResult,
         ``targets`` [n] (``None`` where NaN), and ``fill``, ``rebalance``,
         ``initial_equity`` of the run (what a replay needs besides the bars and the costs).
     """
+    if isinstance(targets, pd.Series):
+        targets = targets.reindex(result.equity.index)
     values = np.asarray(targets, dtype=np.float64)
     if values.shape != (len(result.equity),):
         raise ValueError(f"targets must hold one target per bar of the backtest "
