@@ -260,11 +260,13 @@ def test_oracle_fraction(records: list[dict], frame: pd.DataFrame,
                              periods_per_year=PPY).sharpe for s in (0, 1)]
     assert _row(frame, "noise")["oracle_fraction"] == pytest.approx(
         np.mean([s / oracle for s in seeds]), rel=1e-12)
+    assert _row(frame, "noise")["oracle_sharpe"] == pytest.approx(oracle, rel=1e-12)
     # synthetic-noise: the oracle's Sharpe is 0, so no fraction
     noise = load_dataset("synthetic-noise")
     span = noise.iloc[5000:5200]
     one = [_record("synthetic-noise", 0, "long", "supervised", 0, span, np.ones(len(span)))]
-    assert math.isnan(lb.leaderboard_frame(one, n_boot=N_BOOT)["oracle_fraction"].iloc[0])
+    noise_row = lb.leaderboard_frame(one, n_boot=N_BOOT).iloc[0]
+    assert math.isnan(noise_row["oracle_fraction"]) and noise_row["oracle_sharpe"] == 0.0
     # a dataset without an oracle
     custom = [_record("custom", 0, "long", "supervised", 0, span, np.ones(len(span)))]
     out = lb.leaderboard_frame(custom, bars={"custom": noise}, n_boot=N_BOOT)

@@ -82,7 +82,8 @@ COLUMNS: tuple[str, ...] = (
     "break_even_cost_bps", "flags", "oracle_fraction",
 )
 """The statistic columns of a row (after ``dataset``, ``arch``, ``mode``)."""
-EXTRA_COLUMNS: tuple[str, ...] = ("n_seeds", "n_folds", "n_failed", "n_trials")
+EXTRA_COLUMNS: tuple[str, ...] = ("n_seeds", "n_folds", "n_failed", "n_trials",
+                                  "oracle_sharpe")
 """Bookkeeping columns of ``leaderboard.csv`` after :data:`COLUMNS`."""
 REPLAY_TOLERANCE = 1e-9
 """Largest absolute difference between a replayed return and the record's (bars check)."""
@@ -399,12 +400,13 @@ def leaderboard_frame(
         ppy = periods.pop()
         stats = [_seed_statistics(s, ppy, n_boot) for s in seeds]
         replays = [[_replay(full, c, verify_replay) for c in s.cells] for s in seeds]
-        fractions = []
+        fractions, oracles = [], []
         for seed, stat in zip(seeds, stats, strict=True):
             spans = tuple(c.timestamps[0] for c in seed.cells)
             if (dataset, spans) not in oracle_cache:
                 oracle_cache[dataset, spans] = _oracle_sharpe(dataset, full, seed.cells, ppy)
             oracle = oracle_cache[dataset, spans]
+            oracles.append(oracle)
             fractions.append(stat["sharpe"] / oracle if oracle and math.isfinite(oracle)
                              else math.nan)
         sharpes = [s["sharpe"] for s in stats]
@@ -429,6 +431,7 @@ def leaderboard_frame(
             "n_folds": len({c.fold for s in seeds for c in s.cells}),
             "n_failed": failed.get((dataset, arch, mode), 0),
             "n_trials": 0,
+            "oracle_sharpe": _mean(oracles),
             "_ppy": ppy,
         })
         per_seed_returns[dataset, arch, mode] = [s.returns for s in seeds]
@@ -477,9 +480,12 @@ def leaderboard_markdown(frame: pd.DataFrame, *, title: str = "Leaderboard",
     for dataset, part in frame.groupby("dataset", sort=False):
         columns = [c for c in COLUMNS
                    if c != "oracle_fraction" or part["oracle_fraction"].notna().any()]
+        oracle = part["oracle_sharpe"].dropna()
         lines += [f"## {dataset}", "",
                   f"dsr deflates by n_trials = {int(part['n_trials'].iloc[0])} rows; "
-                  f"baselines (mode `{BASELINE_MODE}`) are rows.", ""]
+                  f"baselines (mode `{BASELINE_MODE}`) are rows."
+                  + (f" The oracle's Sharpe on these test parts: {oracle.iloc[0]:.3f}."
+                     if len(oracle) else ""), ""]
         header = ["#", "arch", "mode", *columns]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---:|---|---|" + "|".join("---" if c == "flags" else "---:"
