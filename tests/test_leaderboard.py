@@ -285,6 +285,8 @@ def test_refuses_other_bars_and_overlapping_folds(records: list[dict],
     overlapping = [one[0], _record(REGIME, 7, "long", "supervised", 0, span, np.ones(len(span)))]
     with pytest.raises(ValueError, match="overlapping test parts"):
         lb.leaderboard_frame(overlapping, n_boot=N_BOOT)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 100"):
+        lb.leaderboard_frame(one, n_boot=10)
     with pytest.raises(ValueError, match="no field 'test'"):
         lb.leaderboard_frame([{"key": "k", "cell": one[0]["cell"], "status": "done"}])
 

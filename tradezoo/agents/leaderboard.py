@@ -255,12 +255,25 @@ def _seed_statistics(seed: SeedSeries, periods_per_year: float, n_boot: int,
                               benchmark_returns=seed.benchmark),
     }
     if _defined(seed.returns):
-        out["psr"] = probabilistic_sharpe_ratio(seed.returns)
-        out["ci_low"], out["ci_high"] = sharpe_confidence_interval(
-            seed.returns, n_boot=n_boot, periods_per_year=periods_per_year)
+        out["psr"] = _undefined_as_nan(probabilistic_sharpe_ratio, seed.returns)
+        out["ci_low"], out["ci_high"] = _undefined_as_nan(
+            sharpe_confidence_interval, seed.returns, n_boot=n_boot,
+            periods_per_year=periods_per_year, pair=True)
         if _defined(seed.benchmark):
-            out["p"] = sharpe_difference_pvalue(seed.returns, seed.benchmark, n_boot=n_boot)
+            out["p"] = _undefined_as_nan(sharpe_difference_pvalue, seed.returns, seed.benchmark,
+                                         n_boot=n_boot)
     return out
+
+
+def _undefined_as_nan(statistic: Callable[..., Any], *args: Any, pair: bool = False,
+                      **kwargs: Any) -> Any:
+    """``statistic(*args, **kwargs)``, or NaN (a NaN pair) where stats refuses the series as
+    degenerate (a ValueError: e.g. a two-valued series whose Sharpe estimate has no variance,
+    or bootstrap resamples that are all constant)."""
+    try:
+        return statistic(*args, **kwargs)
+    except ValueError:
+        return (math.nan, math.nan) if pair else math.nan
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -373,6 +386,9 @@ def leaderboard_frame(
         ValueError: no finished cell, a malformed record, overlapping folds, or bars that do
             not reproduce a cell.
     """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100 (bootstrap resamples), got "
+                         f"{n_boot!r}")
     load = _bars_loader(bars)
     done = [parse_cell(r) for r in records if r.get("status", "done") == "done"]
     if not done:
