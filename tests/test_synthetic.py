@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tradezoo.agents import calibration
 from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.simulation import simulate
 from tradezoo.data import DataError, list_datasets, load_dataset
-from tradezoo.agents import calibration
 from tradezoo.data import synthetic as syn
 from tradezoo.data.datasets import load_bars
 
