@@ -227,3 +227,32 @@ def test_sigkill_of_the_driver_loses_only_cells_in_flight(bars_file: Path, tmp_p
     assert len(pd.read_csv(out / "cells.csv")) == total
     assert (out / "leaderboard.md").is_file()
     assert not list(cells.glob(".*.tmp"))  # the claim removed any half-written temporary
+
+
+def test_a_worker_with_other_code_refuses_the_cell(bars_file: Path, tmp_path: Path) -> None:
+    tasks = expand_grid(options(archs="mlp", mode="supervised"), data=[str(bars_file)],
+                        baselines=False)
+    other = replace(tasks[0], code_version="0.0.0+elsewhere")
+    result = run_grid([other], tmp_path / "sweep", ExecutionOptions(), keep_work=False,
+                      stream=open(os.devnull, "w"))  # noqa: SIM115
+    assert result.records[0]["status"] == "failed"
+    assert "the driver 0.0.0+elsewhere" in result.records[0]["error"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--folds", "0"], "'folds' must be an integer >= 1"),
+    (["--ray-address", "127.0.0.1:1"], "--ray-address needs --backend ray"),
+    (["--workers", "0"], "'workers' must be an integer >= 1"),
+    (["--gpus-per-run", "0.5"], "fractional GPUs need --backend ray"),
+    (["--folds", "400"], "too few"),
+])
+def test_bad_grid_flags_are_one_line_errors_before_any_write(
+        bars_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        flags: list[str], message: str) -> None:
+    from tradezoo.cli import main
+
+    out = tmp_path / "out"
+    argv = _compare_argv(bars_file, out)[3:]
+    assert main([*argv, *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -514,6 +514,10 @@ def run_cell(task: CellTask) -> dict[str, Any]:
 
         previous = torch.get_num_threads()
         _set_threads(task.threads)
+        if code_version() != task.code_version:
+            raise RuntimeError(
+                f"this worker runs tradezoo {code_version()}, the driver {task.code_version}: "
+                "install the driver's tradezoo on every node (the cell key names the code)")
         if task.work_dir is None:
             with tempfile.TemporaryDirectory(prefix="tradezoo-cell-") as tmp:
                 outcome = _train_and_grade(task, Path(tmp))
