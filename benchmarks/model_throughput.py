@@ -30,6 +30,11 @@ Usage (repository root, after ``pip install -e ".[bench]"``, which installs ncps
     python benchmarks/model_throughput.py --device cuda        # where a GPU is available
     python benchmarks/model_throughput.py --quick              # a smoke run, rough figures
     python benchmarks/model_throughput.py --quick --archs mamba cfc   # a shorter smoke run
+    python benchmarks/model_throughput.py --quick --archs mlp --peers --lengths 16  # shortest
+
+``--peers`` picks the peers (none when given alone; the Mamba L = 257 pair needs
+``mambapy_pscan``) and ``--lengths`` the window lengths (the summary table shows L = 64 and
+256).
 """
 
 from __future__ import annotations
@@ -238,6 +243,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: one short repeat per case, no textbook loops, "
                              "no dedicated latency pass")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
+                        help="peer models to measure beside ours (default all; none: "
+                             "--peers alone)")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[64, 256],
+                        help="window lengths L of the throughput cases (default 64 256)")
     parser.add_argument("--json", default=None, help="write every result row here")
     return parser.parse_args(argv)
 
@@ -261,17 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ours = [PREFIX + a for a in archs]
     ours += [PREFIX + row for row, (arch, _) in VARIANTS.items() if arch in archs]
-    rows = run_cases([*ours, *PEERS], [64, 256], args, repeats=repeats, min_time=min_time)
+    rows = run_cases([*ours, *args.peers], args.lengths, args, repeats=repeats,
+                     min_time=min_time)
     if not args.quick:
         rows += run_cases(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
                           latency=False)
     if args.latency_repeats > 0 and not args.quick:
         # Batch-1 latency again, for every model, with more repeats: on a shared machine one
         # load spike moves a median of 3 repeats of 20 calls (~30 ms each) by 50 %.
-        lat = run_cases([*ours, *PEERS], [64], args, repeats=args.latency_repeats,
+        lat = run_cases([*ours, *args.peers], [64], args, repeats=args.latency_repeats,
                         min_time=0.05)
         rows += [{**row, "group": "latency"} for row in lat]
-    if "mamba" in archs:
+    if "mamba" in archs and "mambapy_pscan" in args.peers:
         # L = 256 again beside L = 257, measured back to back, so the 257/256 ratio is not
         # skewed by load changing between this run's first group and its last.
         pair = run_cases([PREFIX + "mamba", "mambapy_pscan"], [256, 257], args,
