@@ -9,8 +9,8 @@ worker-seconds per cell not spent inside a cell (process start, imports, schedul
 workers at the end). Cells run with 1 torch thread and flush-denormal on (as every cell does);
 the records of the three runs are compared for bit-identity.
 
-    python benchmarks/sweep_scaling.py                 # 8 cells: gru, lstm, cfc, mlp x 2 seeds
-    python benchmarks/sweep_scaling.py --archs gru,mlp --seeds 4 --bars 1500
+    python benchmarks/sweep_scaling.py                 # 8 cells: gru, lstm, transformer, mlp x 2
+    python benchmarks/sweep_scaling.py --archs gru,mlp --seeds 4 --bars 1500 --batches 4
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 
-def _grid(archs: str, seeds: int, bars: int, folder: Path) -> list:
+def _grid(archs: str, seeds: int, bars: int, batches: int, folder: Path) -> list:
     from tradezoo.agents.config import resolve_options, training_options
     from tradezoo.agents.sweep import expand_grid
     from tradezoo.data import load_dataset
@@ -32,7 +32,8 @@ def _grid(archs: str, seeds: int, bars: int, folder: Path) -> list:
     load_dataset("bybit-btcusdt-1h").iloc[:bars].to_csv(path)
     flags = {"archs": archs, "mode": "supervised", "seeds": seeds, "budget": "smoke",
              "costs": "bybit-linear", "window": 16, "arch_config.d_model": 16,
-             "supervised.features_dim": 16, "device": "cpu", "progress": False}
+             "supervised.features_dim": 16, "supervised.max_train_batches": batches,
+             "device": "cpu", "progress": False}
     options = training_options("compare", resolve_options("compare", flags=flags))
     return expand_grid(options, data=[str(path)], baselines=False)
 
@@ -44,9 +45,12 @@ def _comparable(record: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", default="gru,lstm,cfc,mlp")
+    parser.add_argument("--archs", default="gru,lstm,transformer,mlp")
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--bars", type=int, default=2000, help="BTCUSDT 1h bars used")
+    parser.add_argument("--bars", type=int, default=19_261, help="BTCUSDT 1h bars used")
+    parser.add_argument("--batches", type=int, default=1000,
+                        help="training batches per cell (the smoke budget's 4 make a cell "
+                             "shorter than a worker's start)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args(argv)
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = open(os.devnull, "w")  # noqa: SIM115
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as tmp:
         folder = Path(tmp)
-        tasks = _grid(args.archs, args.seeds, args.bars, folder)
+        tasks = _grid(args.archs, args.seeds, args.bars, args.batches, folder)
         backends = {"serial": (ExecutionOptions(), 1),
                     f"pool x{args.workers}": (ExecutionOptions(workers=args.workers),
                                               args.workers)}
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     serial = rows[0][1]
     print(f"{len(tasks)} supervised smoke cells ({args.archs} x {args.seeds} seeds, "
-          f"{args.bars} bars); {os.cpu_count()} CPUs; torch {torch.__version__}")
+          f"{args.bars} bars, {args.batches} training batches); {os.cpu_count()} CPUs; load "
+          f"average {os.getloadavg()[0]:.1f}; torch {torch.__version__}")
     print("| backend | wall s | speedup | sum of cell walls s | overhead s/cell | bit-identical |")
     print("|---|---:|---:|---:|---:|---|")
     for name, wall, cells, overhead, same in rows:
