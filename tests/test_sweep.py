@@ -256,3 +256,22 @@ def test_bad_grid_flags_are_one_line_errors_before_any_write(
     assert main([*argv, *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_folds_ppo_env_trades_the_folds_test_part(bars_file: Path) -> None:
+    from tradezoo.agents.data import prepare_data
+    from tradezoo.agents.ppo import PPOConfig, env_kwargs
+    from tradezoo.backtest.costs import CostModel
+    from tradezoo.envs import TradingEnv
+
+    scheme = walk_forward_scheme(1100, 2, "rolling", 16, 4)
+    data = prepare_data(str(bars_file), window=16, costs=CostModel.bybit_linear(),
+                        walk_forward=scheme, fold=0)
+    assert data.walk_forward == scheme and data.fold == 0
+    rows = data.decision_rows("test")
+    env = TradingEnv(episode_length=None, random_start=False,
+                     **env_kwargs(data, PPOConfig(), "test"))
+    _obs, info = env.reset()
+    first = env.dataset.bar_offset + int(info["bar"])
+    assert env.dataset.bars.index[first] == data.bars.index[data.bar_offset + int(rows[0])]
+    assert data.env_split("test")[0] >= data.boundaries["val"][1]  # after the fold's val part
