@@ -193,11 +193,17 @@ def advance_account(
     account[POSITION] = units * close_next / equity if equity > 0.0 else 0.0
     if equity > account[PEAK]:
         account[PEAK] = equity
-    account[FEES_PAID] += fee
-    account[SPREAD_PAID] += spread
-    account[SLIPPAGE_PAID] += slip
-    account[FUNDING_PAID] += funding
-    account[BORROW_PAID] += borrow
+    # A cost is 0.0 where its branch is skipped (no fill and no liquidation, no funding
+    # stamp, no borrow): adding 0.0 changes no sum, and the interpreted step saves the work.
+    liquidated = liq_units != 0.0
+    if traded != 0.0 or liquidated:
+        account[FEES_PAID] += fee
+        account[SPREAD_PAID] += spread
+        account[SLIPPAGE_PAID] += slip
+    if funding != 0.0:
+        account[FUNDING_PAID] += funding
+    if borrow != 0.0:
+        account[BORROW_PAID] += borrow
 
     # Trades: one closes when the sign held after the fill differs from the open trade's,
     # one opens when that sign is not 0, at the fill (core's rules); a liquidation then
@@ -206,7 +212,6 @@ def advance_account(
     side = 1.0 if fill_units > 0.0 else (-1.0 if fill_units < 0.0 else 0.0)
     old_side = account[SIDE]
     closed_side = closed_pnl = closed_return = 0.0
-    record_side = exit_price = pnl = trade_return = entry_price = entry_bar = 0.0
     if side != old_side:
         closed_part = 0.0
         if old_side != 0.0:
@@ -227,7 +232,6 @@ def advance_account(
             account[BASE] = equity0 + closed_part
             account[ENTRY_EQUITY] = equity0
         account[SIDE] = side
-    liquidated = liq_units != 0.0
     if liquidated:  # all of the step's change beyond the reversal's part is this trade's
         pnl, trade_return, _ = closed_trade(
             0.0, equity - equity0, 0.0, 0.0, 0.0, 0.0, 0.0, rates.next_open, equity0,
@@ -238,7 +242,7 @@ def advance_account(
         account[LIQUIDATED_PNL] = pnl
         account[LIQUIDATED_RETURN] = trade_return
         account[SIDE] = 0.0
-    if closed_side != 0.0 or liquidated:
+    if closed_side != 0.0 or liquidated:  # the record's values are set in one branch above
         trade[TRADE_SIDE] = record_side
         trade[OPENED_AT] = entry_bar
         trade[CLOSED_AT] = bar
