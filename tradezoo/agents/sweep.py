@@ -305,15 +305,15 @@ def _load_datasets(options: TrainingOptions, data: Sequence[str]) -> list[_Datas
     """Load and validate each dataset once on the driver (bundled names travel as names,
     files as their validated bars)."""
     from tradezoo.data.datasets import DATASETS
-    from tradezoo.data.features import FeatureSpec, compute_features
-    from tradezoo.data.prepare import dataset_name, load_source
+    from tradezoo.data.prepare import dataset_name, load_source, prepare_loaded
 
     out: list[_Dataset] = []
     for i, item in enumerate(data):
         bars = load_source(item, f"data[{i}]")
         name = dataset_name(item, bars, Path(item).stem)
-        spec = FeatureSpec.coerce(dict(options.features) or None)
-        n_rows = len(compute_features(bars, spec))
+        prepared = prepare_loaded(bars, name, window=options.window,
+                                  feature_spec=dict(options.features) or None)
+        n_rows = len(prepared.features)
         source: str | pd.DataFrame = item if item in DATASETS else bars
         out.append(_Dataset(name=name, source=source, digest=data_hash(bars), n_rows=n_rows))
     names = [d.name for d in out]
