@@ -104,9 +104,9 @@ def test_tradezoo_errors_and_os_errors_are_one_line(
     _job_raising(monkeypatch, OutputError("cannot write runs/x: disk full"))
     assert main(["run"]) == 3
     assert "cannot write runs/x: disk full" in _one_line(capsys)
-    _job_raising(monkeypatch, PermissionError(13, "Permission denied", "/srv/bars.csv"))
+    _job_raising(monkeypatch, PermissionError(13, "Permission denied", "data/bars.csv"))
     assert main(["run"]) == 3
-    assert "tradezoo: error: /srv/bars.csv: Permission denied" in _one_line(capsys)
+    assert "tradezoo: error: data/bars.csv: Permission denied" in _one_line(capsys)
     _job_raising(monkeypatch, FileNotFoundError(2, "No such file or directory", "in.csv"))
     assert main(["run"]) == 2
     assert "in.csv: No such file or directory" in _one_line(capsys)
