@@ -3,6 +3,8 @@ concurrent writers (real subprocesses against the local Bybit test server)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -241,3 +243,20 @@ def test_concurrent_fetches_of_different_ranges_both_end_up_in_the_cache(tmp_pat
         assert len(stored.frame.loc[lo:hi]) == 20 * 24
     # No temporary file left beside the data.
     assert [p.name for p in (root / "bybit-linear").iterdir()] == ["BTCUSDT_1h.parquet"]
+
+
+def test_cache_folders_it_creates_are_private(tmp_path: Path) -> None:
+    """Every folder the cache creates (the root's missing parents included) is mode 0700,
+    whatever the umask: other local users cannot read or plant files in it."""
+    root = tmp_path / "shared" / "cache"
+    old_umask = os.umask(0o002)
+    try:
+        cached_fetch(KEY, _t("2024-01-01"), _t("2024-01-02"), RecordingDownloader(),
+                     cache=BarCache(root), now=NOW)
+    finally:
+        os.umask(old_umask)
+    created = [tmp_path / "shared", root, root / "test-source", root / ".locks",
+               root / ".locks" / "test-source"]
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in created} == {
+        str(p): "0o700" for p in created
+    }

@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tradezoo._fs import make_private_dirs
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.errors import TradezooError
 
@@ -133,7 +134,7 @@ class BarCache:
     def lock(self, key: CacheKey) -> Iterator[None]:
         """Hold an exclusive ``flock`` on ``key``'s lock file; blocks while another holds it."""
         path = self.lock_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -172,7 +173,7 @@ class BarCache:
     def write(self, key: CacheKey, cached: CachedBars) -> Path:
         """Atomically replace the file for ``key`` with ``cached``."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         table = pa.Table.from_pandas(cached.frame, preserve_index=True)
         meta = {
             "coverage_start": cached.coverage_start.isoformat(),

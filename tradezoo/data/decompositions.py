@@ -79,6 +79,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tradezoo._fs import make_private_dirs
 from tradezoo.data.errors import DataError
 from tradezoo.errors import TradezooError
 
@@ -485,7 +486,7 @@ def cache_dir() -> Path:
     from tradezoo.data.cache import data_dir
 
     path = data_dir() / _CACHE_SUBDIR
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dirs(path)
     info = path.stat()
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise PermissionError(f"decomposition cache {path} belongs to another user (uid "

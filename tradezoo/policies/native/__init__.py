@@ -74,6 +74,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from tradezoo._fs import make_private_dirs
 from tradezoo.errors import TradezooError
 
 __all__ = [
@@ -214,26 +215,13 @@ def _type_rule(status: os.stat_result) -> str | None:
     return None
 
 
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents with mode 0700 (``os.makedirs`` gives the
-    parents the umask's mode); a directory that already exists is left as it is."""
-    missing: list[Path] = []
-    path = directory
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # a concurrent process made it: checked next
-            os.mkdir(path, 0o700)
-
-
 def _cache_directory() -> tuple[Path, bool]:
     """The directory to build in, and whether it is a fresh private temporary one (to delete
     once the kernel is loaded): :func:`native_dir` when it is private to the user, else a
     ``mkdtemp`` directory (mode 0700) after one warning naming the directory and the rule."""
     directory = native_dir()
     try:
-        _make_private_dirs(directory)
+        make_private_dirs(directory)
         status = os.stat(directory)
         rule = "is not a directory" if not stat.S_ISDIR(status.st_mode) else _ownership_rule(
             status)
