@@ -99,6 +99,15 @@ class StepFill(NamedTuple):
     liquidation_slippage_cost: Num
 
 
+_new_tuple = tuple.__new__
+
+
+def _step_fill(values: tuple) -> StepFill:
+    """The :class:`StepFill` of ``values`` (its 15 fields in order), built by ``tuple.__new__``
+    directly; compiled code calls the :class:`StepFill` constructor (tradezoo.envs.batch_kernel)."""
+    return _new_tuple(StepFill, values)
+
+
 class ExecutionRates(NamedTuple):
     """A :class:`CostModel` and fill rule resolved to plain floats, once, for the hot loop.
 
@@ -357,7 +366,9 @@ def execute_step(
                 hit, _sign(new_units), new_units, new_equity, position_pnl, fee, spread_cost,
                 slippage_cost, equity, gap_pnl, funding_paid, borrow_paid, reference,
                 open_next, range_frac, bar_notional, rates, zero)
-    return StepFill(
+    # Not StepFill(...): the float step is call-bound, and the NamedTuple's Python-level
+    # __new__ costs about 0.2 to 0.4 us more per step than this one-argument call.
+    return _step_fill((
         new_units,
         new_equity,
         traded_units,
@@ -373,7 +384,7 @@ def execute_step(
         liquidation_fee,
         liquidation_spread,
         liquidation_slippage,
-    )
+    ))
 
 
 def _liquidate(

@@ -44,7 +44,7 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from tradezoo.backtest import execution
-from tradezoo.backtest.execution import BarTerms, ExecutionRates, execute_step
+from tradezoo.backtest.execution import BarTerms, ExecutionRates, StepFill, execute_step
 from tradezoo.envs.account import (
     ACCOUNT_SIZE,
     EQUITY,
@@ -184,7 +184,7 @@ def rates_of(row: np.ndarray) -> ExecutionRates:
     )
 
 
-# execute_step's two helpers branch on the Python type (float or array); compiled code sees
+# execute_step's helpers that branch on the Python type (float or array); compiled code sees
 # floats only, so numba gets their float versions.
 @overload(execution._sign)
 def _sign_float(value):  # unannotated: numba rejected the annotated typing functions
@@ -204,6 +204,14 @@ def _select_float(condition, if_true, if_false):
 @overload(execution._any)
 def _any_float(condition):
     return lambda condition: condition
+
+
+# execute_step builds its StepFill with tuple.__new__, which numba does not compile.
+@overload(execution._step_fill)
+def _step_fill_compiled(values):
+    return lambda values: StepFill(
+        values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7],
+        values[8], values[9], values[10], values[11], values[12], values[13], values[14])
 
 
 # Helpers without a type branch compile from their own source (jitted once; the overloads
