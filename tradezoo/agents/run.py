@@ -176,7 +176,6 @@ def prepare_from_options(options: TrainingOptions | Mapping[str, Any]) -> Prepar
         raise ConfigError(f"data {options['data']!r}: {exc}") from exc
 
 
-
 def _guess_data_source(path: Path, ckpt: Mapping[str, Any]) -> str | None:
     """The data a checkpoint was trained on: the ``config.json`` a command wrote next to it
     (or up to two folders above), else its dataset name when that is a bundled dataset."""
