@@ -83,6 +83,7 @@ __all__ = [
     "feature_spec_from_checkpoint",
     "label_spec_from_checkpoint",
     "load_checkpoint",
+    "load_weights",
     "save_checkpoint",
     "sb3_zip_tensors",
     "scaler_from_checkpoint",
@@ -435,6 +436,20 @@ def load_checkpoint(
         check_feature_spec(payload, expect_feature_spec, str(path))
     payload["path"] = str(path)
     return payload
+
+
+def load_weights(module: torch.nn.Module, state_dict: Mapping[str, Any], *, where: str,
+                 what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)``; weights that do not fit the module
+    built from the saved config are a :class:`CheckpointError` naming the file and ``what``
+    (e.g. ``"architecture 'gru'"``)."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint {where}: its weights do not fit {what} with the saved config: "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def check_feature_spec(payload: Mapping[str, Any], expected: FeatureSpec | Mapping[str, Any],

@@ -106,6 +106,7 @@ from tradezoo.agents.checkpoint import (
     check_payload,
     data_payload,
     load_checkpoint,
+    load_weights,
     sb3_zip_tensors,
     serialize_checkpoint,
     verify_sb3_pair,
@@ -786,13 +787,7 @@ def load_ppo_policy(
     target = resolve_device(device)
     policy = POLICY_CLASSES[ckpt["arch"]](obs_space, action_space, lambda _: 0.0,
                                           **_checkpoint_policy_kwargs(ckpt, target))
-    try:
-        policy.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {where}: its weights do not fit a {ckpt['arch']!r} policy with the "
-            f"saved config: {str(exc).splitlines()[0]}"
-        ) from exc
+    load_weights(policy, ckpt["state_dict"], where=where, what=f"a {ckpt['arch']!r} policy")
     policy = policy.to(target)
     policy.set_training_mode(False)
     return LoadedPPOPolicy(policy, ckpt)

@@ -89,6 +89,7 @@ from tradezoo.agents.checkpoint import (
     check_payload,
     data_payload,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
     scaler_from_checkpoint,
     versions,
@@ -293,13 +294,7 @@ def model_from_checkpoint(
         arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
                                     torch.device(map_location), what=f"checkpoint {where}"),
     )
-    try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"checkpoint {where}: its weights do not fit architecture {ckpt['arch']!r} with the "
-            f"saved config: {str(exc).splitlines()[0]}"
-        ) from exc
+    load_weights(model, ckpt["state_dict"], where=where, what=f"architecture {ckpt['arch']!r}")
     model.to(map_location)
     model.eval()
     return model
