@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tradezoo._fs import TEMP_SUFFIX, temp_name_prefix
 from tradezoo.data.features import FeatureScaler, FeatureSpec
 from tradezoo.errors import TradezooError
 
@@ -195,7 +196,8 @@ def write_files_atomically(files: Sequence[tuple[str | os.PathLike[str], bytes]]
         for target, content in files:
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path.name), suffix=TEMP_SUFFIX,
+                                       dir=path.parent)
             temps.append((Path(tmp), path))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(content)

@@ -43,6 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tradezoo._fs import TEMP_SUFFIX, atomic_file, temp_name_prefix
 from tradezoo.agents.config import ConfigError
 from tradezoo.errors import TradezooError
 
@@ -68,7 +69,6 @@ __all__ = [
 ]
 
 LOCK_NAME = ".tradezoo.lock"
-TEMP_SUFFIX = ".tmp"
 CONFIG_NAME = "config.json"
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pt", ".zip")
 RUN_FILE_PATTERNS: tuple[str, ...] = (
@@ -132,12 +132,6 @@ def validate_run_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------ temporary files
-
-
-def temp_name_prefix(final_name: str) -> str:
-    """Prefix of the temporary files of an atomic write of ``final_name`` (pass it, with
-    :data:`TEMP_SUFFIX`, to ``tempfile.mkstemp(dir=<the final file's folder>)``)."""
-    return f".{final_name}."
 
 
 def is_temp_file(path: str | os.PathLike[str]) -> bool:
@@ -219,21 +213,12 @@ def write_bytes_atomic(path: str | os.PathLike[str], content: bytes) -> Path:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path.name), suffix=TEMP_SUFFIX,
-                                   dir=path.parent)
+        with atomic_file(path) as handle:
+            handle.write(content)
+    except OutputError:
+        raise
     except OSError as exc:
         raise output_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise output_error(path, exc) from None
-        raise
     return path
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +44,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tradezoo._fs import make_private_dirs
+from tradezoo._fs import atomic_file, make_private_dirs
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.errors import TradezooError
 
@@ -183,16 +182,8 @@ class BarCache:
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
         )
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                pq.write_table(table, handle, compression="zstd")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as handle:
+            pq.write_table(table, handle, compression="zstd")
         return path
 
     def entries(self) -> list[tuple[CacheKey, Path]]:

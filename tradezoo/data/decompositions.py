@@ -79,7 +79,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tradezoo._fs import make_private_dirs
+from tradezoo._fs import atomic_file, make_private_dirs
 from tradezoo.data.errors import DataError
 from tradezoo.errors import TradezooError
 
@@ -542,20 +542,12 @@ def _read_cached(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | N
 
 
 def _write_cached(path: Path, key: str, values: np.ndarray) -> None:
-    """Atomic write: temporary file in the same folder, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, values=values,
-                     key=np.frombuffer(key.encode("ascii"), dtype=np.uint8),
-                     sha256=np.frombuffer(hashlib.sha256(values.tobytes()).hexdigest()
-                                          .encode("ascii"), dtype=np.uint8))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic write (:func:`tradezoo._fs.atomic_file`)."""
+    with atomic_file(path) as handle:
+        np.savez(handle, values=values,
+                 key=np.frombuffer(key.encode("ascii"), dtype=np.uint8),
+                 sha256=np.frombuffer(hashlib.sha256(values.tobytes()).hexdigest()
+                                      .encode("ascii"), dtype=np.uint8))
 
 
 def decomposition_columns(

@@ -56,7 +56,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -65,6 +64,7 @@ from typing import Any, overload
 import numpy as np
 import pandas as pd
 
+from tradezoo._fs import atomic_file
 from tradezoo.data.decompositions import VmdSpec, WaveletSpec, decomposition_columns
 from tradezoo.data.errors import DataError
 
@@ -708,14 +708,8 @@ class FeatureScaler:
         path = Path(path)
         text = json.dumps(self.to_dict(), indent=2)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as handle:
+            handle.write(text.encode("utf-8"))
         return path
 
     @classmethod
