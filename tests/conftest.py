@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,14 @@ def native_kernel(request: pytest.FixtureRequest) -> None:
 
         if _compiler() is None:
             pytest.skip("no C compiler: the native LTC kernel cannot be built here")
+
+
+@pytest.fixture(scope="module")
+def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 1,500 bundled BTCUSDT 1h bars as a CSV file: the small dataset the CLI and
+    fault tests train on (``--data`` with ``--costs bybit-linear``)."""
+    from tradezoo.data import load_dataset
+
+    path = tmp_path_factory.mktemp("data") / "btc_small.csv"
+    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(path)
+    return path

@@ -46,7 +46,6 @@ from tradezoo.agents.supervised import (
     train_supervised,
 )
 from tradezoo.cli import main
-from tradezoo.data import load_dataset
 from tradezoo.policies.registry import ARCHITECTURES, make_config
 from tradezoo.policies.size import (
     MAX_PARAMETERS,
@@ -62,13 +61,6 @@ PPO_FLAGS = ["--timesteps", "128", "--n-envs", "2", "--set", "ppo.n_steps=64",
              "--set", "ppo.eval_figure=false", "--set", "ppo.tensorboard=false"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "btc_small.csv"
-    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from tradezoo.agents.config import (
 )
 from tradezoo.backtest.formatting import json_safe
 from tradezoo.cli import main
-from tradezoo.data import load_dataset
 
 TINY_SUPERVISED = ["--epochs", "1", "--set", "supervised.max_train_batches=3",
                    "--set", "supervised.features_dim=16"]
@@ -33,13 +32,6 @@ TINY_PPO = ["--timesteps", "128", "--n-envs", "2", "--set", "ppo.n_steps=64",
 
 # One intra-op thread for the whole module (the fixture is in conftest.py).
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "btc_small.csv"
-    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,6 @@ from tradezoo.agents.rundir import (
     find_temp_files,
     is_temp_file,
 )
-from tradezoo.data import load_dataset
 
 SEED = 20_240_612
 """Seeds the kill moments."""
@@ -59,13 +58,6 @@ START_TIMEOUT_S = 120.0
 
 SUPERVISED_EPOCHS = 400
 PPO_TIMESTEPS = 100_000
-
-
-@pytest.fixture(scope="module")
-def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "btc_small.csv"
-    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(path)
-    return path
 
 
 def _common(bars_csv: Path) -> list[str]:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,13 +99,6 @@ def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "btc_small.csv"
-    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def common(bars_csv: Path) -> list[str]:
     return ["--data", str(bars_csv), "--costs", "bybit-linear", "--window", "16",
             "--d-model", "8", "--device", "cpu", "--quiet"]
@@ -169,9 +161,8 @@ def test_a_second_run_into_a_locked_directory_fails_at_once(
     out = tmp_path / "run"
     holder = _hold(out)
     try:
-        started = time.perf_counter()
         assert main(["train", "supervised", *common, *TINY_SUPERVISED, "--out", str(out)]) == 2
-        assert time.perf_counter() - started < 30  # no waiting for the lock
+        assert holder.poll() is None  # refused while the lock is held: it did not wait for it
         line = _error_line(capsys)
         assert f"run directory {out} is in use by another tradezoo process" in line
         assert not (out / "config.json").exists()  # nothing of the second run was written
