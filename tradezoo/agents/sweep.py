@@ -53,7 +53,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import socket
 import tempfile
@@ -393,39 +392,6 @@ def _prepare(task: CellTask) -> Any:
     )
 
 
-def _series_list(values: pd.Series | np.ndarray) -> list[float | None]:
-    array = np.asarray(values, dtype=np.float64)
-    return [None if not math.isfinite(v) else float(v) for v in array]
-
-
-def _test_payload(backtest: Any, targets: pd.Series) -> dict[str, Any]:
-    """The record's ``test`` section (docs/evaluation.md, "The leaderboard"): the backtest's
-    bars ``timestamps`` [n]; ``returns`` (net), ``gross_returns`` (before fees, spread and
-    slippage) and ``benchmark_returns`` (buy-and-hold) [n-1] on ``timestamps[1:]``; held
-    exposure ``positions`` [n]; ``targets`` [n], the positions given to ``simulate`` (NaN:
-    keep the previous one), and the replay settings ``fill``, ``rebalance``,
-    ``initial_equity``."""
-    returns = backtest.returns
-    equity = backtest.equity.to_numpy(dtype=np.float64)
-    cost_total = backtest.costs.sum(axis=1).to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gross = returns.to_numpy(dtype=np.float64) + np.where(
-            equity[:-1] > 0, cost_total[1:] / equity[:-1], 0.0)
-    index = pd.DatetimeIndex(backtest.equity.index)
-    config = backtest.config if isinstance(backtest.config, Mapping) else {}
-    return {
-        "timestamps": [ts.isoformat() for ts in index],
-        "returns": _series_list(returns),
-        "gross_returns": _series_list(gross),
-        "benchmark_returns": _series_list(backtest.benchmark_returns),
-        "positions": _series_list(backtest.positions),
-        "targets": _series_list(targets.reindex(index)),
-        "fill": str(config.get("fill", "next_open")),
-        "rebalance": str(config.get("rebalance", "on_change")),
-        "initial_equity": float(config.get("initial_equity", 1.0)),
-    }
-
-
 def _metrics(backtest: Any, classification: Mapping[str, Any] | None) -> dict[str, Any]:
     from tradezoo.backtest.formatting import json_safe
 
@@ -497,6 +463,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     """Run one cell: train, grade on the test part, return its record (a JSON-safe dict;
     the contract in docs/scaling.md). Never raises for a failure of the cell itself: the
     record then has ``status: "failed"``, the error and its traceback."""
+    from tradezoo.backtest.diagnostics import record_test_part
     from tradezoo.backtest.formatting import json_safe
 
     started = time.perf_counter()
@@ -529,7 +496,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         record.update(
             status="done", metrics=_metrics(backtest, outcome["classification"]),
             benchmark_metrics=json_safe(backtest.benchmark_metrics.to_dict()),
-            test=_test_payload(backtest, outcome["targets"]),
+            test=record_test_part(backtest, outcome["targets"]),
             periods_per_year=float(backtest.metrics.periods_per_year),
             costs=outcome["costs"], train_seconds=float(outcome["train_seconds"]),
             n_parameters=int(outcome["n_parameters"]), device=outcome["device"],
