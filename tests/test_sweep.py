@@ -75,6 +75,17 @@ def test_cell_key_changes_with_config_data_and_code(bars_file: Path) -> None:
     assert cell_key(task.cell, task.config, task.data_hash, "0.1.0+other") != task.key
 
 
+def test_ppo_archs_limits_the_ppo_cells_to_a_subset(bars_file: Path) -> None:
+    tasks = expand_grid(options(archs="gru,mlp,cfc", mode="both", ppo_archs="mlp"),
+                        data=[str(bars_file)], baselines=False)
+    assert [(t.cell.arch, t.cell.mode) for t in tasks] == [
+        ("gru", "supervised"), ("mlp", "supervised"), ("mlp", "ppo_warm"),
+        ("cfc", "supervised")]
+    every = expand_grid(options(archs="gru,mlp,cfc", mode="both"), data=[str(bars_file)],
+                        baselines=False)
+    assert {t.key for t in tasks} <= {t.key for t in every}  # the same cells, fewer of them
+
+
 def test_walk_forward_folds_rolling_and_expanding(bars_file: Path) -> None:
     rolling = walk_forward_scheme(1000, 3, "rolling", 16, 4)
     expanding = walk_forward_scheme(1000, 3, "expanding", 16, 4)
@@ -245,6 +256,7 @@ def test_a_worker_with_other_code_refuses_the_cell(bars_file: Path, tmp_path: Pa
     (["--workers", "0"], "'workers' must be an integer >= 1"),
     (["--gpus-per-run", "0.5"], "fractional GPUs need --backend ray"),
     (["--folds", "400"], "too few"),
+    (["--ppo-archs", "cfc"], "'ppo_archs': ['cfc'] not in option 'archs'"),
 ])
 def test_bad_grid_flags_are_one_line_errors_before_any_write(
         bars_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

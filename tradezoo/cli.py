@@ -174,7 +174,7 @@ _FLAG_KEYS: dict[str, str] = {
     "epochs": "supervised.epochs", "batch_size": "supervised.batch_size",
     "timesteps": "ppo.timesteps", "n_envs": "ppo.n_envs", "init_from": "init_from",
     "resume_from": "resume_from", "name": "name", "archs": "archs", "mode": "mode",
-    "seeds": "seeds", "budget": "budget", "threads": "threads",
+    "seeds": "seeds", "ppo_archs": "ppo_archs", "budget": "budget", "threads": "threads",
 }
 
 
@@ -542,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="supervised, ppo (from scratch) or both (PPO warm-started from "
                               "the classifier; default)")
     compare.add_argument("--seeds", type=int, help="seeds per architecture (default 1)")
+    compare.add_argument("--ppo-archs", dest="ppo_archs",
+                         help="with --mode ppo or both: the architectures that get PPO cells "
+                              "('all', the default: every one of --archs; else a subset)")
     _add_budget_flags(compare, epochs=True, timesteps=True)
     grid = compare.add_argument_group(
         "grid and execution (docs/scaling.md); --data takes a comma-separated list")

@@ -78,6 +78,7 @@ __all__ = [
     "cost_model",
     "parse_archs",
     "parse_assignment",
+    "parse_ppo_archs",
     "read_config_file",
     "resolve_options",
     "torch_threads",
@@ -127,6 +128,9 @@ class TrainingOptions:
         name: ``run --name``.
         archs, mode, seeds: ``compare``'s architectures (``"all"`` or names; a tuple of
             names once resolved), mode and number of seeds.
+        ppo_archs: ``compare``'s architectures that get PPO cells under ``mode`` ``ppo`` or
+            ``both`` (``"all"``: every one of :attr:`archs`; else a subset of them), so one
+            grid can grade every architecture supervised and a few with PPO too.
     """
 
     command: str = "run"
@@ -152,6 +156,7 @@ class TrainingOptions:
     archs: str | tuple[str, ...] = "all"
     mode: str = "both"
     seeds: int = 1
+    ppo_archs: str | tuple[str, ...] = "all"
 
     def to_dict(self) -> dict[str, Any]:
         """The options as a valid config file of :attr:`command` (what ``config.json``
@@ -180,7 +185,7 @@ _COMMAND_KEYS: dict[str, tuple[str, ...]] = {
     "train-ppo": (*_TOP_LEVEL, "ppo", "init_from", "resume_from"),
     "run": (*_TOP_LEVEL, "name", "supervised", "ppo"),
     "compare": (*(k for k in _TOP_LEVEL if k != "arch"), "archs", "mode", "seeds",
-                "supervised", "ppo"),
+                "ppo_archs", "supervised", "ppo"),
 }
 """Each command's valid top-level keys."""
 
@@ -485,6 +490,21 @@ def _check_values(command: str, options: dict[str, Any]) -> None:
             raise ConfigError(f"option 'seeds' must be an integer >= 1 (seeds seed .. seed + "
                               f"N - 1), got {seeds!r}")
         options["archs"] = parse_archs(options["archs"])
+        options["ppo_archs"] = parse_ppo_archs(options.get("ppo_archs", "all"),
+                                               options["archs"])
+
+
+def parse_ppo_archs(value: str | Sequence[str], archs: Sequence[str]) -> list[str]:
+    """``compare``'s ``ppo_archs`` -> registry names, a subset of ``archs`` (``"all"``:
+    ``archs`` itself)."""
+    if isinstance(value, str) and value.strip() == "all":
+        return list(archs)
+    names = parse_archs(value)
+    outside = [n for n in names if n not in archs]
+    if outside:
+        raise ConfigError(f"option 'ppo_archs': {outside} not in option 'archs' {list(archs)}; "
+                          f"PPO cells are a subset of the grid's architectures")
+    return names
 
 
 def parse_archs(value: str | Sequence[str]) -> list[str]:
@@ -625,6 +645,8 @@ def training_options(command: str, options: Mapping[str, Any]) -> TrainingOption
     values["split_fractions"] = tuple(float(v) for v in options["split_fractions"])
     if "archs" in options:
         values["archs"] = tuple(parse_archs(options["archs"]))
+        values["ppo_archs"] = tuple(parse_ppo_archs(options.get("ppo_archs", "all"),
+                                                    values["archs"]))
     if "supervised" in keys:
         from tradezoo.agents.supervised import SupervisedConfig
 

@@ -345,6 +345,8 @@ def expand_grid(options: TrainingOptions, *, data: Sequence[str], folds: int = 1
         for fold in range(folds):
             for arch in options.archs:
                 for mode in modes:
+                    if mode != "supervised" and arch not in options.ppo_archs:
+                        continue
                     for seed in seeds:
                         cell = Cell(dataset.name, fold, arch, mode, seed)
                         key = cell_key(cell, configs[mode], dataset.digest, code)
