@@ -11,6 +11,9 @@ the records of the three runs are compared for bit-identity.
 
     python benchmarks/sweep_scaling.py                 # 8 cells: gru, lstm, transformer, mlp x 2
     python benchmarks/sweep_scaling.py --archs gru,mlp --seeds 4 --bars 1500 --batches 4
+
+The default cells (12 epochs, early stopping off) take about 5 s each serially: long against
+a worker's start (about 3 s of imports inside its first cell), as a sweep's real cells are.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 
-def _grid(archs: str, seeds: int, bars: int, batches: int, folder: Path) -> list:
+def _grid(archs: str, seeds: int, bars: int, batches: int, epochs: int, folder: Path) -> list:
     from tradezoo.agents.config import resolve_options, training_options
     from tradezoo.agents.sweep import expand_grid
     from tradezoo.data import load_dataset
@@ -33,6 +36,7 @@ def _grid(archs: str, seeds: int, bars: int, batches: int, folder: Path) -> list
     flags = {"archs": archs, "mode": "supervised", "seeds": seeds, "budget": "smoke",
              "costs": "bybit-linear", "window": 16, "arch_config.d_model": 16,
              "supervised.features_dim": 16, "supervised.max_train_batches": batches,
+             "supervised.epochs": epochs, "supervised.patience": epochs,
              "device": "cpu", "progress": False}
     options = training_options("compare", resolve_options("compare", flags=flags))
     return expand_grid(options, data=[str(path)], baselines=False)
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=1000,
                         help="training batches per cell (the smoke budget's 4 make a cell "
                              "shorter than a worker's start)")
+    parser.add_argument("--epochs", type=int, default=12,
+                        help="training epochs per cell (cells must be long against a worker's "
+                             "start, about 3 s of imports, for the pool to pay off)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args(argv)
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = open(os.devnull, "w")  # noqa: SIM115
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as tmp:
         folder = Path(tmp)
-        tasks = _grid(args.archs, args.seeds, args.bars, args.batches, folder)
+        tasks = _grid(args.archs, args.seeds, args.bars, args.batches, args.epochs, folder)
         backends = {"serial": (ExecutionOptions(), 1),
                     f"pool x{args.workers}": (ExecutionOptions(workers=args.workers),
                                               args.workers)}
@@ -96,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     serial = rows[0][1]
     print(f"{len(tasks)} supervised smoke cells ({args.archs} x {args.seeds} seeds, "
-          f"{args.bars} bars, {args.batches} training batches); {os.cpu_count()} CPUs; load "
-          f"average {os.getloadavg()[0]:.1f}; torch {torch.__version__}")
+          f"{args.bars} bars, {args.epochs} epochs of at most {args.batches} training "
+          f"batches); {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; "
+          f"torch {torch.__version__}")
     print("| backend | wall s | speedup | sum of cell walls s | overhead s/cell | bit-identical |")
     print("|---|---:|---:|---:|---:|---|")
     for name, wall, cells, overhead, same in rows:
