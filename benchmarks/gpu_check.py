@@ -21,6 +21,10 @@ Sections (each under its own time box, in seconds, on the full run)::
                          against the trained policy
     5 throughput (135)   benchmarks/model_throughput.py --device <device> --quick (peer:
                          nn.LSTM only, to keep within the box)
+    6 sweep (90)         a two-cell compare grid (mlp and gru, supervised, smoke budget) as
+                         Ray tasks on a local Ray runtime, each cell given half a GPU
+                         (``--gpus-per-run 0.5``; none on the CPU): both cells done on the
+                         device, records back on the driver, a rerun finds both in the store
 
 Time boxes: the sections run in one worker process that records every finished item in the
 output file as it goes; a section past its box has the worker killed, is recorded as
@@ -41,7 +45,7 @@ within ``PROBABILITY_TOLERANCE`` (absolute).
 
 Usage (repository root; docs/training.md "GPU check" lists what to install beforehand)::
 
-    python benchmarks/gpu_check.py --out gpu_check.json                 # CUDA, < 8 minutes
+    python benchmarks/gpu_check.py --out gpu_check.json                 # CUDA, < 10 minutes
     python benchmarks/gpu_check.py --device cpu --quick --out x.json    # smoke run (tests)
 """
 
@@ -74,8 +78,8 @@ BF16_TOLERANCE = 0.03
 PROBABILITY_TOLERANCE = 1e-4
 """Largest absolute difference of class or action probabilities, reloaded vs trained."""
 
-#: Section id -> (name, time box in seconds). The boxes add up to 430 s, which leaves the
-#: worker restarts after a timeout within the 8 minutes.
+#: Section id -> (name, time box in seconds). The boxes add up to 520 s, which leaves the
+#: worker restarts after a timeout within the 10 minutes.
 SECTIONS: dict[int, tuple[str, float]] = {
     0: ("environment", 15.0),
     1: ("architectures", 55.0),
@@ -83,7 +87,9 @@ SECTIONS: dict[int, tuple[str, float]] = {
     3: ("supervised", 85.0),
     4: ("ppo", 105.0),
     5: ("throughput", 135.0),
+    6: ("sweep", 90.0),
 }
+SWEEP_ARCHS = ("mlp", "gru")
 SUPERVISED_ARCHS = ("mamba", "cfc", "ltc", "msa", "lstm")
 PPO_ARCHS = ("mamba", "cfc", "ltc")
 SCAN_LENGTHS = (64, 257)
@@ -637,6 +643,46 @@ def section_throughput(rec: Recorder, device: Any, sizes: dict[str, Any], workdi
     rec.item("model_throughput_quick", run)
 
 
+def section_sweep(rec: Recorder, device: Any, sizes: dict[str, Any], workdir: Path) -> None:
+    def run() -> dict[str, Any]:
+        import ray
+
+        from tradezoo.agents.config import resolve_options, training_options
+        from tradezoo.agents.sweep import ExecutionOptions, expand_grid, run_grid
+        from tradezoo.data import load_dataset
+
+        bars = workdir / "sweep_bars.csv"
+        load_dataset("bybit-btcusdt-1h").iloc[:sizes["bars"] or 4000].to_csv(bars)
+        flags = {"archs": ",".join(SWEEP_ARCHS), "mode": "supervised", "seeds": 1,
+                 "budget": "smoke", "costs": "bybit-linear", "window": sizes["window"],
+                 "arch_config.d_model": sizes["d_model"], "progress": False}
+        options = training_options("compare", resolve_options("compare", flags=flags))
+        tasks = expand_grid(options, data=[str(bars)], baselines=False)
+        on_gpu = device.type == "cuda"
+        execution = ExecutionOptions(backend="ray", device=str(device),
+                                     gpus_per_run=0.5 if on_gpu else 0.0)
+        ray.init(num_cpus=2, num_gpus=1 if on_gpu else 0, include_dashboard=False,
+                 log_to_driver=False)
+        try:
+            with open(os.devnull, "w") as quiet:
+                first = run_grid(tasks, workdir / "sweep", execution, keep_work=False,
+                                 stream=quiet)
+                again = run_grid(tasks, workdir / "sweep", execution, keep_work=False,
+                                 stream=quiet)
+        finally:
+            ray.shutdown()
+        cells = {r["cell"]["arch"]: {"status": r["status"], "device": r["device"],
+                                     "worker": r["worker"], "wall_time_s": r["wall_time_s"],
+                                     "error": r.get("error")} for r in first.records}
+        on_device = all(str(c["device"]).split(":")[0] == device.type for c in cells.values())
+        return {"cells": cells, "seconds": round(first.seconds, 2),
+                "gpus_per_run": execution.gpus_per_run, "rerun_ran": len(again.ran),
+                "ok": (all(c["status"] == "done" for c in cells.values()) and on_device
+                       and len(first.ran) == len(SWEEP_ARCHS) and not again.ran)}
+
+    rec.item("ray_two_cells", run)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Run ``args.sections`` in this process, recording into ``args.progress``."""
     import torch
@@ -670,6 +716,8 @@ def run_worker(args: argparse.Namespace) -> int:
             section_ppo(rec, device, sizes, workdir)
         elif sid == 5:
             section_throughput(rec, device, sizes, workdir, bool(args.quick))
+        elif sid == 6:
+            section_sweep(rec, device, sizes, workdir)
         rec.finish()
     return 0
 

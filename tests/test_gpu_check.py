@@ -5,6 +5,7 @@ the others run; a worker that cannot start makes every section an error and the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_every_section_runs_ok_within_its_box(report: dict[str, Any]) -> None:
     names = {"0": "environment", "1": "architectures", "2": "mamba_scans", "3": "supervised",
-             "4": "ppo", "5": "throughput"}
+             "4": "ppo", "5": "throughput", "6": "sweep"}
     assert {sid: s["name"] for sid, s in report["sections"].items()} == names
     for section in report["sections"].values():
         assert section["status"] == "ok", section
@@ -121,3 +122,12 @@ def test_a_worker_that_cannot_start_is_an_error(tmp_path: Path) -> None:
         section = data["sections"][sid]
         assert section["status"] == "error" and "no-such-device" in section[
             "worker_stderr_tail"]
+
+
+def test_sweep_runs_two_cells_as_ray_tasks_and_resumes(report: dict[str, Any]) -> None:
+    sweep = items(report, 6)["ray_two_cells"]
+    assert sweep["ok"] and sweep["rerun_ran"] == 0 and sweep["gpus_per_run"] == 0.0
+    assert set(sweep["cells"]) == {"mlp", "gru"}
+    for cell in sweep["cells"].values():
+        assert cell["status"] == "done" and cell["device"] == "cpu"
+        assert cell["worker"].split(":")[-1] != str(os.getpid())  # a Ray worker process
