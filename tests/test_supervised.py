@@ -436,5 +436,6 @@ def test_aux_heads_hook(data: PreparedData, tmp_path: Path,
     assert not torch.equal(seen[0], seen[1])  # only the auxiliary loss reaches these weights
     reloaded = model_from_checkpoint(result.best_checkpoint)
     assert isinstance(reloaded.aux, FakeHeads)
-    with pytest.warns(UserWarning, match="no auxiliary heads class"):
-        SupervisedModel("lstm", data.n_features, WINDOW, aux_horizons=(4,), d_model=8)
+    # An architecture whose entry names no heads class gets the generic ones.
+    plain = SupervisedModel("lstm", data.n_features, WINDOW, aux_horizons=(4,), d_model=8)
+    assert isinstance(plain.aux, supervised.AuxHeads) and plain.aux_names == ("h4",)

@@ -264,7 +264,8 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
     print(evaluation.backtest.summary())
     print(f"checkpoint: {result.best_checkpoint} (resumable: {result.last_checkpoint})")
     print(f"next: tradezoo backtest {result.best_checkpoint} --split test")
-    print(f"      tradezoo train ppo --init-from {result.best_checkpoint}")
+    if data.label_spec.task == "direction":  # PPO warm start is defined for direction only
+        print(f"      tradezoo train ppo --init-from {result.best_checkpoint}")
     return 0
 
 
@@ -341,9 +342,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
                   f"{outcome.split} split of {outcome.data}")
     print_report(outcome.result, console=console, diagnostics=outcome.diagnostics)
     if outcome.classification is not None:
-        report = outcome.classification
-        console.print(f"classifier on {outcome.split}: accuracy {report['accuracy']:.3f}, "
-                      f"macro-F1 {report['macro_f1']:.3f}")
+        _print_task_report(console, outcome.task, outcome.split, outcome.classification)
     try:  # the metrics are printed above even when the files cannot be written
         write_backtest_files(outcome, args.out, tearsheet=args.tearsheet)
     except ImportError as exc:  # the optional quantstats of --tearsheet
@@ -355,6 +354,24 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     if outcome.html_path is not None:
         console.print(f"wrote {outcome.html_path}")
     return 0
+
+
+def _print_task_report(console: Any, task: str | None, split: str,
+                       report: dict[str, Any]) -> None:
+    """One line per figure of a supervised model's report on ``split`` (docs/tasks.md)."""
+    if task == "volatility":
+        console.print(f"volatility forecast on {split} ({report['n']} rows, per bar): model MAE "
+                      f"{report['mae']:.6f}, RMSE {report['rmse']:.6f}, QLIKE "
+                      f"{report['qlike']:.4f}; naive (trailing) MAE {report['naive_mae']:.6f}, "
+                      f"RMSE {report['naive_rmse']:.6f}, QLIKE {report['naive_qlike']:.4f}")
+        return
+    console.print(f"classifier on {split}: accuracy {report['accuracy']:.3f}, "
+                  f"macro-F1 {report['macro_f1']:.3f}")
+    if task == "multi_horizon":
+        for key in (k for k in report if k.startswith("accuracy_")):
+            name = key.removeprefix("accuracy_")
+            console.print(f"  horizon {name}: accuracy {report[key]:.3f}, macro-F1 "
+                          f"{report[f'macro_f1_{name}']:.3f}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

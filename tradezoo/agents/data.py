@@ -46,10 +46,12 @@ import pandas as pd
 
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
+from tradezoo.data.checks import FieldChecks
 from tradezoo.data.features import FeatureScaler, FeatureSpec
-from tradezoo.data.labels import make_labels
+from tradezoo.data.labels import make_labels, make_multi_horizon_labels, realised_volatility
 from tradezoo.data.prepare import DataSource, WalkForward, check_split_fractions, prepare
 from tradezoo.data.splits import PART_NAMES, PartName, Splits
+from tradezoo.errors import ConfigError
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     import torch
@@ -59,9 +61,12 @@ if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
 
 __all__ = [
     "N_ACCOUNT_COLUMNS",
+    "TASKS",
     "LabelSpec",
     "PreparedData",
+    "check_warm_start_task",
     "flat_account_observation",
+    "make_task_labels",
     "observation_space",
     "prepare_data",
 ]
@@ -71,12 +76,25 @@ N_ACCOUNT_COLUMNS = 2
 equal to :data:`tradezoo.envs.market.N_ACCOUNT_COLUMNS`."""
 
 
+TASKS: tuple[str, ...] = ("direction", "volatility", "multi_horizon")
+"""Valid values of :attr:`LabelSpec.task` (docs/tasks.md)."""
+
+
 @dataclass(frozen=True)
 class LabelSpec:
-    """How buy/hold/sell labels are made (:func:`tradezoo.data.labels.make_labels`).
+    """What a supervised model learns, and how its labels are made (docs/tasks.md).
 
     Attributes:
-        horizon: bars between entry (``open[t+1]``) and exit (``open[t+1+horizon]``), >= 1.
+        task: ``"direction"`` (buy/hold/sell at ``horizon``,
+            :func:`tradezoo.data.labels.make_labels`), ``"volatility"`` (regression of the
+            realised volatility per bar over the next ``horizon`` bars from ``open[t+1]``,
+            :func:`~tradezoo.data.labels.realised_volatility`) or ``"multi_horizon"``
+            (buy/hold/sell at each of ``horizons``,
+            :func:`~tradezoo.data.labels.make_multi_horizon_labels`).
+        horizon: bars between entry (``open[t+1]``) and exit (``open[t+1+horizon]``), >= 1
+            (``direction`` and ``volatility``).
+        horizons: the horizons (bars) of ``multi_horizon``, distinct integers >= 1 in
+            increasing order; its label horizon (embargo, unlabelled tail) is the largest.
         threshold: net return (fraction) a side must beat, >= 0, or ``"vol"`` (causal
             volatility threshold, ``vol_k * std * sqrt(horizon)``).
         vol_k: volatility multiplier for ``threshold="vol"``, > 0.
@@ -94,8 +112,17 @@ class LabelSpec:
     vol_k: float = 1.0
     vol_window: int = 20
     cost_bps: float | None = None
+    task: str = "direction"
+    horizons: tuple[int, ...] = (1, 6, 12, 24)
 
     def __post_init__(self) -> None:
+        check = FieldChecks(self)
+        check.choice("task", TASKS)
+        check.widths("horizons", "a non-empty list of distinct horizons (bars) >= 1 in "
+                                 "increasing order")
+        check.require(len(self.horizons) > 0 and list(self.horizons) == sorted(
+            set(self.horizons)), "horizons must be a non-empty list of distinct horizons (bars) "
+                                 f">= 1 in increasing order, got {list(self.horizons)}")
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, numbers.Integral):
             raise TypeError(f"LabelSpec.horizon must be an integer >= 1, got {self.horizon!r}")
         if self.horizon < 1:
@@ -124,9 +151,20 @@ class LabelSpec:
                 f"LabelSpec.cost_bps must be a number >= 0 or None, got {self.cost_bps!r}"
             )
 
+    @property
+    def label_horizon(self) -> int:
+        """Bars a label looks ahead past ``open[t+1]`` (the splits' embargo and the unlabelled
+        tail): ``max(horizons)`` for ``multi_horizon``, else ``horizon``."""
+        return max(self.horizons) if self.task == "multi_horizon" else self.horizon
+
+    @property
+    def horizon_names(self) -> tuple[str, ...]:
+        """Column names of the multi-horizon labels and heads: ``("h1", "h6", ...)``."""
+        return tuple(f"h{h}" for h in self.horizons)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (checkpoint and JSON friendly)."""
-        return asdict(self)
+        """Plain dict (checkpoint and JSON friendly; ``horizons`` as a list)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelSpec:
@@ -143,7 +181,9 @@ class PreparedData:
         bars: the validated bars frame (all rows, warm-up included).
         features: unscaled causal features ``[T, F]`` float32 on ``bars.index[warmup:]``.
         scaled: ``scaler.transform(features)`` ``[T, F]`` float32, same index and columns.
-        labels: float64 ``[T]`` on ``features.index``: 0 sell, 1 hold, 2 buy, NaN unlabelled.
+        labels: float64 on ``features.index``, NaN unlabelled: ``[T]`` classes 0 sell,
+            1 hold, 2 buy (``direction``), ``[T]`` realised volatility per bar
+            (``volatility``), or a ``[T, H]`` DataFrame of classes (``multi_horizon``).
         splits: label splits of the feature rows (``lookback=window``, ``horizon``,
             ``embargo >= window + horizon``).
         boundaries: ``{part: (first timestamp, last timestamp)}`` of each non-empty part.
@@ -166,7 +206,7 @@ class PreparedData:
     bars: pd.DataFrame = field(repr=False)
     features: pd.DataFrame = field(repr=False)
     scaled: pd.DataFrame = field(repr=False)
-    labels: pd.Series = field(repr=False)
+    labels: pd.Series | pd.DataFrame = field(repr=False)
     splits: Splits = field(repr=False)
     boundaries: dict[str, tuple[pd.Timestamp, pd.Timestamp]]
     scaler: FeatureScaler = field(repr=False)
@@ -276,9 +316,44 @@ class PreparedData:
                 "items": len(ds),
                 "start": first.isoformat(),
                 "end": last.isoformat(),
-                "class_counts": ds.class_counts().tolist(),
             }
+            if self.label_spec.task != "volatility":
+                out[part]["class_counts"] = ds.class_counts().tolist()
         return out
+
+
+_TASK_HEADS = {"volatility": "one volatility forecast",
+               "multi_horizon": "one 3-class head per horizon"}
+
+
+def check_warm_start_task(task: str, what: str) -> None:
+    """PPO warm start is defined for ``direction`` only (docs/tasks.md).
+
+    Raises:
+        ConfigError: ``task`` is another task; the message names ``what`` and says why.
+    """
+    if task != "direction":
+        raise ConfigError(
+            f"{what}: PPO warm start is defined for task 'direction' only, got task {task!r}. "
+            "The warm-started policy's action head is the classifier's Linear(features_dim, 3) "
+            "over sell, hold, buy, which are the env's actions; a "
+            f"{task} model's head ({_TASK_HEADS.get(task, 'another output')}) is not an "
+            "action distribution. Train PPO without a warm start, or warm-start it from a "
+            "direction model")
+
+
+def make_task_labels(bars: pd.DataFrame, spec: LabelSpec) -> pd.Series | pd.DataFrame:
+    """The labels of ``spec.task`` on ``bars`` (``spec.cost_bps`` resolved to a number):
+    float64 Series ``[T]`` of classes (``direction``) or of realised volatility per bar
+    (``volatility``), or DataFrame ``[T, H]`` of classes, columns ``spec.horizon_names``
+    (``multi_horizon``); NaN where a row has no complete horizon."""
+    if spec.task == "volatility":
+        return realised_volatility(bars, spec.horizon).rename("label")
+    common = {"threshold": spec.threshold, "vol_k": spec.vol_k, "vol_window": spec.vol_window,
+              "cost_bps": spec.cost_bps or 0.0}
+    if spec.task == "multi_horizon":
+        return make_multi_horizon_labels(bars, horizons=spec.horizons, **common)
+    return make_labels(bars, horizon=spec.horizon, **common)
 
 
 def observation_space(window: int, n_features: int, clip: float | None = 5.0) -> spaces.Box:
@@ -331,7 +406,7 @@ def prepare_data(
         feature_spec: :class:`FeatureSpec` or its dict; default ``FeatureSpec()``.
         label_spec: :class:`LabelSpec` or its dict; default ``LabelSpec()``.
         split_fractions: ``(train, val, test)`` fractions (the env's ``split_fractions``).
-        embargo: rows between parts; default and minimum ``window + label_spec.horizon``.
+        embargo: rows between parts; default and minimum ``window + label_spec.label_horizon``.
         costs: cost model for the labels' ``cost_bps`` (and the later backtests); default
             :meth:`CostModel.for_source` of ``bars.attrs["source"]`` (a user file with another
             source must pass one).
@@ -370,7 +445,7 @@ def prepare_data(
     labels_cfg = LabelSpec(**{**labels_cfg.to_dict(), "cost_bps": float(cost_bps)})
 
     index = prepared.index
-    horizon = labels_cfg.horizon
+    horizon = labels_cfg.label_horizon
     try:
         splits = prepared.splits_for(horizon=horizon, embargo=embargo)
     except ValueError as exc:
@@ -380,15 +455,8 @@ def prepare_data(
         ) from None
     scaler, scaled = prepared.scaler, prepared.scaled  # [T, F] float32 DataFrame
 
-    raw_labels = make_labels(
-        bars,
-        horizon=horizon,
-        threshold=labels_cfg.threshold,  # type: ignore[arg-type]
-        vol_k=labels_cfg.vol_k,
-        vol_window=labels_cfg.vol_window,
-        cost_bps=labels_cfg.cost_bps or 0.0,
-    )
-    labels = raw_labels.reindex(index)
+    labels = make_task_labels(bars, labels_cfg).reindex(index)
+    target = "regression" if labels_cfg.task == "volatility" else "class"
     # Seconds since the previous bar, unscaled (the scaled 'dt' column is not seconds).
     dt = (
         features["dt"].to_numpy(dtype=np.float32)
@@ -405,7 +473,7 @@ def prepare_data(
         boundaries[part] = (index[int(rows[0])], index[int(rows[-1])])
         try:
             datasets[part] = WindowDataset(
-                scaled, labels.to_numpy(), window=window, dt=dt, indices=rows
+                scaled, labels.to_numpy(), window=window, dt=dt, indices=rows, target=target
             )
         except ValueError as exc:
             raise ValueError(

@@ -105,6 +105,7 @@ from tradezoo.agents.checkpoint import (
     check_feature_spec,
     check_payload,
     data_payload,
+    label_spec_from_checkpoint,
     load_checkpoint,
     load_weights,
     sb3_zip_tensors,
@@ -113,7 +114,7 @@ from tradezoo.agents.checkpoint import (
     versions,
     write_files_atomically,
 )
-from tradezoo.agents.data import PreparedData, observation_space
+from tradezoo.agents.data import PreparedData, check_warm_start_task, observation_space
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
 from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
@@ -433,6 +434,7 @@ def _warm_start_settings(
     ckpt = load_checkpoint(init_from, expect_arch=arch, expect_feature_spec=data.feature_spec,
                            expect_kind="supervised")
     where = ckpt["path"]
+    check_warm_start_task(label_spec_from_checkpoint(ckpt).task, f"init_from {where}")
     _check_checkpoint_fits(ckpt, data)
     saved_cfg = dict(ckpt["arch_config"])
     clashes = [f"{k}: checkpoint {saved_cfg.get(k, '<absent>')!r} vs config {v!r}"

@@ -260,7 +260,9 @@ class CheckpointBacktest:
         data: the data source used.
         result: the :class:`~tradezoo.backtest.simulation.BacktestResult` (buy-and-hold in its
             ``benchmark_*`` fields).
-        classification: the classification report dict (supervised only).
+        classification: the supervised model's report dict (supervised only): the
+            classification report, or the report of its task (docs/tasks.md).
+        task: the supervised model's task (``LabelSpec.task``); ``None`` for PPO.
         given: the checkpoint path as given (a PPO ``.zip`` or a ``.pt``); names the files.
         json_path, png_path, html_path: the files written (``None`` before
             :func:`write_backtest_files`; ``html_path`` only with a tearsheet).
@@ -276,6 +278,7 @@ class CheckpointBacktest:
     result: BacktestResult
     classification: dict[str, Any] | None
     given: Path | None = None
+    task: str | None = None
     json_path: Path | None = None
     png_path: Path | None = None
     html_path: Path | None = None
@@ -361,6 +364,7 @@ def evaluate_checkpoint(
         checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
         data=source, result=result, classification=classification, given=original,
         diagnostics=diagnostics,
+        task=prepared.label_spec.task if ckpt["kind"] == "supervised" else None,
     )
 
 
@@ -388,7 +392,9 @@ def write_backtest_files(outcome: CheckpointBacktest, out_dir: str | Path | None
         "backtest": report_dict(outcome.result, outcome.diagnostics),
     }
     if outcome.classification is not None:
-        payload["classification"] = outcome.classification
+        payload["task"] = outcome.task
+        report_key = "volatility" if outcome.task == "volatility" else "classification"
+        payload[report_key] = outcome.classification
     target = out
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -477,7 +483,8 @@ def check_options(options: TrainingOptions) -> None:
     Raises:
         ConfigError: an unknown architecture (listing the valid names) or a config field it
             rejects; the registry's ``ValueError``/``TypeError`` become ``ConfigError`` with
-            the same message.
+            the same message; a label task other than ``direction`` for a command that
+            warm-starts PPO (``run``, ``compare --mode both``).
     """
     from tradezoo.errors import ConfigError
     from tradezoo.policies.registry import make_config
@@ -490,6 +497,16 @@ def check_options(options: TrainingOptions) -> None:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
+    warm_starts = options.command == "run" or (options.command == "compare"
+                                               and options.mode == "both")
+    if warm_starts:  # a non-direction task cannot seed the PPO stage (docs/tasks.md)
+        from tradezoo.agents.data import LabelSpec, check_warm_start_task
+
+        task = LabelSpec.from_dict(dict(options.labels)).task
+        check_warm_start_task(task, f"tradezoo {options.command} (labels.task={task!r}; "
+                                    "its PPO stage is warm-started from the supervised model; "
+                                    "use `tradezoo train supervised` and `tradezoo backtest` "
+                                    "for this task)")
 
 
 def run_main_job(options: TrainingOptions, *, stream: IO[str] | None = None,

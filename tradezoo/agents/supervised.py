@@ -22,19 +22,26 @@ observation (the PPO trainer tests this). During PPO the account columns are no 
 the classifier never saw them, which is what fine-tuning is for. The backbone is called
 without ``dt``, as the extractor calls it.
 
-Auxiliary heads (``mambats``, ``msa``): when ``SupervisedConfig.aux_horizons`` is set and the
-architecture's registry entry names a heads class (its ``aux_heads``, listed in
-:data:`AUX_HEADS`: ``MambaTSHeads``, ``MSAHeads``), the model adds
-``aux = Heads(d_model, horizons)`` on the backbone output ``[B, d_model]``, built as
+Tasks (:attr:`~tradezoo.agents.data.LabelSpec.task`, docs/tasks.md): every architecture
+learns every task through the same extractor and a task head on its ``[B, features_dim]``
+output: ``direction`` (the classifier above), ``volatility`` (one output, the log realised
+volatility per bar in units of the train split's mean and std; MSE on the log) and
+``multi_horizon`` (one 3-class head per horizon, output ``[B, H, 3]``; the horizons' losses,
+each the direction loss, averaged). Only a ``direction`` model maps onto a PPO policy.
+
+Auxiliary heads (every architecture): when ``SupervisedConfig.aux_horizons`` is set, the model
+adds ``aux = Heads(d_model, horizons)`` on the backbone output ``[B, d_model]``, ``Heads``
+being the class the architecture's registry entry names (its ``aux_heads``, listed in
+:data:`AUX_HEADS`: ``MambaTSHeads``, ``MSAHeads``) or :class:`AuxHeads`, built as
 ``Heads(d_model, horizons=("h4", "h24", ...), regression=True)``
 (the interface of :class:`tradezoo.policies.msa.MSAHeads`); its ``forward`` returns a dict
 with ``"regression"`` ``[B, H]`` (trained on the forward returns over each horizon, in units of
 their train-split std: MSE) and the direction logits of "the price rises over the horizon"
 (one ``[B]`` entry per horizon name, or ``"direction"`` ``[B, H]``; BCE with logits). Other
 outputs (the heads' own class logits) are not trained: :attr:`SupervisedModel.head` is the
-classifier. Their loss is added with weight ``aux_weight``. An architecture without the class
-(or with another constructor) trains without them and a warning says so. The auxiliary heads
-are not part of the PPO policy.
+task head. Their loss is added with weight ``aux_weight``. A registered class with another
+constructor trains without them and a warning says so. The auxiliary heads are not part of
+the PPO policy.
 
 Training (:func:`train_supervised`): cross-entropy with class weights ``N / (3 N_c)`` from the
 train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``), AdamW with no
@@ -95,6 +102,8 @@ from tradezoo.agents.checkpoint import (
     versions,
 )
 from tradezoo.agents.data import (
+    TASKS,
+    LabelSpec,
     PreparedData,
     flat_account_observation,
     observation_space,
@@ -104,16 +113,18 @@ from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
-from tradezoo.data.checks import FieldChecks
-from tradezoo.data.labels import CLASS_NAMES, forward_returns
+from tradezoo.data.checks import FieldChecks, check_choice, check_number
+from tradezoo.data.labels import CLASS_NAMES, forward_returns, trailing_volatility
 from tradezoo.data.windows import WindowDataset
-from tradezoo.errors import TradezooError
+from tradezoo.errors import ConfigError, TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
 from tradezoo.policies.registry import AUX_HEADS, get_architecture, portable_config
 
 __all__ = [
     "AUX_HEADS",
+    "AuxHeads",
     "ClassificationReport",
+    "MultiHorizonReport",
     "NonFiniteLossError",
     "SupervisedConfig",
     "SupervisedEvaluation",
@@ -121,11 +132,16 @@ __all__ = [
     "SupervisedResult",
     "TrainState",
     "TrainingInterrupted",
+    "VolatilityReport",
     "classification_report",
     "evaluate_supervised",
+    "mean_expected_position",
+    "multi_horizon_report",
     "resolve_device",
     "signals_to_positions",
     "train_supervised",
+    "volatility_report",
+    "volatility_target_positions",
 ]
 
 N_CLASSES = 3
@@ -137,9 +153,41 @@ AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 # --------------------------------------------------------------------------------- model
 
 
-def aux_heads_class(arch: str) -> type[nn.Module] | None:
-    """The auxiliary-heads class of ``arch`` (see the module docstring), or ``None``."""
-    return get_architecture(arch).aux_heads_cls
+class AuxHeads(nn.Module):
+    """The auxiliary heads of an architecture whose registry entry names none: per horizon,
+    a linear forward-return regression and a linear "the price rises" logit on the backbone
+    output.
+
+    ``AuxHeads(d_model, horizons=("h4", "h24"), regression=True)``; ``forward(z [B, d_model])``
+    returns ``{"regression": [B, H], "direction": [B, H]}`` (module docstring).
+    """
+
+    def __init__(self, d_model: int, horizons: Sequence[str], regression: bool = True) -> None:
+        super().__init__()
+        self.horizons = tuple(horizons)
+        self.direction = nn.Linear(d_model, len(self.horizons))
+        self.regressor = nn.Linear(d_model, len(self.horizons)) if regression else None
+
+    def forward(self, z: Tensor) -> dict[str, Tensor]:
+        """``z [B, d_model]`` -> ``{"direction": [B, H], "regression": [B, H]}`` (logits and
+        standardised forward returns)."""
+        out = {"direction": self.direction(z)}
+        if self.regressor is not None:
+            out["regression"] = self.regressor(z)
+        return out
+
+
+def aux_heads_class(arch: str) -> type[nn.Module]:
+    """The auxiliary-heads class of ``arch``: its registry entry's (``MambaTSHeads``,
+    ``MSAHeads``) or :class:`AuxHeads` (see the module docstring)."""
+    return get_architecture(arch).aux_heads_cls or AuxHeads
+
+
+def task_output_width(task: str, n_horizons: int) -> int:
+    """Outputs of the task head: 3 class logits (``direction``), 1 log-volatility
+    (``volatility``), 3 logits per horizon (``multi_horizon``)."""
+    return {"direction": N_CLASSES, "volatility": 1,
+            "multi_horizon": N_CLASSES * n_horizons}[task]
 
 
 class SupervisedModel(nn.Module):
@@ -152,6 +200,8 @@ class SupervisedModel(nn.Module):
         features_dim: extractor output width (the PPO policy's ``features_dim``).
         clip: the scaler's clip (bounds of the observation space, as the env's).
         aux_horizons: horizons of the optional auxiliary heads (``()``: none).
+        task: what the head predicts (:attr:`~tradezoo.agents.data.LabelSpec.task`).
+        horizons: the horizons (bars) of a ``multi_horizon`` head, one 3-class head each.
         arch_config: the architecture's config fields as a dict (use it for a field whose
             name clashes with an argument here, e.g. ``mlp``'s ``window``).
         **cfg: more config fields (``d_model``, ``n_layers``, ...); they override
@@ -159,7 +209,12 @@ class SupervisedModel(nn.Module):
 
     Attributes:
         extractor: the :class:`~tradezoo.policies.extractor.SequenceExtractor`.
-        head: ``Linear(features_dim, 3)``, logits of sell, hold, buy.
+        head: the task head: ``Linear(features_dim, 3)``, logits of sell, hold, buy
+            (``direction``); ``Linear(features_dim, 1)``, the standardised log volatility
+            (``volatility``); ``Linear(features_dim, 3 H)``, the ``H`` heads' logits
+            (``multi_horizon``).
+        target_loc, target_scale: buffers of a ``volatility`` model: the train split's mean
+            and std of the log realised volatility the head's output is in units of.
         aux: the auxiliary heads or ``None``.
     """
 
@@ -172,10 +227,16 @@ class SupervisedModel(nn.Module):
         features_dim: int = 64,
         clip: float | None = 5.0,
         aux_horizons: Sequence[int] = (),
+        task: str = "direction",
+        horizons: Sequence[int] = (),
         arch_config: Mapping[str, Any] | None = None,
         **cfg: Any,
     ) -> None:
         super().__init__()
+        self.task = check_choice("task", task, TASKS)
+        self.horizons: tuple[int, ...] = tuple(int(h) for h in horizons)
+        if task == "multi_horizon" and not self.horizons:
+            raise ConfigError("horizons must name the horizons of a multi_horizon model, got ()")
         cfg = {**dict(arch_config or {}), **cfg}
         self.arch = arch
         self.n_features = int(n_features)
@@ -183,31 +244,26 @@ class SupervisedModel(nn.Module):
         self.features_dim = int(features_dim)
         space = observation_space(self.window, self.n_features, clip)
         self.extractor = SequenceExtractor(space, arch=arch, features_dim=features_dim, **cfg)
-        self.head = nn.Linear(self.features_dim, N_CLASSES)
+        self.head = nn.Linear(self.features_dim, task_output_width(task, len(self.horizons)))
+        if task == "volatility":
+            self.register_buffer("target_loc", torch.zeros(()))
+            self.register_buffer("target_scale", torch.ones(()))
         self.aux_horizons: tuple[int, ...] = tuple(int(h) for h in aux_horizons)
         self.aux: nn.Module | None = None
         if self.aux_horizons:
             heads_cls = aux_heads_class(arch)
-            if heads_cls is None:
+            try:
+                self.aux = heads_cls(
+                    self.backbone.d_model, horizons=self.aux_names, regression=True
+                )
+            except TypeError as exc:
                 warnings.warn(
-                    f"architecture {arch!r} has no auxiliary heads class "
-                    f"({AUX_HEADS.get(arch, 'none registered')}); aux_horizons ignored",
+                    f"{heads_cls.__name__} of architecture {arch!r} does not take "
+                    f"(d_model, horizons=..., regression=True) ({exc}); aux_horizons "
+                    "ignored",
                     stacklevel=2,
                 )
                 self.aux_horizons = ()
-            else:
-                try:
-                    self.aux = heads_cls(
-                        self.backbone.d_model, horizons=self.aux_names, regression=True
-                    )
-                except TypeError as exc:
-                    warnings.warn(
-                        f"{heads_cls.__name__} of architecture {arch!r} does not take "
-                        f"(d_model, horizons=..., regression=True) ({exc}); aux_horizons "
-                        "ignored",
-                        stacklevel=2,
-                    )
-                    self.aux_horizons = ()
 
     @property
     def aux_names(self) -> tuple[str, ...]:
@@ -224,19 +280,40 @@ class SupervisedModel(nn.Module):
         config = self.extractor.backbone.config  # type: ignore[union-attr]
         return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
 
+    @property
+    def horizon_names(self) -> tuple[str, ...]:
+        """Names of a ``multi_horizon`` model's heads: ``"h<bars>"``."""
+        return tuple(f"h{h}" for h in self.horizons)
+
+    def set_target_scale(self, loc: float, scale: float) -> None:
+        """Set a ``volatility`` model's output units: log volatility = ``loc + scale * head``."""
+        self.target_loc.fill_(float(loc))  # type: ignore[operator]
+        self.target_scale.fill_(float(scale))  # type: ignore[operator]
+
+    def _task_output(self, features: Tensor) -> Tensor:
+        """Extractor output ``[B, features_dim]`` -> the task's output (:meth:`forward`)."""
+        out = self.head(features)
+        if self.task == "volatility":
+            return self.target_loc + self.target_scale * out[:, 0]  # [B] log volatility
+        if self.task == "multi_horizon":
+            return out.reshape(out.shape[0], len(self.horizons), N_CLASSES)  # [B, H, 3]
+        return out  # [B, 3]
+
     def forward_all(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``obs [B, window, F + 2]`` -> ``(logits [B, 3], aux outputs)``."""
+        """``obs [B, window, F + 2]`` -> ``(task output (see forward), aux outputs)``."""
         encoded = self.extractor.encode(obs)  # [B, d_model]
-        logits = self.head(self.extractor.head(encoded))  # [B, 3]
+        output = self._task_output(self.extractor.head(encoded))
         aux: dict[str, Tensor] = self.aux(encoded) if self.aux is not None else {}
-        return logits, aux
+        return output, aux
 
     def forward(self, obs: Tensor) -> Tensor:
-        """``obs [B, window, F + 2]`` (env layout) -> logits ``[B, 3]`` (sell, hold, buy)."""
-        return self.head(self.extractor(obs))  # [B, 3]
+        """``obs [B, window, F + 2]`` (env layout) -> ``direction``: logits ``[B, 3]`` (sell,
+        hold, buy); ``volatility``: log volatility per bar ``[B]``; ``multi_horizon``: logits
+        ``[B, H, 3]``."""
+        return self._task_output(self.extractor(obs))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """Scaled features ``[B, window, F]`` (flat account) -> logits ``[B, 3]``."""
+        """Scaled features ``[B, window, F]`` (flat account) -> :meth:`forward`'s output."""
         return self(flat_account_observation(x))
 
     def no_weight_decay(self) -> set[str]:
@@ -284,6 +361,7 @@ def model_from_checkpoint(
         )
     check_payload(ckpt, where)
     scaler = ckpt["scaler"]
+    spec = LabelSpec.from_dict(ckpt.get("label_spec") or {})
     model = SupervisedModel(
         ckpt["arch"],
         n_features=int(ckpt["n_features"]),
@@ -291,6 +369,8 @@ def model_from_checkpoint(
         features_dim=int(ckpt.get("features_dim", 64)),
         clip=scaler.get("clip"),
         aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
+        task=spec.task,
+        horizons=spec.horizons if spec.task == "multi_horizon" else (),
         arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
                                     torch.device(map_location), what=f"checkpoint {where}"),
     )
@@ -475,6 +555,129 @@ def classification_report(
     )
 
 
+def _volatility_errors(actual: np.ndarray, forecast: np.ndarray) -> tuple[float, float, float]:
+    """``(MAE, RMSE, QLIKE)`` of volatility forecasts (module function
+    :func:`volatility_report`)."""
+    error = forecast - actual
+    ratio = np.maximum(actual, VOL_FLOOR) ** 2 / np.maximum(forecast, VOL_FLOOR) ** 2
+    return (float(np.abs(error).mean()), float(np.sqrt((error**2).mean())),
+            float((ratio - np.log(ratio) - 1.0).mean()))
+
+
+@dataclass(frozen=True)
+class VolatilityReport:
+    """Errors of a volatility forecaster, and of the naive forecast on the same rows.
+
+    MAE and RMSE are in volatility per bar (a fraction); QLIKE is Patton's (2011) loss on the
+    variances, ``mean(s / f - log(s / f) - 1)`` with ``s = actual**2`` and ``f = forecast**2``
+    (0 for a perfect forecast; it penalises forecasting too low more than too high, and ranks
+    forecasts as their expected variance errors do even when the actual volatility is a noisy
+    proxy). Volatilities below ``VOL_FLOOR`` count as ``VOL_FLOOR`` in QLIKE. Lower is better
+    for all three.
+
+    Attributes:
+        n: rows scored.
+        mae, rmse, qlike: the model's.
+        naive_mae, naive_rmse, naive_qlike: the naive forecast's (trailing realised
+            volatility over the same horizon, :func:`~tradezoo.data.labels.
+            trailing_volatility`); ``None`` when no naive forecast was given.
+    """
+
+    n: int
+    mae: float
+    rmse: float
+    qlike: float
+    naive_mae: float | None = None
+    naive_rmse: float | None = None
+    naive_qlike: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-friendly dict of the fields (the naive ones when present)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def __str__(self) -> str:
+        lines = [f"{'forecast':<8} {'MAE':>10} {'RMSE':>10} {'QLIKE':>8}",
+                 f"{'model':<8} {self.mae:>10.6f} {self.rmse:>10.6f} {self.qlike:>8.4f}"]
+        if self.naive_mae is not None:
+            lines.append(f"{'naive':<8} {self.naive_mae:>10.6f} {self.naive_rmse:>10.6f} "
+                         f"{self.naive_qlike:>8.4f}")
+        lines.append(f"{self.n} rows; volatility per bar; lower is better; naive = trailing "
+                     "realised volatility over the same horizon")
+        return "\n".join(lines)
+
+
+def volatility_report(actual: np.ndarray | Sequence[float],
+                      forecast: np.ndarray | Sequence[float],
+                      naive: np.ndarray | Sequence[float] | None = None) -> VolatilityReport:
+    """:class:`VolatilityReport` of ``forecast`` (and ``naive``) against ``actual``, all ``[N]``
+    volatilities per bar (rows with a non-finite value in any of them are left out)."""
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (actual, forecast)]
+    if naive is not None:
+        arrays.append(np.asarray(naive, dtype=np.float64).ravel())
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"actual, forecast and naive differ in length: {[a.size for a in arrays]}")
+    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
+    if not keep.any():
+        raise ValueError("no row with a finite actual, forecast and naive volatility to score")
+    arrays = [a[keep] for a in arrays]
+    mae, rmse, qlike = _volatility_errors(arrays[0], arrays[1])
+    naive_errors = _volatility_errors(arrays[0], arrays[2]) if naive is not None else (
+        None, None, None)
+    return VolatilityReport(int(keep.sum()), mae, rmse, qlike, *naive_errors)
+
+
+@dataclass(frozen=True)
+class MultiHorizonReport:
+    """One :class:`ClassificationReport` per horizon of a ``multi_horizon`` model.
+
+    Attributes:
+        reports: horizon name (``"h6"``) -> its report, in horizon order.
+        accuracy, macro_f1: their means over the horizons.
+    """
+
+    reports: dict[str, ClassificationReport]
+    accuracy: float
+    macro_f1: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict: ``accuracy``, ``macro_f1`` (means) and, per horizon ``h``,
+        ``accuracy_h``, ``macro_f1_h`` and ``confusion_h``."""
+        out: dict[str, Any] = {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
+        for name, report in self.reports.items():
+            out[f"accuracy_{name}"] = report.accuracy
+            out[f"macro_f1_{name}"] = report.macro_f1
+        for name, report in self.reports.items():
+            out[f"confusion_{name}"] = [list(row) for row in report.confusion]
+        return out
+
+    def __str__(self) -> str:
+        lines = [f"{'horizon':<8} {'accuracy':>8} {'macro-F1':>8} {'support':>8}"]
+        for name, report in self.reports.items():
+            lines.append(f"{name:<8} {report.accuracy:>8.3f} {report.macro_f1:>8.3f} "
+                         f"{sum(report.support):>8d}")
+        lines.append(f"mean over horizons: accuracy {self.accuracy:.3f}, macro-F1 "
+                     f"{self.macro_f1:.3f}")
+        return "\n".join(lines)
+
+
+def multi_horizon_report(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]
+                         ) -> MultiHorizonReport:
+    """:class:`MultiHorizonReport` of classes ``[N, H]`` (column ``k`` is horizon
+    ``names[k]``)."""
+    true, pred = np.asarray(y_true), np.asarray(y_pred)
+    if true.ndim != 2 or true.shape != pred.shape or true.shape[1] != len(names):
+        raise ValueError(f"y_true and y_pred must both be [N, {len(names)}], got {true.shape} "
+                         f"and {pred.shape}")
+    reports = {name: classification_report(true[:, k], pred[:, k])
+               for k, name in enumerate(names)}
+    return MultiHorizonReport(
+        reports, float(np.mean([r.accuracy for r in reports.values()])),
+        float(np.mean([r.macro_f1 for r in reports.values()])))
+
+
+TaskReport = ClassificationReport | VolatilityReport | MultiHorizonReport
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -648,6 +851,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _task_class_weights(counts: np.ndarray) -> np.ndarray:
+    """:func:`_class_weights` of ``[3]`` counts, or of each horizon's row of ``[H, 3]``."""
+    if counts.ndim == 2:
+        return np.stack([_class_weights(row) for row in counts])
+    return _class_weights(counts)
+
+
+def _log_volatility_scale(volatility: np.ndarray) -> tuple[float, float]:
+    """Mean and std (1 when degenerate) of ``log(max(volatility, VOL_FLOOR))`` over the train
+    items: the units a ``volatility`` head learns in."""
+    logs = np.log(np.maximum(np.asarray(volatility, dtype=np.float64), VOL_FLOOR))
+    scale = float(logs.std())
+    return float(logs.mean()), scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
 def _class_weights(counts: np.ndarray) -> np.ndarray:
     """``N / (K * N_c)`` (1 on average over items); 0 for a class absent from train."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -676,6 +894,39 @@ def _classification_loss(
         return focal.mean()
     w = weight[target]  # [B]
     return (w * focal).sum() / w.sum().clamp_min(1e-12)
+
+
+VOL_FLOOR = 1e-8
+"""Smallest volatility per bar a log or a ratio is taken of (a flat stretch of bars has a
+realised volatility of 0)."""
+
+
+def _task_loss(output: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig,
+               model: SupervisedModel) -> Tensor:
+    """The loss of ``model.task``: the direction loss (``direction``); its mean over the
+    horizons, each with its own class weights ``weight [H, 3]`` (``multi_horizon``); MSE of
+    the log volatility in units of the train split's std (``volatility``; ``target`` [B] is
+    the realised volatility per bar)."""
+    if model.task == "direction":
+        return _classification_loss(output, target, weight, config)
+    if model.task == "multi_horizon":
+        losses = [_classification_loss(output[:, k], target[:, k],
+                                       None if weight is None else weight[k], config)
+                  for k in range(output.shape[1])]
+        return torch.stack(losses).mean()
+    log_target = torch.log(target.float().clamp_min(VOL_FLOOR))
+    error = (output.float() - log_target) / model.target_scale  # type: ignore[operator]
+    return (error**2).mean()
+
+
+def _n_correct(output: Tensor, target: Tensor, task: str) -> Tensor:
+    """Correct predictions in a batch (``multi_horizon``: averaged over the horizons; 0 for
+    ``volatility``, which has no classes)."""
+    if task == "direction":
+        return (output.argmax(-1) == target).sum()
+    if task == "multi_horizon":
+        return (output.argmax(-1) == target).float().mean(dim=1).sum()
+    return torch.zeros((), device=output.device)
 
 
 def _aux_loss(aux: dict[str, Tensor], targets: Tensor, names: Sequence[str]) -> Tensor:
@@ -800,8 +1051,9 @@ def _evaluate(
     criterion_weight: Tensor | None,
     config: SupervisedConfig,
     amp_dtype: torch.dtype | None,
-) -> tuple[float, ClassificationReport, np.ndarray]:
-    """Validation loss (weighted like training), report and probabilities ``[N, 3]``."""
+) -> tuple[float, TaskReport, np.ndarray]:
+    """Validation loss (weighted like training), the task's report and its predictions:
+    probabilities ``[N, 3]`` (``[N, H, 3]`` for ``multi_horizon``) or volatilities ``[N]``."""
     model.eval()
     n = len(batches)
     limit = n
@@ -819,10 +1071,15 @@ def _evaluate(
             labels_all.append(labels)
     logits = torch.cat(logits_all)
     labels = torch.cat(labels_all)
-    loss = float(_classification_loss(logits, labels, criterion_weight, config))
-    predicted = logits.argmax(dim=-1).cpu().numpy()
-    report = classification_report(labels.cpu().numpy(), predicted)
+    loss = float(_task_loss(logits, labels, criterion_weight, config, model))
     model.train()
+    if model.task == "volatility":
+        forecast = torch.exp(logits).cpu().numpy()
+        return loss, volatility_report(labels.cpu().numpy(), forecast), forecast
+    predicted = logits.argmax(dim=-1).cpu().numpy()
+    report: TaskReport = (
+        classification_report(labels.cpu().numpy(), predicted) if model.task == "direction"
+        else multi_horizon_report(labels.cpu().numpy(), predicted, model.horizon_names))
     return loss, report, torch.softmax(logits, dim=-1).cpu().numpy()
 
 
@@ -869,6 +1126,7 @@ def _payload(
         "arch_config": model.backbone_config(),
         "features_dim": model.features_dim,
         "aux_horizons": list(model.aux_horizons),
+        "task": model.task,
         "state_dict": state,
         **data_payload(data),
         "class_names": list(CLASS_NAMES),
@@ -1062,14 +1320,19 @@ class _SupervisedRun:
         self.scaler = torch.amp.GradScaler(device.type,
                                            enabled=self.amp_dtype == torch.float16)
         _seed_everything(seed)
+        spec = data.label_spec
         self.model = SupervisedModel(
             arch, data.n_features, data.window, features_dim=cfg.features_dim,
-            clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, arch_config=arch_config,
+            clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, task=spec.task,
+            horizons=spec.horizons if spec.task == "multi_horizon" else (),
+            arch_config=arch_config,
         ).to(device)
+        if spec.task == "volatility":
+            self.model.set_target_scale(*_log_volatility_scale(data.train.labels.numpy()))
         self.n_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.weight = (torch.tensor(_class_weights(data.train.class_counts()),
+        self.weight = (torch.tensor(_task_class_weights(data.train.class_counts()),
                                     dtype=torch.float32, device=device)
-                       if cfg.class_weights else None)
+                       if cfg.class_weights and spec.task != "volatility" else None)
         self.train_batches, self.val_batches = _split_batches(data, self.model.aux_horizons,
                                                               device)
         self.per_epoch = math.ceil(len(self.train_batches) / cfg.batch_size)
@@ -1196,7 +1459,9 @@ class _SupervisedRun:
         if cfg.num_workers == 0:  # batches slice the order where they are gathered
             order = order.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        task = self.model.task
+        correct = torch.zeros((), dtype=torch.int64 if task == "direction" else torch.float32,
+                              device=self.device)
         seen = 0
         window_started, window_items = time.perf_counter(), 0
         for index in _loader_batches(self.train_batches, order, cfg.batch_size,
@@ -1205,7 +1470,7 @@ class _SupervisedRun:
             loss, lr, grad_norm, logits = self.train_step(obs, labels, aux_targets)
             n_items = int(labels.shape[0])
             loss_sum += loss.float() * n_items
-            correct += (logits.detach().argmax(-1) == labels).sum()
+            correct += _n_correct(logits.detach(), labels, task)
             seen += n_items
             window_items += n_items
             if state.step % cfg.log_every == 0:
@@ -1230,20 +1495,21 @@ class _SupervisedRun:
             "epoch": state.epoch,
             "step": state.step,
             "train_loss": loss_total / seen if seen else math.nan,
-            "train_accuracy": correct_total / seen if seen else math.nan,
+            "train_accuracy": (correct_total / seen if seen and task != "volatility"
+                               else math.nan),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
     def train_step(self, obs: Tensor, labels: Tensor, aux_targets: Tensor | None
                    ) -> tuple[Tensor, float, Tensor, Tensor]:
         """One optimiser step, queued on the device without reading anything back; returns
-        ``(loss, lr used, gradient norm, logits [B, 3])`` (0-dim detached tensors for the
+        ``(loss, lr used, gradient norm, task output)`` (0-dim detached tensors for the
         loss and the norm, which :attr:`watch` checks later)."""
         state, cfg, model = self.state, self.cfg, self.model
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             logits, aux = model.forward_all(obs)
-        loss = _classification_loss(logits, labels, self.weight, cfg)
+        loss = _task_loss(logits, labels, self.weight, cfg, model)
         if aux and aux_targets is not None and cfg.aux_weight > 0:
             loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
         self.optimizer.zero_grad(set_to_none=True)
@@ -1298,9 +1564,12 @@ class _SupervisedRun:
         self.save(self.last_path, epoch=epochs_done, metrics=metrics,
                   resume=self.resume_record(epochs_done, 0))
         if self.verbose:
-            val_text = (f", val loss {record['val_loss']:.4f}, acc "
-                        f"{record['val_accuracy']:.3f}, macro-F1 {record['val_macro_f1']:.3f}"
-                        if "val_loss" in record else "")
+            val_text = (f", val loss {record['val_loss']:.4f}" if "val_loss" in record else "")
+            if "val_macro_f1" in record:
+                val_text += (f", acc {record['val_accuracy']:.3f}, macro-F1 "
+                             f"{record['val_macro_f1']:.3f}")
+            elif "val_rmse" in record:
+                val_text += f", MAE {record['val_mae']:.6f}, QLIKE {record['val_qlike']:.4f}"
             print(f"[{self.arch}] epoch {epochs_done}/{cfg.epochs}: train loss "
                   f"{record['train_loss']:.4f}{val_text}", file=sys.stderr)
         self.tb.flush()
@@ -1318,8 +1587,11 @@ class _SupervisedRun:
         val_loss, report, _ = _evaluate(self.model, self.val_batches, self.weight, self.cfg,
                                         self.amp_dtype)
         metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
-                                        if k != "confusion"}}
+                                        if not k.startswith("confusion")}}
         record.update({f"val_{k}": v for k, v in metrics.items()})
+        if not isinstance(report, ClassificationReport):
+            self.tb.scalars({k: v for k, v in metrics.items() if k != "n"}, step, prefix="val")
+            return metrics, val_loss
         record["val_confusion"] = [list(r) for r in report.confusion]
         self.tb.scalars({"loss": val_loss, "accuracy": report.accuracy,
                          "macro_f1": report.macro_f1,
@@ -1388,10 +1660,16 @@ class SupervisedEvaluation:
 
     Attributes:
         split: the split evaluated.
-        rule: ``"argmax"`` or ``"threshold"`` (with :attr:`threshold`).
-        report: classification report on the split's labelled decision rows.
-        probabilities: ``[N, 3]`` DataFrame (sell, hold, buy) on the decision timestamps.
-        signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy).
+        rule: ``"argmax"`` or ``"threshold"`` (with :attr:`threshold`); the trading rule of
+            another task: ``"volatility_target"`` or ``"mean_expected_position"``.
+        report: the task's report on the split's labelled decision rows: a
+            :class:`ClassificationReport`, :class:`VolatilityReport` (with the naive
+            forecast's errors) or :class:`MultiHorizonReport`.
+        probabilities: ``[N, 3]`` DataFrame (sell, hold, buy) on the decision timestamps;
+            ``multi_horizon``: ``[N, 3 H]`` (columns ``h6_buy``, ...); ``volatility``: the
+            forecast and the naive forecast per bar, ``[N, 2]``.
+        signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy);
+            another task: the target exposure of each decision.
         positions: the target positions given to ``simulate`` (bars of the backtest; NaN =
             keep the previous target).
         backtest: the :class:`~tradezoo.backtest.simulation.BacktestResult` (its
@@ -1403,7 +1681,7 @@ class SupervisedEvaluation:
     split: str
     rule: str
     threshold: float | None
-    report: ClassificationReport
+    report: TaskReport
     probabilities: pd.DataFrame
     signals: pd.Series
     positions: pd.Series
@@ -1422,6 +1700,41 @@ def signals_to_positions(signals: np.ndarray, *, allow_short: bool = True) -> np
     return positions
 
 
+def volatility_target_positions(forecast: np.ndarray, target_volatility: float, *,
+                                max_leverage: float) -> np.ndarray:
+    """Volatility targeting: ``exposure = min(target_volatility / forecast, max_leverage)``,
+    long only (docs/tasks.md).
+
+    Args:
+        forecast: ``[N]`` forecast volatility per bar (a forecast below ``VOL_FLOOR`` counts as
+            ``VOL_FLOOR``).
+        target_volatility: the volatility per bar the position aims at, > 0.
+        max_leverage: the cost model's cap on the exposure.
+
+    Returns:
+        ``[N]`` float64 exposures in ``(0, max_leverage]``.
+    """
+    forecast = np.maximum(np.asarray(forecast, dtype=np.float64), VOL_FLOOR)
+    return np.minimum(float(target_volatility) / forecast, float(max_leverage))
+
+
+def mean_expected_position(probabilities: np.ndarray, *, allow_short: bool = True
+                           ) -> np.ndarray:
+    """The multi-horizon rule: each horizon's expected position ``P(buy) - P(sell)``, averaged
+    over the horizons (docs/tasks.md).
+
+    Args:
+        probabilities: ``[N, H, 3]`` class probabilities (sell, hold, buy) per horizon.
+        allow_short: else negative exposures become 0 (flat).
+
+    Returns:
+        ``[N]`` float64 exposures in ``[-1, 1]`` (``[0, 1]`` without shorting).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    exposure = (probabilities[..., 2] - probabilities[..., 0]).mean(axis=1)
+    return exposure if allow_short else np.maximum(exposure, 0.0)
+
+
 def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.ndarray:
     if rule == "argmax":
         return probabilities.argmax(axis=1)
@@ -1438,9 +1751,10 @@ def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.nd
 def _class_probabilities(model: SupervisedModel, scaled: pd.DataFrame, rows: np.ndarray,
                          window: int, batch_size: int, device: str | torch.device | None
                          ) -> np.ndarray:
-    """``[N, 3]`` float64 class probabilities of the windows ending at ``rows`` of ``scaled``,
-    computed on ``device`` (``None``: the model's); the model's device and mode are restored
-    afterwards."""
+    """``[N, 3]`` float64 class probabilities of the windows ending at ``rows`` of ``scaled``
+    (``[N, H, 3]`` for ``multi_horizon``; the volatility forecasts per bar ``[N]`` for
+    ``volatility``), computed on ``device`` (``None``: the model's); the model's device and
+    mode are restored afterwards."""
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
     values = torch.tensor(scaled.to_numpy(dtype=np.float32), device=dev)  # [T, F]
@@ -1453,7 +1767,9 @@ def _class_probabilities(model: SupervisedModel, scaled: pd.DataFrame, rows: np.
         with torch.no_grad():
             for start in range(0, len(rows_t), batch_size):
                 x = values[rows_t[start : start + batch_size, None] + offsets]  # [B, L, F]
-                chunks.append(torch.softmax(model.forward_features(x).float(), dim=-1))
+                output = model.forward_features(x).float()
+                chunks.append(torch.exp(output) if model.task == "volatility"
+                              else torch.softmax(output, dim=-1))
         return torch.cat(chunks).cpu().numpy().astype(np.float64)
     finally:
         model.to(home).train(was_training)
@@ -1470,6 +1786,7 @@ def evaluate_supervised(
     costs: CostModel | None = None,
     batch_size: int = 1024,
     device: str | torch.device | None = None,
+    target_volatility: float | None = None,
 ) -> SupervisedEvaluation:
     """Classification report and backtest of a classifier on a split (module docstring).
 
@@ -1493,6 +1810,14 @@ def evaluate_supervised(
         device: where to run the model; ``None``: a model's own device (a checkpoint: the
             CPU). A model evaluated elsewhere is moved back to its device, and to its
             train/eval mode, afterwards.
+        target_volatility: a ``volatility`` model's target, annualised (0.5 = 50 % a year,
+            with the bars' periods per year); ``None``: the median realised volatility of
+            the data's train split (exposure 1 at the asset's typical volatility).
+
+    Other tasks than ``direction`` report as their :class:`SupervisedEvaluation.report`
+    says and trade by their rule (docs/tasks.md): ``volatility`` by
+    :func:`volatility_target_positions` capped by the costs' ``max_leverage``, long only;
+    ``multi_horizon`` by :func:`mean_expected_position`. ``rule`` applies to ``direction``.
 
     Raises:
         ValueError: a bad argument, or a model/checkpoint that does not fit ``data``.
@@ -1524,6 +1849,14 @@ def evaluate_supervised(
             f"the model takes windows of {model.window} bars x {model.n_features} features, the "
             f"data has window={data.window} and {data.n_features} features"
         )
+    if model.task != data.label_spec.task:
+        raise ConfigError(f"the model's task is {model.task!r}, the data's labels are for "
+                          f"{data.label_spec.task!r}; prepare the data with the model's "
+                          "label spec (label_spec_from_checkpoint)")
+    if model.task != "direction":
+        return _evaluate_task(model, data, split, scaled, allow_short=allow_short,
+                              costs=costs or data.costs, batch_size=batch_size, device=device,
+                              target_volatility=target_volatility, rule=rule)
     rows = data.decision_rows(split)
     probabilities = _class_probabilities(model, scaled, rows, data.window, batch_size,
                                          device)  # [N, 3]
@@ -1558,3 +1891,75 @@ def evaluate_supervised(
         backtest=result,
         metrics=metrics,
     )
+
+
+def _backtest(data: PreparedData, rows: np.ndarray, exposures: np.ndarray, costs: CostModel
+              ) -> tuple[pd.Series, Any]:
+    """Simulate target ``exposures`` decided at feature ``rows`` (the first decision bar ..
+    the bar after the last one); returns ``(targets on the bars, BacktestResult)``."""
+    from tradezoo.backtest.simulation import simulate
+
+    offset = data.bar_offset
+    bars = data.bars.iloc[offset + int(rows[0]) : offset + int(rows[-1]) + 2]
+    positions = np.full(len(bars), np.nan)
+    positions[: len(rows)] = exposures
+    series = pd.Series(positions, index=bars.index, name="target")
+    return series, simulate(bars, series, costs=costs)
+
+
+def _bars_volatility_target(data: PreparedData, target_volatility: float | None) -> float:
+    """Per-bar volatility target: the annualised ``target_volatility`` over the square root of
+    the bars' periods per year, or the median realised volatility of the train split."""
+    from tradezoo.backtest.metrics import periods_per_year_for
+
+    if target_volatility is None:
+        return float(np.median(data.train.labels.numpy()))
+    annual = check_number("target_volatility", target_volatility, 0.0, open_low=True)
+    return float(annual) / math.sqrt(periods_per_year_for(data.bars))
+
+
+def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
+                   scaled: pd.DataFrame, *, allow_short: bool, costs: CostModel,
+                   batch_size: int, device: str | torch.device | None,
+                   target_volatility: float | None, rule: str) -> SupervisedEvaluation:
+    """:func:`evaluate_supervised` of a ``volatility`` or ``multi_horizon`` model."""
+    if rule != "argmax":
+        raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
+                          "trades by its own rule (docs/tasks.md)")
+    rows = data.decision_rows(split)  # type: ignore[arg-type]
+    predictions = _class_probabilities(model, scaled, rows, data.window, batch_size, device)
+    index = data.features.index[rows]
+    labels = data.labels.to_numpy()[rows]
+    if model.task == "volatility":
+        h = data.label_spec.horizon
+        naive = trailing_volatility(data.bars, h).reindex(data.features.index).to_numpy()[rows]
+        labelled = np.isfinite(labels)
+        if not labelled.any():
+            raise ValueError(f"the {split!r} split has no labelled decision row to score")
+        report: TaskReport = volatility_report(labels[labelled], predictions[labelled],
+                                               naive[labelled])
+        exposures = volatility_target_positions(
+            predictions, _bars_volatility_target(data, target_volatility),
+            max_leverage=costs.max_leverage)
+        table = pd.DataFrame({"forecast": predictions, "naive": naive}, index=index)
+        trading_rule = "volatility_target"
+    else:
+        labelled = np.isfinite(labels).all(axis=1)
+        if not labelled.any():
+            raise ValueError(f"the {split!r} split has no labelled decision row to score")
+        report = multi_horizon_report(labels[labelled].astype(np.int64),
+                                      predictions[labelled].argmax(-1), model.horizon_names)
+        exposures = mean_expected_position(predictions, allow_short=allow_short)
+        table = pd.DataFrame(predictions.reshape(len(rows), -1), index=index,
+                             columns=[f"{h}_{c}" for h in model.horizon_names
+                                      for c in CLASS_NAMES])
+        trading_rule = "mean_expected_position"
+    positions, result = _backtest(data, rows, exposures, costs)
+    metrics: dict[str, Any] = {k: v for k, v in report.to_dict().items()
+                               if not k.startswith("confusion")}
+    metrics.update({f"backtest/{k}": v for k, v in result.metrics.to_dict().items()})
+    metrics.update({f"buy_and_hold/{k}": v for k, v in result.benchmark_metrics.to_dict().items()})
+    return SupervisedEvaluation(
+        split=split, rule=trading_rule, threshold=None, report=report, probabilities=table,
+        signals=pd.Series(exposures, index=index, name="exposure"), positions=positions,
+        backtest=result, metrics=metrics)

@@ -239,3 +239,89 @@ def label_balance(labels: pd.Series | np.ndarray) -> pd.DataFrame:
         },
         index=pd.Index([*CLASS_NAMES, "nan"], name="class"),
     )
+
+
+def _log_returns(prices: np.ndarray) -> np.ndarray:
+    """``[T]`` float64 ``log(p[s] / p[s-1])``; NaN at ``s = 0``."""
+    out = np.full(len(prices), np.nan)
+    out[1:] = np.log(prices[1:] / prices[:-1])
+    return out
+
+
+def _root_mean_square(returns: np.ndarray, horizon: int) -> np.ndarray:
+    """``[T]``: ``sqrt(mean(returns[s-horizon+1 .. s]**2))`` ending at each ``s`` (NaN where
+    the window is incomplete or holds a NaN)."""
+    squares = pd.Series(returns**2)
+    mean = squares.rolling(horizon, min_periods=horizon).mean().to_numpy()
+    return np.sqrt(mean)
+
+
+def realised_volatility(bars: pd.DataFrame, horizon: int = 1) -> pd.Series:
+    """Forward realised volatility per bar, the target of ``LabelSpec(task="volatility")``.
+
+    ``vol[t] = sqrt(mean_{k=1..h} r[t+k]**2)`` with ``r[t+k] = log(open[t+1+k] / open[t+k])``:
+    the ``h`` open-to-open log returns from ``open[t+1]`` (the fill of a decision at ``t``) to
+    ``open[t+1+h]`` (where the direction label's trade exits). It is a per-bar volatility
+    (the horizon's total is ``vol * sqrt(h)``), the mean taken as 0 (the convention of
+    realised volatility: the mean return is negligible next to its spread at these horizons).
+
+    Args:
+        bars: a bars frame with an ``open`` column, ``T`` rows.
+        horizon: ``h``, returns in the window, integer >= 1.
+
+    Returns:
+        float64 Series ``[T]`` named ``volatility`` on ``bars.index``, >= 0; NaN for the last
+        ``1 + h`` rows (no complete horizon), as :func:`make_labels`.
+    """
+    horizon = check_int("horizon", horizon, 1)
+    bars = _check_bars(bars, ("open",))
+    trailing = _root_mean_square(_log_returns(bars["open"].to_numpy(dtype=np.float64)), horizon)
+    forward = np.full(len(bars), np.nan)
+    # trailing[s] covers the returns into open[s-h+1 .. s]; the label at t covers those into
+    # open[t+2 .. t+1+h], i.e. trailing[t + 1 + h].
+    if len(bars) > 1 + horizon:
+        forward[: len(bars) - 1 - horizon] = trailing[1 + horizon :]
+    return pd.Series(forward, index=bars.index, name="volatility")
+
+
+def trailing_volatility(bars: pd.DataFrame, horizon: int = 1) -> pd.Series:
+    """The naive volatility forecast: realised volatility per bar of the last ``h`` bars.
+
+    ``naive[t] = sqrt(mean_{s=t-h+1..t} r[s]**2)`` with ``r[s] = log(close[s] / close[s-1])``:
+    closes up to and including ``t`` only (known at the decision), the same returns as
+    :func:`vol_threshold` uses, over the same horizon as :func:`realised_volatility`.
+
+    Returns:
+        float64 Series ``[T]`` named ``naive_volatility`` on ``bars.index``; NaN for the first
+        ``h`` rows.
+    """
+    horizon = check_int("horizon", horizon, 1)
+    bars = _check_bars(bars, ("close",))
+    values = _root_mean_square(_log_returns(bars["close"].to_numpy(dtype=np.float64)), horizon)
+    return pd.Series(values, index=bars.index, name="naive_volatility")
+
+
+def make_multi_horizon_labels(
+    bars: pd.DataFrame,
+    *,
+    horizons: tuple[int, ...] = (1, 6, 12, 24),
+    threshold: float | Literal["vol"] = 0.005,
+    vol_k: float = 1.0,
+    vol_window: int = 20,
+    cost_bps: float = 0.0,
+) -> pd.DataFrame:
+    """Buy/hold/sell labels at several horizons: column ``h<n>`` is
+    ``make_labels(bars, horizon=n, ...)`` with the other arguments as given.
+
+    Returns:
+        float64 DataFrame ``[T, H]`` on ``bars.index``, columns ``h1, h6, ...`` in
+        ``horizons`` order; each column NaN where :func:`make_labels` is.
+    """
+    if not horizons:
+        raise ValueError("horizons must name at least one horizon (bars >= 1)")
+    columns = {
+        f"h{int(h)}": make_labels(bars, horizon=h, threshold=threshold, vol_k=vol_k,
+                                  vol_window=vol_window, cost_bps=cost_bps)
+        for h in horizons
+    }
+    return pd.DataFrame(columns, index=bars.index)

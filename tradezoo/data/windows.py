@@ -24,6 +24,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -104,8 +105,12 @@ def _check_finite_features(
             )
 
 
-def _labels_array(labels: ArrayLike, n_rows: int, index: pd.Index | None) -> np.ndarray:
-    if isinstance(labels, pd.Series) and index is not None and not labels.index.equals(index):
+def _labels_array(labels: ArrayLike | pd.DataFrame, n_rows: int, index: pd.Index | None,
+                  target: str = "class") -> np.ndarray:
+    """``[T]`` or ``[T, H]`` float64 labels, checked: classes 0, 1, 2 or NaN for
+    ``target="class"``, finite numbers or NaN for ``"regression"``."""
+    if isinstance(labels, pd.Series | pd.DataFrame) and index is not None and not (
+            labels.index.equals(index)):
         raise ValueError(
             "labels: its index differs from the features index; build the dataset with "
             "WindowDataset.from_frames(features, labels, ...) to align them by timestamp"
@@ -114,23 +119,26 @@ def _labels_array(labels: ArrayLike, n_rows: int, index: pd.Index | None) -> np.
         values = np.asarray(labels, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"labels must be numeric (0, 1, 2 or NaN): {exc}") from exc
-    if values.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional [T], got shape {values.shape}")
+    if values.ndim not in ((1, 2) if target == "class" else (1,)):
+        shapes = "[T] or [T, H]" if target == "class" else "[T]"
+        raise ValueError(f"labels must be {shapes}, got shape {values.shape}")
     if len(values) != n_rows:
         raise ValueError(
             f"labels have {len(values)} rows but features have {n_rows}; they must be aligned "
             "row by row (or use WindowDataset.from_frames to align by index)"
         )
+    if np.isinf(values).any():
+        raise ValueError("labels must be finite or NaN; found inf")
+    if target == "regression":
+        return values
     finite = np.isfinite(values)
     bad = finite & ~np.isin(values, (0.0, 1.0, 2.0))
     if bad.any():
-        position = int(np.flatnonzero(bad)[0])
+        position = int(np.argwhere(bad)[0][0])
         raise ValueError(
-            f"labels must be 0 (sell), 1 (hold), 2 (buy) or NaN; found {values[position]} at "
-            f"{_describe_row(position, index)}"
+            f"labels must be 0 (sell), 1 (hold), 2 (buy) or NaN; found "
+            f"{values[bad][0]} at {_describe_row(position, index)}"
         )
-    if np.isinf(values).any():
-        raise ValueError("labels must be 0, 1, 2 or NaN; found inf")
     return values
 
 
@@ -193,7 +201,9 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         features: ``[T, F]`` float32 DataFrame (e.g. ``compute_features`` output, scaled) or
             array; other numeric dtypes are converted (one copy). Must be finite.
         labels: ``[T]`` labels aligned row by row with ``features`` (0 sell, 1 hold, 2 buy,
-            NaN = unlabelled, skipped). A Series must carry the same index as ``features``;
+            NaN = unlabelled, skipped); ``[T, H]`` for one class per horizon (a row with a
+            NaN in any column is skipped); with ``target="regression"``, ``[T]`` finite
+            numbers or NaN. A Series must carry the same index as ``features``;
             use :meth:`from_frames` to align by index instead.
         window: ``L``, the number of rows per window, >= 1 and <= T.
         dt: ``[T]`` seconds since the previous bar (finite, > 0). Default: the ``dt`` column
@@ -204,6 +214,7 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
             Order and duplicates do not matter: items follow row order, each row once. A
             window may reach back before the first allowed row: that is history the model
             may see (the embargo of ``time_splits`` covers it).
+        target: ``"class"`` (labels are classes) or ``"regression"`` (real numbers).
 
     Valid decision rows ``t``: ``t >= L - 1`` (a full window), ``labels[t]`` finite, and
     ``t`` in ``indices`` when given. Items are ``(x [L, F] float32, dt [L] float32, y int64)``.
@@ -227,7 +238,10 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         window: int,
         dt: ArrayLike | None = None,
         indices: np.ndarray | Sequence[int] | None = None,
+        target: Literal["class", "regression"] = "class",
     ) -> None:
+        if target not in ("class", "regression"):
+            raise ValueError(f"target must be 'class' or 'regression', got {target!r}")
         if isinstance(window, bool) or not isinstance(window, numbers.Integral):
             raise TypeError(f"window must be an integer >= 1, got {window!r}")
         window = int(window)
@@ -240,7 +254,7 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         if values.shape[1] == 0:
             raise ValueError("features have no columns")
         _check_finite_features(values, index, names)
-        label_values = _labels_array(labels, n_rows, index)
+        label_values = _labels_array(labels, n_rows, index, target)
         dt_values = _dt_array(dt, features, n_rows, index)
 
         # Boolean masks over the rows (1 byte per row) rather than index arrays, so the
@@ -249,8 +263,11 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         n_allowed = int(allowed.sum())
         n_short = int(allowed[: window - 1].sum())
         allowed[: window - 1] = False  # rows without a full window
-        n_unlabelled = int((allowed & ~np.isfinite(label_values)).sum())
-        allowed &= np.isfinite(label_values)
+        labelled = np.isfinite(label_values)
+        if labelled.ndim == 2:  # several horizons: a row needs every one of its labels
+            labelled = labelled.all(axis=1)
+        n_unlabelled = int((allowed & ~labelled).sum())
+        allowed &= labelled
         valid = np.flatnonzero(allowed).astype(np.int64, copy=False)
         if valid.size == 0:
             raise ValueError(
@@ -266,7 +283,9 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         self._decision_rows = valid
         self._features = _tensor_from_array(values)  # [T, F] float32, the only big buffer
         self._dt = torch.from_numpy(dt_values)  # [T] float32
-        self._labels = torch.from_numpy(label_values[valid].astype(np.int64))  # [N] int64
+        self._target = target
+        self._labels = torch.from_numpy(  # [N] or [N, H] int64; [N] float32 for regression
+            label_values[valid].astype(np.int64 if target == "class" else np.float32))
 
     @classmethod
     def from_frames(
@@ -386,8 +405,14 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
 
     @property
     def labels(self) -> torch.Tensor:
-        """``[N]`` int64 labels of the items, in item order."""
+        """Labels of the items, in item order: ``[N]`` int64 classes, ``[N, H]`` int64 with
+        one class per horizon, or ``[N]`` float32 with ``target="regression"``."""
         return self._labels
+
+    @property
+    def target(self) -> str:
+        """``"class"`` or ``"regression"``."""
+        return self._target
 
     @property
     def decision_rows(self) -> np.ndarray:
@@ -403,8 +428,15 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         return self._index[self._decision_rows]
 
     def class_counts(self) -> np.ndarray:
-        """``[3]`` int64 item counts of sell, hold, buy (e.g. for class weights)."""
-        return np.bincount(self._labels.numpy(), minlength=3).astype(np.int64)
+        """``[3]`` int64 item counts of sell, hold, buy (e.g. for class weights); ``[H, 3]``
+        with one class per horizon; ``[0]`` for regression targets (no classes)."""
+        if self._target == "regression":
+            return np.zeros(0, dtype=np.int64)
+        labels = self._labels.numpy()
+        if labels.ndim == 2:
+            return np.stack([np.bincount(column, minlength=3) for column in labels.T]
+                            ).astype(np.int64)
+        return np.bincount(labels, minlength=3).astype(np.int64)
 
     def __repr__(self) -> str:
         return (
