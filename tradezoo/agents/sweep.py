@@ -744,7 +744,8 @@ class GridResult:
 
 def run_grid(tasks: Sequence[CellTask], out: str | os.PathLike[str],
              execution: ExecutionOptions, *, keep_work: bool = True,
-             stream: IO[str] | None = None) -> GridResult:
+             stream: IO[str] | None = None,
+             labels: Mapping[str, str] | None = None) -> GridResult:
     """Run the cells of ``tasks`` not yet in the store under ``out`` (the caller holds the
     claim of ``out``), longest expected first, writing each record as it returns, then
     ``cells.csv``.
@@ -755,6 +756,8 @@ def run_grid(tasks: Sequence[CellTask], out: str | os.PathLike[str],
         execution: where and how (:class:`ExecutionOptions`).
         keep_work: local cells train in ``<out>/runs/...`` (else in temporary directories).
         stream: where progress lines go (default stdout).
+        labels: the progress label of a cell by key (default: :attr:`Cell.label`); cells that
+            differ only by their config (an ablation's forms) need their own labels.
     """
     import sys
     from dataclasses import replace
@@ -789,7 +792,7 @@ def run_grid(tasks: Sequence[CellTask], out: str | os.PathLike[str],
     for count, record in enumerate(results, start=1):
         store.put(record)
         ran.append(record["key"])
-        cell = Cell(**record["cell"])
+        label = (labels or {}).get(record["key"]) or Cell(**record["cell"]).label
         metrics = record.get("metrics") or {}
         if record["status"] == "done":
             sharpe = metrics.get("sharpe")
@@ -797,7 +800,7 @@ def run_grid(tasks: Sequence[CellTask], out: str | os.PathLike[str],
             line = f"done ({shown}, {record['wall_time_s']:.1f} s)"
         else:
             line = f"FAILED: {record['error']}"
-        print(f"[{count}/{len(todo)}] {cell.label}: {line}", file=say, flush=True)
+        print(f"[{count}/{len(todo)}] {label}: {line}", file=say, flush=True)
     records = store.records(keys)
     write_cells_csv(records, Path(out) / "cells.csv")
     skipped = [k for k in keys if k not in set(ran)]
