@@ -436,6 +436,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--costs", default="auto",
+                   help="compare --costs (auto: each bundled dataset's own; a bars file needs "
+                        "bybit-linear, equities or zero)")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--alpha", type=float, default=0.05, help="the verdict's significance level")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--estimate", action="store_true",
@@ -481,9 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not datasets:
             raise ConfigError("--datasets names no dataset")
         flags = {"budget": args.budget, "mode": args.mode, "seeds": args.seeds, "seed": 0,
-                 "device": args.device, "progress": False, "threads": args.threads}
+                 "device": args.device, "progress": False, "threads": args.threads,
+                 "costs": args.costs}
         execution = ExecutionOptions(workers=args.workers, threads=args.threads,
-                                     device=args.device)
+                                     device=args.device, retry_failed=args.retry_failed)
         grids = plan(changes, datasets, flags, args.folds)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -515,8 +520,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = summary(rows)
         seconds = time.perf_counter() - started
         cell_seconds = sum(float(r.get("wall_time_s") or 0.0) for r in grid.records)
+        failed = sum(r["status"] != "done" for r in grid.records)
         notes = [
             f"Command: `{command}`",
+            *([f"{failed} cell(s) failed: their forms are incomplete (cells.csv)."]
+              if failed else []),
             f"Wall time of this command: {seconds:.0f} s ({len(grid.ran)} cell(s) run, "
             f"{len(grid.skipped)} from the store; the cells' own wall times add up to "
             f"{cell_seconds:.0f} s) on {os.cpu_count()} CPU(s), {args.workers} worker(s) of "
@@ -533,8 +541,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "datasets": datasets, "alpha": args.alpha}
         paths = write_outputs(out, rows, lines, notes, facts)
     print(paths["markdown"].read_text(encoding="utf-8"))
-    print(f"ablation: done in {seconds:.0f} s; {paths['markdown']}, {paths['csv']}")
-    return 0
+    failed = [r for r in grid.records if r["status"] != "done"]
+    for record in failed:
+        print(f"failed: {labels[record['key']]}: {record['error']}")
+    print(f"ablation: done in {seconds:.0f} s; {paths['markdown']}, {paths['csv']}"
+          + (f"; {len(failed)} cell(s) failed (--retry-failed runs them again)" if failed
+             else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

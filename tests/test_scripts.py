@@ -23,7 +23,8 @@ def run_script(name: str, *args: str, cwd: Path, env: dict[str, str] | None = No
 
 
 def test_every_script_is_tested() -> None:
-    tested = {"train_ppo.py", "train_supervised.py", "backtest.py", "fetch_data.py"}
+    tested = {"train_ppo.py", "train_supervised.py", "backtest.py", "fetch_data.py",
+              "ablation.py"}  # ablation.py: tests/test_ablation.py
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
