@@ -44,15 +44,18 @@ constructor trains without them and a warning says so. The auxiliary heads are n
 the PPO policy.
 
 Training (:func:`train_supervised`): cross-entropy with class weights ``N / (3 N_c)`` from the
-train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``), AdamW with no
-weight decay on the backbone's ``no_weight_decay()`` parameters, biases and norms, a cosine
-schedule with linear warm-up (per optimiser step), gradient clipping, validation every epoch,
-early stopping on the validation loss, the best checkpoint kept (``best.pt``), the last one
-(``last.pt``) resumable, autocast (``SupervisedConfig.amp``: bf16 on CUDA by default),
-TensorBoard logs (:mod:`tradezoo.agents.tensorboard`), seeded and bit-deterministic on CPU.
-The loop reads nothing back from the device between logging steps (``log_every``): a
-non-finite loss or gradient norm is found at the next logging step or the epoch's end, and
-the optimiser skips such steps' updates on the device in the meantime.
+train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``; or another
+objective of :mod:`tradezoo.agents.losses`: scale-aware cross-entropy, the negative Sharpe
+ratio of the expected position ``P(buy) - P(sell)`` net of turnover costs, or a sum, with
+batches of consecutive decisions for the Sharpe term, ``SupervisedConfig.chunk_bars``),
+AdamW with no weight decay on the backbone's ``no_weight_decay()`` parameters, biases and
+norms, a cosine schedule with linear warm-up (per optimiser step), gradient clipping,
+validation every epoch, early stopping on the validation loss, the best checkpoint kept
+(``best.pt``), the last one (``last.pt``) resumable, autocast (``SupervisedConfig.amp``: bf16
+on CUDA by default), TensorBoard logs (:mod:`tradezoo.agents.tensorboard`), seeded and
+bit-deterministic on CPU. The loop reads nothing back from the device between logging steps
+(``log_every``): a non-finite loss or gradient norm is found at the next logging step or the
+epoch's end, and the optimiser skips such steps' updates on the device in the meantime.
 
 Failures: a non-finite loss or gradient norm stops with :class:`NonFiniteLossError` naming
 the step, the architecture and the last finite loss. Whatever stops the loop (Ctrl-C, a
@@ -109,6 +112,14 @@ from tradezoo.agents.data import (
     observation_space,
 )
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
+from tradezoo.agents.losses import (
+    LOSSES,
+    classification_term,
+    expected_position,
+    has_sharpe_term,
+    magnitude_weights,
+    sharpe_loss,
+)
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
@@ -148,6 +159,9 @@ N_CLASSES = 3
 
 #: Valid values of :attr:`SupervisedConfig.amp`.
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
+
+#: Chunk length of the training batches with a Sharpe term when ``chunk_bars`` is not set.
+SHARPE_CHUNK_BARS = 32
 
 
 # --------------------------------------------------------------------------------- model
@@ -396,8 +410,25 @@ class SupervisedConfig:
         warmup_fraction: share of the optimiser steps with a linear warm-up, in [0, 1).
         grad_clip: max global gradient norm (``None``: no clipping).
         patience: epochs without a lower validation loss before stopping (``None``: never).
-        loss: ``"ce"`` (cross-entropy) or ``"focal"``.
+        loss: the training objective, one of :data:`~tradezoo.agents.losses.LOSSES`
+            (docs/training.md, "Losses"): ``"ce"`` (cross-entropy), ``"focal"``,
+            ``"scale_aware"`` (cross-entropy weighted by the size of the move each label
+            judges), ``"multi_horizon"`` (cross-entropy averaged over the horizon heads;
+            needs ``LabelSpec.task="multi_horizon"``), ``"sharpe"`` (negative Sharpe ratio of
+            the expected positions' net returns), or a classification term plus the Sharpe
+            term (``"ce+sharpe"``, ...). A ``volatility`` model trains on its regression loss
+            and takes ``"ce"`` only.
+            The validation loss that picks the best checkpoint is the same objective.
         focal_gamma: focusing parameter of the focal loss, >= 0.
+        sharpe_weight: weight of the Sharpe term, > 0 (the term alone with ``"sharpe"``).
+        sharpe_cost_bps: one-way cost (bps) charged on the turnover of the expected position
+            in the Sharpe term, >= 0; ``None``: the labels' cost (``LabelSpec.cost_bps``,
+            resolved from the dataset's cost model).
+        chunk_bars: consecutive decisions per chunk of a training batch; a batch is
+            ``batch_size / chunk_bars`` chunks drawn in random order (``batch_size`` must be a
+            multiple). ``None``: 32 with a Sharpe term (the turnover needs consecutive
+            positions), 1 otherwise (independent items). At least 2 with a Sharpe term.
+        scale_aware_cap: largest sample weight of the scale-aware term, > 0.
         class_weights: weight classes by ``N / (3 N_c)`` from the train split.
         label_smoothing: cross-entropy label smoothing in [0, 1) (off by default).
         features_dim: extractor output width (and the PPO policy's).
@@ -428,8 +459,12 @@ class SupervisedConfig:
     warmup_fraction: float = 0.05
     grad_clip: float | None = 1.0
     patience: int | None = 3
-    loss: Literal["ce", "focal"] = "ce"
+    loss: str = "ce"
     focal_gamma: float = 2.0
+    sharpe_weight: float = 1.0
+    sharpe_cost_bps: float | None = None
+    chunk_bars: int | None = None
+    scale_aware_cap: float = 10.0
     class_weights: bool = True
     label_smoothing: float = 0.0
     features_dim: int = 64
@@ -454,8 +489,19 @@ class SupervisedConfig:
         check.number("warmup_fraction", 0.0, 1.0, open_high=True)
         check.number("grad_clip", 0.0, open_low=True, optional=True)
         check.integer("patience", 1, optional=True)
-        check.choice("loss", ("ce", "focal"))
+        check.choice("loss", LOSSES)
         check.number("focal_gamma", 0.0)
+        check.number("sharpe_weight", 0.0, open_low=True)
+        check.number("sharpe_cost_bps", 0.0, optional=True)
+        check.integer("chunk_bars", 1, optional=True)
+        check.number("scale_aware_cap", 0.0, open_low=True)
+        check.require(not has_sharpe_term(self.loss) or self.chunk_length >= 2,
+                      f"chunk_bars must be >= 2 with a Sharpe term (loss={self.loss!r}): the "
+                      f"turnover needs consecutive positions, got {self.chunk_bars}")
+        check.require(self.batch_size % self.chunk_length == 0,
+                      f"batch_size must be a multiple of chunk_bars ({self.chunk_length}"
+                      f"{' by default with a Sharpe term' if self.chunk_bars is None else ''}), "
+                      f"got batch_size={self.batch_size}")
         check.boolean("class_weights")
         check.number("label_smoothing", 0.0, 1.0, open_high=True)
         check.integer("features_dim", 1)
@@ -468,6 +514,14 @@ class SupervisedConfig:
         check.integer("log_every", 1)
         check.choice("amp", AMP_MODES)
         check.boolean("deterministic")
+
+    @property
+    def chunk_length(self) -> int:
+        """Consecutive decisions per chunk of a training batch (:attr:`chunk_bars` resolved:
+        32 with a Sharpe term, 1 otherwise)."""
+        if self.chunk_bars is not None:
+            return self.chunk_bars
+        return SHARPE_CHUNK_BARS if has_sharpe_term(self.loss) else 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) for checkpoints, JSON and YAML."""
@@ -877,15 +931,25 @@ def _class_weights(counts: np.ndarray) -> np.ndarray:
 
 
 def _classification_loss(
-    logits: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig
+    logits: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig,
+    sample_weight: Tensor | None = None,
 ) -> Tensor:
-    """Mean loss over the batch (weighted mean when class weights are on, as in
-    ``F.cross_entropy``)."""
+    """Mean of the classification term of ``config.loss`` over the batch (weighted mean when
+    class weights are on, as in ``F.cross_entropy``; ``scale_aware`` multiplies each item's
+    weight by its ``sample_weight [B]``, :func:`~tradezoo.agents.losses.magnitude_weights`)."""
     logits = logits.float()
-    if config.loss == "ce":
+    term = classification_term(config.loss)
+    if term in ("ce", "multi_horizon"):  # multi_horizon: cross-entropy per horizon head
         return functional.cross_entropy(
             logits, target, weight=weight, label_smoothing=config.label_smoothing
         )
+    if term == "scale_aware":
+        if sample_weight is None:
+            raise ValueError("the scale-aware loss needs the items' sample weights")
+        per_item = functional.cross_entropy(logits, target, reduction="none",
+                                            label_smoothing=config.label_smoothing)  # [B]
+        w = sample_weight if weight is None else sample_weight * weight[target]  # [B]
+        return (w * per_item).sum() / w.sum().clamp_min(1e-12)
     # Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
     log_p = functional.log_softmax(logits, dim=-1)  # [B, 3]
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # [B]
@@ -902,16 +966,18 @@ realised volatility of 0)."""
 
 
 def _task_loss(output: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig,
-               model: SupervisedModel) -> Tensor:
-    """The loss of ``model.task``: the direction loss (``direction``); its mean over the
-    horizons, each with its own class weights ``weight [H, 3]`` (``multi_horizon``); MSE of
+               model: SupervisedModel, sample_weight: Tensor | None = None) -> Tensor:
+    """The loss of ``model.task``: the classification term of ``config.loss``
+    (``direction``); its mean over the horizons, each with its own class weights
+    ``weight [H, 3]`` and sample weights ``sample_weight [B, H]`` (``multi_horizon``); MSE of
     the log volatility in units of the train split's std (``volatility``; ``target`` [B] is
     the realised volatility per bar)."""
     if model.task == "direction":
-        return _classification_loss(output, target, weight, config)
+        return _classification_loss(output, target, weight, config, sample_weight)
     if model.task == "multi_horizon":
         losses = [_classification_loss(output[:, k], target[:, k],
-                                       None if weight is None else weight[k], config)
+                                       None if weight is None else weight[k], config,
+                                       None if sample_weight is None else sample_weight[:, k])
                   for k in range(output.shape[1])]
         return torch.stack(losses).mean()
     log_target = torch.log(target.float().clamp_min(VOL_FLOOR))
@@ -927,6 +993,72 @@ def _n_correct(output: Tensor, target: Tensor, task: str) -> Tensor:
     if task == "multi_horizon":
         return (output.argmax(-1) == target).float().mean(dim=1).sum()
     return torch.zeros((), device=output.device)
+
+
+def check_loss_task(loss: str, task: str) -> None:
+    """Whether ``SupervisedConfig.loss`` fits ``LabelSpec.task``: a ``volatility`` model
+    trains on its own regression loss (``loss="ce"``, the default, stands for it), and the
+    ``multi_horizon`` loss needs multi-horizon labels.
+
+    Raises:
+        ConfigError: another combination; the message names both settings and the rule.
+    """
+    if task == "volatility" and loss != "ce":
+        raise ConfigError(f"SupervisedConfig.loss={loss!r} applies to the direction and "
+                          "multi_horizon tasks; a volatility model trains on the squared error "
+                          "of its log volatility (leave loss at 'ce')")
+    if classification_term(loss) == "multi_horizon" and task != "multi_horizon":
+        raise ConfigError(f"SupervisedConfig.loss={loss!r} averages the cross-entropy over the "
+                          "horizon heads of multi-horizon labels; the labels' task is "
+                          f"{task!r} (set LabelSpec.task='multi_horizon', e.g. --set "
+                          "labels.task=multi_horizon)")
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """The training objective of a run (:attr:`SupervisedConfig.loss` on the model's task)
+    with what it needs from the data.
+
+    Attributes:
+        config: the training config.
+        model: the model trained (its task, and a volatility model's output units).
+        class_weight: class weights ``[3]`` (``[H, 3]`` for ``multi_horizon``) or ``None``.
+        cost: one-way cost of the Sharpe term's turnover, a fraction.
+        magnitude_scale: the train split's mean absolute label-horizon return, ``[]`` (``[H]``
+            for ``multi_horizon``): the scale-aware term's unit (1 without that term).
+    """
+
+    config: SupervisedConfig
+    model: SupervisedModel
+    class_weight: Tensor | None
+    cost: float
+    magnitude_scale: Tensor
+
+    def __call__(self, output: Tensor, labels: Tensor, targets: Mapping[str, Tensor],
+                 chunk: int) -> Tensor:
+        """The loss of the task output (logits ``[B, 3]`` or ``[B, H, 3]``, log volatility
+        ``[B]``), ``labels`` and the items' ``targets`` (:func:`_item_targets`), the batch
+        being ``B / chunk`` runs of ``chunk`` consecutive items."""
+        cfg = self.config
+        loss: Tensor | None = None
+        if classification_term(cfg.loss) is not None:
+            sample_weight = None
+            if "abs_move" in targets:
+                sample_weight = magnitude_weights(targets["abs_move"], self.magnitude_scale,
+                                                  cfg.scale_aware_cap)
+            loss = _task_loss(output, labels, self.class_weight, cfg, self.model,
+                              sample_weight)
+        if has_sharpe_term(cfg.loss):
+            position = expected_position(output)  # [B], or [B, H] per horizon
+            if position.ndim == 2:  # the multi-horizon trading rule: the horizons' mean
+                position = position.mean(dim=1)
+            shape = (-1, chunk)
+            sharpe = cfg.sharpe_weight * sharpe_loss(
+                position.reshape(shape), targets["next_return"].reshape(shape),
+                targets["follows"].reshape(shape), self.cost)
+            loss = sharpe if loss is None else loss + sharpe
+        assert loss is not None  # every loss has a classification or a Sharpe term
+        return loss
 
 
 def _aux_loss(aux: dict[str, Tensor], targets: Tensor, names: Sequence[str]) -> Tensor:
@@ -994,28 +1126,62 @@ class _Batches:
     """Batches of one :class:`WindowDataset` gathered on ``device`` by one index operation.
 
     ``x`` is ``features[rows[:, None] + offsets]`` ``[B, L, F]`` (the same windows the
-    dataset's items are), padded to the env layout ``[B, L, F + 2]``.
+    dataset's items are), padded to the env layout ``[B, L, F + 2]``. ``targets`` are per-item
+    arrays ``[N, ...]`` (:func:`_item_targets`) gathered with the same index.
     """
 
     def __init__(self, dataset: WindowDataset, device: torch.device,
-                 aux_targets: np.ndarray | None = None) -> None:
+                 targets: Mapping[str, np.ndarray] | None = None) -> None:
         self.dataset = dataset
         self.device = device
         self.features = dataset.features.to(device)  # [T, F]
         self.rows = torch.from_numpy(np.array(dataset.decision_rows)).to(device)  # [N]
         self.labels = dataset.labels.to(device)  # [N]
         self.offsets = torch.arange(-dataset.window + 1, 1, device=device)  # [L]
-        self.aux = None if aux_targets is None else torch.from_numpy(aux_targets).to(device)
+        self.targets = {name: torch.from_numpy(values).to(device)
+                        for name, values in (targets or {}).items()}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def get(self, index: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(obs [B, L, F + 2], labels [B], {target name: [B, ...]})`` of items ``index``."""
         index = index.to(self.device)
         rows = self.rows[index]  # [B]
         x = self.features[rows[:, None] + self.offsets]  # [B, L, F]
-        aux = None if self.aux is None else self.aux[index]  # [B, H]
-        return flat_account_observation(x), self.labels[index], aux
+        targets = {name: values[index] for name, values in self.targets.items()}
+        return flat_account_observation(x), self.labels[index], targets
+
+
+def _item_targets(data: PreparedData, dataset: WindowDataset, cfg: SupervisedConfig,
+                  aux: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The per-item targets ``cfg``'s objective needs (none for ``"ce"``/``"focal"`` without
+    auxiliary heads):
+
+    - ``"aux"`` ``[N, H]`` float32: the auxiliary heads' targets (given);
+    - ``"next_return"`` ``[N]`` float32 (Sharpe term): ``open[t+2] / open[t+1] - 1``, the
+      return the backtest books for the bar a decision at ``t`` holds;
+    - ``"follows"`` ``[N]`` bool (Sharpe term): item ``i`` decides one bar after item
+      ``i - 1`` (False for item 0);
+    - ``"abs_move"`` ``[N]`` float32 (scale-aware term): ``|open[t+1+h] / open[t+1] - 1|``
+      over the label horizon ``h`` (``[N, H]``, one column per horizon, for
+      ``multi_horizon`` labels).
+    """
+    targets: dict[str, np.ndarray] = {}
+    if aux is not None:
+        targets["aux"] = aux
+    rows = np.asarray(dataset.decision_rows)
+    if has_sharpe_term(cfg.loss):
+        targets["next_return"] = _aux_targets(data, dataset, (1,), None)[:, 0]
+        follows = np.zeros(len(rows), dtype=np.bool_)
+        follows[1:] = np.diff(rows) == 1
+        targets["follows"] = follows
+    if classification_term(cfg.loss) == "scale_aware":
+        spec = data.label_spec
+        horizons = spec.horizons if spec.task == "multi_horizon" else (spec.horizon,)
+        move = np.abs(_aux_targets(data, dataset, horizons, None))  # [N, H]
+        targets["abs_move"] = move if spec.task == "multi_horizon" else move[:, 0]
+    return targets
 
 
 def _aux_targets(data: PreparedData, dataset: WindowDataset, horizons: Sequence[int],
@@ -1048,12 +1214,14 @@ def _loader_batches(batches: _Batches, order: Tensor, batch_size: int, num_worke
 def _evaluate(
     model: SupervisedModel,
     batches: _Batches,
-    criterion_weight: Tensor | None,
-    config: SupervisedConfig,
+    objective: _Objective,
     amp_dtype: torch.dtype | None,
 ) -> tuple[float, TaskReport, np.ndarray]:
-    """Validation loss (weighted like training), the task's report and its predictions:
-    probabilities ``[N, 3]`` (``[N, H, 3]`` for ``multi_horizon``) or volatilities ``[N]``."""
+    """Validation loss (the training objective, weighted like training, over the evaluated
+    items in time order as one run: a Sharpe term is the split's Sharpe), the task's report and
+    its predictions: probabilities ``[N, 3]`` (``[N, H, 3]`` for ``multi_horizon``) or
+    volatilities ``[N]``."""
+    config = objective.config
     model.eval()
     n = len(batches)
     limit = n
@@ -1062,16 +1230,20 @@ def _evaluate(
     order = torch.arange(min(n, limit))
     logits_all = []
     labels_all = []
+    targets_all: dict[str, list[Tensor]] = {}
     with torch.no_grad(), torch.autocast(batches.device.type,
                                          dtype=amp_dtype or torch.bfloat16,
                                          enabled=amp_dtype is not None):
         for start in range(0, len(order), config.eval_batch_size):
-            obs, labels, _ = batches.get(order[start : start + config.eval_batch_size])
+            obs, labels, targets = batches.get(order[start : start + config.eval_batch_size])
             logits_all.append(model(obs).float())
             labels_all.append(labels)
+            for name, values in targets.items():
+                targets_all.setdefault(name, []).append(values)
     logits = torch.cat(logits_all)
     labels = torch.cat(labels_all)
-    loss = float(_task_loss(logits, labels, criterion_weight, config, model))
+    joined = {name: torch.cat(values) for name, values in targets_all.items()}
+    loss = float(objective(logits, labels, joined, len(labels)))
     model.train()
     if model.task == "volatility":
         forecast = torch.exp(logits).cpu().numpy()
@@ -1330,12 +1502,25 @@ class _SupervisedRun:
         if spec.task == "volatility":
             self.model.set_target_scale(*_log_volatility_scale(data.train.labels.numpy()))
         self.n_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self.weight = (torch.tensor(_task_class_weights(data.train.class_counts()),
-                                    dtype=torch.float32, device=device)
-                       if cfg.class_weights and spec.task != "volatility" else None)
+        check_loss_task(cfg.loss, spec.task)
+        weight = (torch.tensor(_task_class_weights(data.train.class_counts()),
+                               dtype=torch.float32, device=device)
+                  if cfg.class_weights and spec.task != "volatility" else None)
         self.train_batches, self.val_batches = _split_batches(data, self.model.aux_horizons,
-                                                              device)
-        self.per_epoch = math.ceil(len(self.train_batches) / cfg.batch_size)
+                                                              cfg, device)
+        cost_bps = (cfg.sharpe_cost_bps if cfg.sharpe_cost_bps is not None
+                    else float(data.label_spec.cost_bps or 0.0))
+        self.objective = _Objective(cfg, self.model, weight, cost_bps / 1e4,
+                                    _magnitude_scale(self.train_batches))
+        self.chunk = cfg.chunk_length
+        epoch_items = len(self.train_batches)
+        if self.chunk > 1:
+            epoch_items = self.chunk * _n_chunks(epoch_items, self.chunk)
+            if epoch_items == 0:
+                raise ValueError(f"the train split has {len(self.train_batches)} labelled "
+                                 f"decisions, fewer than 2 * chunk_bars - 1 = "
+                                 f"{2 * self.chunk - 1} (lower SupervisedConfig.chunk_bars)")
+        self.per_epoch = math.ceil(epoch_items / cfg.batch_size)
         if cfg.max_train_batches is not None:
             self.per_epoch = min(self.per_epoch, cfg.max_train_batches)
         self.total_steps = self.per_epoch * cfg.epochs
@@ -1455,7 +1640,7 @@ class _SupervisedRun:
         checked every ``log_every`` steps and at the epoch's end (:class:`_FiniteWatch`)."""
         state, cfg = self.state, self.cfg
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + state.epoch)
-        order = torch.randperm(len(self.train_batches), generator=generator)
+        order = _epoch_order(len(self.train_batches), self.chunk, generator)
         if cfg.num_workers == 0:  # batches slice the order where they are gathered
             order = order.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -1466,8 +1651,8 @@ class _SupervisedRun:
         window_started, window_items = time.perf_counter(), 0
         for index in _loader_batches(self.train_batches, order, cfg.batch_size,
                                      cfg.num_workers, state.batch, self.per_epoch):
-            obs, labels, aux_targets = self.train_batches.get(index)
-            loss, lr, grad_norm, logits = self.train_step(obs, labels, aux_targets)
+            obs, labels, targets = self.train_batches.get(index)
+            loss, lr, grad_norm, logits = self.train_step(obs, labels, targets)
             n_items = int(labels.shape[0])
             loss_sum += loss.float() * n_items
             correct += _n_correct(logits.detach(), labels, task)
@@ -1500,7 +1685,7 @@ class _SupervisedRun:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
-    def train_step(self, obs: Tensor, labels: Tensor, aux_targets: Tensor | None
+    def train_step(self, obs: Tensor, labels: Tensor, targets: Mapping[str, Tensor]
                    ) -> tuple[Tensor, float, Tensor, Tensor]:
         """One optimiser step, queued on the device without reading anything back; returns
         ``(loss, lr used, gradient norm, task output)`` (0-dim detached tensors for the
@@ -1509,9 +1694,9 @@ class _SupervisedRun:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             logits, aux = model.forward_all(obs)
-        loss = _task_loss(logits, labels, self.weight, cfg, model)
-        if aux and aux_targets is not None and cfg.aux_weight > 0:
-            loss = loss + cfg.aux_weight * _aux_loss(aux, aux_targets, model.aux_names)
+        loss = self.objective(logits, labels, targets, self.chunk)
+        if aux and "aux" in targets and cfg.aux_weight > 0:
+            loss = loss + cfg.aux_weight * _aux_loss(aux, targets["aux"], model.aux_names)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients (no-op without fp16)
@@ -1584,7 +1769,7 @@ class _SupervisedRun:
         if self.val_batches is None:
             return {"loss": record["train_loss"]}, record["train_loss"]
         step = self.state.step
-        val_loss, report, _ = _evaluate(self.model, self.val_batches, self.weight, self.cfg,
+        val_loss, report, _ = _evaluate(self.model, self.val_batches, self.objective,
                                         self.amp_dtype)
         metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
                                         if not k.startswith("confusion")}}
@@ -1625,10 +1810,11 @@ class _SupervisedRun:
         )
 
 
-def _split_batches(data: PreparedData, aux_horizons: Sequence[int], device: torch.device
-                   ) -> tuple[_Batches, _Batches | None]:
-    """Train and validation :class:`_Batches`, with the auxiliary targets (forward returns
-    over ``aux_horizons`` in units of their train-split std) when there are horizons."""
+def _split_batches(data: PreparedData, aux_horizons: Sequence[int], cfg: SupervisedConfig,
+                   device: torch.device) -> tuple[_Batches, _Batches | None]:
+    """Train and validation :class:`_Batches` with the targets of :func:`_item_targets`: the
+    auxiliary targets (forward returns over ``aux_horizons`` in units of their train-split
+    std) when there are horizons, and what ``cfg``'s objective needs."""
     aux_train = aux_val = None
     if aux_horizons:
         raw = _aux_targets(data, data.train, aux_horizons, None)
@@ -1637,8 +1823,47 @@ def _split_batches(data: PreparedData, aux_horizons: Sequence[int], device: torc
         aux_train = raw / scale
         if data.val is not None:
             aux_val = _aux_targets(data, data.val, aux_horizons, scale)
-    val = _Batches(data.val, device, aux_val) if data.val is not None else None
-    return _Batches(data.train, device, aux_train), val
+    val = (_Batches(data.val, device, _item_targets(data, data.val, cfg, aux_val))
+           if data.val is not None else None)
+    return _Batches(data.train, device, _item_targets(data, data.train, cfg, aux_train)), val
+
+
+def _magnitude_scale(batches: _Batches) -> Tensor:
+    """Mean absolute label-horizon return of the train items, float32 ``[]`` (``[H]`` per
+    horizon of ``multi_horizon`` labels): the scale-aware term's unit; 1 without that term.
+
+    Raises:
+        ValueError: a horizon whose train items have no finite non-zero move.
+    """
+    moves = batches.targets.get("abs_move")
+    if moves is None:
+        return torch.ones((), device=batches.device)
+    moves = moves.double()
+    finite = torch.isfinite(moves)
+    scale = (torch.where(finite, moves, 0.0).sum(dim=0)
+             / finite.sum(dim=0).clamp_min(1))  # [] or [H]
+    if not bool(((scale > 0) & torch.isfinite(scale)).all()):
+        raise ValueError("the scale-aware loss needs train items with non-zero forward returns "
+                         "over the label horizon")
+    return scale.float()
+
+
+def _epoch_order(n_items: int, chunk: int, generator: torch.Generator) -> Tensor:
+    """The items of one epoch in training order: a permutation of all items (``chunk == 1``),
+    or :func:`_n_chunks` runs of ``chunk`` consecutive items in random order, the runs tiling
+    the items from a random offset in ``[0, chunk)`` so that their boundaries move from epoch
+    to epoch. Seeded by ``generator`` only."""
+    if chunk == 1:
+        return torch.randperm(n_items, generator=generator)
+    offset = int(torch.randint(chunk, (1,), generator=generator))
+    starts = offset + chunk * torch.randperm(_n_chunks(n_items, chunk), generator=generator)
+    return (starts[:, None] + torch.arange(chunk)).reshape(-1)
+
+
+def _n_chunks(n_items: int, chunk: int) -> int:
+    """Runs of ``chunk`` consecutive items per epoch: as many as fit after any offset in
+    ``[0, chunk)``, so every epoch has the same number of steps."""
+    return (n_items - chunk + 1) // chunk
 
 
 def _nonfinite_message(what: str, value: float, arch: str, epoch: int, batch: int, step: int,
