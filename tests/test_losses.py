@@ -24,6 +24,8 @@ from tradezoo.agents.losses import (
 from tradezoo.agents.supervised import (
     SupervisedConfig,
     SupervisedModel,
+    TrainingInterrupted,
+    TrainState,
     _classification_loss,
     _epoch_order,
     _item_targets,
@@ -326,6 +328,49 @@ def test_tiny_training_with_each_loss_trains_and_backtests(
         expected = _numpy_sharpe(position, next_return, follows,
                                  data.label_spec.cost_bps / 1e4)
         assert record["val_loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_sharpe_training_batches_are_runs_of_consecutive_decisions(
+    data: PreparedData, tmp_path: Path
+) -> None:
+    run = _SupervisedRun(data, "mlp", tiny(loss="sharpe", chunk_bars=8, max_train_batches=3),
+                         None, tmp_path, 0, torch.device("cpu"), False)
+    seen: list[torch.Tensor] = []
+    gather = run.train_batches.get
+
+    def record(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The real gather, with its indices kept."""
+        seen.append(index.clone())
+        return gather(index)
+
+    run.train_batches.get = record  # type: ignore[method-assign]
+    run.fit([])
+    assert len(seen) == 3
+    for index in seen:
+        runs = index.reshape(4, 8)  # batch_size 32 = 4 runs of 8
+        assert torch.equal(runs - runs[:, :1], torch.arange(8).expand(4, 8))
+
+
+def test_interrupted_sharpe_run_resumes_onto_the_same_batches(data: PreparedData,
+                                                              tmp_path: Path) -> None:
+    kwargs = dict(config=tiny(loss="ce+sharpe", chunk_bars=8, epochs=2, max_train_batches=3),
+                  seed=3, device="cpu", verbose=False)
+
+    def interrupt(state: TrainState) -> None:
+        if state.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train_supervised(data, "mlp", out_dir=tmp_path / "run", callbacks=[interrupt],
+                         **kwargs)  # type: ignore[arg-type]
+    resumed = train_supervised(data, "mlp", out_dir=tmp_path / "run",
+                               resume_from=info.value.checkpoint, **kwargs)  # type: ignore[arg-type]
+    straight = train_supervised(data, "mlp", out_dir=tmp_path / "straight",
+                                **kwargs)  # type: ignore[arg-type]
+    assert resumed.steps == straight.steps == 6
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key])
+    assert resumed.history[-1]["val_loss"] == straight.history[-1]["val_loss"]
 
 
 def evaluation_probabilities(model: SupervisedModel, data: PreparedData,
