@@ -399,6 +399,17 @@ def markdown(rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any
     return "\n".join(text) + "\n"
 
 
+def previous_runs(path: Path) -> list[dict[str, Any]]:
+    """The ``runs`` of an earlier ``ablation.json`` (command, finish time, wall time, cells
+    run), so the wall time of a resumed ablation adds up; none when absent or unreadable."""
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    keys = {"command", "finished", "wall_time_s", "cells_run"}
+    return [r for r in runs if isinstance(r, dict) and keys <= set(r)]
+
+
 def write_outputs(out: Path, rows: Sequence[Mapping[str, Any]],
                   lines: Sequence[Mapping[str, Any]], notes: Sequence[str],
                   facts: Mapping[str, Any]) -> dict[str, Path]:
@@ -514,12 +525,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with claim_run_dir(out, resume_hint=False):
         grid = run_grid(tasks, out, execution, keep_work=False, labels=labels)
         store = {r["key"]: r for r in grid.records}
-        bars = {t.cell.dataset: load_source(t.source) for t in tasks}
+        sources = {t.cell.dataset: t.source for t in tasks}
+        bars = {name: load_source(source) for name, source in sources.items()}
         rows = [row for change in changes for row in change_rows(
             change, grids, store, bars, alpha=args.alpha, n_boot=args.n_boot)]
         lines = summary(rows)
         seconds = time.perf_counter() - started
         cell_seconds = sum(float(r.get("wall_time_s") or 0.0) for r in grid.records)
+        runs = [*previous_runs(out / "ablation.json"), {
+            "command": command, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_time_s": seconds, "cells_run": len(grid.ran)}]
+        total = sum(float(r["wall_time_s"]) for r in runs)
         failed = sum(r["status"] != "done" for r in grid.records)
         notes = [
             f"Command: `{command}`",
@@ -528,7 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Wall time of this command: {seconds:.0f} s ({len(grid.ran)} cell(s) run, "
             f"{len(grid.skipped)} from the store; the cells' own wall times add up to "
             f"{cell_seconds:.0f} s) on {os.cpu_count()} CPU(s), {args.workers} worker(s) of "
-            f"{args.threads} thread(s).",
+            f"{args.threads} thread(s)."
+            + (f" All {len(runs)} commands on this results store took {total:.0f} s and ran "
+               f"{sum(int(r['cells_run']) for r in runs)} cells." if len(runs) > 1 else ""),
             f"Budget `{args.budget}`, mode `{args.mode}`, seeds 0..{args.seeds - 1}, "
             f"{args.folds} fold(s); statistics: the leaderboard's (docs/evaluation.md), DSR "
             "over the rows of a change on a dataset; verdict: paired bootstrap, alpha "
@@ -538,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "cells_from_store": len(grid.skipped), "cell_seconds": cell_seconds,
                  "expected_s": expected, "workers": args.workers, "budget": args.budget,
                  "mode": args.mode, "seeds": args.seeds, "folds": args.folds,
-                 "datasets": datasets, "alpha": args.alpha}
+                 "datasets": datasets, "alpha": args.alpha, "runs": runs}
         paths = write_outputs(out, rows, lines, notes, facts)
     print(paths["markdown"].read_text(encoding="utf-8"))
     failed = [r for r in grid.records if r["status"] != "done"]

@@ -126,6 +126,8 @@ def test_the_script_builds_the_table_and_a_rerun_resumes(
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
     again = json.loads((out / "ablation.json").read_text())
     assert again["cells_run"] == 0 and again["rows"] == summary["rows"]
+    assert [r["cells_run"] for r in again["runs"]] == [2, 0]  # the wall times add up
+    assert "All 2 commands on this results store took" in (out / "ablation.md").read_text()
 
 
 def _documented(path: Path) -> list[list[str]]:
