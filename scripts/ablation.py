@@ -93,9 +93,13 @@ CHANGES: tuple[Change, ...] = (
     _pair("timeparticle", "attention_heads", 4, 1),
     _pair("timeparticle", "message_feedback", True, False),
     _pair("timeparticle", "particle_outputs", True, False),
+    *(Change(f"{arch}.loss", arch, {"supervised.loss": "scale_aware+sharpe"},
+             {"supervised.loss": "ce"}) for arch in ("mambats", "timeparticle")),
 )
 """The changes of docs/architectures.md "Against the design chapters" that have a chapter form
-and a previous one (``msa.depths`` has no chapter value: not a pair)."""
+and a previous one (``msa.depths`` has no chapter value: not a pair), and the trading
+objective of the TimeParticle and Mamba chapters (docs/training.md, "Losses") for their
+architectures: the scale-aware and Sharpe terms (the multi-horizon term needs other labels)."""
 
 
 # ------------------------------------------------------------------------------ grid
