@@ -167,7 +167,12 @@ def test_architecture_learns_and_checkpoint_reloads(
     assert result.best_checkpoint.exists() and result.last_checkpoint.exists()
     assert math.isfinite(result.history[0]["train_loss"])
     reloaded = model_from_checkpoint(result.best_checkpoint)
-    probe = data.test.features[: WINDOW * 3].reshape(3, WINDOW, -1)  # [3, L, F]
+    assert reloaded.timeframes == result.model.timeframes
+    inputs = data.with_timeframes(reloaded.timeframes)
+    rows = inputs.decision_rows("test")[:3]
+    probe: torch.Tensor | dict[str, torch.Tensor] = (
+        {k: torch.from_numpy(v) for k, v in inputs.timeframe_inputs(rows).items()}
+        if reloaded.timeframes else torch.from_numpy(inputs.windows(rows)))  # [3, L, F]
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(reloaded.forward_features(probe), result.model.forward_features(probe))

@@ -15,6 +15,10 @@ so loading it never runs pickled code::
     n_features      F (the observation has F + 2 columns: + position, equity log-return)
     window          bars per observation
     scaler          ``FeatureScaler.to_dict()`` (mean and std as lists of floats)
+    timeframes      {timeframe: bars per window} of a multi-timeframe model (``msa`` on
+                    intraday bars: the env's dict observation), ``{}`` for Box windows; a
+                    checkpoint without the key was trained on Box windows
+    timeframe_scalers  {timeframe: ``FeatureScaler.to_dict()``} of those timeframes' features
     label_spec      ``LabelSpec.to_dict()``
     splits          {"fractions": [..], "embargo": int, part: [first ISO, last ISO], ...}
     dataset         {"name", "symbol", "interval", "source"}
@@ -82,6 +86,7 @@ __all__ = [
     "check_model_fits_limit",
     "data_payload",
     "feature_spec_from_checkpoint",
+    "input_timeframes",
     "label_spec_from_checkpoint",
     "load_checkpoint",
     "load_weights",
@@ -89,6 +94,7 @@ __all__ = [
     "sb3_zip_tensors",
     "scaler_from_checkpoint",
     "serialize_checkpoint",
+    "timeframe_scalers_from_checkpoint",
     "verify_sb3_pair",
     "versions",
     "write_files_atomically",
@@ -133,7 +139,7 @@ def versions() -> dict[str, str]:
 def data_payload(data: PreparedData) -> dict[str, Any]:
     """The checkpoint fields that describe the data a model was trained on, the same for both
     trainers: ``feature_spec, feature_names, n_features, n_account_columns, window, scaler,
-    splits, dataset, costs`` (module docstring)."""
+    timeframes, timeframe_scalers, splits, dataset, costs`` (module docstring)."""
     from tradezoo.agents.data import N_ACCOUNT_COLUMNS
 
     splits: dict[str, Any] = {
@@ -152,6 +158,9 @@ def data_payload(data: PreparedData) -> dict[str, Any]:
         "n_account_columns": N_ACCOUNT_COLUMNS,
         "window": data.window,
         "scaler": data.scaler.to_dict(),
+        "timeframes": dict(data.timeframe_windows),
+        "timeframe_scalers": {name: scaler.to_dict()
+                              for name, scaler in data.timeframe_scalers().items()},
         "splits": splits,
         "dataset": {
             "name": data.name,
@@ -270,9 +279,21 @@ def _check_fields(payload: Mapping[str, Any], where: str) -> None:
     for key in ("n_features", "window", "features_dim"):
         if key in payload and not _is_count(payload[key]):
             problems.append(f"{key} must be a positive integer, got {payload[key]!r}")
-    for key in ("scaler", "feature_spec", "env", "net_arch", "training", "label_spec"):
+    for key in ("scaler", "feature_spec", "env", "net_arch", "training", "label_spec",
+                "timeframes", "timeframe_scalers"):
         if key in payload and not isinstance(payload[key], Mapping):
             problems.append(f"{key} must be a dict, got {type(payload[key]).__name__}")
+    timeframes = payload.get("timeframes")
+    if isinstance(timeframes, Mapping) and not all(
+            isinstance(k, str) and _is_count(v) for k, v in timeframes.items()):
+        problems.append(f"timeframes must map timeframe names to windows >= 1, got "
+                        f"{timeframes!r}")
+    tf_scalers = payload.get("timeframe_scalers")
+    if isinstance(timeframes, Mapping) and isinstance(tf_scalers, Mapping) and (
+            set(tf_scalers) != set(timeframes)
+            or not all(isinstance(v, Mapping) for v in tf_scalers.values())):
+        problems.append(f"timeframe_scalers must hold one scaler dict per timeframe "
+                        f"{sorted(timeframes)}, got {sorted(map(str, tf_scalers))}")
     state = payload["state_dict"]
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
@@ -593,6 +614,18 @@ def feature_spec_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> 
 def scaler_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> FeatureScaler:
     """The fitted :class:`FeatureScaler` of the checkpoint (pass it to the env's ``scaler=``)."""
     return FeatureScaler.from_dict(_as_checkpoint(checkpoint)["scaler"])
+
+
+def input_timeframes(checkpoint: Mapping[str, Any]) -> dict[str, int]:
+    """The timeframes (name -> window) of a multi-timeframe model's inputs; ``{}`` for a Box
+    model, which includes every checkpoint written before timeframes were recorded."""
+    return {str(k): int(v) for k, v in (checkpoint.get("timeframes") or {}).items()}
+
+
+def timeframe_scalers_from_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, FeatureScaler]:
+    """The scalers of a multi-timeframe model's timeframes (empty for a Box model)."""
+    return {str(k): FeatureScaler.from_dict(v)
+            for k, v in (checkpoint.get("timeframe_scalers") or {}).items()}
 
 
 def label_spec_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> LabelSpec:

@@ -31,14 +31,29 @@ Window items are ``(x [window, F], dt [window], y)``; the models take the env's 
 observation ``[window, F + 2]`` (features plus the two account columns, 0 for a flat account):
 :func:`flat_account_observation` pads ``x``. ``dt`` is the unscaled seconds since the previous
 bar (the scaled ``dt`` feature column stays among the features, as in the env).
+
+Multi-timeframe inputs. A backbone that takes timeframes as its scales (``msa``:
+``Backbone.multi_timeframe``) gets the env's dict observation instead: one window of the last
+``window`` **closed** bars per timeframe plus a flat account vector (zeros ``[4]``).
+:func:`model_timeframes` picks the timeframes from the bar interval (the base interval plus
+the coarser of :data:`COARSER_TIMEFRAMES` that are whole multiples of it: 1h bars give 1h, 4h
+and 1d; daily bars give none, and the backbone pools its one window in-window as before),
+and :meth:`PreparedData.for_model` prepares them with
+:meth:`tradezoo.data.prepare.PreparedDataset.with_timeframes`, the preparation the env runs
+for ``observation="dict"``. Windows are cut with
+:func:`tradezoo.data.prepare.closed_window_rows`, the env's own rule, so a supervised input
+equals the env's dict observation of a flat account at the same decision row, bit for bit;
+its decision rows start where every timeframe has a full window
+(:func:`tradezoo.data.prepare.first_full_window`, as the env's).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,8 +63,18 @@ from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks
 from tradezoo.data.features import FeatureScaler, FeatureSpec
+from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.labels import make_labels, make_multi_horizon_labels, realised_volatility
-from tradezoo.data.prepare import DataSource, WalkForward, check_split_fractions, prepare
+from tradezoo.data.prepare import (
+    DataSource,
+    PreparedDataset,
+    PreparedTimeframe,
+    WalkForward,
+    check_split_fractions,
+    closed_window_rows,
+    first_full_window,
+    prepare,
+)
 from tradezoo.data.splits import PART_NAMES, PartName, Splits
 from tradezoo.errors import ConfigError
 
@@ -60,13 +85,18 @@ if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     from tradezoo.data.windows import WindowDataset
 
 __all__ = [
+    "ACCOUNT_KEY",
+    "COARSER_TIMEFRAMES",
     "N_ACCOUNT_COLUMNS",
+    "N_ACCOUNT_FEATURES",
     "TASKS",
     "LabelSpec",
     "PreparedData",
     "check_warm_start_task",
     "flat_account_observation",
+    "flat_account_vector",
     "make_task_labels",
+    "model_timeframes",
     "observation_space",
     "prepare_data",
 ]
@@ -74,6 +104,43 @@ __all__ = [
 N_ACCOUNT_COLUMNS = 2
 """Account columns the env appends to each Box observation row (position, equity log-return);
 equal to :data:`tradezoo.envs.market.N_ACCOUNT_COLUMNS`."""
+N_ACCOUNT_FEATURES = 4
+"""Length of the dict observation's account vector; equal to
+:data:`tradezoo.envs.market.N_ACCOUNT_FEATURES`."""
+ACCOUNT_KEY = "account"
+"""The dict observation's account key; equal to :data:`tradezoo.envs.market.ACCOUNT_KEY`."""
+COARSER_TIMEFRAMES: tuple[str, ...] = ("4h", "1d")
+"""The timeframes a multi-timeframe backbone sees besides the base bars (the design
+chapter's 1h/4h/1d), where they are coarser than and whole multiples of the base interval."""
+
+
+def model_timeframes(arch: str, interval: Interval | str, window: int) -> dict[str, int]:
+    """The timeframes (name -> bars per window, finest first) whose closed bars ``arch``
+    takes on data of ``interval``; empty: one Box window.
+
+    A backbone with ``multi_timeframe`` (``msa``) gets the base interval plus each of
+    :data:`COARSER_TIMEFRAMES` that is coarser than it and a whole multiple of it, every one
+    with ``window`` bars (the env's list form of ``timeframes``). When no coarser timeframe
+    qualifies (daily or weekly bars: bins of the env are anchored at the Unix epoch, a
+    Thursday, so a "1w" bin would not be a trading week, and ``window`` weeks of warm-up would
+    take years of daily data), the backbone keeps its in-window pooled scales on the Box
+    window. Every other backbone takes the Box window.
+    """
+    from tradezoo.policies.registry import get_architecture
+
+    if not get_architecture(arch).backbone_cls.multi_timeframe:
+        return {}
+    base = parse_interval(interval)
+    if base.minutes is None:
+        return {}
+    coarser = [
+        tf.name
+        for tf in map(parse_interval, COARSER_TIMEFRAMES)
+        if tf.minutes is not None and tf.minutes > base.minutes and tf.minutes % base.minutes == 0
+    ]
+    if not coarser:
+        return {}
+    return {name: int(window) for name in (base.name, *coarser)}
 
 
 TASKS: tuple[str, ...] = ("direction", "volatility", "multi_horizon")
@@ -200,6 +267,11 @@ class PreparedData:
             fractions.
         env_splits: the env's parts of the same rows (``horizon=1``), what the PPO envs of
             this data trade on.
+        prepared: the one data preparation these parts come from (``None`` for data built
+            by hand; multi-timeframe inputs need it).
+        timeframes: the multi-timeframe inputs' timeframes, in :attr:`timeframe_windows`
+            order (``()``: Box windows; see :meth:`for_model`).
+        timeframe_windows: timeframe name -> bars per window (empty: Box windows).
     """
 
     name: str
@@ -221,6 +293,124 @@ class PreparedData:
     walk_forward: WalkForward | None = None
     fold: int | None = None
     env_splits: Splits | None = field(default=None, repr=False)
+    prepared: PreparedDataset | None = field(default=None, repr=False)
+    timeframes: tuple[PreparedTimeframe, ...] = field(default=(), repr=False)
+    timeframe_windows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def interval(self) -> Interval:
+        """The bars' interval."""
+        if self.prepared is None:
+            raise ValueError(f"dataset {self.name!r}: built without its preparation "
+                             "(PreparedData.prepared), so its interval is unknown")
+        return self.prepared.interval
+
+    @property
+    def first_input_row(self) -> int:
+        """The first feature row with a full input: a full window of every timeframe
+        (:func:`~tradezoo.data.prepare.first_full_window`), else ``window - 1``."""
+        first = self.window - 1
+        for tf in self.timeframes:
+            first = max(first, first_full_window(tf.last_closed,
+                                                 self.timeframe_windows[tf.interval.name]))
+        return first
+
+    def for_model(self, arch: str) -> PreparedData:
+        """This data with the inputs ``arch`` takes: :meth:`with_timeframes` of
+        :func:`model_timeframes` (itself when they are already prepared).
+
+        A coarser timeframe the data is too short for is left out with a warning: one whose
+        bars cannot fill the feature warm-up, or whose warm-up and window would leave less
+        than half of the train part with a full window (the first full input would fall after
+        the train part's middle row). With no coarser timeframe left the model takes the Box
+        window (``msa`` then pools it in-window).
+        """
+        wanted = model_timeframes(arch, self.interval, self.window)
+        if wanted == self.timeframe_windows:
+            return self
+        usable = self._fitting_timeframes(wanted, arch)
+        return self.with_timeframes(usable if len(usable) > 1 else {})
+
+    def _fitting_timeframes(self, wanted: Mapping[str, int], arch: str) -> dict[str, int]:
+        """The timeframes of ``wanted`` this data is long enough for (see :meth:`for_model`),
+        warning about the others."""
+        from tradezoo.data.errors import DataError
+
+        assert self.prepared is not None  # for_model found the interval
+        train = self.splits.train
+        middle = int(train[(train.size - 1) // 2])
+        usable: dict[str, int] = {}
+        for name, tf_window in wanted.items():
+            if name == self.interval.name:
+                usable[name] = tf_window
+                continue
+            try:
+                (tf,) = self.prepared.with_timeframes([name]).timeframes
+                first = first_full_window(tf.last_closed, tf_window)
+                reason = (None if first <= middle else
+                          f"its first full window of {tf_window} bars (after the feature "
+                          f"warm-up) is at feature row {first}, past the middle of the train "
+                          f"part (row {middle})")
+            except DataError as exc:
+                reason = str(exc)
+            if reason is None:
+                usable[name] = tf_window
+                continue
+            warnings.warn(
+                f"dataset {self.name!r}: {arch!r} leaves out the {name} timeframe, the data is "
+                f"too short for it: {reason}; use more data for multi-timeframe inputs",
+                UserWarning, stacklevel=3,
+            )
+        return usable
+
+    def with_timeframes(
+        self,
+        timeframes: Mapping[str, int],
+        scalers: Mapping[str, FeatureScaler] | None = None,
+    ) -> PreparedData:
+        """This data with multi-timeframe inputs (name -> bars per window, finest first;
+        empty: Box windows), prepared as the env's ``observation="dict"`` prepares them.
+
+        The label parts keep their rows except those before :attr:`first_input_row`.
+
+        Args:
+            timeframes: name -> window; each name the base interval or a whole multiple.
+            scalers: scalers by timeframe name (a checkpoint's, to score it as it was
+                trained); missing ones are fitted on the train part, as the env fits them.
+        """
+        windows = {parse_interval(k).name: int(v) for k, v in timeframes.items()}
+        if windows == self.timeframe_windows and scalers is None:
+            return self
+        if not windows:
+            tfs: tuple[PreparedTimeframe, ...] = ()
+        else:
+            if self.prepared is None:
+                raise ValueError(f"dataset {self.name!r}: multi-timeframe inputs need the "
+                                 "data's preparation (build it with prepare_data)")
+            tfs = self.prepared.with_timeframes(list(windows), scalers).timeframes
+        data = replace(self, timeframes=tfs, timeframe_windows=windows)
+        datasets = _window_datasets(data.scaled, data.labels, data.features, data.splits,
+                                    data.window, data.name, data.first_input_row,
+                                    data.label_spec.task)
+        return replace(data, **datasets)
+
+    def timeframe_scalers(self) -> dict[str, FeatureScaler]:
+        """Timeframe name -> the scaler of its features (empty for Box inputs)."""
+        return {tf.interval.name: tf.scaler for tf in self.timeframes}
+
+    def timeframe_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The multi-timeframe windows at decision ``rows`` ``[N]``: timeframe name ->
+        float32 ``[N, window_tf, F]`` (the env's dict observation without the account)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and rows.min() < self.first_input_row:
+            raise ValueError(f"rows must be >= {self.first_input_row} (a full window of every "
+                             f"timeframe), got {int(rows.min())}")
+        return {
+            tf.interval.name: tf.features.take(
+                closed_window_rows(tf.last_closed, rows,
+                                   self.timeframe_windows[tf.interval.name]), axis=0)
+            for tf in self.timeframes
+        }
 
     def env_split(self, part: PartName) -> PartName | tuple[pd.Timestamp, pd.Timestamp]:
         """The ``split`` argument of an env trading ``part`` of this data: the part's name
@@ -274,7 +464,7 @@ class PreparedData:
             raise ValueError(
                 f"the {part!r} split is empty (split_fractions={self.split_fractions})"
             )
-        first = max(int(rows[0]), self.window - 1)
+        first = max(int(rows[0]), self.first_input_row)
         last = min(int(rows[-1]), len(self.features) - 2)
         if last < first:
             raise ValueError(f"the {part!r} split has no decision row with a full window")
@@ -292,9 +482,11 @@ class PreparedData:
         offsets = np.arange(-self.window + 1, 1, dtype=np.int64)
         return values[rows[:, None] + offsets]
 
-    def observation_space(self) -> spaces.Box:
-        """The env's Box observation space for this data (``[window, F + 2]``)."""
-        return observation_space(self.window, self.n_features, self.scaler.clip)
+    def observation_space(self) -> spaces.Box | spaces.Dict:
+        """The env's observation space for this data's inputs: Box ``[window, F + 2]``, or
+        the dict of :attr:`timeframe_windows` and the account vector."""
+        return observation_space(self.window, self.n_features, self.scaler.clip,
+                                 self.timeframe_windows)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description (rows and timestamps of each part, class balance)."""
@@ -356,16 +548,29 @@ def make_task_labels(bars: pd.DataFrame, spec: LabelSpec) -> pd.Series | pd.Data
     return make_labels(bars, horizon=spec.horizon, **common)
 
 
-def observation_space(window: int, n_features: int, clip: float | None = 5.0) -> spaces.Box:
-    """The env's Box observation space ``[window, n_features + 2]`` float32.
+def observation_space(
+    window: int,
+    n_features: int,
+    clip: float | None = 5.0,
+    timeframes: Mapping[str, int] | None = None,
+) -> spaces.Box | spaces.Dict:
+    """The env's observation space, float32: Box ``[window, n_features + 2]``, or with
+    ``timeframes`` (name -> window) the dict of ``[window_tf, n_features]`` windows plus
+    ``"account"`` ``[4]``.
 
-    Feature columns are bounded by the scaler's clip (unbounded without clipping), the two
-    account columns are unbounded, as in
-    :meth:`tradezoo.envs.market.Market.observation_space`.
+    Feature columns are bounded by the scaler's clip (unbounded without clipping), the
+    account values are unbounded, as in :meth:`tradezoo.envs.market.Market.observation_space`.
     """
     from gymnasium import spaces
 
     bound = float("inf") if clip is None else float(clip)
+    if timeframes:
+        parts: dict[str, spaces.Space] = {
+            name: spaces.Box(-bound, bound, (int(tf_window), n_features), np.float32)
+            for name, tf_window in timeframes.items()
+        }
+        parts[ACCOUNT_KEY] = spaces.Box(-np.inf, np.inf, (N_ACCOUNT_FEATURES,), np.float32)
+        return spaces.Dict(parts)
     low = np.full((window, n_features + N_ACCOUNT_COLUMNS), -np.inf, np.float32)
     low[:, :n_features] = -bound
     return spaces.Box(low=low, high=-low, dtype=np.float32)
@@ -380,6 +585,13 @@ def flat_account_observation(x: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as functional
 
     return functional.pad(x, (0, N_ACCOUNT_COLUMNS))  # [..., L, F + 2]
+
+
+def flat_account_vector(like: torch.Tensor) -> torch.Tensor:
+    """The dict observation's account vector of a flat account, zeros ``[B, 4]`` on the
+    device and dtype of ``like`` ``[B, ...]`` (exposure, unrealised P&L, bars in position and
+    drawdown are all 0 at an episode's first decision)."""
+    return like.new_zeros((like.shape[0], N_ACCOUNT_FEATURES))
 
 
 # ------------------------------------------------------------------------------- building
@@ -421,7 +633,6 @@ def prepare_data(
             data for the window and splits.
         tradezoo.data.DataError: bars that fail validation or yield non-finite features.
     """
-    from tradezoo.data.windows import WindowDataset
 
     if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
@@ -456,32 +667,11 @@ def prepare_data(
     scaler, scaled = prepared.scaler, prepared.scaled  # [T, F] float32 DataFrame
 
     labels = make_task_labels(bars, labels_cfg).reindex(index)
-    target = "regression" if labels_cfg.task == "volatility" else "class"
-    # Seconds since the previous bar, unscaled (the scaled 'dt' column is not seconds).
-    dt = (
-        features["dt"].to_numpy(dtype=np.float32)
-        if "dt" in features.columns
-        else np.ones(len(features), dtype=np.float32)
-    )
-    datasets: dict[str, WindowDataset | None] = {}
-    boundaries: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
-    for part in PART_NAMES:
-        rows = splits.part(part)
-        if rows.size == 0:
-            datasets[part] = None
-            continue
-        boundaries[part] = (index[int(rows[0])], index[int(rows[-1])])
-        try:
-            datasets[part] = WindowDataset(
-                scaled, labels.to_numpy(), window=window, dt=dt, indices=rows, target=target
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"dataset {name!r}: the {part!r} split ({rows.size} rows) has no usable "
-                f"window of {window} bars with a label: {exc}"
-            ) from None
-    train = datasets["train"]
-    assert train is not None  # time_splits requires train > 0
+    datasets = _window_datasets(scaled, labels, features, splits, window, name, window - 1,
+                                labels_cfg.task)
+    boundaries = {part: (index[int(rows[0])], index[int(rows[-1])])
+                  for part in PART_NAMES if (rows := splits.part(part)).size}
+    assert datasets["train"] is not None  # time_splits requires train > 0
     return PreparedData(
         name=name,
         bars=bars,
@@ -496,11 +686,43 @@ def prepare_data(
         costs=costs,
         window=window,
         split_fractions=fractions,
-        train=train,
-        val=datasets["val"],
-        test=datasets["test"],
         walk_forward=prepared.walk_forward,
         fold=prepared.fold,
         env_splits=prepared.splits,
+        prepared=prepared,
+        **datasets,  # type: ignore[arg-type]
     )
+
+
+def _window_datasets(scaled: pd.DataFrame, labels: pd.Series | pd.DataFrame,
+                     features: pd.DataFrame, splits: Splits, window: int, name: str,
+                     first_row: int, task: str) -> dict[str, WindowDataset | None]:
+    """``{"train", "val", "test"}`` window datasets of the label parts (``None`` for an empty
+    part) for ``task``'s labels, their decision rows limited to ``first_row`` on (the first
+    full input)."""
+    from tradezoo.data.windows import WindowDataset
+
+    # Seconds since the previous bar, unscaled (the scaled 'dt' column is not seconds).
+    dt = (
+        features["dt"].to_numpy(dtype=np.float32)
+        if "dt" in features.columns
+        else np.ones(len(features), dtype=np.float32)
+    )
+    datasets: dict[str, WindowDataset | None] = {}
+    for part in PART_NAMES:
+        rows = splits.part(part)
+        if rows.size == 0:
+            datasets[part] = None
+            continue
+        try:
+            datasets[part] = WindowDataset(
+                scaled, labels.to_numpy(), window=window, dt=dt, indices=rows[rows >= first_row],
+                target="regression" if task == "volatility" else "class",
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"dataset {name!r}: the {part!r} split ({rows.size} rows) has no usable "
+                f"window of {window} bars with a label: {exc}"
+            ) from None
+    return datasets
 

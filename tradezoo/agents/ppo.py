@@ -105,11 +105,13 @@ from tradezoo.agents.checkpoint import (
     check_feature_spec,
     check_payload,
     data_payload,
+    input_timeframes,
     label_spec_from_checkpoint,
     load_checkpoint,
     load_weights,
     sb3_zip_tensors,
     serialize_checkpoint,
+    timeframe_scalers_from_checkpoint,
     verify_sb3_pair,
     versions,
     write_files_atomically,
@@ -318,13 +320,19 @@ def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
     """``TradingEnv``/``make_sb3_vec_env`` keyword arguments for ``data`` and ``config``.
 
     The env sees ``data``'s validated bars, feature spec, fitted scaler, window, split
-    fractions and cost model, so its feature columns equal ``data.scaled`` bit for bit.
+    fractions and cost model, so its feature columns equal ``data.scaled`` bit for bit. Data
+    with multi-timeframe inputs (:meth:`PreparedData.for_model`) gives the dict observation of
+    its timeframes, scaled by the data's scaler of each, so they equal the supervised inputs.
     ``episode_length`` is left to the caller.
     """
+    inputs: dict[str, Any] = {"scaler": data.scaler}
+    if data.timeframe_windows:
+        inputs = {"scaler": data.timeframe_scalers(), "observation": "dict",
+                  "timeframes": dict(data.timeframe_windows)}
     return {
         "data": data.bars,
         "feature_spec": data.feature_spec,
-        "scaler": data.scaler,
+        **inputs,
         "window": data.window,
         "split": data.env_split(split),  # type: ignore[arg-type]
         "split_fractions": data.split_fractions,
@@ -400,18 +408,36 @@ def _scalers_equal(a: FeatureScaler, b: FeatureScaler) -> bool:
 
 
 def _check_checkpoint_fits(ckpt: Mapping[str, Any], data: PreparedData) -> None:
-    """Window, feature count and scaler of a checkpoint against the data (names the field)."""
+    """Window, feature count, input timeframes and scalers of a checkpoint against the data
+    (names the field)."""
     where = ckpt.get("path", "<in memory>")
     for key, have in (("window", data.window), ("n_features", data.n_features)):
         if int(ckpt[key]) != have:
             raise CheckpointError(f"checkpoint {where}: {key} mismatch: the checkpoint has "
                                   f"{ckpt[key]}, the data has {have}")
-    if not _scalers_equal(FeatureScaler.from_dict(ckpt["scaler"]), data.scaler):
+    saved_tfs = input_timeframes(ckpt)
+    if saved_tfs != data.timeframe_windows:
+        def describe(tfs: Mapping[str, int]) -> str:
+            return f"timeframes {dict(tfs)}" if tfs else "Box windows (no timeframes)"
+
         raise CheckpointError(
-            f"checkpoint {where}: scaler mismatch: its feature scaler differs from the data's "
-            "(fitted on other data or other split fractions); prepare the data as for the "
-            "checkpoint"
+            f"checkpoint {where}: input mismatch: the checkpoint's {ckpt['arch']!r} model takes "
+            f"{describe(saved_tfs)}, this run gives it {describe(data.timeframe_windows)} "
+            "(a checkpoint without recorded timeframes was trained on Box windows; retrain "
+            "it with this version)"
         )
+    scalers = {"base": (FeatureScaler.from_dict(ckpt["scaler"]), data.scaler)}
+    data_tf_scalers = data.timeframe_scalers()
+    for name, saved in timeframe_scalers_from_checkpoint(ckpt).items():
+        scalers[name] = (saved, data_tf_scalers[name])
+    for name, (saved, have) in scalers.items():
+        if not _scalers_equal(saved, have):
+            what = "feature scaler" if name == "base" else f"{name} feature scaler"
+            raise CheckpointError(
+                f"checkpoint {where}: scaler mismatch: its {what} differs from the data's "
+                "(fitted on other data or other split fractions); prepare the data as for the "
+                "checkpoint"
+            )
 
 
 def _policy_kwargs(arch: str, features_dim: int, arch_config: Mapping[str, Any],
@@ -507,6 +533,7 @@ def make_ppo(
     """
     data = _check_data(data)
     get_architecture(arch)  # ValueError listing the valid names
+    data = data.for_model(arch)  # multi-timeframe inputs where the architecture takes them
     cfg = coerce_config(PPOConfig, config, "config") or PPOConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -677,7 +704,7 @@ def _checkpoint_spaces(ckpt: Mapping[str, Any]) -> tuple[Any, Any]:
     from gymnasium import spaces
 
     obs_space = observation_space(int(ckpt["window"]), int(ckpt["n_features"]),
-                                  ckpt["scaler"].get("clip"))
+                                  ckpt["scaler"].get("clip"), input_timeframes(ckpt))
     action_space = (spaces.Box(-1.0, 1.0, (1,), np.float32)
                     if ckpt["env"]["action_scheme"] == "continuous" else spaces.Discrete(3))
     return obs_space, action_space
@@ -919,6 +946,7 @@ def train_ppo(
     """
     data = _check_data(data)
     get_architecture(arch)
+    data = data.for_model(arch)  # the env gives the inputs the architecture takes
     cfg = coerce_config(PPOConfig, config, "config")
     if cfg is not None:  # before anything is written (a resume checks the saved config)
         data.costs.check_exposure(cfg.max_leverage, what="PPO config max_leverage")
@@ -1178,15 +1206,27 @@ def evaluate_ppo(
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     if isinstance(model_or_path, str | Path | Mapping):
         model_or_path = load_ppo_policy(model_or_path, device=device)
-    policy, scaler, cfg = _acting_policy(model_or_path, data,
-                                         coerce_config(PPOConfig, config, "config"))
+    policy, data, cfg, scaler = _acting_policy(model_or_path, data,
+                                               coerce_config(PPOConfig, config, "config"))
     return _walk_split(policy, data, split, cfg, scaler, costs)
 
 
+def _policy_timeframes(policy: Any) -> dict[str, int]:
+    """Timeframe name -> window of a policy's multi-timeframe extractor (empty: Box)."""
+    extractor = getattr(policy, "features_extractor", None)
+    if extractor is None or not getattr(extractor, "timeframes", None):
+        return {}
+    return dict(extractor.windows)
+
+
+ScalerArg = FeatureScaler | dict[str, FeatureScaler]
+
+
 def _acting_policy(model: Any, data: PreparedData, config: PPOConfig | None
-                   ) -> tuple[Any, FeatureScaler, PPOConfig]:
-    """``(SB3 policy, the scaler of its observations, its env settings)`` of what
-    :func:`evaluate_ppo` evaluates; a loaded checkpoint is checked against ``data``."""
+                   ) -> tuple[Any, PreparedData, PPOConfig, ScalerArg]:
+    """``(SB3 policy, the data with the policy's inputs, its env settings, the env's scaler
+    argument)`` of what :func:`evaluate_ppo` evaluates; a loaded checkpoint is checked
+    against ``data`` and its own scalers scale the data's features."""
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.policies import BasePolicy
 
@@ -1199,21 +1239,34 @@ def _acting_policy(model: Any, data: PreparedData, config: PPOConfig | None
                 raise ValueError(f"checkpoint {where}: {key} {ckpt[key]} differs from the "
                                  f"data's {have}")
         rules = ckpt["env"]
-        return model.policy, FeatureScaler.from_dict(ckpt["scaler"]), PPOConfig(
+        tf_scalers = timeframe_scalers_from_checkpoint(ckpt)
+        scored = data.with_timeframes(input_timeframes(ckpt), tf_scalers)
+        return model.policy, scored, PPOConfig(
             action_scheme=rules["action_scheme"], max_leverage=rules["max_leverage"],
-            allow_short=rules["allow_short"], rebalance=rules["rebalance"])
-    if isinstance(model, PPOResult):
-        return acting_policy(model.model), data.scaler, config or model.config
-    if isinstance(model, BaseAlgorithm | BasePolicy):
-        return acting_policy(model), data.scaler, config or PPOConfig()
+            allow_short=rules["allow_short"], rebalance=rules["rebalance"],
+        ), tf_scalers or FeatureScaler.from_dict(ckpt["scaler"])
+    if isinstance(model, PPOResult | BaseAlgorithm | BasePolicy):
+        policy = acting_policy(model.model if isinstance(model, PPOResult) else model)
+        scored = data.with_timeframes(_policy_timeframes(policy))
+        default = model.config if isinstance(model, PPOResult) else PPOConfig()
+        return policy, scored, config or default, scored.timeframe_scalers() or scored.scaler
     raise TypeError(
         "model_or_path must be a LoadedPPOPolicy, a PPOResult, an SB3 algorithm or policy, or "
         f"a PPO checkpoint path or dict, got {type(model).__name__}"
     )
 
 
+def _space_shapes(space: Any) -> Any:
+    """A space's shape, or ``{key: shape}`` of a dict space (what a policy must match)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Dict):
+        return {key: tuple(sub.shape) for key, sub in space.spaces.items()}
+    return tuple(space.shape)
+
+
 def _walk_split(policy: Any, data: PreparedData, split: str, cfg: PPOConfig,
-                scaler: FeatureScaler, costs: CostModel | None) -> PPOEvaluation:
+                scaler: ScalerArg, costs: CostModel | None) -> PPOEvaluation:
     """The deterministic pass of :func:`evaluate_ppo` and its replay through ``simulate``."""
     from tradezoo.backtest.simulation import simulate
     from tradezoo.envs import TradingEnv
@@ -1221,11 +1274,10 @@ def _walk_split(policy: Any, data: PreparedData, split: str, cfg: PPOConfig,
     kwargs = env_kwargs(data, cfg, split, costs=costs)
     kwargs["scaler"] = scaler
     env = TradingEnv(episode_length=None, random_start=False, **kwargs)
-    space = env.observation_space
-    if tuple(policy.observation_space.shape) != tuple(space.shape):
-        raise ValueError(f"the policy takes observations of shape "
-                         f"{tuple(policy.observation_space.shape)}, the env on this data gives "
-                         f"{tuple(space.shape)}")
+    wanted, given = _space_shapes(policy.observation_space), _space_shapes(env.observation_space)
+    if wanted != given:
+        raise ValueError(f"the policy takes observations of shape {wanted}, the env on this "
+                         f"data gives {given}")
     was_training = policy.training
     policy.set_training_mode(False)
     obs, info = env.reset()

@@ -98,17 +98,21 @@ from tradezoo.agents.checkpoint import (
     CheckpointError,
     check_payload,
     data_payload,
+    input_timeframes,
     load_checkpoint,
     load_weights,
     save_checkpoint,
     scaler_from_checkpoint,
+    timeframe_scalers_from_checkpoint,
     versions,
 )
 from tradezoo.agents.data import (
+    ACCOUNT_KEY,
     TASKS,
     LabelSpec,
     PreparedData,
     flat_account_observation,
+    flat_account_vector,
     observation_space,
 )
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
@@ -126,6 +130,7 @@ from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks, check_choice, check_number
 from tradezoo.data.labels import CLASS_NAMES, forward_returns, trailing_volatility
+from tradezoo.data.prepare import closed_window_rows
 from tradezoo.data.windows import WindowDataset
 from tradezoo.errors import ConfigError, TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
@@ -218,6 +223,9 @@ class SupervisedModel(nn.Module):
         horizons: the horizons (bars) of a ``multi_horizon`` head, one 3-class head each.
         arch_config: the architecture's config fields as a dict (use it for a field whose
             name clashes with an argument here, e.g. ``mlp``'s ``window``).
+        timeframes: timeframe name -> bars per window of a multi-timeframe model (it then
+            takes the env's dict observation; :func:`~tradezoo.agents.data.model_timeframes`);
+            ``None`` or empty: the Box observation.
         **cfg: more config fields (``d_model``, ``n_layers``, ...); they override
             ``arch_config``.
 
@@ -244,6 +252,7 @@ class SupervisedModel(nn.Module):
         task: str = "direction",
         horizons: Sequence[int] = (),
         arch_config: Mapping[str, Any] | None = None,
+        timeframes: Mapping[str, int] | None = None,
         **cfg: Any,
     ) -> None:
         super().__init__()
@@ -256,7 +265,8 @@ class SupervisedModel(nn.Module):
         self.n_features = int(n_features)
         self.window = int(window)
         self.features_dim = int(features_dim)
-        space = observation_space(self.window, self.n_features, clip)
+        self.timeframes: dict[str, int] = {str(k): int(v) for k, v in (timeframes or {}).items()}
+        space = observation_space(self.window, self.n_features, clip, self.timeframes)
         self.extractor = SequenceExtractor(space, arch=arch, features_dim=features_dim, **cfg)
         self.head = nn.Linear(self.features_dim, task_output_width(task, len(self.horizons)))
         if task == "volatility":
@@ -313,22 +323,25 @@ class SupervisedModel(nn.Module):
             return out.reshape(out.shape[0], len(self.horizons), N_CLASSES)  # [B, H, 3]
         return out  # [B, 3]
 
-    def forward_all(self, obs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``obs [B, window, F + 2]`` -> ``(task output (see forward), aux outputs)``."""
+    def forward_all(self, obs: Tensor | Mapping[str, Tensor]
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``obs`` (as :meth:`forward`) -> ``(task output (see forward), aux outputs)``."""
         encoded = self.extractor.encode(obs)  # [B, d_model]
         output = self._task_output(self.extractor.head(encoded))
         aux: dict[str, Tensor] = self.aux(encoded) if self.aux is not None else {}
         return output, aux
 
-    def forward(self, obs: Tensor) -> Tensor:
-        """``obs [B, window, F + 2]`` (env layout) -> ``direction``: logits ``[B, 3]`` (sell,
-        hold, buy); ``volatility``: log volatility per bar ``[B]``; ``multi_horizon``: logits
-        ``[B, H, 3]``."""
+    def forward(self, obs: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """The env's observation (Box ``[B, window, F + 2]``, or the dict of timeframe
+        windows ``[B, window_tf, F]`` and ``"account"`` ``[B, 4]``) -> ``direction``: logits
+        ``[B, 3]`` (sell, hold, buy); ``volatility``: log volatility per bar ``[B]``;
+        ``multi_horizon``: logits ``[B, H, 3]``."""
         return self._task_output(self.extractor(obs))
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Scaled features ``[B, window, F]`` (flat account) -> :meth:`forward`'s output."""
-        return self(flat_account_observation(x))
+    def forward_features(self, x: Tensor | Mapping[str, Tensor]) -> Tensor:
+        """Scaled features of a flat account (``[B, window, F]``, or timeframe name ->
+        ``[B, window_tf, F]`` for a multi-timeframe model) -> :meth:`forward`'s output."""
+        return self(flat_observation(x))
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (relative to this model) AdamW must not decay: the backbone's
@@ -340,6 +353,17 @@ class SupervisedModel(nn.Module):
             if param.ndim < 2 or name.endswith(".bias"):
                 names.add(name)
         return names
+
+
+def flat_observation(x: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Tensor]:
+    """Scaled feature windows -> the env's observation of a flat account: a Box window
+    ``[B, L, F]`` gets its two zero account columns, a dict of timeframe windows gets the zero
+    account vector ``[B, 4]``."""
+    if isinstance(x, Tensor):
+        return flat_account_observation(x)  # [B, L, F + 2]
+    windows = dict(x)
+    windows[ACCOUNT_KEY] = flat_account_vector(next(iter(windows.values())))  # [B, 4]
+    return windows
 
 
 def model_from_checkpoint(
@@ -387,6 +411,7 @@ def model_from_checkpoint(
         horizons=spec.horizons if spec.task == "multi_horizon" else (),
         arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
                                     torch.device(map_location), what=f"checkpoint {where}"),
+        timeframes=input_timeframes(ckpt),
     )
     load_weights(model, ckpt["state_dict"], where=where, what=f"architecture {ckpt['arch']!r}")
     model.to(map_location)
@@ -1122,35 +1147,72 @@ def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], floa
     return factor
 
 
-class _Batches:
-    """Batches of one :class:`WindowDataset` gathered on ``device`` by one index operation.
+class _Inputs:
+    """The model's observations (flat account) at decision rows ``[N]``, gathered on
+    ``device`` by one index operation per timeframe.
 
-    ``x`` is ``features[rows[:, None] + offsets]`` ``[B, L, F]`` (the same windows the
-    dataset's items are), padded to the env layout ``[B, L, F + 2]``. ``targets`` are per-item
-    arrays ``[N, ...]`` (:func:`_item_targets`) gathered with the same index.
+    Box: ``features[rows[:, None] + offsets]`` ``[B, L, F]`` padded to ``[B, L, F + 2]``.
+    Multi-timeframe (``data.timeframes``): each timeframe's window rows come from
+    :func:`~tradezoo.data.prepare.closed_window_rows`, the env's rule (index ``[N, L_tf]``
+    built once on the host), plus the zero account vector: the env's dict observation.
     """
 
-    def __init__(self, dataset: WindowDataset, device: torch.device,
+    def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device,
+                 features: Tensor | None = None) -> None:
+        self.device = device
+        rows = np.asarray(rows, dtype=np.int64)
+        self.n = len(rows)
+        self.tables: dict[str, Tensor] = {}
+        self.windows: dict[str, Tensor] = {}
+        for tf in data.timeframes:
+            name, window = tf.interval.name, data.timeframe_windows[tf.interval.name]
+            self.tables[name] = torch.tensor(tf.features, device=device)  # [T_tf, F]
+            self.windows[name] = torch.from_numpy(
+                closed_window_rows(tf.last_closed, rows, window)).to(device)  # [N, L_tf]
+        if not self.tables:
+            if features is None:
+                features = torch.tensor(data.scaled.to_numpy(dtype=np.float32))
+            self.features = features.to(device)  # [T, F]
+            self.rows = torch.from_numpy(rows).to(device)  # [N]
+            self.offsets = torch.arange(-data.window + 1, 1, device=device)  # [L]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get(self, index: Tensor) -> Tensor | dict[str, Tensor]:
+        """Observations of items ``index`` ``[B]``."""
+        if not self.tables:
+            x = self.features[self.rows[index][:, None] + self.offsets]  # [B, L, F]
+            return flat_account_observation(x)  # [B, L, F + 2]
+        return flat_observation({name: table[self.windows[name][index]]  # [B, L_tf, F]
+                                 for name, table in self.tables.items()})
+
+
+class _Batches:
+    """Batches of one :class:`WindowDataset`: its items' observations (:class:`_Inputs` at
+    its decision rows), labels and per-item ``targets`` (arrays ``[N, ...]``,
+    :func:`_item_targets`), gathered on ``device`` with the same index."""
+
+    def __init__(self, data: PreparedData, dataset: WindowDataset, device: torch.device,
                  targets: Mapping[str, np.ndarray] | None = None) -> None:
         self.dataset = dataset
         self.device = device
-        self.features = dataset.features.to(device)  # [T, F]
-        self.rows = torch.from_numpy(np.array(dataset.decision_rows)).to(device)  # [N]
+        self.inputs = _Inputs(data, np.array(dataset.decision_rows), device,
+                              features=dataset.features)
         self.labels = dataset.labels.to(device)  # [N]
-        self.offsets = torch.arange(-dataset.window + 1, 1, device=device)  # [L]
         self.targets = {name: torch.from_numpy(values).to(device)
                         for name, values in (targets or {}).items()}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def get(self, index: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """``(obs [B, L, F + 2], labels [B], {target name: [B, ...]})`` of items ``index``."""
+    def get(self, index: Tensor
+            ) -> tuple[Tensor | dict[str, Tensor], Tensor, dict[str, Tensor]]:
+        """``(observations (:meth:`_Inputs.get`), labels [B], {target name: [B, ...]})`` of
+        items ``index``."""
         index = index.to(self.device)
-        rows = self.rows[index]  # [B]
-        x = self.features[rows[:, None] + self.offsets]  # [B, L, F]
         targets = {name: values[index] for name, values in self.targets.items()}
-        return flat_account_observation(x), self.labels[index], targets
+        return self.inputs.get(index), self.labels[index], targets
 
 
 def _item_targets(data: PreparedData, dataset: WindowDataset, cfg: SupervisedConfig,
@@ -1330,6 +1392,9 @@ def _check_resume(ckpt: Mapping[str, Any], data: PreparedData, path: Path) -> di
     for key, have in (("window", data.window), ("n_features", data.n_features)):
         if int(ckpt[key]) != have:
             raise ValueError(f"checkpoint {path}: {key} {ckpt[key]} differs from the data's {have}")
+    if input_timeframes(ckpt) != data.timeframe_windows:
+        raise ValueError(f"checkpoint {path}: timeframes {input_timeframes(ckpt)} differ from "
+                         f"this run's {data.timeframe_windows}")
     return dict(ckpt["resume"])
 
 
@@ -1379,6 +1444,7 @@ def train_supervised(
     cfg = coerce_config(SupervisedConfig, config, "config") or SupervisedConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    data = data.for_model(arch)  # multi-timeframe inputs where the architecture takes them
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
@@ -1498,6 +1564,7 @@ class _SupervisedRun:
             clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, task=spec.task,
             horizons=spec.horizons if spec.task == "multi_horizon" else (),
             arch_config=arch_config,
+            timeframes=data.timeframe_windows,
         ).to(device)
         if spec.task == "volatility":
             self.model.set_target_scale(*_log_volatility_scale(data.train.labels.numpy()))
@@ -1685,7 +1752,8 @@ class _SupervisedRun:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
-    def train_step(self, obs: Tensor, labels: Tensor, targets: Mapping[str, Tensor]
+    def train_step(self, obs: Tensor | dict[str, Tensor], labels: Tensor,
+                   targets: Mapping[str, Tensor]
                    ) -> tuple[Tensor, float, Tensor, Tensor]:
         """One optimiser step, queued on the device without reading anything back; returns
         ``(loss, lr used, gradient norm, task output)`` (0-dim detached tensors for the
@@ -1823,9 +1891,10 @@ def _split_batches(data: PreparedData, aux_horizons: Sequence[int], cfg: Supervi
         aux_train = raw / scale
         if data.val is not None:
             aux_val = _aux_targets(data, data.val, aux_horizons, scale)
-    val = (_Batches(data.val, device, _item_targets(data, data.val, cfg, aux_val))
+    val = (_Batches(data, data.val, device, _item_targets(data, data.val, cfg, aux_val))
            if data.val is not None else None)
-    return _Batches(data.train, device, _item_targets(data, data.train, cfg, aux_train)), val
+    return (_Batches(data, data.train, device, _item_targets(data, data.train, cfg, aux_train)),
+            val)
 
 
 def _magnitude_scale(batches: _Batches) -> Tensor:
@@ -1973,26 +2042,25 @@ def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.nd
     return signals
 
 
-def _class_probabilities(model: SupervisedModel, scaled: pd.DataFrame, rows: np.ndarray,
-                         window: int, batch_size: int, device: str | torch.device | None
-                         ) -> np.ndarray:
-    """``[N, 3]`` float64 class probabilities of the windows ending at ``rows`` of ``scaled``
-    (``[N, H, 3]`` for ``multi_horizon``; the volatility forecasts per bar ``[N]`` for
-    ``volatility``), computed on ``device`` (``None``: the model's); the model's device and
+def _class_probabilities(model: SupervisedModel, data: PreparedData, rows: np.ndarray,
+                         batch_size: int, device: str | torch.device | None,
+                         features: Tensor | None = None) -> np.ndarray:
+    """``[N, 3]`` float64 class probabilities at decision ``rows`` of ``data`` (``[N, H, 3]``
+    for ``multi_horizon``; the volatility forecasts per bar ``[N]`` for ``volatility``), on
+    the model's inputs (:class:`_Inputs`; ``features``: the Box features to use instead of
+    ``data.scaled``), computed on ``device`` (``None``: the model's); the model's device and
     mode are restored afterwards."""
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
-    values = torch.tensor(scaled.to_numpy(dtype=np.float32), device=dev)  # [T, F]
-    offsets = torch.arange(-window + 1, 1, device=dev)  # [L]
-    rows_t = torch.from_numpy(rows).to(dev)
+    inputs = _Inputs(data, rows, dev, features=features)
     was_training = model.training
     model.to(dev).eval()
     try:
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(rows_t), batch_size):
-                x = values[rows_t[start : start + batch_size, None] + offsets]  # [B, L, F]
-                output = model.forward_features(x).float()
+            for start in range(0, len(inputs), batch_size):
+                items = torch.arange(start, min(start + batch_size, len(inputs)), device=dev)
+                output = model(inputs.get(items)).float()
                 chunks.append(torch.exp(output) if model.task == "volatility"
                               else torch.softmax(output, dim=-1))
         return torch.cat(chunks).cpu().numpy().astype(np.float64)
@@ -2057,9 +2125,10 @@ def evaluate_supervised(
         and 0.0 <= float(threshold) < 1.0
     ):
         raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}")
-    scaled = data.scaled
+    features = None
     if isinstance(model_or_checkpoint, SupervisedModel):
         model = model_or_checkpoint
+        data = data.with_timeframes(model.timeframes)
     else:
         ckpt = (
             model_or_checkpoint
@@ -2068,7 +2137,10 @@ def evaluate_supervised(
                                  expect_kind="supervised")
         )
         model = model_from_checkpoint(ckpt)
-        scaled = scaler_from_checkpoint(ckpt).transform(data.features)
+        # The checkpoint's own scalers scale every timeframe's features, as in training.
+        features = torch.tensor(np.asarray(scaler_from_checkpoint(ckpt).transform(
+            data.features), dtype=np.float32))
+        data = data.with_timeframes(model.timeframes, timeframe_scalers_from_checkpoint(ckpt))
     if model.window != data.window or model.n_features != data.n_features:
         raise ValueError(
             f"the model takes windows of {model.window} bars x {model.n_features} features, the "
@@ -2079,12 +2151,12 @@ def evaluate_supervised(
                           f"{data.label_spec.task!r}; prepare the data with the model's "
                           "label spec (label_spec_from_checkpoint)")
     if model.task != "direction":
-        return _evaluate_task(model, data, split, scaled, allow_short=allow_short,
+        return _evaluate_task(model, data, split, features, allow_short=allow_short,
                               costs=costs or data.costs, batch_size=batch_size, device=device,
                               target_volatility=target_volatility, rule=rule)
     rows = data.decision_rows(split)
-    probabilities = _class_probabilities(model, scaled, rows, data.window, batch_size,
-                                         device)  # [N, 3]
+    probabilities = _class_probabilities(model, data, rows, batch_size, device,
+                                         features)  # [N, 3]
     signals = _apply_rule(probabilities, rule, float(threshold))
     index = data.features.index[rows]
 
@@ -2144,7 +2216,7 @@ def _bars_volatility_target(data: PreparedData, target_volatility: float | None)
 
 
 def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
-                   scaled: pd.DataFrame, *, allow_short: bool, costs: CostModel,
+                   features: Tensor | None, *, allow_short: bool, costs: CostModel,
                    batch_size: int, device: str | torch.device | None,
                    target_volatility: float | None, rule: str) -> SupervisedEvaluation:
     """:func:`evaluate_supervised` of a ``volatility`` or ``multi_horizon`` model."""
@@ -2152,7 +2224,7 @@ def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
         raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
                           "trades by its own rule (docs/tasks.md)")
     rows = data.decision_rows(split)  # type: ignore[arg-type]
-    predictions = _class_probabilities(model, scaled, rows, data.window, batch_size, device)
+    predictions = _class_probabilities(model, data, rows, batch_size, device, features)
     index = data.features.index[rows]
     labels = data.labels.to_numpy()[rows]
     if model.task == "volatility":

@@ -31,7 +31,10 @@ Coarser timeframes (the env's dict observation): bars are resampled on UTC bins 
 the Unix epoch (:func:`resample_bars`), featurised with the same spec, and scaled with a scaler
 fitted on the bins that close by the close of the last train row (and, for a train part that
 does not start at row 0, open at or after its first row). ``last_closed[t]`` is the last bin
-closed at the close of base row ``t``.
+closed at the close of base row ``t``. A window of ``w`` bars of a timeframe at decision ``t``
+is its rows ``last_closed[t] - w + 1 .. last_closed[t]`` (:func:`closed_window_rows`), and the
+first decision with such a window is :func:`first_full_window`: the env's dict observation and
+the trainers' multi-timeframe inputs both index the features with these two functions.
 
 Walk-forward folds for a later ``compare --folds K``::
 
@@ -45,7 +48,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +68,9 @@ __all__ = [
     "WalkForward",
     "check_split_fractions",
     "check_timeframes",
+    "closed_window_rows",
     "dataset_name",
+    "first_full_window",
     "interval_of",
     "load_source",
     "prepare",
@@ -195,6 +200,7 @@ class PreparedDataset:
         split_fractions: the ``(train, val, test)`` fractions, ``None`` for walk-forward.
         walk_forward, fold: the walk-forward scheme and fold, ``None`` for fractions.
         timeframes: the requested timeframes (base and coarser), in the order asked.
+        feature_spec: the spec the features were computed with (and any timeframe's are).
     """
 
     name: str
@@ -211,6 +217,7 @@ class PreparedDataset:
     walk_forward: WalkForward | None
     fold: int | None
     timeframes: tuple[PreparedTimeframe, ...] = field(default=(), repr=False)
+    feature_spec: FeatureSpec = field(default_factory=FeatureSpec, repr=False)
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -227,6 +234,38 @@ class PreparedDataset:
         out = {self.interval.name: self.scaler}
         out.update({tf.interval.name: tf.scaler for tf in self.timeframes})
         return out
+
+    def with_timeframes(
+        self,
+        timeframes: Sequence[str | Interval],
+        scaler: FeatureScaler | Mapping[str, FeatureScaler] | None = None,
+    ) -> PreparedDataset:
+        """This dataset with ``timeframes`` prepared as :func:`prepare` would (resampled,
+        featurised, scaled; :attr:`timeframes` replaced), so the result equals
+        ``prepare(..., timeframes=timeframes)`` of the same data and scheme.
+
+        Args:
+            timeframes: the base interval and/or coarser whole multiples of it, in order.
+            scaler: scalers by timeframe (a :class:`FeatureScaler` is the base one); missing
+                ones are fitted on the train part as :func:`prepare` fits them. A base scaler
+                given rescales the base timeframe's features with it.
+        """
+        scalers = _scaler_map(scaler, self.interval)
+        base_scaler = scalers.get(self.interval.name, self.scaler)
+        base_values = (
+            self.scaled.to_numpy(dtype=np.float32)
+            if base_scaler is self.scaler
+            else _fit_or_use(base_scaler, self.features, None, self.name, self.interval.name)[1]
+        )
+        train = self.splits.train
+        fit_rows = (int(train[0]), int(train[-1])) if train.size else None
+        prepared_tfs = _prepare_timeframes(
+            self.bars, self.name, self.interval, self.index, self.feature_spec,
+            timeframes, scalers, fit_rows,
+            base=PreparedTimeframe(self.interval, base_values, _arange(len(self.index)),
+                                   base_scaler),
+        )
+        return replace(self, timeframes=prepared_tfs)
 
     def splits_for(self, *, horizon: int, embargo: int | None = None) -> Splits:
         """The parts of the same feature rows under the same scheme (fractions or fold), for a
@@ -374,6 +413,30 @@ def resample_bars(bars: pd.DataFrame, interval: Interval) -> pd.DataFrame:
         out = out.iloc[1:]
     out.attrs = {**bars.attrs, "interval": interval.name}
     return out
+
+
+def closed_window_rows(last_closed: np.ndarray, rows: np.ndarray, window: int) -> np.ndarray:
+    """Rows of a timeframe's features that form the window of its last ``window`` closed bars
+    at each decision row: int64 ``[N, window]``, oldest first, row ``i`` being
+    ``last_closed[rows[i]] - window + 1 .. last_closed[rows[i]]``.
+
+    This is the no-look-ahead rule of every multi-timeframe input (the env's dict
+    observation, the supervised batches): a bar of a timeframe enters the window at ``t``
+    only once it has closed by the close of base row ``t``.
+
+    Args:
+        last_closed: int64 ``[T]`` (:attr:`PreparedTimeframe.last_closed`).
+        rows: int ``[N]`` decision rows, each at or after :func:`first_full_window`.
+        window: bars per window, >= 1.
+    """
+    first = last_closed.take(rows) - (window - 1)  # [N]
+    return first[:, None] + np.arange(window, dtype=np.int64)  # [N, window]
+
+
+def first_full_window(last_closed: np.ndarray, window: int) -> int:
+    """The first base row at which ``window`` bars of a timeframe have closed (``len``
+    of ``last_closed`` when none has)."""
+    return int(np.searchsorted(last_closed, window - 1, side="left"))
 
 
 def _aligned_features(
@@ -603,6 +666,7 @@ def prepare_loaded(
         walk_forward=walk_forward,
         fold=fold,
         timeframes=prepared_tfs,
+        feature_spec=spec,
     )
 
 

@@ -64,7 +64,9 @@ from tradezoo.data.prepare import (
     PreparedDataset,
     check_split_fractions,
     check_timeframes,
+    closed_window_rows,
     dataset_name,
+    first_full_window,
     interval_of,
     load_source,
     prepare_loaded,
@@ -115,14 +117,12 @@ class Timeframe:
         features: float32 ``[R_tf, F]`` scaled features (read-only).
         last_closed: int64 ``[R]``: for each base row, the row of ``features`` of the last
             bar of this timeframe that is closed at that decision (``-1``: none yet).
-        offsets: ``arange(window)``, the row offsets of a window.
     """
 
     name: str
     window: int
     features: np.ndarray
     last_closed: np.ndarray
-    offsets: np.ndarray = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -325,9 +325,10 @@ class Market:
     def dict_observation(self, row: int, account: np.ndarray) -> dict[str, np.ndarray]:
         """Dict observation of one account at decision ``row``; ``account`` float32 ``[4]``."""
         out: dict[str, np.ndarray] = {}
+        at = np.array([row], dtype=np.int64)
         for tf in self.timeframes:
-            last = int(tf.last_closed[row])
-            out[tf.name] = tf.features[last - tf.window + 1 : last + 1].copy()
+            window_rows = closed_window_rows(tf.last_closed, at, tf.window)[0]  # [window]
+            out[tf.name] = tf.features.take(window_rows, axis=0)
         out[ACCOUNT_KEY] = account
         return out
 
@@ -337,8 +338,8 @@ class Market:
         for tf in self.timeframes:
             # One take() of [N, window] row numbers from the contiguous table (take() on the
             # strided window view would first copy the whole view).
-            first = tf.last_closed.take(rows) - (tf.window - 1)
-            out[tf.name] = tf.features.take(first[:, None] + tf.offsets, axis=0)
+            window_rows = closed_window_rows(tf.last_closed, rows, tf.window)  # [N, window]
+            out[tf.name] = tf.features.take(window_rows, axis=0)
         out[ACCOUNT_KEY] = account
         return out
 
@@ -419,7 +420,7 @@ def decision_rows(
     last = min(last, len(index) - 2)
     for tf, tf_window in zip(prepared.timeframes, tf_windows, strict=True):
         # First decision with a full window of closed bars of this timeframe.
-        first = max(first, int(np.searchsorted(tf.last_closed, tf_window - 1, side="left")))
+        first = max(first, first_full_window(tf.last_closed, tf_window))
     if last < first:
         raise ValueError(
             f"dataset {name!r}: the {split!r} split has no decision rows once the window "
@@ -652,7 +653,6 @@ def _assemble(
                 window=tf_window,
                 features=tf_feats,
                 last_closed=_read_only(np.concatenate(tf_last[tf.name]).astype(np.int64)),
-                offsets=_read_only(np.arange(tf_window, dtype=np.int64)),
             )
         )
     lists = {

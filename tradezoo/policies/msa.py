@@ -224,6 +224,7 @@ class MSABackbone(Backbone):
     config_cls: ClassVar[type[BackboneConfig]] = MSAConfig
     emits_sequence: ClassVar[bool] = False
     uses_dt: ClassVar[bool] = False
+    multi_timeframe: ClassVar[bool] = True
 
     def __init__(
         self,
