@@ -172,12 +172,14 @@ class PreparedTimeframe:
         last_closed: int64 ``[T]``: for each base feature row, the row of ``features`` of the
             last bar of this timeframe closed at that row's close (``-1``: none yet).
         scaler: the scaler ``features`` were scaled with.
+        index: open times of the rows of ``features`` ``[T_tf]`` (UTC).
     """
 
     interval: Interval
     features: np.ndarray = field(repr=False)
     last_closed: np.ndarray = field(repr=False)
     scaler: FeatureScaler = field(repr=False)
+    index: pd.DatetimeIndex = field(repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,7 +265,7 @@ class PreparedDataset:
             self.bars, self.name, self.interval, self.index, self.feature_spec,
             timeframes, scalers, fit_rows,
             base=PreparedTimeframe(self.interval, base_values, _arange(len(self.index)),
-                                   base_scaler),
+                                   base_scaler, self.index),
         )
         return replace(self, timeframes=prepared_tfs)
 
@@ -649,7 +651,7 @@ def prepare_loaded(
     base_scaler, scaled = _fit_or_use(given, frame, fit_rows, name, interval.name)
     prepared_tfs = _prepare_timeframes(
         feature_bars, name, interval, index, spec, timeframes, scalers, fit_rows,
-        base=PreparedTimeframe(interval, scaled, _arange(length), base_scaler),
+        base=PreparedTimeframe(interval, scaled, _arange(length), base_scaler, index),
     )
     return PreparedDataset(
         name=name,
@@ -739,5 +741,6 @@ def _prepare_timeframes(
                                           tf.name)
         last_closed = np.searchsorted(bin_end, close_time, side="right").astype(np.int64) - 1
         last_closed.setflags(write=False)
-        out.append(PreparedTimeframe(tf, tf_feats, last_closed, tf_scaler))
+        out.append(PreparedTimeframe(tf, tf_feats, last_closed, tf_scaler,
+                                     pd.DatetimeIndex(tf_frame.index)))
     return tuple(out)
