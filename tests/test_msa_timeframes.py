@@ -249,6 +249,8 @@ def test_intervals_that_do_not_allow_timeframes() -> None:
     assert model_timeframes("msa", "1w", 64) == {}
     assert model_timeframes("msa", "90m", 8) == {"90m": 8, "1d": 8}  # 4h is no multiple
     assert model_timeframes("gru", "1h", 64) == {}  # one backbone per window: Box
+    # the chapter's pyramid pools one window into its levels: Box windows
+    assert model_timeframes("msa", "1h", 64, {"hierarchy": "pyramid"}) == {}
     daily = prepare_data("yahoo-spy-1d", window=WINDOW, split_fractions=FRACTIONS)
     assert daily.for_model("msa") is daily and daily.for_model("msa").timeframe_windows == {}
     assert daily.observation_space().shape == (WINDOW, daily.n_features + 2)

@@ -114,21 +114,24 @@ COARSER_TIMEFRAMES: tuple[str, ...] = ("4h", "1d")
 chapter's 1h/4h/1d), where they are coarser than and whole multiples of the base interval."""
 
 
-def model_timeframes(arch: str, interval: Interval | str, window: int) -> dict[str, int]:
+def model_timeframes(arch: str, interval: Interval | str, window: int,
+                     arch_config: Mapping[str, Any] | None = None) -> dict[str, int]:
     """The timeframes (name -> bars per window, finest first) whose closed bars ``arch``
-    takes on data of ``interval``; empty: one Box window.
+    (with ``arch_config``) takes on data of ``interval``; empty: one Box window.
 
-    A backbone with ``multi_timeframe`` (``msa``) gets the base interval plus each of
-    :data:`COARSER_TIMEFRAMES` that is coarser than it and a whole multiple of it, every one
-    with ``window`` bars (the env's list form of ``timeframes``). When no coarser timeframe
-    qualifies (daily or weekly bars: bins of the env are anchored at the Unix epoch, a
-    Thursday, so a "1w" bin would not be a trading week, and ``window`` weeks of warm-up would
-    take years of daily data), the backbone keeps its in-window pooled scales on the Box
-    window. Every other backbone takes the Box window.
+    A backbone that takes timeframes as its scales (``Backbone.takes_timeframes``: ``msa``
+    with parallel scales) gets the base interval plus each of :data:`COARSER_TIMEFRAMES` that
+    is coarser than it and a whole multiple of it, every one with ``window`` bars (the env's
+    list form of ``timeframes``). When no coarser timeframe qualifies (daily or weekly bars:
+    bins of the env are anchored at the Unix epoch, a Thursday, so a "1w" bin would not be a
+    trading week, and ``window`` weeks of warm-up would take years of daily data), the
+    backbone keeps its in-window pooled scales on the Box window. Every other backbone (and
+    ``msa``'s pyramid, whose levels pool one window) takes the Box window.
     """
-    from tradezoo.policies.registry import get_architecture
+    from tradezoo.policies.registry import get_architecture, make_config
 
-    if not get_architecture(arch).backbone_cls.multi_timeframe:
+    config = make_config(arch, **dict(arch_config or {}))
+    if not get_architecture(arch).backbone_cls.takes_timeframes(config):
         return {}
     base = parse_interval(interval)
     if base.minutes is None:
@@ -272,6 +275,7 @@ class PreparedData:
         timeframes: the multi-timeframe inputs' timeframes, in :attr:`timeframe_windows`
             order (``()``: Box windows; see :meth:`for_model`).
         timeframe_windows: timeframe name -> bars per window (empty: Box windows).
+        timeframe_cache: timeframes prepared so far, by name (train-part scalers).
     """
 
     name: str
@@ -296,6 +300,7 @@ class PreparedData:
     prepared: PreparedDataset | None = field(default=None, repr=False)
     timeframes: tuple[PreparedTimeframe, ...] = field(default=(), repr=False)
     timeframe_windows: dict[str, int] = field(default_factory=dict)
+    timeframe_cache: dict[str, PreparedTimeframe] = field(default_factory=dict, repr=False)
 
     @property
     def interval(self) -> Interval:
@@ -315,9 +320,11 @@ class PreparedData:
                                                  self.timeframe_windows[tf.interval.name]))
         return first
 
-    def for_model(self, arch: str) -> PreparedData:
-        """This data with the inputs ``arch`` takes: :meth:`with_timeframes` of
-        :func:`model_timeframes` (itself when they are already prepared).
+    def for_model(self, arch: str, arch_config: Mapping[str, Any] | None = None
+                  ) -> PreparedData:
+        """This data with the inputs ``arch`` (with ``arch_config``) takes:
+        :meth:`with_timeframes` of :func:`model_timeframes` (itself when they are already
+        prepared).
 
         A coarser timeframe the data is too short for is left out with a warning: one whose
         bars cannot fill the feature warm-up, or whose warm-up and window would leave less
@@ -325,7 +332,7 @@ class PreparedData:
         the train part's middle row). With no coarser timeframe left the model takes the Box
         window (``msa`` then pools it in-window).
         """
-        wanted = model_timeframes(arch, self.interval, self.window)
+        wanted = model_timeframes(arch, self.interval, self.window, arch_config)
         if wanted == self.timeframe_windows:
             return self
         usable = self._fitting_timeframes(wanted, arch)
@@ -345,7 +352,7 @@ class PreparedData:
                 usable[name] = tf_window
                 continue
             try:
-                (tf,) = self.prepared.with_timeframes([name]).timeframes
+                tf = self._prepared_timeframe(name)
                 first = first_full_window(tf.last_closed, tf_window)
                 reason = (None if first <= middle else
                           f"its first full window of {tf_window} bars (after the feature "
@@ -387,12 +394,21 @@ class PreparedData:
             if self.prepared is None:
                 raise ValueError(f"dataset {self.name!r}: multi-timeframe inputs need the "
                                  "data's preparation (build it with prepare_data)")
-            tfs = self.prepared.with_timeframes(list(windows), scalers).timeframes
+            tfs = (tuple(self._prepared_timeframe(name) for name in windows) if scalers is None
+                   else self.prepared.with_timeframes(list(windows), scalers).timeframes)
         data = replace(self, timeframes=tfs, timeframe_windows=windows)
         datasets = _window_datasets(data.scaled, data.labels, data.features, data.splits,
                                     data.window, data.name, data.first_input_row,
                                     data.label_spec.task)
         return replace(data, **datasets)
+
+    def _prepared_timeframe(self, name: str) -> PreparedTimeframe:
+        """Timeframe ``name`` prepared with scalers fitted on the train part (as the env fits
+        them), computed once per data (copies made by :meth:`with_timeframes` share it)."""
+        if name not in self.timeframe_cache:
+            assert self.prepared is not None
+            (self.timeframe_cache[name],) = self.prepared.with_timeframes([name]).timeframes
+        return self.timeframe_cache[name]
 
     def timeframe_scalers(self) -> dict[str, FeatureScaler]:
         """Timeframe name -> the scaler of its features (empty for Box inputs)."""

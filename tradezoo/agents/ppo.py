@@ -461,8 +461,8 @@ def _warm_start_settings(
                            expect_kind="supervised")
     where = ckpt["path"]
     check_warm_start_task(label_spec_from_checkpoint(ckpt).task, f"init_from {where}")
-    _check_checkpoint_fits(ckpt, data)
     saved_cfg = dict(ckpt["arch_config"])
+    _check_checkpoint_fits(ckpt, data.for_model(arch, saved_cfg))
     clashes = [f"{k}: checkpoint {saved_cfg.get(k, '<absent>')!r} vs config {v!r}"
                for k, v in config.arch_config.items()
                if k not in saved_cfg or saved_cfg[k] != v]
@@ -533,7 +533,6 @@ def make_ppo(
     """
     data = _check_data(data)
     get_architecture(arch)  # ValueError listing the valid names
-    data = data.for_model(arch)  # multi-timeframe inputs where the architecture takes them
     cfg = coerce_config(PPOConfig, config, "config") or PPOConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
@@ -547,6 +546,7 @@ def make_ppo(
     if init_from is not None:
         arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, data, cfg)
         arch_config = portable_config(arch, arch_config, dev, what=f"checkpoint {init_from}")
+    data = data.for_model(arch, arch_config)  # multi-timeframe inputs where the model takes them
     policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
                                    cfg.vf_layers)
     venv = env if env is not None else make_train_env(data, cfg, seed)
@@ -946,7 +946,6 @@ def train_ppo(
     """
     data = _check_data(data)
     get_architecture(arch)
-    data = data.for_model(arch)  # the env gives the inputs the architecture takes
     cfg = coerce_config(PPOConfig, config, "config")
     if cfg is not None:  # before anything is written (a resume checks the saved config)
         data.costs.check_exposure(cfg.max_leverage, what="PPO config max_leverage")
@@ -966,6 +965,8 @@ def train_ppo(
     else:
         model = make_ppo(data, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
                          init_from=init_from)
+        # the run's records describe the inputs the policy takes
+        data = data.with_timeframes(_policy_timeframes(model.policy))
         run = _PPORun(model, data, cfg or PPOConfig(), seed, out, dev, resuming=False)
     use_deterministic(run.cfg.deterministic)  # determinism_scope restores the flags
     run.model.set_rollout_device(rollout_device)
@@ -1003,6 +1004,7 @@ class _PPORun:
                 raise FileNotFoundError(f"resume_from {resume_from}: no such file {path}")
         meta = load_checkpoint(sidecar, expect_arch=arch, expect_feature_spec=data.feature_spec,
                                expect_kind=PPO_KIND)
+        data = data.for_model(arch, meta["arch_config"])
         _check_checkpoint_fits(meta, data)
         cfg = _resume_config(given, meta["training"], str(sidecar))
         done = int(meta["num_timesteps"])

@@ -1444,7 +1444,8 @@ def train_supervised(
     cfg = coerce_config(SupervisedConfig, config, "config") or SupervisedConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    data = data.for_model(arch)  # multi-timeframe inputs where the architecture takes them
+    # multi-timeframe inputs where the model takes them
+    data = data.for_model(arch, arch_config)
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x

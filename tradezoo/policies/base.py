@@ -111,10 +111,13 @@ class Backbone(nn.Module):
     emits_sequence: ClassVar[bool] = False
     #: True when ``dt`` changes the output (the liquid networks); others ignore it.
     uses_dt: ClassVar[bool] = False
-    #: True when the backbone takes several timeframes as its scales (``external_scales``
-    #: and ``forward_scales``): the trainers then feed it closed bars of coarser timeframes
-    #: (:func:`tradezoo.agents.data.model_timeframes`).
-    multi_timeframe: ClassVar[bool] = False
+
+    @classmethod
+    def takes_timeframes(cls, config: BackboneConfig) -> bool:
+        """True when a backbone of ``config`` takes several timeframes as its scales
+        (``external_scales`` and ``forward_scales``): the trainers then give it closed bars of
+        coarser timeframes (:func:`tradezoo.agents.data.model_timeframes`)."""
+        return False
 
     def __init__(self, n_features: int, config: BackboneConfig) -> None:
         super().__init__()

@@ -224,7 +224,11 @@ class MSABackbone(Backbone):
     config_cls: ClassVar[type[BackboneConfig]] = MSAConfig
     emits_sequence: ClassVar[bool] = False
     uses_dt: ClassVar[bool] = False
-    multi_timeframe: ClassVar[bool] = True
+
+    @classmethod
+    def takes_timeframes(cls, config: BackboneConfig) -> bool:
+        """Parallel scales take timeframes; the pyramid pools one window into its levels."""
+        return isinstance(config, MSAConfig) and config.hierarchy == "parallel"
 
     def __init__(
         self,
