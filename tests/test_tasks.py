@@ -27,6 +27,7 @@ from tradezoo.agents.supervised import (
     mean_expected_position,
     model_from_checkpoint,
     multi_horizon_report,
+    rebalance_within_band,
     train_supervised,
     volatility_report,
     volatility_target_positions,
@@ -257,6 +258,17 @@ def test_volatility_targeting_exposures() -> None:
     assert (exposure > 0).all()
 
 
+def test_rebalancing_band_trades_only_moves_of_at_least_the_band() -> None:
+    exposures = np.array([1.0, 1.05, 1.12, 1.0, 0.99, 0.5])
+    nan = np.nan
+    # held 1.0 -> 1.12 (moved 0.12) -> 1.0 (0.12) -> 0.5; 1.05 and 0.99 stay put.
+    np.testing.assert_array_equal(rebalance_within_band(exposures, 0.1),
+                                  [1.0, nan, 1.12, 1.0, nan, 0.5])
+    np.testing.assert_array_equal(rebalance_within_band(exposures, 0.0), exposures)
+    with pytest.raises(ConfigError, match=r"rebalance_band must be a number >= 0\.0"):
+        rebalance_within_band(exposures, -0.1)
+
+
 def test_multi_horizon_rule_averages_expected_positions() -> None:
     probabilities = np.array([[[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]],    # +0.6, -0.5
                               [[0.8, 0.1, 0.1], [0.5, 0.5, 0.0]]])   # -0.7, -0.5
@@ -292,9 +304,13 @@ def test_volatility_model_trains_reports_and_backtests(
     # The rule: the train split's median volatility over the forecast, capped, long only.
     target = float(np.median(data.train.labels.numpy()))
     expected = np.minimum(target / forecast, data.costs.max_leverage)
-    np.testing.assert_allclose(evaluation.positions.to_numpy()[: len(rows)], expected)
+    np.testing.assert_allclose(evaluation.signals.to_numpy(), expected)
+    np.testing.assert_allclose(evaluation.positions.to_numpy()[: len(rows)],
+                               rebalance_within_band(expected, 0.1))
     assert evaluation.rule == "volatility_target" and (evaluation.positions.dropna() > 0).all()
     assert evaluation.backtest.metrics.n_trades >= 1
+    every_bar = evaluate_supervised(result.model, data, "test", rebalance_band=0.0)
+    np.testing.assert_allclose(every_bar.positions.to_numpy()[: len(rows)], expected)
     with pytest.raises(ConfigError, match="applies to direction models"):
         evaluate_supervised(result.model, data, rule="threshold")
     with pytest.raises(ConfigError, match="the model's task is 'volatility'"):
@@ -312,8 +328,10 @@ def test_multi_horizon_model_reports_every_horizon_and_backtests(
     assert list(evaluation.report.reports) == ["h1", "h6"]
     probabilities = evaluation.probabilities.to_numpy().reshape(-1, 2, 3)
     rows = data.decision_rows("test")
-    np.testing.assert_allclose(evaluation.positions.to_numpy()[: len(rows)],
+    np.testing.assert_allclose(evaluation.signals.to_numpy(),
                                mean_expected_position(probabilities))
+    np.testing.assert_allclose(evaluation.positions.to_numpy()[: len(rows)],
+                               rebalance_within_band(mean_expected_position(probabilities), 0.1))
     assert evaluation.rule == "mean_expected_position"
 
 

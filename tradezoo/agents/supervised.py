@@ -153,6 +153,7 @@ __all__ = [
     "evaluate_supervised",
     "mean_expected_position",
     "multi_horizon_report",
+    "rebalance_within_band",
     "resolve_device",
     "signals_to_positions",
     "train_supervised",
@@ -1964,7 +1965,7 @@ class SupervisedEvaluation:
             ``multi_horizon``: ``[N, 3 H]`` (columns ``h6_buy``, ...); ``volatility``: the
             forecast and the naive forecast per bar, ``[N, 2]``.
         signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy);
-            another task: the target exposure of each decision.
+            another task: the rule's exposure at each decision (before the rebalancing band).
         positions: the target positions given to ``simulate`` (bars of the backtest; NaN =
             keep the previous target).
         backtest: the :class:`~tradezoo.backtest.simulation.BacktestResult` (its
@@ -2011,6 +2012,28 @@ def volatility_target_positions(forecast: np.ndarray, target_volatility: float, 
     """
     forecast = np.maximum(np.asarray(forecast, dtype=np.float64), VOL_FLOOR)
     return np.minimum(float(target_volatility) / forecast, float(max_leverage))
+
+
+def rebalance_within_band(exposures: np.ndarray, band: float) -> np.ndarray:
+    """Targets for ``simulate`` that trade a continuous exposure only when it has moved by at
+    least ``band`` from the exposure held (docs/tasks.md).
+
+    Args:
+        exposures: ``[N]`` the rule's target exposure at each decision.
+        band: exposure units (0.1 = 10 % of equity), >= 0; 0 trades every change.
+
+    Returns:
+        ``[N]`` float64: the exposure where a trade is due (always at the first decision,
+        from flat), NaN (keep the position) elsewhere.
+    """
+    band = check_number("rebalance_band", band, 0.0)
+    exposures = np.asarray(exposures, dtype=np.float64)
+    targets = np.full(exposures.shape, np.nan)
+    held = math.nan
+    for i, exposure in enumerate(exposures.tolist()):
+        if not abs(exposure - held) < band:  # the first decision (held NaN) always trades
+            targets[i] = held = exposure
+    return targets
 
 
 def mean_expected_position(probabilities: np.ndarray, *, allow_short: bool = True
@@ -2081,6 +2104,7 @@ def evaluate_supervised(
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     target_volatility: float | None = None,
+    rebalance_band: float = 0.1,
 ) -> SupervisedEvaluation:
     """Classification report and backtest of a classifier on a split (module docstring).
 
@@ -2107,6 +2131,9 @@ def evaluate_supervised(
         target_volatility: a ``volatility`` model's target, annualised (0.5 = 50 % a year,
             with the bars' periods per year); ``None``: the median realised volatility of
             the data's train split (exposure 1 at the asset's typical volatility).
+        rebalance_band: the continuous exposures of the ``volatility`` and ``multi_horizon``
+            rules are traded only when they move at least this far (exposure units) from the
+            position held (:func:`rebalance_within_band`).
 
     Other tasks than ``direction`` report as their :class:`SupervisedEvaluation.report`
     says and trade by their rule (docs/tasks.md): ``volatility`` by
@@ -2154,7 +2181,8 @@ def evaluate_supervised(
     if model.task != "direction":
         return _evaluate_task(model, data, split, features, allow_short=allow_short,
                               costs=costs or data.costs, batch_size=batch_size, device=device,
-                              target_volatility=target_volatility, rule=rule)
+                              target_volatility=target_volatility, rule=rule,
+                              rebalance_band=rebalance_band)
     rows = data.decision_rows(split)
     probabilities = _class_probabilities(model, data, rows, batch_size, device,
                                          features)  # [N, 3]
@@ -2219,7 +2247,8 @@ def _bars_volatility_target(data: PreparedData, target_volatility: float | None)
 def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
                    features: Tensor | None, *, allow_short: bool, costs: CostModel,
                    batch_size: int, device: str | torch.device | None,
-                   target_volatility: float | None, rule: str) -> SupervisedEvaluation:
+                   target_volatility: float | None, rule: str, rebalance_band: float
+                   ) -> SupervisedEvaluation:
     """:func:`evaluate_supervised` of a ``volatility`` or ``multi_horizon`` model."""
     if rule != "argmax":
         raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
@@ -2252,7 +2281,8 @@ def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
                              columns=[f"{h}_{c}" for h in model.horizon_names
                                       for c in CLASS_NAMES])
         trading_rule = "mean_expected_position"
-    positions, result = _backtest(data, rows, exposures, costs)
+    positions, result = _backtest(data, rows, rebalance_within_band(exposures, rebalance_band),
+                                  costs)
     metrics: dict[str, Any] = {k: v for k, v in report.to_dict().items()
                                if not k.startswith("confusion")}
     metrics.update({f"backtest/{k}": v for k, v in result.metrics.to_dict().items()})
