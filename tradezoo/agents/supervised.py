@@ -211,7 +211,7 @@ def task_output_width(task: str, n_horizons: int) -> int:
 
 
 class SupervisedModel(nn.Module):
-    """Zoo backbone + 3-class head on the env's Box observation (see the module docstring).
+    """Zoo backbone + task head on the env's Box observation (see the module docstring).
 
     Args:
         arch: a registry name (:data:`~tradezoo.policies.registry.ARCHITECTURES`).
@@ -866,7 +866,7 @@ class SupervisedResult:
         history: one dict per epoch (train loss/accuracy, val metrics, lr, seconds).
         best_epoch: 0-based epoch of the best checkpoint.
         best_val_loss: its validation loss (train loss when there is no validation split).
-        best_metrics: its validation classification metrics.
+        best_metrics: its validation metrics (the task's report, flat).
         steps: optimiser steps done.
         stopped_early: early stopping ended training.
         device: the device used.
