@@ -206,8 +206,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
         "ppo": {"timesteps": 1024, "n_envs": 2, "n_steps": 256, "batch_size": 128,
                 "n_epochs": 2, "eval_freq": 0, "checkpoint_freq": 0},
     },
-    "tiny": {  # the budget of docs/results.md: all ten architectures x 3 seeds x both modes
-        # in ~1.5 h on a 2-core CPU, of which ltc and mambats take ~70 % (PPO: 4 updates)
+    "tiny": {  # the budget of docs/results.md: 366 cells (10 architectures x 2 seeds x 3
+        # folds on 5 datasets, PPO for 4) in about an hour on a 2-core CPU (PPO: 4 updates)
         "supervised": {"epochs": 1},
         "ppo": {"timesteps": 8_192, "eval_freq": 4_096},
     },
