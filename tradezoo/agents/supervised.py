@@ -18,9 +18,13 @@ True``) and ``net_arch=dict(pi=[], vf=[64])``::
     policy.action_net.load_state_dict(model.head.state_dict())     # Linear(features_dim, 3)
 
 after which the policy's deterministic action is the classifier's argmax on every
-observation (the PPO trainer tests this). During PPO the account columns are no longer 0;
-the classifier never saw them, which is what fine-tuning is for. The backbone is called
-without ``dt``, as the extractor calls it.
+observation (the PPO trainer tests this). A model whose backbone takes timeframes as its
+scales (``msa`` on intraday bars) takes the env's dict observation instead: the last
+``window`` closed bars of each timeframe and a zero account vector ``[4]``
+(:meth:`~tradezoo.agents.data.PreparedData.for_model`, cut by the env's own rule), and its
+policy is built on the dict env of the same timeframes. During PPO the account values are no
+longer 0; the classifier never saw them, which is what fine-tuning is for. The backbone is
+called without ``dt``, as the extractor calls it.
 
 Tasks (:attr:`~tradezoo.agents.data.LabelSpec.task`, docs/tasks.md): every architecture
 learns every task through the same extractor and a task head on its ``[B, features_dim]``
