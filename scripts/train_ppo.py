@@ -25,6 +25,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import tradezoo  # noqa: F401  (registers the tradezoo/... env ids)
 from tradezoo.backtest import simulate
 from tradezoo.policies import POLICY_CLASSES  # GRUPolicy, CfCPolicy, MambaPolicy, ...
+from tradezoo.policies.registry import uses_dt, with_time_unit
 
 ENV_ID = "tradezoo/BTCUSDT-1h-v0"
 
@@ -47,8 +48,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
 
-    # Training envs: gymnasium.make(ENV_ID) per account, stepped by SB3's DummyVecEnv.
-    train_env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed)
+    # Training envs: gymnasium.make(ENV_ID) per account, stepped by SB3's DummyVecEnv. The
+    # liquid networks (cfc, ltc) take each bar's elapsed seconds: the env adds them to the
+    # observation ("window" + "dt") and time_unit is the bar interval (a regular bar = 1).
+    env_kwargs = {"include_dt": uses_dt(args.policy)}
+    train_env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs)
+    extractor_kwargs = with_time_unit(args.policy, {"d_model": args.d_model},
+                                      train_env.envs[0].unwrapped.market.bar_seconds)
     model = PPO(
         POLICY_CLASSES[args.policy],  # the backbone is the policy's features extractor
         train_env,
@@ -56,7 +62,7 @@ def main() -> None:
         batch_size=256,
         learning_rate=3e-4,
         ent_coef=0.01,
-        policy_kwargs={"features_extractor_kwargs": {"d_model": args.d_model}},
+        policy_kwargs={"features_extractor_kwargs": extractor_kwargs},
         tensorboard_log=str(out / "tb"),
         seed=args.seed,
         device=args.device,
@@ -66,7 +72,7 @@ def main() -> None:
     model.save(out / f"ppo_{args.policy}")
 
     # Test: one deterministic pass over the whole test split.
-    env = gym.make(ENV_ID, split="test", episode_length=None, random_start=False)
+    env = gym.make(ENV_ID, split="test", episode_length=None, random_start=False, **env_kwargs)
     obs, info = env.reset(seed=args.seed)
     first_bar, steps, done = info["bar"], 0, False
     while not done:

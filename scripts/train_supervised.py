@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tradezoo.agents.data import prepare_data
 from tradezoo.agents.supervised import SupervisedModel, evaluate_supervised
 from tradezoo.backtest.report import print_report
+from tradezoo.policies.registry import with_time_unit
 
 
 def main() -> None:
@@ -45,8 +46,10 @@ def main() -> None:
     data = prepare_data(args.data, window=args.window)
     print(f"{data.name}: {data.n_features} features; train/val/test windows "
           f"{len(data.train)}/{len(data.val)}/{len(data.test)}")
+    # The liquid networks (cfc, ltc) also take each bar's elapsed seconds, in bar intervals.
+    arch_config = with_time_unit(args.arch, {"d_model": args.d_model}, data.bar_seconds)
     model = SupervisedModel(args.arch, data.n_features, data.window, features_dim=args.d_model,
-                            d_model=args.d_model).to(args.device)
+                            arch_config=arch_config).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     # Classes are imbalanced (hold is rare with costs netted out): weight them N / (3 N_c).
     counts = torch.tensor(data.train.class_counts(), dtype=torch.float32)
@@ -57,11 +60,11 @@ def main() -> None:
     for epoch in range(epochs):
         model.train()
         total, seen = 0.0, 0
-        for i, (x, _dt, y) in enumerate(loader):  # x [B, window, F], y [B] in {0, 1, 2}
+        for i, (x, dt, y) in enumerate(loader):  # x [B, window, F], dt [B, window] s, y [B]
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = x.to(args.device), y.to(args.device)
-            loss = F.cross_entropy(model.forward_features(x), y, weight=weight)
+            x, dt, y = x.to(args.device), dt.to(args.device), y.to(args.device)
+            loss = F.cross_entropy(model.forward_features(x, dt), y, weight=weight)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

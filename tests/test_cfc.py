@@ -15,6 +15,7 @@ F_IN = 5
 def _net(seed: int = 0, **cfg: object) -> CfCBackbone:
     torch.manual_seed(seed)
     cfg.setdefault("d_model", 8)
+    cfg.setdefault("wiring", None)  # the dense cell (ncps parity); NCP cases say so
     cfg.setdefault("backbone_units", 12)
     return CfCBackbone(F_IN, CfCConfig(**cfg)).eval()  # type: ignore[arg-type]
 

@@ -98,7 +98,7 @@ def test_samples_are_independent_and_thread_chunks_agree() -> None:
     """Each sample runs alone in the kernel: a batch equals its samples one by one bit for bit,
     and cutting the batch into thread chunks changes outputs not at all and parameter
     gradients (summed per chunk, then over chunks) only by rounding."""
-    _, fast = _pair()
+    _, fast = _pair(wiring=None)  # NCP adds a Linear, whose batched matmul may round apart
     x, dt = _data(batch=6, length=11)
     with torch.no_grad():
         whole = fast(x, dt)

@@ -30,7 +30,8 @@ fill rule".
 Window items are ``(x [window, F], dt [window], y)``; the models take the env's Box
 observation ``[window, F + 2]`` (features plus the two account columns, 0 for a flat account):
 :func:`flat_account_observation` pads ``x``. ``dt`` is the unscaled seconds since the previous
-bar (the scaled ``dt`` feature column stays among the features, as in the env).
+bar's open (:attr:`PreparedData.dt_seconds`, from the bars' open times, never from the scaler;
+the scaled ``dt`` feature column stays among the features, as in the env).
 
 Multi-timeframe inputs. A backbone that takes timeframes as its scales (``msa``:
 ``Backbone.multi_timeframe``) gets the env's dict observation instead: one window of the last
@@ -45,6 +46,14 @@ for ``observation="dict"``. Windows are cut with
 equals the env's dict observation of a flat account at the same decision row, bit for bit;
 its decision rows start where every timeframe has a full window
 (:func:`tradezoo.data.prepare.first_full_window`, as the env's).
+
+Elapsed time. A model whose backbone takes ``dt`` (``ltc``, ``cfc``) gets each window's
+elapsed seconds beside it, as the envs' ``include_dt=True`` observation has them
+(:func:`with_dt_space`; keys of :mod:`tradezoo.data.elapsed`): ``"dt"`` beside the Box window
+(``"window"``), ``"dt_<tf>"`` beside each timeframe window; the seconds come from the bars'
+open times (:attr:`PreparedData.dt_seconds`, each timeframe's ``dt_seconds``), never from the
+scaler. The supervised trainer gathers them with the windows (``_Inputs`` in
+:mod:`tradezoo.agents.supervised`).
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ import pandas as pd
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks
+from tradezoo.data.elapsed import DT_KEY, WINDOW_KEY, dt_key, elapsed_seconds, nominal_seconds
 from tradezoo.data.features import FeatureScaler, FeatureSpec
 from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.labels import make_labels, make_multi_horizon_labels, realised_volatility
@@ -99,6 +109,7 @@ __all__ = [
     "model_timeframes",
     "observation_space",
     "prepare_data",
+    "with_dt_space",
 ]
 
 N_ACCOUNT_COLUMNS = 2
@@ -276,6 +287,8 @@ class PreparedData:
             order (``()``: Box windows; see :meth:`for_model`).
         timeframe_windows: timeframe name -> bars per window (empty: Box windows).
         timeframe_cache: timeframes prepared so far, by name (train-part scalers).
+        dt_seconds: float32 ``[T]`` seconds from the previous bar's open to each feature row's
+            open, unscaled (what the liquid networks take as ``dt``).
     """
 
     name: str
@@ -301,6 +314,7 @@ class PreparedData:
     timeframes: tuple[PreparedTimeframe, ...] = field(default=(), repr=False)
     timeframe_windows: dict[str, int] = field(default_factory=dict)
     timeframe_cache: dict[str, PreparedTimeframe] = field(default_factory=dict, repr=False)
+    dt_seconds: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def interval(self) -> Interval:
@@ -397,7 +411,7 @@ class PreparedData:
             tfs = (tuple(self._prepared_timeframe(name) for name in windows) if scalers is None
                    else self.prepared.with_timeframes(list(windows), scalers).timeframes)
         data = replace(self, timeframes=tfs, timeframe_windows=windows)
-        datasets = _window_datasets(data.scaled, data.labels, data.features, data.splits,
+        datasets = _window_datasets(data.scaled, data.labels, data.elapsed(), data.splits,
                                     data.window, data.name, data.first_input_row,
                                     data.label_spec.task)
         return replace(data, **datasets)
@@ -504,6 +518,18 @@ class PreparedData:
         return observation_space(self.window, self.n_features, self.scaler.clip,
                                  self.timeframe_windows)
 
+    @property
+    def bar_seconds(self) -> float:
+        """Nominal bar length in seconds (the liquid networks' default ``time_unit``)."""
+        return nominal_seconds(self.interval)
+
+    def elapsed(self) -> np.ndarray:
+        """:attr:`dt_seconds`, or for data built by hand without them the seconds between the
+        feature rows' open times (float32 ``[T]``)."""
+        if self.dt_seconds is not None:
+            return self.dt_seconds
+        return elapsed_seconds(pd.DatetimeIndex(self.features.index), self.interval)
+
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description (rows and timestamps of each part, class balance)."""
         out: dict[str, Any] = {
@@ -590,6 +616,24 @@ def observation_space(
     low = np.full((window, n_features + N_ACCOUNT_COLUMNS), -np.inf, np.float32)
     low[:, :n_features] = -bound
     return spaces.Box(low=low, high=-low, dtype=np.float32)
+
+
+def with_dt_space(space: spaces.Box | spaces.Dict) -> spaces.Dict:
+    """``space`` as the envs' ``include_dt=True`` gives it: a Box window becomes the Dict of
+    ``"window"`` (the Box) and ``"dt"`` ``[window]``; a Dict gains ``"dt_<key>"`` ``[window]``
+    beside each window ``<key>`` (2-D entry). Elapsed seconds are unscaled, >= 0."""
+    from gymnasium import spaces
+
+    def dt_space(window: int) -> spaces.Box:
+        return spaces.Box(0.0, np.inf, (window,), np.float32)
+
+    if isinstance(space, spaces.Box):
+        return spaces.Dict({WINDOW_KEY: space, DT_KEY: dt_space(int(space.shape[0]))})
+    parts = dict(space.spaces)
+    for key, sub in space.spaces.items():
+        if len(sub.shape) == 2:
+            parts[dt_key(key)] = dt_space(int(sub.shape[0]))
+    return spaces.Dict(parts)
 
 
 def flat_account_observation(x: torch.Tensor) -> torch.Tensor:
@@ -683,7 +727,9 @@ def prepare_data(
     scaler, scaled = prepared.scaler, prepared.scaled  # [T, F] float32 DataFrame
 
     labels = make_task_labels(bars, labels_cfg).reindex(index)
-    datasets = _window_datasets(scaled, labels, features, splits, window, name, window - 1,
+    # Seconds since the previous bar's open, from the open times (never the scaled column).
+    dt = prepared.dt_seconds
+    datasets = _window_datasets(scaled, labels, dt, splits, window, name, window - 1,
                                 labels_cfg.task)
     boundaries = {part: (index[int(rows[0])], index[int(rows[-1])])
                   for part in PART_NAMES if (rows := splits.part(part)).size}
@@ -707,23 +753,18 @@ def prepare_data(
         env_splits=prepared.splits,
         prepared=prepared,
         **datasets,  # type: ignore[arg-type]
+        dt_seconds=dt,
     )
 
 
 def _window_datasets(scaled: pd.DataFrame, labels: pd.Series | pd.DataFrame,
-                     features: pd.DataFrame, splits: Splits, window: int, name: str,
+                     dt: np.ndarray, splits: Splits, window: int, name: str,
                      first_row: int, task: str) -> dict[str, WindowDataset | None]:
     """``{"train", "val", "test"}`` window datasets of the label parts (``None`` for an empty
     part) for ``task``'s labels, their decision rows limited to ``first_row`` on (the first
-    full input)."""
+    full input); ``dt`` float32 ``[T]``, unscaled seconds per feature row."""
     from tradezoo.data.windows import WindowDataset
 
-    # Seconds since the previous bar, unscaled (the scaled 'dt' column is not seconds).
-    dt = (
-        features["dt"].to_numpy(dtype=np.float32)
-        if "dt" in features.columns
-        else np.ones(len(features), dtype=np.float32)
-    )
     datasets: dict[str, WindowDataset | None] = {}
     for part in PART_NAMES:
         rows = splits.part(part)

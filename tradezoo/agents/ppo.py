@@ -13,7 +13,13 @@ Training (:func:`train_ppo`)::
 
 The env gets the :class:`~tradezoo.agents.data.PreparedData`'s bars, feature spec, **scaler**
 and window, so its observations are bit-identical to the supervised trainer's inputs (the
-account columns aside). The policy's action head reads the extractor output directly
+account columns aside). For an architecture that uses ``dt`` (``ltc``, ``cfc``) the envs are
+built with ``include_dt=True`` (observations: ``"window"`` and ``"dt"``, the elapsed seconds per
+bar, unscaled) and the backbone's ``time_unit`` defaults to the data's bar interval
+(:func:`~tradezoo.policies.registry.with_time_unit`); rollouts and updates both feed the
+extractor that Dict, which hands ``dt`` to the backbone. The sidecar's ``env`` records
+``include_dt`` (absent: ``False``); a warm start takes the classifier checkpoint's.
+The policy's action head reads the extractor output directly
 (``pi_layers=()`` by default): ``action_net = Linear(features_dim, 3)``, the shape of the
 supervised classifier's head.
 
@@ -116,7 +122,12 @@ from tradezoo.agents.checkpoint import (
     versions,
     write_files_atomically,
 )
-from tradezoo.agents.data import PreparedData, check_warm_start_task, observation_space
+from tradezoo.agents.data import (
+    PreparedData,
+    check_warm_start_task,
+    observation_space,
+    with_dt_space,
+)
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
 from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
@@ -125,8 +136,9 @@ from tradezoo.agents.tensorboard import print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks
+from tradezoo.data.elapsed import is_dt_key
 from tradezoo.data.features import FeatureScaler
-from tradezoo.policies.registry import get_architecture, portable_config
+from tradezoo.policies.registry import get_architecture, portable_config, uses_dt, with_time_unit
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
@@ -146,6 +158,7 @@ __all__ = [
     "make_eval_env",
     "make_ppo",
     "make_train_env",
+    "policy_includes_dt",
     "save_ppo",
     "train_ppo",
     "warm_start_policy",
@@ -316,20 +329,22 @@ hyperparameters and weights, so a different value would be silently ignored or n
 
 
 def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
-               *, costs: CostModel | None = None) -> dict[str, Any]:
+               *, costs: CostModel | None = None, include_dt: bool = False) -> dict[str, Any]:
     """``TradingEnv``/``make_sb3_vec_env`` keyword arguments for ``data`` and ``config``.
 
     The env sees ``data``'s validated bars, feature spec, fitted scaler, window, split
     fractions and cost model, so its feature columns equal ``data.scaled`` bit for bit. Data
     with multi-timeframe inputs (:meth:`PreparedData.for_model`) gives the dict observation of
     its timeframes, scaled by the data's scaler of each, so they equal the supervised inputs.
-    ``episode_length`` is left to the caller.
+    ``include_dt``: observations carry each window's elapsed seconds (the policies of the
+    liquid networks; :func:`policy_includes_dt`). ``episode_length`` is left to the caller.
     """
     inputs: dict[str, Any] = {"scaler": data.scaler}
     if data.timeframe_windows:
         inputs = {"scaler": data.timeframe_scalers(), "observation": "dict",
                   "timeframes": dict(data.timeframe_windows)}
     return {
+        "include_dt": bool(include_dt),
         "data": data.bars,
         "feature_spec": data.feature_spec,
         **inputs,
@@ -354,29 +369,42 @@ def _env_rules(config: PPOConfig) -> dict[str, Any]:
     }
 
 
-def make_train_env(data: PreparedData, config: PPOConfig, seed: int) -> VecEnv:
+def make_train_env(data: PreparedData, config: PPOConfig, seed: int, *,
+                   include_dt: bool = False) -> VecEnv:
     """``VecMonitor`` over ``config.n_envs`` training accounts on the train split (random
-    episode starts, ``config.episode_length`` steps), seeded ``seed, seed + 1, ...``."""
+    episode starts, ``config.episode_length`` steps), seeded ``seed, seed + 1, ...``;
+    ``include_dt`` as in :func:`env_kwargs`."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from tradezoo.envs.sb3_vec_env import make_sb3_vec_env
 
     venv = make_sb3_vec_env(n_envs=config.n_envs, seed=seed,
-                            episode_length=config.episode_length, **env_kwargs(data, config))
+                            episode_length=config.episode_length,
+                            **env_kwargs(data, config, include_dt=include_dt))
     return VecMonitor(venv)
 
 
-def make_eval_env(data: PreparedData, config: PPOConfig, split: str = "val") -> VecEnv:
+def make_eval_env(data: PreparedData, config: PPOConfig, split: str = "val", *,
+                  include_dt: bool = False) -> VecEnv:
     """The evaluation VecEnv on ``split``: one account walking the whole split
-    (``eval_episode_length=None``) or ``eval_episodes`` accounts with random starts."""
+    (``eval_episode_length=None``) or ``eval_episodes`` accounts with random starts;
+    ``include_dt`` as in :func:`env_kwargs`."""
     from tradezoo.envs.sb3_vec_env import make_sb3_vec_env
 
+    kwargs = env_kwargs(data, config, split, include_dt=include_dt)
     if config.eval_episode_length is None:
-        return make_sb3_vec_env(n_envs=1, episode_length=None, random_start=False,
-                                **env_kwargs(data, config, split))
+        return make_sb3_vec_env(n_envs=1, episode_length=None, random_start=False, **kwargs)
     return make_sb3_vec_env(n_envs=config.eval_episodes,
                             episode_length=config.eval_episode_length, random_start=True,
-                            **env_kwargs(data, config, split))
+                            **kwargs)
+
+
+def policy_includes_dt(space: Any) -> bool:
+    """Whether a policy with observation space ``space`` takes the env's ``include_dt=True``
+    observation (a Dict with elapsed-time keys, :mod:`tradezoo.data.elapsed`)."""
+    from gymnasium import spaces
+
+    return isinstance(space, spaces.Dict) and any(is_dt_key(k) for k in space.spaces)
 
 
 # ---------------------------------------------------------------------- model building
@@ -541,15 +569,17 @@ def make_ppo(
                          f"{data.window}; prepare the data with window={cfg.window}")
     dev = resolve_device(device)
     checkpoint = None
-    arch_config: dict[str, Any] = dict(cfg.arch_config)
+    arch_config: dict[str, Any] = with_time_unit(arch, cfg.arch_config, data.bar_seconds)
     features_dim = cfg.features_dim or 64
+    include_dt = uses_dt(arch)
     if init_from is not None:
         arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, data, cfg)
         arch_config = portable_config(arch, arch_config, dev, what=f"checkpoint {init_from}")
+        include_dt = bool(checkpoint.get("include_dt", False))  # what the classifier saw
     data = data.for_model(arch, arch_config)  # multi-timeframe inputs where the model takes them
     policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
                                    cfg.vf_layers)
-    venv = env if env is not None else make_train_env(data, cfg, seed)
+    venv = env if env is not None else make_train_env(data, cfg, seed, include_dt=include_dt)
     model = _new_ppo(venv, arch, cfg, policy_kwargs, seed, dev)
     if checkpoint is not None:
         warm_start_policy(model.policy, checkpoint)
@@ -558,6 +588,7 @@ def make_ppo(
         "arch_config": _backbone_config(model.policy),
         "features_dim": features_dim,
         "init_from": str(init_from) if init_from is not None else None,
+        "include_dt": policy_includes_dt(model.observation_space),
     }
     return model
 
@@ -683,6 +714,7 @@ def save_ppo(model: PPO, stem: str | Path, *, base: Mapping[str, Any],
         "sb3_state": _sb3_state(model),
         "best": dict(best) if best is not None else best_record(),
         "init_from": meta["init_from"],
+        "env": {**base.get("env", {}), "include_dt": bool(meta.get("include_dt", False))},
     }
     pt_path = stem.parent / f"{stem.name}.pt"
     write_files_atomically([(zip_path, zip_bytes), (pt_path, serialize_checkpoint(payload))])
@@ -705,6 +737,8 @@ def _checkpoint_spaces(ckpt: Mapping[str, Any]) -> tuple[Any, Any]:
 
     obs_space = observation_space(int(ckpt["window"]), int(ckpt["n_features"]),
                                   ckpt["scaler"].get("clip"), input_timeframes(ckpt))
+    if ckpt["env"].get("include_dt", False):  # absent: a policy that never saw dt
+        obs_space = with_dt_space(obs_space)
     action_space = (spaces.Box(-1.0, 1.0, (1,), np.float32)
                     if ckpt["env"]["action_scheme"] == "continuous" else spaces.Discrete(3))
     return obs_space, action_space
@@ -985,6 +1019,7 @@ class _PPORun:
         self.model, self.data, self.cfg, self.seed, self.out = model, data, cfg, seed, out
         self.device = device
         self.arch = str(model.tradezoo["arch"])  # type: ignore[attr-defined]
+        self.include_dt = bool(model.tradezoo.get("include_dt", False))  # type: ignore[attr-defined]
         self.resuming = resuming
         self.restored_best = dict(restored_best or best_record())
         self.base = _base_payload(data, cfg, seed)
@@ -1008,12 +1043,14 @@ class _PPORun:
         _check_checkpoint_fits(meta, data)
         cfg = _resume_config(given, meta["training"], str(sidecar))
         done = int(meta["num_timesteps"])
-        venv = make_train_env(data, cfg, seed + done)
+        include_dt = bool(meta["env"].get("include_dt", False))
+        venv = make_train_env(data, cfg, seed + done, include_dt=include_dt)
         model = _resume_model(resume_from, meta, cfg, venv, seed, device)
         model.set_random_seed(seed + done)
         model.tradezoo = {  # type: ignore[attr-defined]
             "arch": arch, "arch_config": dict(meta["arch_config"]),
             "features_dim": int(meta["features_dim"]), "init_from": meta.get("init_from"),
+            "include_dt": include_dt,
         }
         return cls(model, data, cfg, seed, out, device, resuming=True,
                    restored_best=meta.get("best"))
@@ -1050,7 +1087,8 @@ class _PPORun:
             else:
                 best = self.restored_best
                 self.eval_callback = TradingEvalCallback(
-                    make_eval_env(data, cfg, "val"), eval_freq=cfg.eval_freq, save=self.save,
+                    make_eval_env(data, cfg, "val", include_dt=self.include_dt),
+                    eval_freq=cfg.eval_freq, save=self.save,
                     best_stem=self.out / "best_model", figure=cfg.eval_figure,
                     # the same validation episodes at every evaluation
                     eval_seed=self.seed + 10_007 if cfg.eval_episode_length is not None
@@ -1273,7 +1311,8 @@ def _walk_split(policy: Any, data: PreparedData, split: str, cfg: PPOConfig,
     from tradezoo.backtest.simulation import simulate
     from tradezoo.envs import TradingEnv
 
-    kwargs = env_kwargs(data, cfg, split, costs=costs)
+    kwargs = env_kwargs(data, cfg, split, costs=costs,
+                        include_dt=policy_includes_dt(policy.observation_space))
     kwargs["scaler"] = scaler
     env = TradingEnv(episode_length=None, random_start=False, **kwargs)
     wanted, given = _space_shapes(policy.observation_space), _space_shapes(env.observation_space)

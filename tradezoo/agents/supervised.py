@@ -23,8 +23,17 @@ scales (``msa`` on intraday bars) takes the env's dict observation instead: the 
 ``window`` closed bars of each timeframe and a zero account vector ``[4]``
 (:meth:`~tradezoo.agents.data.PreparedData.for_model`, cut by the env's own rule), and its
 policy is built on the dict env of the same timeframes. During PPO the account values are no
-longer 0; the classifier never saw them, which is what fine-tuning is for. The backbone is
-called without ``dt``, as the extractor calls it.
+longer 0; the classifier never saw them, which is what fine-tuning is for.
+
+Elapsed time: for an architecture whose backbone uses ``dt`` (``ltc``, ``cfc``;
+:func:`~tradezoo.policies.registry.uses_dt`) the observation is the env's ``include_dt=True``
+one, a Dict of ``"window"`` ``[B, window, F + 2]`` and ``"dt"`` ``[B, window]`` (seconds since
+the previous bar's open, unscaled, :attr:`PreparedData.dt_seconds`), and the extractor hands
+``dt`` to the backbone; ``time_unit`` defaults to the data's bar interval
+(:func:`~tradezoo.policies.registry.with_time_unit`, saved in the checkpoint's
+``arch_config``). Batches get them beside each window, as the env does, from
+:class:`_Inputs`, the one builder of supervised observations (multi-timeframe windows too).
+The checkpoint records ``include_dt`` (absent: ``False``, a model that never saw ``dt``).
 
 Tasks (:attr:`~tradezoo.agents.data.LabelSpec.task`, docs/tasks.md): every architecture
 learns every task through the same extractor and a task head on its ``[B, features_dim]``
@@ -118,6 +127,7 @@ from tradezoo.agents.data import (
     flat_account_observation,
     flat_account_vector,
     observation_space,
+    with_dt_space,
 )
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
 from tradezoo.agents.losses import (
@@ -133,12 +143,19 @@ from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data.checks import FieldChecks, check_choice, check_number
+from tradezoo.data.elapsed import DT_KEY, WINDOW_KEY, dt_key
 from tradezoo.data.labels import CLASS_NAMES, forward_returns, trailing_volatility
 from tradezoo.data.prepare import closed_window_rows
 from tradezoo.data.windows import WindowDataset
 from tradezoo.errors import ConfigError, TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
-from tradezoo.policies.registry import AUX_HEADS, get_architecture, portable_config
+from tradezoo.policies.registry import (
+    AUX_HEADS,
+    get_architecture,
+    portable_config,
+    uses_dt,
+    with_time_unit,
+)
 
 __all__ = [
     "AUX_HEADS",
@@ -231,6 +248,9 @@ class SupervisedModel(nn.Module):
         timeframes: timeframe name -> bars per window of a multi-timeframe model (it then
             takes the env's dict observation; :func:`~tradezoo.agents.data.model_timeframes`);
             ``None`` or empty: the Box observation.
+        include_dt: the observation carries each window's elapsed seconds (the envs'
+            ``include_dt=True``; module docstring); ``None``: whether the architecture uses
+            ``dt``.
         **cfg: more config fields (``d_model``, ``n_layers``, ...); they override
             ``arch_config``.
 
@@ -258,6 +278,7 @@ class SupervisedModel(nn.Module):
         horizons: Sequence[int] = (),
         arch_config: Mapping[str, Any] | None = None,
         timeframes: Mapping[str, int] | None = None,
+        include_dt: bool | None = None,
         **cfg: Any,
     ) -> None:
         super().__init__()
@@ -272,6 +293,10 @@ class SupervisedModel(nn.Module):
         self.features_dim = int(features_dim)
         self.timeframes: dict[str, int] = {str(k): int(v) for k, v in (timeframes or {}).items()}
         space = observation_space(self.window, self.n_features, clip, self.timeframes)
+        self.include_dt = uses_dt(arch) if include_dt is None else bool(include_dt)
+        if self.include_dt:
+            space = with_dt_space(space)
+        self.observation_space = space
         self.extractor = SequenceExtractor(space, arch=arch, features_dim=features_dim, **cfg)
         self.head = nn.Linear(self.features_dim, task_output_width(task, len(self.horizons)))
         if task == "volatility":
@@ -343,10 +368,14 @@ class SupervisedModel(nn.Module):
         ``multi_horizon``: logits ``[B, H, 3]``."""
         return self._task_output(self.extractor(obs))
 
-    def forward_features(self, x: Tensor | Mapping[str, Tensor]) -> Tensor:
+    def forward_features(self, x: Tensor | Mapping[str, Tensor],
+                         dt: Tensor | Mapping[str, Tensor] | None = None) -> Tensor:
         """Scaled features of a flat account (``[B, window, F]``, or timeframe name ->
-        ``[B, window_tf, F]`` for a multi-timeframe model) -> :meth:`forward`'s output."""
-        return self(flat_observation(x))
+        ``[B, window_tf, F]`` for a multi-timeframe model) and, for a model with
+        :attr:`include_dt`, their elapsed seconds (``[B, window]``, or timeframe name ->
+        ``[B, window_tf]``; ``None``: regular bars) -> :meth:`forward`'s output."""
+        return self(with_dt_observation(flat_observation(x), dt) if self.include_dt
+                    else flat_observation(x))
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (relative to this model) AdamW must not decay: the backbone's
@@ -369,6 +398,19 @@ def flat_observation(x: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Ten
     windows = dict(x)
     windows[ACCOUNT_KEY] = flat_account_vector(next(iter(windows.values())))  # [B, 4]
     return windows
+
+
+def with_dt_observation(obs: Tensor | dict[str, Tensor],
+                        dt: Tensor | Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+    """``obs`` as the envs' ``include_dt=True`` gives it (:mod:`tradezoo.data.elapsed`): a Box
+    window becomes ``{"window": obs}`` plus ``"dt"``; a dict of timeframe windows gains
+    ``"dt_<tf>"`` from ``dt[tf]``. ``dt=None`` leaves the elapsed times out (regular bars)."""
+    if isinstance(obs, Tensor):
+        return {WINDOW_KEY: obs} if dt is None else {WINDOW_KEY: obs, DT_KEY: dt}
+    out = dict(obs)
+    if isinstance(dt, Mapping):
+        out.update({dt_key(name): value for name, value in dt.items()})
+    return out
 
 
 def model_from_checkpoint(
@@ -417,6 +459,7 @@ def model_from_checkpoint(
         arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
                                     torch.device(map_location), what=f"checkpoint {where}"),
         timeframes=input_timeframes(ckpt),
+        include_dt=bool(ckpt.get("include_dt", False)),
     )
     load_weights(model, ckpt["state_dict"], where=where, what=f"architecture {ckpt['arch']!r}")
     model.to(map_location)
@@ -1160,24 +1203,34 @@ class _Inputs:
     Multi-timeframe (``data.timeframes``): each timeframe's window rows come from
     :func:`~tradezoo.data.prepare.closed_window_rows`, the env's rule (index ``[N, L_tf]``
     built once on the host), plus the zero account vector: the env's dict observation.
+    With ``include_dt`` (a model whose backbone takes elapsed time) each window's elapsed
+    seconds, unscaled, come with it, gathered by the same index from the bars' open times
+    (:attr:`PreparedData.dt_seconds`, each timeframe's ``dt_seconds``): ``"dt"`` beside the
+    Box window (then under ``"window"``), ``"dt_<tf>"`` beside each timeframe, the envs'
+    ``include_dt=True`` observation. This is the one place a supervised observation is
+    built: another per-window input is one more table gathered here.
     """
 
     def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device,
-                 features: Tensor | None = None) -> None:
+                 features: Tensor | None = None, include_dt: bool = False) -> None:
         self.device = device
+        self.include_dt = include_dt
         rows = np.asarray(rows, dtype=np.int64)
         self.n = len(rows)
         self.tables: dict[str, Tensor] = {}
+        self.dt_tables: dict[str, Tensor] = {}
         self.windows: dict[str, Tensor] = {}
         for tf in data.timeframes:
             name, window = tf.interval.name, data.timeframe_windows[tf.interval.name]
             self.tables[name] = torch.tensor(tf.features, device=device)  # [T_tf, F]
+            self.dt_tables[name] = torch.tensor(tf.dt_seconds, device=device)  # [T_tf]
             self.windows[name] = torch.from_numpy(
                 closed_window_rows(tf.last_closed, rows, window)).to(device)  # [N, L_tf]
         if not self.tables:
             if features is None:
                 features = torch.tensor(data.scaled.to_numpy(dtype=np.float32))
             self.features = features.to(device)  # [T, F]
+            self.dt = torch.tensor(data.elapsed(), device=device)  # [T] seconds
             self.rows = torch.from_numpy(rows).to(device)  # [N]
             self.offsets = torch.arange(-data.window + 1, 1, device=device)  # [L]
 
@@ -1187,10 +1240,15 @@ class _Inputs:
     def get(self, index: Tensor) -> Tensor | dict[str, Tensor]:
         """Observations of items ``index`` ``[B]``."""
         if not self.tables:
-            x = self.features[self.rows[index][:, None] + self.offsets]  # [B, L, F]
-            return flat_account_observation(x)  # [B, L, F + 2]
-        return flat_observation({name: table[self.windows[name][index]]  # [B, L_tf, F]
-                                 for name, table in self.tables.items()})
+            at = self.rows[index][:, None] + self.offsets  # [B, L]
+            box = flat_account_observation(self.features[at])  # [B, L, F + 2]
+            return {WINDOW_KEY: box, DT_KEY: self.dt[at]} if self.include_dt else box
+        obs = flat_observation({name: table[self.windows[name][index]]  # [B, L_tf, F]
+                                for name, table in self.tables.items()})
+        if self.include_dt:
+            obs.update({dt_key(name): table[self.windows[name][index]]  # [B, L_tf]
+                        for name, table in self.dt_tables.items()})
+        return obs
 
 
 class _Batches:
@@ -1199,11 +1257,12 @@ class _Batches:
     :func:`_item_targets`), gathered on ``device`` with the same index."""
 
     def __init__(self, data: PreparedData, dataset: WindowDataset, device: torch.device,
-                 targets: Mapping[str, np.ndarray] | None = None) -> None:
+                 targets: Mapping[str, np.ndarray] | None = None,
+                 include_dt: bool = False) -> None:
         self.dataset = dataset
         self.device = device
         self.inputs = _Inputs(data, np.array(dataset.decision_rows), device,
-                              features=dataset.features)
+                              features=dataset.features, include_dt=include_dt)
         self.labels = dataset.labels.to(device)  # [N]
         self.targets = {name: torch.from_numpy(values).to(device)
                         for name, values in (targets or {}).items()}
@@ -1366,6 +1425,7 @@ def _payload(
         "features_dim": model.features_dim,
         "aux_horizons": list(model.aux_horizons),
         "task": model.task,
+        "include_dt": bool(model.include_dt),
         "state_dict": state,
         **data_payload(data),
         "class_names": list(CLASS_NAMES),
@@ -1569,7 +1629,7 @@ class _SupervisedRun:
             arch, data.n_features, data.window, features_dim=cfg.features_dim,
             clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, task=spec.task,
             horizons=spec.horizons if spec.task == "multi_horizon" else (),
-            arch_config=arch_config,
+            arch_config=with_time_unit(arch, arch_config or {}, data.bar_seconds),
             timeframes=data.timeframe_windows,
         ).to(device)
         if spec.task == "volatility":
@@ -1579,8 +1639,8 @@ class _SupervisedRun:
         weight = (torch.tensor(_task_class_weights(data.train.class_counts()),
                                dtype=torch.float32, device=device)
                   if cfg.class_weights and spec.task != "volatility" else None)
-        self.train_batches, self.val_batches = _split_batches(data, self.model.aux_horizons,
-                                                              cfg, device)
+        self.train_batches, self.val_batches = _split_batches(
+            data, self.model.aux_horizons, cfg, device, include_dt=self.model.include_dt)
         cost_bps = (cfg.sharpe_cost_bps if cfg.sharpe_cost_bps is not None
                     else float(data.label_spec.cost_bps or 0.0))
         self.objective = _Objective(cfg, self.model, weight, cost_bps / 1e4,
@@ -1885,10 +1945,13 @@ class _SupervisedRun:
 
 
 def _split_batches(data: PreparedData, aux_horizons: Sequence[int], cfg: SupervisedConfig,
-                   device: torch.device) -> tuple[_Batches, _Batches | None]:
-    """Train and validation :class:`_Batches` with the targets of :func:`_item_targets`: the
-    auxiliary targets (forward returns over ``aux_horizons`` in units of their train-split
-    std) when there are horizons, and what ``cfg``'s objective needs."""
+                   device: torch.device, *, include_dt: bool = False
+                   ) -> tuple[_Batches, _Batches | None]:
+    """Train and validation :class:`_Batches` (with elapsed times for ``include_dt``) with
+    the targets of
+    :func:`_item_targets`: the auxiliary targets (forward returns over ``aux_horizons`` in
+    units of their train-split std) when there are horizons, and what ``cfg``'s objective
+    needs."""
     aux_train = aux_val = None
     if aux_horizons:
         raw = _aux_targets(data, data.train, aux_horizons, None)
@@ -1897,10 +1960,10 @@ def _split_batches(data: PreparedData, aux_horizons: Sequence[int], cfg: Supervi
         aux_train = raw / scale
         if data.val is not None:
             aux_val = _aux_targets(data, data.val, aux_horizons, scale)
-    val = (_Batches(data, data.val, device, _item_targets(data, data.val, cfg, aux_val))
-           if data.val is not None else None)
-    return (_Batches(data, data.train, device, _item_targets(data, data.train, cfg, aux_train)),
-            val)
+    val = (_Batches(data, data.val, device, _item_targets(data, data.val, cfg, aux_val),
+                    include_dt) if data.val is not None else None)
+    return (_Batches(data, data.train, device, _item_targets(data, data.train, cfg, aux_train),
+                     include_dt), val)
 
 
 def _magnitude_scale(batches: _Batches) -> Tensor:
@@ -2080,7 +2143,7 @@ def _class_probabilities(model: SupervisedModel, data: PreparedData, rows: np.nd
     mode are restored afterwards."""
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
-    inputs = _Inputs(data, rows, dev, features=features)
+    inputs = _Inputs(data, rows, dev, features=features, include_dt=model.include_dt)
     was_training = model.training
     model.to(dev).eval()
     try:

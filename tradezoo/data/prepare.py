@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from tradezoo.data.checks import check_int
+from tradezoo.data.elapsed import elapsed_seconds
 from tradezoo.data.errors import DataError
 from tradezoo.data.features import FeatureScaler, FeatureSpec, compute_features
 from tradezoo.data.intervals import Interval, infer_interval, parse_interval
@@ -173,6 +174,8 @@ class PreparedTimeframe:
             last bar of this timeframe closed at that row's close (``-1``: none yet).
         scaler: the scaler ``features`` were scaled with.
         index: open times of the rows of ``features`` ``[T_tf]`` (UTC).
+        dt_seconds: float32 ``[T_tf]``: seconds from the previous bar's open to each bar's open
+            (unscaled; :func:`tradezoo.data.elapsed.elapsed_seconds`).
     """
 
     interval: Interval
@@ -180,6 +183,7 @@ class PreparedTimeframe:
     last_closed: np.ndarray = field(repr=False)
     scaler: FeatureScaler = field(repr=False)
     index: pd.DatetimeIndex = field(repr=False)
+    dt_seconds: np.ndarray = field(repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,6 +233,13 @@ class PreparedDataset:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(map(str, self.features.columns))
+
+    @property
+    def dt_seconds(self) -> np.ndarray:
+        """float32 ``[T]``: seconds from the previous bar's open to each feature row's open,
+        unscaled (the liquid networks' ``dt``; the bar before row 0 is in :attr:`bars` after a
+        feature warm-up)."""
+        return _base_dt(self.bars, self.bar_offset, self.index, self.interval)
 
     @property
     def scalers(self) -> dict[str, FeatureScaler]:
@@ -651,7 +662,8 @@ def prepare_loaded(
     base_scaler, scaled = _fit_or_use(given, frame, fit_rows, name, interval.name)
     prepared_tfs = _prepare_timeframes(
         feature_bars, name, interval, index, spec, timeframes, scalers, fit_rows,
-        base=PreparedTimeframe(interval, scaled, _arange(length), base_scaler, index),
+        base=PreparedTimeframe(interval, scaled, _arange(length), base_scaler, index,
+                               _base_dt(bars, bar_offset, index, interval)),
     )
     return PreparedDataset(
         name=name,
@@ -695,6 +707,18 @@ def _arange(length: int) -> np.ndarray:
     rows = np.arange(length, dtype=np.int64)
     rows.setflags(write=False)
     return rows
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _base_dt(bars: pd.DataFrame, bar_offset: int, index: pd.DatetimeIndex,
+             interval: Interval) -> np.ndarray:
+    """Elapsed seconds of the base feature rows (``PreparedDataset.dt_seconds``)."""
+    previous = bars.index[bar_offset - 1] if bar_offset > 0 else None
+    return _read_only(elapsed_seconds(index, interval, previous))
 
 
 def _prepare_timeframes(
@@ -741,6 +765,10 @@ def _prepare_timeframes(
                                           tf.name)
         last_closed = np.searchsorted(bin_end, close_time, side="right").astype(np.int64) - 1
         last_closed.setflags(write=False)
-        out.append(PreparedTimeframe(tf, tf_feats, last_closed, tf_scaler,
-                                     pd.DatetimeIndex(tf_frame.index)))
+        tf_index = pd.DatetimeIndex(tf_frame.index)
+        earlier = tf_bars.index[tf_bars.index < tf_index[0]] if len(tf_index) else tf_bars.index
+        dt_seconds = _read_only(elapsed_seconds(
+            tf_index, tf, earlier[-1] if len(earlier) else None))
+        out.append(PreparedTimeframe(tf, tf_feats, last_closed, tf_scaler, tf_index,
+                                     dt_seconds))
     return tuple(out)

@@ -244,6 +244,7 @@ def build_config(
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     observation: ObservationMode = "box",
     timeframes: Sequence[str] | Mapping[str, int] | None = None,
+    include_dt: bool = False,
     action_scheme: ActionScheme = "target",
     max_leverage: float = 1.0,
     allow_short: bool = True,
@@ -284,7 +285,7 @@ def build_config(
     market = get_market(
         data, features=features, feature_spec=feature_spec, scaler=scaler, window=window,
         split=split, split_fractions=split_fractions, observation=observation,
-        timeframes=timeframes,
+        timeframes=timeframes, include_dt=include_dt,
     )
     if episode_length is not None:
         for d in market.datasets:

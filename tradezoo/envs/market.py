@@ -41,6 +41,13 @@ Observations (float32, fresh arrays):
   bar ``t`` (a 4h bar appears once its last 1h bar has closed). Plus ``"account"``: ``[4]`` =
   (exposure, unrealised P&L of the open trade as a fraction of the equity at its entry, bars in
   the position scaled as ``ln(1 + bars) / ln(1 + window)``, drawdown ``equity / peak - 1``).
+
+Elapsed time (``include_dt=True``; :mod:`tradezoo.data.elapsed`): every window comes with its
+per-bar elapsed time, float32 seconds from the previous bar's open, unscaled, under its own key.
+The ``"box"`` observation becomes a ``Dict`` of ``"window"`` (the box layout above, unchanged)
+and ``"dt"`` ``[window]``; the ``"dict"`` observation gains ``"dt_<tf>"`` ``[window_tf]``
+beside each timeframe ``"<tf>"`` (the elapsed times of that timeframe's closed bars). Off by
+default: the observation is then exactly the one above.
 """
 
 from __future__ import annotations
@@ -57,8 +64,9 @@ from gymnasium import spaces
 
 from tradezoo.backtest.execution import MIN_BAR_NOTIONAL
 from tradezoo.data.checks import check_int
+from tradezoo.data.elapsed import DT_KEY, WINDOW_KEY, dt_key, nominal_seconds
 from tradezoo.data.features import FeatureScaler, FeatureSpec
-from tradezoo.data.intervals import Interval
+from tradezoo.data.intervals import Interval, parse_interval
 from tradezoo.data.prepare import (
     DataSource,
     PreparedDataset,
@@ -117,12 +125,15 @@ class Timeframe:
         features: float32 ``[R_tf, F]`` scaled features (read-only).
         last_closed: int64 ``[R]``: for each base row, the row of ``features`` of the last
             bar of this timeframe that is closed at that decision (``-1``: none yet).
+        dt_seconds: float32 ``[R_tf]`` elapsed seconds of each bar of this timeframe
+            (read-only).
     """
 
     name: str
     window: int
     features: np.ndarray
     last_closed: np.ndarray
+    dt_seconds: np.ndarray = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,9 @@ class Market:
             ``close, open, high, low, funding_rate, range_frac, notional``.
         features: float32 ``[R, F]`` scaled base features.
         box_table: float32 ``[R, F + 2]``: features plus two zero account columns (box).
+        include_dt: whether observations carry elapsed times (the module docstring).
+        dt_seconds: float32 ``[R]`` elapsed seconds of each base row, unscaled.
+        window_offsets: ``arange(-window + 1, 1)``, the row offsets of a base window.
     """
 
     datasets: tuple[MarketDataset, ...]
@@ -213,10 +227,23 @@ class Market:
     lists: dict[str, list[float]] = field(repr=False)
     features: np.ndarray = field(repr=False)
     box_table: np.ndarray | None = field(repr=False)
+    include_dt: bool = False
+    dt_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    window_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64),
+                                       repr=False)
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def bar_seconds(self) -> float:
+        """Nominal bar length of the base interval, seconds (the liquid networks'
+        ``time_unit``); a ``ValueError`` when the datasets' intervals differ."""
+        intervals = {d.interval for d in self.datasets}
+        if len(intervals) != 1:
+            raise ValueError(f"the datasets have different bar intervals {sorted(intervals)}")
+        return nominal_seconds(parse_interval(intervals.pop()))
 
     @property
     def max_decisions(self) -> int:
@@ -231,13 +258,17 @@ class Market:
         if self.observation == "box":
             low = np.full((self.window, self.n_features + N_ACCOUNT_COLUMNS), -np.inf, np.float32)
             low[:, : self.n_features] = -feature_bound
-            return spaces.Box(low=low, high=-low, dtype=np.float32)
-        parts: dict[str, spaces.Space] = {
-            tf.name: spaces.Box(
+            box = spaces.Box(low=low, high=-low, dtype=np.float32)
+            if not self.include_dt:
+                return box
+            return spaces.Dict({WINDOW_KEY: box, DT_KEY: _dt_space(self.window)})
+        parts: dict[str, spaces.Space] = {}
+        for tf in self.timeframes:
+            parts[tf.name] = spaces.Box(
                 -feature_bound, feature_bound, (tf.window, self.n_features), np.float32
             )
-            for tf in self.timeframes
-        }
+            if self.include_dt:
+                parts[dt_key(tf.name)] = _dt_space(tf.window)
         parts[ACCOUNT_KEY] = spaces.Box(-np.inf, np.inf, (N_ACCOUNT_FEATURES,), np.float32)
         return spaces.Dict(parts)
 
@@ -322,6 +353,16 @@ class Market:
             return rings[:, slot : slot + self.window].copy()
         return rings[idx, slot : slot + self.window]
 
+    def with_dt(self, box: np.ndarray, row: int) -> dict[str, np.ndarray]:
+        """The ``include_dt`` box observation: ``box`` ``[window, F + 2]`` and the elapsed
+        seconds ``[window]`` of the window ending at decision ``row``."""
+        return {WINDOW_KEY: box, DT_KEY: self.dt_seconds[row - self.window + 1 : row + 1].copy()}
+
+    def with_dts(self, boxes: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`with_dt` of a batch: ``boxes`` ``[N, window, F + 2]``, ``rows`` ``[N]``."""
+        return {WINDOW_KEY: boxes,
+                DT_KEY: self.dt_seconds.take(rows[:, None] + self.window_offsets)}
+
     def dict_observation(self, row: int, account: np.ndarray) -> dict[str, np.ndarray]:
         """Dict observation of one account at decision ``row``; ``account`` float32 ``[4]``."""
         out: dict[str, np.ndarray] = {}
@@ -329,6 +370,8 @@ class Market:
         for tf in self.timeframes:
             window_rows = closed_window_rows(tf.last_closed, at, tf.window)[0]  # [window]
             out[tf.name] = tf.features.take(window_rows, axis=0)
+            if self.include_dt:
+                out[dt_key(tf.name)] = tf.dt_seconds.take(window_rows)
         out[ACCOUNT_KEY] = account
         return out
 
@@ -340,6 +383,8 @@ class Market:
             # strided window view would first copy the whole view).
             window_rows = closed_window_rows(tf.last_closed, rows, tf.window)  # [N, window]
             out[tf.name] = tf.features.take(window_rows, axis=0)
+            if self.include_dt:
+                out[dt_key(tf.name)] = tf.dt_seconds.take(window_rows)
         out[ACCOUNT_KEY] = account
         return out
 
@@ -355,6 +400,11 @@ class Market:
 # Loading, features, splits and scalers come from tradezoo.data.prepare (the one data
 # preparation the trainers use too); this section picks each dataset's decision rows and
 # lays the prepared datasets out as the market's tables.
+
+
+def _dt_space(window: int) -> spaces.Box:
+    """Space of one window's elapsed seconds ``[window]`` (unscaled, > 0)."""
+    return spaces.Box(0.0, np.inf, (window,), np.float32)
 
 
 def _resolve_rows(
@@ -441,6 +491,7 @@ def prepare_market(
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     observation: ObservationMode = "box",
     timeframes: Sequence[str] | Mapping[str, int] | None = None,
+    include_dt: bool = False,
 ) -> Market:
     """Prepare one or more datasets (:func:`tradezoo.data.prepare.prepare_loaded`) and lay
     them out as a :class:`Market`.
@@ -463,12 +514,15 @@ def prepare_market(
         observation: ``"box"`` or ``"dict"``.
         timeframes: dict observation timeframes, a list (each with ``window`` bars) or a
             mapping timeframe -> window; default the base interval only.
+        include_dt: observations carry each window's elapsed seconds (module docstring).
 
     Raises:
         ValueError, TypeError: a bad argument (the message names it and the rule).
         tradezoo.data.DataError: bars that fail validation, non-finite features.
     """
     window = check_int("window", window, 1)
+    if not isinstance(include_dt, bool | np.bool_):
+        raise TypeError(f"include_dt must be True or False, got {include_dt!r}")
     if observation not in ("box", "dict"):
         raise ValueError(f"observation must be 'box' or 'dict', got {observation!r}")
     fractions = check_split_fractions(split_fractions)
@@ -533,7 +587,8 @@ def prepare_market(
                 f"datasets of one env must have the same feature columns; {item.name!r} differs "
                 f"from {prepared[0][0].name!r}: missing {missing}, extra {extra}"
             )
-    return _assemble(prepared, window=window, observation=observation, tf_list=tf_list)
+    return _assemble(prepared, window=window, observation=observation, tf_list=tf_list,
+                     include_dt=bool(include_dt))
 
 
 def _assemble(
@@ -542,6 +597,7 @@ def _assemble(
     window: int,
     observation: ObservationMode,
     tf_list: list[tuple[Interval, int]],
+    include_dt: bool = False,
 ) -> Market:
     """The market's tables from prepared datasets and their (local) first and last decision
     rows, concatenated in order."""
@@ -554,6 +610,8 @@ def _assemble(
                         *_STEP_COLUMNS)
     }
     feature_blocks: list[np.ndarray] = []
+    dt_blocks: list[np.ndarray] = []
+    tf_dt_blocks: dict[str, list[np.ndarray]] = {}
     tf_blocks: dict[str, list[np.ndarray]] = {}
     tf_last: dict[str, list[np.ndarray]] = {}
     tf_offsets: dict[str, int] = {}
@@ -588,10 +646,12 @@ def _assemble(
         columns["high_next"].append(np.append(high[1:], high[-1]))
         columns["low_next"].append(np.append(low[1:], low[-1]))
         feature_blocks.append(item.scaled.to_numpy(dtype=np.float32))
+        dt_blocks.append(item.dt_seconds)
         for tf in item.timeframes:
             tf_name, tf_feats, last_closed = tf.interval.name, tf.features, tf.last_closed
             base_offset = tf_offsets.get(tf_name, 0)
             tf_blocks.setdefault(tf_name, []).append(tf_feats)
+            tf_dt_blocks.setdefault(tf_name, []).append(tf.dt_seconds)
             tf_last.setdefault(tf_name, []).append(
                 np.where(last_closed >= 0, last_closed + base_offset, -1)
             )
@@ -653,6 +713,7 @@ def _assemble(
                 window=tf_window,
                 features=tf_feats,
                 last_closed=_read_only(np.concatenate(tf_last[tf.name]).astype(np.int64)),
+                dt_seconds=_read_only(np.concatenate(tf_dt_blocks[tf.name])),
             )
         )
     lists = {
@@ -675,6 +736,9 @@ def _assemble(
         lists=lists,
         features=_read_only(features),
         box_table=box_table,
+        include_dt=include_dt,
+        dt_seconds=_read_only(np.concatenate(dt_blocks)),
+        window_offsets=_read_only(np.arange(-window + 1, 1, dtype=np.int64)),
     )
 
 
@@ -709,6 +773,7 @@ def _cache_key(data: Any, kwargs: dict[str, Any]) -> Any | None:
             tuple(kwargs.get("split_fractions", (0.7, 0.15, 0.15))),
             kwargs.get("observation", "box"),
             timeframes,
+            bool(kwargs.get("include_dt", False)),
         )
         hash(key)
     except TypeError:

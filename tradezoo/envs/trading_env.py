@@ -103,6 +103,10 @@ class TradingEnv(gym.Env[ObsType, Any]):
         observation: ``"box"`` (default) or ``"dict"`` (see :mod:`tradezoo.envs.market`).
         timeframes: dict observation timeframes: a list (each with ``window`` bars) or a
             mapping timeframe -> window; default the base interval.
+        include_dt: add each window's elapsed seconds since the previous bar, unscaled, under
+            its own key (default ``False``): the box observation becomes a ``Dict`` of
+            ``"window"`` and ``"dt"``, the dict observation gains ``"dt_<tf>"`` (see
+            :mod:`tradezoo.envs.market`). What the liquid networks (``ltc``, ``cfc``) need.
         action_scheme: ``"target"`` (default), ``"signal"`` or ``"continuous"``
             (:mod:`tradezoo.envs.core`).
         max_leverage: target exposure of a full position, > 0 (default 1).
@@ -149,6 +153,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
         observation: ObservationMode = "box",
         timeframes: Sequence[str] | Mapping[str, int] | None = None,
+        include_dt: bool = False,
         action_scheme: ActionScheme = "target",
         max_leverage: float = 1.0,
         allow_short: bool = True,
@@ -167,7 +172,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         config = build_config(
             data, features=features, feature_spec=feature_spec, scaler=scaler, window=window,
             split=split, split_fractions=split_fractions, observation=observation,
-            timeframes=timeframes, action_scheme=action_scheme, max_leverage=max_leverage,
+            timeframes=timeframes, include_dt=include_dt, action_scheme=action_scheme,
+            max_leverage=max_leverage,
             allow_short=allow_short, costs=costs, fill=fill, rebalance=rebalance, reward=reward,
             dsr_eta=dsr_eta, episode_length=episode_length, random_start=random_start,
             initial_equity=initial_equity, min_equity_fraction=min_equity_fraction,
@@ -207,7 +213,8 @@ class TradingEnv(gym.Env[ObsType, Any]):
         self._eta = config.dsr_eta
         self._initial = config.initial_equity
         self._min_equity = config.min_equity
-        self._box = market.observation == "box"
+        # The box fast path returns the ring's window as the whole observation.
+        self._box = market.observation == "box" and not market.include_dt
         self._window = market.window
         self._bars_scale = account_scale(market.window)
         self._with_metrics = config.episode_metrics
@@ -222,7 +229,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         # The account (tradezoo.envs.account's layout) and the record of a closing trade.
         self._account = new_account(self._initial, 0)
         self._trade = [0.0] * TRADE_SIZE
-        self._ring = market.box_ring() if self._box else None
+        self._ring = market.box_ring() if market.observation == "box" else None
         self._box_push = market.box_push  # bound once: the step calls them on every bar
         self._box_observation = market.box_observation
         self._needs_reset = True
@@ -265,7 +272,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         self._n_trades = 0
         self._eq_hist[0] = self._initial
         self._pos_hist[0] = 0.0
-        if self._box:
+        if self._ring is not None:
             self.market.box_begin(self._ring, start, 0)
         self._needs_reset = False
 
@@ -315,7 +322,7 @@ class TradingEnv(gym.Env[ObsType, Any]):
         self._eq_hist[steps] = equity
         self._pos_hist[steps] = position
         self._notional_hist[steps] = traded * fill_price
-        if self._box:
+        if self._ring is not None:
             self._box_push(self._ring, steps, t1, position, log_return)
         info = {
             "equity": equity, "position": position, "target": target, "units": units,
@@ -385,6 +392,9 @@ class TradingEnv(gym.Env[ObsType, Any]):
     def _observe(self) -> ObsType:
         if self._box:
             return self.market.box_observation(self._ring, self._steps)
+        if self._ring is not None:
+            return self.market.with_dt(self.market.box_observation(self._ring, self._steps),
+                                       self._row)
         return self.market.dict_observation(self._row, self._account_vector())
 
     # -- rendering and introspection -------------------------------------------------------

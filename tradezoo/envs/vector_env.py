@@ -460,7 +460,10 @@ class BatchCore:
     def observe(self, idx: np.ndarray | None = None) -> np.ndarray | dict[str, np.ndarray]:
         """Observations of every account (or of accounts ``idx``), fresh arrays."""
         if self._box:
-            return self.market.box_observations(self.rings, self.clock, idx)
+            boxes = self.market.box_observations(self.rings, self.clock, idx)
+            if not self.market.include_dt:
+                return boxes
+            return self.market.with_dts(boxes, self.row if idx is None else self.row[idx])
         rows = self.row if idx is None else self.row[idx]
         return self.market.dict_observations(rows, self.account(idx))
 

@@ -243,17 +243,20 @@ def _block_index(
     )
 
 
-def check_dt(name: str, dt: Tensor | None, time_unit: float) -> Tensor | float:
-    """Elapsed time per step, ``dt / time_unit`` as ``[B, L]`` (or ``1 / time_unit``).
+def check_dt(name: str, dt: Tensor | None, time_unit: float | None = None,
+             use_dt: bool = True) -> Tensor | float:
+    """Elapsed time per step in units of ``time_unit``: ``dt / time_unit`` ``[B, L]``, or
+    ``1.0`` (one unit per bar: regular bars) when ``dt`` is ``None`` or ``use_dt`` is off.
 
     ``dt`` must be finite and strictly positive (seconds since the previous bar, or any unit
-    consistent with ``time_unit``); the error names ``dt`` and the rule.
+    consistent with ``time_unit``); the error names ``dt`` and the rule. ``time_unit=None``
+    takes ``dt`` in its own unit (divides by 1).
     """
-    if dt is None:
-        return 1.0 / time_unit
+    if dt is None or not use_dt:
+        return 1.0
     if not bool(torch.isfinite(dt).all()) or not bool((dt > 0).all()):
         raise ValueError(f"{name}: dt must be finite and > 0 (elapsed time per bar)")
-    return dt / time_unit  # [B, L]
+    return dt if time_unit is None else dt / time_unit  # [B, L]
 
 
 @dataclass
@@ -270,12 +273,18 @@ class CfCConfig(BackboneConfig):
             (which allows no backbone: it would mix what the wiring keeps apart).
         backbone_dropout: dropout after each backbone layer, in ``[0, 1)``.
         backbone_activation: ``lecun_tanh`` | ``tanh`` | ``silu`` | ``relu`` | ``gelu``.
-        wiring: ``None`` (dense) or ``"ncp"`` (:class:`AutoNCP` over the ``d_model`` units).
+        wiring: ``"ncp"`` (default, the chapter's: :class:`AutoNCP` over the ``d_model``
+            units, sensory -> inter -> command -> motor) or ``None`` (fully connected, dense).
         ncp_output_size: motor neurons of the NCP (``None`` = ``max(1, d_model // 4)``).
-        sparsity_level: NCP sparsity in ``[0, 1)``.
+        sparsity_level: NCP sparsity in ``[0, 1)`` (0.5, the chapter's).
         seed: seed of the wiring draws (parameters follow torch's global RNG).
-        time_unit: ``dt`` is divided by this (e.g. 3600 for hourly bars given in seconds);
-            ``dt=None`` counts each step as ``1 / time_unit``.
+        time_unit: ``dt`` is divided by this, seconds (e.g. 3600 for hourly bars): one unit of
+            elapsed time. ``None`` (default) takes ``dt`` as given; the trainers, the backtests
+            and the scripts fill in the data's bar interval
+            (:func:`~tradezoo.policies.registry.with_time_unit`), so a regular bar counts 1
+            and a gap its true multiple.
+        use_dt: ``False`` ignores ``dt`` (every bar counts as one unit, as with ``dt=None``):
+            the "no elapsed time" ablation of the same model.
     """
 
     d_model: int = 64
@@ -284,11 +293,12 @@ class CfCConfig(BackboneConfig):
     backbone_layers: int | None = None
     backbone_dropout: float = 0.0
     backbone_activation: str = "lecun_tanh"
-    wiring: str | None = None
+    wiring: str | None = "ncp"
     ncp_output_size: int | None = None
     sparsity_level: float = 0.5
     seed: int = 22222
-    time_unit: float = 1.0
+    time_unit: float | None = None
+    use_dt: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -306,7 +316,9 @@ class CfCConfig(BackboneConfig):
                       rule=f"in [1, d_model - 3] = [1, {self.d_model - 3}]")
         check.require(self.wiring != "ncp" or self.d_model >= 4,
                       f"d_model must be >= 4 with wiring='ncp', got {self.d_model}")
-        check.number("time_unit", 0.0, open_low=True, rule="finite and > 0")
+        check.number("time_unit", 0.0, open_low=True, optional=True,
+                     rule="finite and > 0 (seconds), or None")
+        check.boolean("use_dt")
 
     @property
     def resolved_backbone_layers(self) -> int:
@@ -644,7 +656,7 @@ class CfCBackbone(Backbone):
                     _float32(x), None if dt is None else _float32(dt), sequence=sequence,
                     collect=collect,
                 )
-        ts = check_dt(self.name, dt, self.config.time_unit)
+        ts = check_dt(self.name, dt, self.config.time_unit, self.config.use_dt)
         if not collect and not torch.is_grad_enabled() and not self._dropout_active():
             return self._scan_inference(x, ts, sequence), {}
         B, L, _ = x.shape

@@ -10,6 +10,12 @@ What comes back is the backbone's :meth:`~tradezoo.policies.base.Backbone.explai
 ...), its keys prefixed by the timeframe (``"4h/hidden_norm"``) when a dict observation has one
 backbone per timeframe.
 
+**Elapsed time.** The liquid networks' diagnostics depend on each bar's elapsed seconds ``dt``.
+An observation of the envs' ``include_dt=True`` (``{"window": ..., "dt": ...}``, or timeframe
+windows with ``"dt_<tf>"``) carries them, and ``explain`` passes them on as the extractor's
+forward does; an explicit ``dt=`` argument takes precedence. Without either, bars count as
+regular (``dt=None``).
+
 **Decomposition bands in ``msa``.** With ``feature_names`` (the observation's leading columns,
 e.g. ``data.feature_names``) holding causal wavelet or VMD columns (docs/data.md, "Causal
 decompositions"), an ``msa`` model's result gains ``band_attention/<band> [B, S]`` per band
@@ -41,6 +47,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from tradezoo.data.decompositions import band_columns
+from tradezoo.data.elapsed import WINDOW_KEY, dt_key
 from tradezoo.policies.base import Backbone
 from tradezoo.policies.extractor import SequenceExtractor
 from tradezoo.policies.msa import MSABackbone, end_aligned_pool
@@ -106,9 +113,15 @@ def _explain_extractor(
 ) -> dict[str, Tensor]:
     device = _device_of(extractor)
     space = extractor._observation_space
-    if isinstance(space, spaces.Box):
+    windowed = isinstance(space, spaces.Dict) and WINDOW_KEY in extractor.windows
+    if isinstance(space, spaces.Box) or windowed:
         if isinstance(x, Mapping):
-            raise ValueError("explain: this model takes a Box window, got a dict observation")
+            if not windowed:
+                raise ValueError("explain: this model takes a Box window, got a dict "
+                                 "observation")
+            if dt is None:
+                dt = x.get(dt_key(WINDOW_KEY))
+            x = x[WINDOW_KEY]
         assert extractor.backbone is not None
         xb = _as_batch(x, 2, device, "x")
         dtb = None if dt is None else _as_batch(dt, 1, device, "dt")
@@ -128,9 +141,8 @@ def _explain_extractor(
         return dict(backbone.explain_scales([windows[tf] for tf in extractor.timeframes]))
     out: dict[str, Tensor] = {}
     for tf in extractor.timeframes:
-        dt_tf = None
-        if dt is not None:
-            dt_tf = _as_batch(dt[tf], 1, device, f"dt[{tf!r}]") if tf in dt else None
+        given = dt[tf] if dt is not None and tf in dt else x.get(dt_key(tf))
+        dt_tf = None if given is None else _as_batch(given, 1, device, f"dt[{tf!r}]")
         for key, value in extractor.backbones[tf].explain(windows[tf], dt_tf).items():
             out[f"{tf}/{key}"] = value
     return out
@@ -190,7 +202,8 @@ def explain(model: Any, x: Observation, dt: Any = None, *,
         x: ``[B, L, F]`` or ``[L, F]`` (tensor or numpy), or a mapping timeframe -> window
             for dict observations (extra keys such as ``"account"`` are ignored).
         dt: optional seconds since the previous bar, ``[B, L]`` / ``[L]`` (a mapping per
-            timeframe for dict observations); only backbones with ``uses_dt`` use it.
+            timeframe for dict observations); only backbones with ``uses_dt`` use it. Default:
+            the observation's own (``"dt"``, ``"dt_<tf>"``; module docstring).
         feature_names: names of the observation's leading columns (``msa`` only); when they
             include decomposition bands, ``band_attention/<band>`` is added (module
             docstring). Columns past the names (account state) count as ``other``.

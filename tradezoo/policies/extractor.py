@@ -26,6 +26,15 @@ put ``"1d"`` before ``"1h"``).
 The vectors (``"account"``; several are appended in key order) are concatenated **after** the
 backbone output, then ``Linear(. , features_dim)`` + ReLU.
 
+Elapsed time (the envs' ``include_dt=True``; keys of :mod:`tradezoo.data.elapsed`): a Dict may
+carry, beside each window under key ``k``, that window's per-bar elapsed seconds ``[L]``
+(unscaled) under ``dt_key(k)``: ``"dt"`` beside ``"window"``, ``"dt_4h"`` beside ``"4h"``. A
+Dict of ``"window"`` (the Box layout ``(window, F)``) and ``"dt"`` is the Box observation with
+its elapsed times: one backbone, ``.backbone``, as for a Box. Each window's backbone gets its
+``dt`` (``backbone(x, dt)``) when it uses ``dt`` (:attr:`Backbone.uses_dt`: the liquid
+networks); a window without a dt key is called with ``dt=None`` (uniform bars). ``msa`` takes
+no ``dt``.
+
 Validation happens here, at construction, from the observation space: an unknown
 architecture or config key (listing the valid ones), a model whose estimated size exceeds
 :data:`~tradezoo.policies.size.MAX_PARAMETERS` (before anything is allocated), a window
@@ -36,7 +45,8 @@ vector. For configs with a ``window`` field (``mlp``) the window is filled from 
 Attributes for :func:`tradezoo.policies.explain.explain` and warm-starting from supervised
 checkpoints: ``.backbone`` (Box observations and the ``msa`` dict path; else ``None``),
 ``.backbones`` (dict observations with per-timeframe backbones; else ``None``), ``.arch``,
-``.timeframes`` (finest first; empty for Box), ``.vector_keys``.
+``.timeframes`` (finest first; empty for Box), ``.vector_keys``, ``.dt_keys`` (window key ->
+its elapsed-time key).
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
+from tradezoo.data.elapsed import WINDOW_KEY, dt_key, is_dt_key, window_key_of
 from tradezoo.data.intervals import parse_interval
 from tradezoo.policies.base import Backbone, BackboneConfig
 from tradezoo.policies.registry import get_architecture, make_config
@@ -102,8 +113,11 @@ class SequenceExtractor(BaseFeaturesExtractor):
         self.timeframes: list[str] = []
         self.vector_keys: list[str] = []
         self.windows: dict[str, int] = {}
+        self.dt_keys: dict[str, str] = {}
 
-        if isinstance(observation_space, spaces.Box):
+        if isinstance(observation_space, spaces.Dict) and WINDOW_KEY in observation_space.spaces:
+            self._init_window(observation_space, architecture.backbone_cls, cfg)
+        elif isinstance(observation_space, spaces.Box):
             window, n_features = _window_shape("observation", observation_space)
             self.backbone = self._make(architecture.backbone_cls, window, n_features, cfg)
             self.head = _head(self.backbone.d_model, features_dim)
@@ -138,12 +152,45 @@ class SequenceExtractor(BaseFeaturesExtractor):
                          where=f"SequenceExtractor ({where})")
         return backbone_cls(n_features, config)
 
+    def _check_dt_keys(self, space: spaces.Dict, windows: Mapping[str, int]) -> None:
+        """Pair each elapsed-time key with its window (same length, 1-D) in :attr:`dt_keys`."""
+        for key, sub in space.spaces.items():
+            if not is_dt_key(key):
+                continue
+            target = window_key_of(key)
+            shape = getattr(sub, "shape", None)
+            if target not in windows or not isinstance(sub, spaces.Box) or shape != (
+                    windows[target],):
+                raise ValueError(
+                    f"SequenceExtractor: elapsed-time key {key!r} must be a Box of shape "
+                    f"(window,) beside a window {target!r}; windows "
+                    f"{dict(windows)}, got {type(sub).__name__} with shape {shape}"
+                )
+            self.dt_keys[target] = key
+
+    def _init_window(self, space: spaces.Dict, backbone_cls: type[Backbone],
+                     cfg: dict[str, Any]) -> None:
+        """``{"window": Box(window, F), "dt": Box(window,)}``: one backbone, as for a Box."""
+        extra = sorted(set(space.spaces) - {WINDOW_KEY, dt_key(WINDOW_KEY)})
+        if extra:
+            raise ValueError(
+                f"SequenceExtractor: a dict observation with {WINDOW_KEY!r} holds only it and "
+                f"{dt_key(WINDOW_KEY)!r}; got also {extra}"
+            )
+        window, n_features = _window_shape(WINDOW_KEY, space.spaces[WINDOW_KEY])
+        self._check_dt_keys(space, {WINDOW_KEY: window})
+        self.windows = {WINDOW_KEY: window}
+        self.backbone = self._make(backbone_cls, window, n_features, cfg)
+        self.head = _head(self.backbone.d_model, self.features_dim)
+
     def _init_dict(self, space: spaces.Dict, backbone_cls: type[Backbone],
                    cfg: dict[str, Any]) -> None:
         minutes: dict[str, float] = {}
         shapes: dict[str, tuple[int, int]] = {}
         vector_dim = 0
         for key, sub in space.spaces.items():
+            if is_dt_key(key):
+                continue  # paired with its window below
             if isinstance(sub, spaces.Box) and len(sub.shape) == 1:
                 self.vector_keys.append(key)
                 vector_dim += int(sub.shape[0])
@@ -164,6 +211,7 @@ class SequenceExtractor(BaseFeaturesExtractor):
         self.vector_keys.sort()
         self.timeframes = sorted(minutes, key=lambda k: (minutes[k], k))  # finest first
         self.windows = {tf: shapes[tf][0] for tf in self.timeframes}
+        self._check_dt_keys(space, self.windows)
 
         if self.arch == "msa":
             n_features = {shapes[tf][1] for tf in self.timeframes}
@@ -194,19 +242,35 @@ class SequenceExtractor(BaseFeaturesExtractor):
 
     # -- forward --------------------------------------------------------------------------
 
+    def window_dt(self, observations: Tensor | Mapping[str, Tensor], key: str
+                  ) -> Tensor | None:
+        """Elapsed seconds ``[B, L]`` of the window under ``key``, ``None`` when the
+        observation carries none (regular bars)."""
+        if not isinstance(observations, Mapping) or key not in self.dt_keys:
+            return None
+        return observations.get(self.dt_keys[key])
+
+    def _call(self, backbone: nn.Module, observations: Tensor | Mapping[str, Tensor], x: Tensor,
+              key: str) -> Tensor:
+        """``backbone(x, dt)`` with the window's ``dt`` when the backbone uses it."""
+        if getattr(backbone, "uses_dt", False):
+            return backbone(x, self.window_dt(observations, key))
+        return backbone(x)
+
     def encode(self, observations: Tensor | Mapping[str, Tensor]) -> Tensor:
-        """Backbone output(s) before the head: ``[B, d_model]`` (Box) or
-        ``[B, encoded + vectors]`` (dict)."""
+        """Backbone output(s) before the head: ``[B, d_model]`` (Box, or a Dict of ``"window"``
+        and ``"dt"``) or ``[B, encoded + vectors]`` (dict)."""
         if self.backbone is not None and not self.timeframes:
-            assert isinstance(observations, Tensor)
-            return self.backbone(observations)  # [B, D]
+            x = observations[WINDOW_KEY] if isinstance(observations, Mapping) else observations
+            return self._call(self.backbone, observations, x, WINDOW_KEY)  # [B, D]
         assert isinstance(observations, Mapping)
         windows = [observations[tf] for tf in self.timeframes]  # each [B, L_tf, F]
         if self.backbones is None:
             assert self.backbone is not None
             parts = [self.backbone.forward_scales(windows)]  # [B, D]
         else:
-            parts = [self.backbones[tf](x) for tf, x in zip(self.timeframes, windows, strict=True)]
+            parts = [self._call(self.backbones[tf], observations, x, tf)
+                     for tf, x in zip(self.timeframes, windows, strict=True)]
         parts += [observations[key] for key in self.vector_keys]  # each [B, V]
         return torch.cat(parts, dim=-1)  # [B, encoded + vectors]
 

@@ -122,12 +122,18 @@ class LTCConfig(BackboneConfig):
     Attributes:
         d_model: output width and number of LTC neurons ``H``.
         ode_unfolds: semi-implicit Euler steps per bar.
-        wiring: ``None`` (:class:`FullyConnected`) or ``"ncp"`` (:class:`AutoNCP`).
+        wiring: ``"ncp"`` (default, the chapter's: :class:`AutoNCP`, sensory -> inter ->
+            command -> motor) or ``None`` (:class:`FullyConnected`).
         ncp_output_size: motor neurons of the NCP (``None`` = ``max(1, d_model // 4)``).
-        sparsity_level: NCP sparsity in ``[0, 1)``.
+        sparsity_level: NCP sparsity in ``[0, 1)`` (0.5, the chapter's).
         seed: seed of the wiring draws (parameters follow torch's global RNG).
         epsilon: added to the solver's denominator.
-        time_unit: ``dt`` is divided by this; ``dt=None`` counts each bar as ``1 / time_unit``.
+        time_unit: ``dt`` is divided by this, seconds: one unit of elapsed time. ``None``
+            (default) takes ``dt`` as given; the trainers, the backtests and the scripts fill in
+            the data's bar interval (:func:`~tradezoo.policies.registry.with_time_unit`), so a
+            regular bar counts 1 and a gap its true multiple.
+        use_dt: ``False`` ignores ``dt`` (every bar counts as one unit, as with ``dt=None``):
+            the "no elapsed time" ablation of the same model.
         backend: ``"auto"`` (the compiled kernel of :mod:`tradezoo.policies.native` for CPU
             float32 tensors when it builds, else PyTorch), ``"native"`` (the kernel; an error
             where it cannot run) or ``"torch"`` (the PyTorch reference). Same results to
@@ -136,13 +142,14 @@ class LTCConfig(BackboneConfig):
 
     d_model: int = 64
     ode_unfolds: int = 6
-    wiring: str | None = None
+    wiring: str | None = "ncp"
     ncp_output_size: int | None = None
     sparsity_level: float = 0.5
     seed: int = 1111
     epsilon: float = 1e-8
-    time_unit: float = 1.0
+    time_unit: float | None = None
     backend: str = "auto"
+    use_dt: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,7 +162,9 @@ class LTCConfig(BackboneConfig):
         check.integer("ncp_output_size", 1, self.d_model - 3, optional=True,
                       rule=f"in [1, d_model - 3] = [1, {self.d_model - 3}]")
         check.number("epsilon", 0.0, rule="finite and >= 0")
-        check.number("time_unit", 0.0, open_low=True, rule="finite and > 0")
+        check.number("time_unit", 0.0, open_low=True, optional=True,
+                     rule="finite and > 0 (seconds), or None")
+        check.boolean("use_dt")
 
     def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
         """``backend="auto"`` (the PyTorch path off the CPU) where a saved ``"native"`` cannot
@@ -666,21 +675,21 @@ class LTCBackbone(Backbone):
     def forward(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
         """``x [B, L, F]``, ``dt [B, L]`` (None = every bar 1.0) -> ``[B, d_model]``."""
         self.check_input(x, dt)
-        ts = check_dt(self.name, dt, self.config.time_unit)
+        ts = check_dt(self.name, dt, self.config.time_unit, self.config.use_dt)
         v = self.cell.potentials(x, ts, last_only=True)  # [B, H]
         return self.project(self.cell.readout(v))  # [B, d_model]
 
     def forward_sequence(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
         """``[B, L, F] -> [B, L, d_model]``; position ``i`` depends on bars ``<= i`` only."""
         self.check_input(x, dt)
-        ts = check_dt(self.name, dt, self.config.time_unit)
+        ts = check_dt(self.name, dt, self.config.time_unit, self.config.use_dt)
         return self.project(self.cell(x, ts))  # [B, L, d_model]
 
     @torch.no_grad()
     def effective_time_constants(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
         """``tau = cm / (gleak + sum_i W s(v) + den_s)`` per bar and neuron ``[B, L, H]``."""
         self.check_input(x, dt)
-        ts = check_dt(self.name, dt, self.config.time_unit)
+        ts = check_dt(self.name, dt, self.config.time_unit, self.config.use_dt)
         v = self.cell.potentials(x, ts)
         return self.cell.time_constants(x, ts, v)
 
@@ -689,6 +698,6 @@ class LTCBackbone(Backbone):
         """``time_constant`` (see :meth:`effective_time_constants`) and ``hidden`` (the
         potentials), both ``[B, L, H]`` in neuron-id order (motor neurons first)."""
         self.check_input(x, dt)
-        ts = check_dt(self.name, dt, self.config.time_unit)
+        ts = check_dt(self.name, dt, self.config.time_unit, self.config.use_dt)
         v = self.cell.potentials(x, ts)
         return {"time_constant": self.cell.time_constants(x, ts, v), "hidden": v}

@@ -56,6 +56,8 @@ __all__ = [
     "register_architecture",
     "unknown_architecture_message",
     "unregister_architecture",
+    "uses_dt",
+    "with_time_unit",
 ]
 
 NAME_RULE = re.compile(r"[a-z][a-z0-9_]*")
@@ -296,6 +298,24 @@ def get_architecture(name: str) -> Architecture:
 def make_config(name: str, **cfg: Any) -> BackboneConfig:
     """``name``'s config dataclass from keyword arguments (unknown keys rejected)."""
     return get_architecture(name).config_cls.from_kwargs(name, **cfg)
+
+
+def uses_dt(name: str) -> bool:
+    """Whether ``name``'s backbone takes elapsed time (:attr:`Backbone.uses_dt`: the liquid
+    networks); observations fed to it then carry ``dt`` (:mod:`tradezoo.data.elapsed`)."""
+    return bool(get_architecture(name).backbone_cls.uses_dt)
+
+
+def with_time_unit(name: str, cfg: Mapping[str, Any], bar_seconds: float) -> dict[str, Any]:
+    """``cfg`` with ``time_unit`` set to ``bar_seconds`` (the data's bar interval, seconds) when
+    ``name``'s config has that field and ``cfg`` leaves it unset (absent or ``None``); a
+    ``time_unit`` given is kept. The one place the data's interval becomes a default of the
+    backbone (so a regular bar counts as 1 time unit and a gap as its true multiple)."""
+    out = dict(cfg)
+    if "time_unit" in get_architecture(name).config_cls.field_names() and out.get(
+            "time_unit") is None:
+        out["time_unit"] = float(bar_seconds)
+    return out
 
 
 def portable_config(name: str, config: Mapping[str, Any], device: str | torch.device, *,
