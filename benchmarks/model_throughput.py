@@ -15,9 +15,12 @@ one thread and ``torch.set_flush_denormal(True)`` on CPU:
 
 Configurations: every backbone is built through the registry with ``d_model = hidden``;
 ``mamba`` with one layer, like the mambapy peer (``n_layers=1, d_state=16, expand=2``);
-``cfc`` and ``ltc`` fully connected with ``hidden`` units, like the ncps peers; the others
-with their defaults. The wrapper returns the backbone's ``[B, d_model]`` output, which is what
-the peers' wrappers return (the last step).
+``cfc`` and ``ltc`` fully connected with ``hidden`` units, like the ncps peers (``tz_cfc``,
+``tz_ltc``); their library default, NCP wiring (sensory -> inter -> command -> motor, sparsity
+0.5), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp``, and with a per-sample ``dt [B, L]`` (what
+the trainers pass: real elapsed time, here one bar each) in ``tz_cfc_ncp_dt`` and
+``tz_ltc_ncp_dt``; the others with their defaults. The wrapper returns the backbone's
+``[B, d_model]`` output, which is what the peers' wrappers return (the last step).
 
 Targets printed as met / NOT MET: Mamba >= 1.5x mambapy at L = 256; Mamba's L = 257 costs at
 most 1.2x its L = 256; CfC >= ncps CfC; LTC >= 3x ncps LTC with at most a quarter of its peak
@@ -59,13 +62,22 @@ PREFIX = "tz_"
 #: Per-architecture overrides that make the comparison like for like (see module docstring).
 BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "mamba": {"n_layers": 1},
+    "cfc": {"wiring": None},
+    "ltc": {"wiring": None},
 }
+
+#: Config key of a row that calls the backbone with ``dt`` (ones: one bar per step).
+WITH_DT = "_with_dt"
 
 #: Extra rows: an architecture with another backend, ``{row name: (arch, config)}``. ``tz_ltc``
 #: runs the default backend (``auto``: the compiled kernel of ``tradezoo.policies.native`` on
 #: CPU); ``tz_ltc_torch`` is the same model on its PyTorch reference path.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ltc_torch": ("ltc", {"backend": "torch"}),
+    "cfc_ncp": ("cfc", {"wiring": "ncp"}),
+    "cfc_ncp_dt": ("cfc", {"wiring": "ncp", WITH_DT: True}),
+    "ltc_ncp": ("ltc", {"wiring": "ncp"}),
+    "ltc_ncp_dt": ("ltc", {"wiring": "ncp", WITH_DT: True}),
 }
 
 LATENCY_TARGET_MS = 2.0
@@ -87,11 +99,14 @@ def factories() -> dict[str, Callable[[int, int, int], Any]]:
                      extra: dict[str, Any] | None = None) -> None:
             super().__init__()
             cfg = {**BENCH_CONFIGS.get(name, {}), **(extra or {})}
+            self.with_dt = bool(cfg.pop(WITH_DT, False))
             if name == "mlp":
                 cfg["window"] = seq_len  # the MLP flattens the window: it needs its length
             self.backbone = make_backbone(name, n_features, d_model=hidden, **cfg)
 
         def forward(self, x: Any) -> Any:
+            if self.with_dt:  # a per-sample dt [B, L], as the trainers pass it
+                return self.backbone(x, x.new_ones(x.shape[:2]))  # [B, d_model]
             return self.backbone(x)  # [B, d_model]
 
     def make(name: str, extra: dict[str, Any] | None = None) -> Callable[[int, int, int], Any]:
@@ -215,6 +230,14 @@ def summarise(rows: list[dict[str, Any]], arch_names: Sequence[str],
         ("LTC memory <= 1/4 of ncps LTC at L=256", ltc_mem, lambda v: v <= 0.25, "{:.3f}x"),
         ("  (LTC PyTorch reference backend vs ncps LTC, train L=256)",
          ratio(t + "ltc_torch", "ncps_ltc", 256), None, "{:.2f}x"),
+        ("  (CfC NCP, the default, vs ncps CfC, train L=64)",
+         ratio(t + "cfc_ncp", "ncps_cfc", 64), None, "{:.2f}x"),
+        ("  (CfC NCP with per-sample dt vs ncps CfC, train L=64)",
+         ratio(t + "cfc_ncp_dt", "ncps_cfc", 64), None, "{:.2f}x"),
+        ("  (LTC NCP, the default, vs ncps LTC, train L=256)",
+         ratio(t + "ltc_ncp", "ncps_ltc", 256), None, "{:.2f}x"),
+        ("  (LTC NCP with per-sample dt vs ncps LTC, train L=256)",
+         ratio(t + "ltc_ncp_dt", "ncps_ltc", 256), None, "{:.2f}x"),
         (f"batch-1 latency L=64 <= {LATENCY_TARGET_MS:g} ms, every arch (slowest: {slowest})",
          latencies[slowest], lambda v: v <= LATENCY_TARGET_MS, "{:.2f} ms"),
     ]
