@@ -276,7 +276,7 @@ class PreparedDataset:
             self.bars, self.name, self.interval, self.index, self.feature_spec,
             timeframes, scalers, fit_rows,
             base=PreparedTimeframe(self.interval, base_values, _arange(len(self.index)),
-                                   base_scaler, self.index),
+                                   base_scaler, self.index, self.dt_seconds),
         )
         return replace(self, timeframes=prepared_tfs)
 
