@@ -234,6 +234,7 @@ def _checkpoint_base(path: str, *, resume: bool) -> dict[str, Any]:
 
 
 def _cmd_train_supervised(args: argparse.Namespace) -> int:
+    from tradezoo.agents.multi import as_datasets
     from tradezoo.agents.run import prepare_from_options, write_options
     from tradezoo.agents.rundir import claim_run_dir
     from tradezoo.agents.supervised import evaluate_supervised, train_supervised
@@ -256,12 +257,17 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
             data, arch, config=options.supervised, arch_config=dict(options.arch_config),
             out_dir=out, seed=options.seed, device=options.device, resume_from=resume,
         )
-        evaluation = evaluate_supervised(result.model, data, "val", device=result.device)
+        evaluations = {part.name: evaluate_supervised(result.model, part, "val",
+                                                      device=result.device)
+                       for part in as_datasets(data)}
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.steps} steps in "
           f"{result.train_seconds:.1f} s on {result.device}; best epoch {result.best_epoch + 1}")
     print("validation split (model selection; the test split is for `tradezoo backtest`):")
-    print(evaluation.report)
-    print(evaluation.backtest.summary())
+    for name, evaluation in evaluations.items():
+        if len(evaluations) > 1:
+            print(f"-- {name}")
+        print(evaluation.report)
+        print(evaluation.backtest.summary())
     print(f"checkpoint: {result.best_checkpoint} (resumable: {result.last_checkpoint})")
     print(f"next: tradezoo backtest {result.best_checkpoint} --split test")
     if data.label_spec.task == "direction":  # PPO warm start is defined for direction only
@@ -270,6 +276,7 @@ def _cmd_train_supervised(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_ppo(args: argparse.Namespace) -> int:
+    from tradezoo.agents.multi import as_datasets
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
     from tradezoo.agents.rollout import choose_rollout_device
     from tradezoo.agents.run import prepare_from_options, write_options
@@ -314,12 +321,16 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
         chosen = result.best_model or result.final_model
         # the validation pass steps one env: the rollout rule's device for a batch of 1
         where = choose_rollout_device(result.device, 1)
-        evaluation = evaluate_ppo(load_ppo_policy(chosen, device=where), data, "val",
-                                  device=where)
+        policy = load_ppo_policy(chosen, device=where)
+        evaluations = {part.name: evaluate_ppo(policy, part, "val", device=where)
+                       for part in as_datasets(data)}
     print(f"[{arch}] {result.n_parameters:,} parameters, {result.num_timesteps:,} timesteps in "
           f"{result.train_seconds:.1f} s on {result.device}")
     print(f"validation split ({chosen.name}; the test split is for `tradezoo backtest`):")
-    print(evaluation.backtest.summary())
+    for name, evaluation in evaluations.items():
+        if len(evaluations) > 1:
+            print(f"-- {name}")
+        print(evaluation.backtest.summary())
     print(f"checkpoint: {chosen} (final: {result.final_model})")
     print(f"next: tradezoo backtest {chosen} --split test")
     return 0
@@ -327,7 +338,7 @@ def _cmd_train_ppo(args: argparse.Namespace) -> int:
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from tradezoo.agents.config import torch_threads
-    from tradezoo.agents.run import evaluate_checkpoint, write_backtest_files
+    from tradezoo.agents.run import evaluate_checkpoint_datasets, write_backtest_files
     from tradezoo.backtest.report import print_report
 
     threads = torch_threads("auto")
@@ -335,8 +346,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    outcome = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
-                                  device=args.device)
+    outcomes = evaluate_checkpoint_datasets(args.checkpoint, data=args.data, split=args.split,
+                                            device=args.device)
+    if len(outcomes) > 1:
+        return _backtest_datasets(args, outcomes)
+    outcome = outcomes[0]
     console = _console()
     console.print(f"{outcome.kind} checkpoint {args.checkpoint} ({outcome.arch}) on the "
                   f"{outcome.split} split of {outcome.data}")
@@ -374,6 +388,36 @@ def _print_task_report(console: Any, task: str | None, split: str,
                           f"{report[f'macro_f1_{name}']:.3f}")
 
 
+def _backtest_datasets(args: argparse.Namespace, outcomes: list[Any]) -> int:
+    """``tradezoo backtest`` of a checkpoint on several datasets: one table row per dataset
+    for the model and one for buy-and-hold, and the files of each dataset."""
+    from tradezoo.agents.run import markdown_dataset_table, write_backtest_files
+
+    console = _console()
+    first = outcomes[0]
+    console.print(f"{first.kind} checkpoint {args.checkpoint} ({first.arch}) on the "
+                  f"{first.split} split of {len(outcomes)} datasets")
+    rows = []
+    for outcome in outcomes:
+        name = outcome.dataset or outcome.data
+        rows.append((name, outcome.kind, outcome.result.metrics.to_dict()))
+        rows.append((name, "buy & hold", outcome.result.benchmark_metrics.to_dict()))
+    print(markdown_dataset_table(rows), flush=True)
+    for outcome in outcomes:
+        if outcome.classification is not None:
+            _print_task_report(console, outcome.task, f"{outcome.dataset} {outcome.split}",
+                               outcome.classification)
+        try:
+            write_backtest_files(outcome, args.out, tearsheet=args.tearsheet,
+                                 tag=outcome.dataset)
+        except ImportError as exc:  # the optional quantstats of --tearsheet
+            from tradezoo.errors import ConfigError
+
+            raise ConfigError(str(exc)) from None
+        console.print(f"wrote {outcome.json_path}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from tradezoo.agents.compare import run_compare
     from tradezoo.agents.config import torch_threads
@@ -407,9 +451,10 @@ def _add_common(parser: argparse.ArgumentParser, *, arch: bool = True) -> None:
     group = parser.add_argument_group("common options")
     group.add_argument("--config", metavar="FILE",
                        help="YAML config file (flags override it; unknown keys are rejected)")
-    group.add_argument("--data", metavar="NAME|PATH",
+    group.add_argument("--data", metavar="NAME|PATH[,...]",
                        help="bundled dataset (default bybit-btcusdt-1h) or a CSV/Parquet bars "
-                            "file")
+                            "file; several, comma-separated, train one model across them "
+                            "(docs/multi-asset.md)")
     if arch:
         group.add_argument("--arch", help="architecture (tradezoo.policies registry; default gru)")
     group.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -541,8 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("checkpoint", metavar="CHECKPOINT",
                           help="a supervised .pt, or a PPO .zip or its .pt sidecar")
     backtest.add_argument("--split", choices=("train", "val", "test"), default="test")
-    backtest.add_argument("--data", metavar="NAME|PATH",
-                          help="data to backtest on (default: what the checkpoint was trained on)")
+    backtest.add_argument("--data", metavar="NAME|PATH[,...]",
+                          help="data to backtest on, comma-separated for several (default: "
+                               "what the checkpoint was trained on, each of its datasets)")
     backtest.add_argument("--out", metavar="DIR", help="where to write the reports")
     backtest.add_argument("--tearsheet", action="store_true",
                           help="also write a quantstats HTML tearsheet")

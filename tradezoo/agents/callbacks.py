@@ -225,7 +225,9 @@ class TradingEvalCallback(BaseCallback):
 
     Args:
         eval_env: the validation env (a tradezoo SB3 VecEnv: its ``config.market`` gives the
-            bars for the figure).
+            bars for the figure), or one per dataset by name: each is evaluated, its mean
+            reward logged as ``eval/<name>/mean_reward``, and ``eval/mean_reward`` is the mean
+            over all their episodes (the pooled score the best model is chosen on).
         eval_freq: timesteps (over all training envs) between evaluations; 0 disables the
             periodic ones (:meth:`evaluate` can still be called).
         save: ``save(model, stem)``; ``None``: the best model is not saved.
@@ -243,7 +245,7 @@ class TradingEvalCallback(BaseCallback):
 
     def __init__(
         self,
-        eval_env: VecEnv,
+        eval_env: VecEnv | Mapping[str, VecEnv],
         *,
         eval_freq: int,
         save: SaveFunction | None = None,
@@ -284,18 +286,27 @@ class TradingEvalCallback(BaseCallback):
         policy = acting_policy(model)  # a SplitDevicePPO's rollout copy, synced
         was_training = policy.training
         policy.set_training_mode(False)
+        envs = self.eval_env if isinstance(self.eval_env, Mapping) else {"": self.eval_env}
+        per_dataset: dict[str, float] = {}
+        records: list[EpisodeRecord] = []
         try:
-            records = run_episodes(policy, self.eval_env, deterministic=True,
-                                   seed=self.eval_seed)
+            for name, env in envs.items():
+                own = run_episodes(policy, env, deterministic=True, seed=self.eval_seed)
+                per_dataset[name] = float(np.mean([r["reward"] for r in own]))
+                records.extend(own)
         finally:
             policy.set_training_mode(was_training)
         rewards = [r["reward"] for r in records]
-        mean_reward = float(np.mean(rewards))
+        mean_reward = float(np.mean(rewards))  # pooled over the datasets' episodes
         summary: dict[str, Any] = {
             "timesteps": int(model.num_timesteps),
             "mean_reward": mean_reward,
             "mean_ep_length": float(np.mean([r["length"] for r in records])),
         }
+        if len(envs) > 1:
+            summary["datasets"] = per_dataset
+            for name, value in per_dataset.items():
+                self.logger.record(f"eval/{name}/mean_reward", value)
         for tag, key in TRADING_TAGS.items():
             values = [v for r in records if r["metrics"] is not None
                       if (v := _finite(r["metrics"].get(key))) is not None]
@@ -303,7 +314,7 @@ class TradingEvalCallback(BaseCallback):
                 summary[tag.split("/", 1)[1]] = float(np.mean(values))
         logger = self.logger
         for key, value in summary.items():
-            if key != "timesteps":
+            if key not in ("timesteps", "datasets"):
                 logger.record(f"eval/{key}", value)
         is_best = mean_reward > self.best_mean_reward
         if is_best:
@@ -328,7 +339,9 @@ class TradingEvalCallback(BaseCallback):
     def _equity_figure(self, record: EpisodeRecord) -> Any:
         from tradezoo.backtest.plots import figure_backtest
 
-        market = getattr(getattr(self.eval_env, "config", None), "market", None)
+        env = (next(iter(self.eval_env.values())) if isinstance(self.eval_env, Mapping)
+               else self.eval_env)
+        market = getattr(getattr(env, "config", None), "market", None)
         if market is None or len(record["bars"]) < 2:
             return None
         dataset = market.datasets[record["dataset"]]

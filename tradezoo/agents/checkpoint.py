@@ -23,6 +23,12 @@ so loading it never runs pickled code::
     splits          {"fractions": [..], "embargo": int, part: [first ISO, last ISO], ...}
     dataset         {"name", "symbol", "interval", "source"}
     costs           ``CostModel.to_dict()``
+    datasets        one record per dataset trained on, in order: {"name", "symbol",
+                    "interval", "source", "scaler", "costs", "label_spec", "splits"}
+                    (several for a multi-dataset model, whose top-level
+                    ``dataset``, ``scaler``, ``costs`` and ``splits`` are its first
+                    dataset's; :mod:`tradezoo.agents.multi`)
+    asset_embedding whether the model learned a vector per dataset (supervised)
     training        the trainer's config dict
     epoch, step     progress when written
     best            {"metric", "mode" ("min"/"max"), "score", "step", "epoch"}: the best
@@ -84,6 +90,8 @@ __all__ = [
     "CheckpointError",
     "check_feature_spec",
     "check_model_fits_limit",
+    "checkpoint_dataset_names",
+    "checkpoint_datasets",
     "data_payload",
     "feature_spec_from_checkpoint",
     "input_timeframes",
@@ -136,10 +144,32 @@ def versions() -> dict[str, str]:
     }
 
 
-def data_payload(data: PreparedData) -> dict[str, Any]:
+def _dataset_record(data: PreparedData) -> dict[str, Any]:
+    """One entry of a checkpoint's ``datasets``: the dataset and how it was prepared."""
+    attrs = data.bars.attrs
+    return {
+        "name": data.name,
+        "symbol": str(attrs.get("symbol") or ""),
+        "interval": str(attrs.get("interval") or ""),
+        "source": str(attrs.get("source") or ""),
+        "scaler": data.scaler.to_dict(),
+        "costs": dict(data.costs.to_dict()),
+        "label_spec": data.label_spec.to_dict(),
+        "splits": {part: [first.isoformat(), last.isoformat()]
+                   for part, (first, last) in data.boundaries.items()},
+    }
+
+
+def data_payload(data: PreparedData | Sequence[PreparedData]) -> dict[str, Any]:
     """The checkpoint fields that describe the data a model was trained on, the same for both
     trainers: ``feature_spec, feature_names, n_features, n_account_columns, window, scaler,
-    timeframes, timeframe_scalers, splits, dataset, costs`` (module docstring)."""
+    timeframes, timeframe_scalers, splits, dataset, costs, datasets`` (module docstring); of
+    several datasets, the top-level fields are the first's and ``datasets`` lists them all."""
+    parts = (data,) if not isinstance(data, Sequence) else tuple(data)
+    return {**_first_payload(parts[0]), "datasets": [_dataset_record(p) for p in parts]}
+
+
+def _first_payload(data: PreparedData) -> dict[str, Any]:
     from tradezoo.agents.data import N_ACCOUNT_COLUMNS
 
     splits: dict[str, Any] = {
@@ -611,9 +641,42 @@ def feature_spec_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> 
     return FeatureSpec.from_dict(_as_checkpoint(checkpoint)["feature_spec"])
 
 
-def scaler_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path) -> FeatureScaler:
-    """The fitted :class:`FeatureScaler` of the checkpoint (pass it to the env's ``scaler=``)."""
-    return FeatureScaler.from_dict(_as_checkpoint(checkpoint)["scaler"])
+def scaler_from_checkpoint(checkpoint: Mapping[str, Any] | str | Path,
+                           dataset: str | None = None) -> FeatureScaler:
+    """The fitted :class:`FeatureScaler` of the checkpoint (pass it to the env's ``scaler=``);
+    with ``dataset``, that training dataset's own scaler (``KeyError`` for another name)."""
+    ckpt = _as_checkpoint(checkpoint)
+    if dataset is None:
+        return FeatureScaler.from_dict(ckpt["scaler"])
+    for record in checkpoint_datasets(ckpt):
+        if record["name"] == dataset:
+            return FeatureScaler.from_dict(record["scaler"])
+    raise KeyError(f"the checkpoint was not trained on dataset {dataset!r}")
+
+
+def checkpoint_datasets(checkpoint: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``datasets`` records of a checkpoint (module docstring); a checkpoint written
+    before the field existed gives its one ``dataset`` with the top-level scaler.
+
+    Raises:
+        CheckpointError: a malformed ``datasets`` field.
+    """
+    where = checkpoint.get("path", "<in memory>")
+    records = checkpoint.get("datasets")
+    if records is None:
+        name = (checkpoint.get("dataset") or {}).get("name")
+        return [{"name": str(name), "scaler": checkpoint["scaler"]}] if name else []
+    if not isinstance(records, list) or not all(
+            isinstance(r, Mapping) and isinstance(r.get("name"), str)
+            and isinstance(r.get("scaler"), Mapping) for r in records):
+        raise CheckpointError(f"checkpoint {where}: field 'datasets' must be a list of "
+                              "{name, scaler, ...} records")
+    return [dict(r) for r in records]
+
+
+def checkpoint_dataset_names(checkpoint: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the datasets a checkpoint's model was trained on, in order."""
+    return tuple(r["name"] for r in checkpoint_datasets(checkpoint))
 
 
 def input_timeframes(checkpoint: Mapping[str, Any]) -> dict[str, int]:

@@ -25,7 +25,8 @@ supervised`` with no flags train ``PPOConfig()`` and ``SupervisedConfig()``, as
 
 A config file looks like::
 
-    data: bybit-btcusdt-1h         # a bundled dataset name or a CSV/Parquet bars file
+    data: bybit-btcusdt-1h         # a bundled dataset name or a CSV/Parquet bars file, or a
+                                   # list of them: [bybit-btcusdt-1h, yahoo-spy-1d]
     arch: gru
     seed: 0
     device: auto                   # auto | cpu | cuda
@@ -106,7 +107,9 @@ class TrainingOptions:
 
     Attributes:
         command: one of :data:`COMMANDS`.
-        data: a bundled dataset name or a CSV/Parquet bars file.
+        data: a bundled dataset name or a CSV/Parquet bars file, or several as a
+            comma-separated list (a YAML list is joined into one): one model trained across
+            them (:mod:`tradezoo.agents.multi`).
         arch: the architecture (registry name); ``compare`` trains :attr:`archs` instead.
         seed: the seed (``compare``: the first of :attr:`seeds` seeds).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -478,9 +481,14 @@ def _check_values(command: str, options: dict[str, Any]) -> None:
     if not (costs in _COST_PRESETS or isinstance(costs, Mapping)):
         raise ConfigError(f"option 'costs' must be one of {list(_COST_PRESETS)} or a mapping of "
                           f"CostModel fields, got {costs!r}")
-    if not isinstance(options.get("data"), str | Path) or not str(options.get("data")):
+    data = options.get("data")
+    if isinstance(data, list | tuple) and data and all(
+            isinstance(d, str | Path) and str(d) and "," not in str(d) for d in data):
+        options["data"] = data = ",".join(str(d) for d in data)  # one form: "a,b"
+    if not isinstance(data, str | Path) or not str(data):
         raise ConfigError(f"option 'data' must be a bundled dataset name or a bars file path, "
-                          f"got {options.get('data')!r}")
+                          f"a comma-separated list of them or a list (several datasets, "
+                          f"docs/multi-asset.md), got {options.get('data')!r}")
     if command == "compare":
         if options["mode"] not in ("supervised", "ppo", "both"):
             raise ConfigError(f"option 'mode' must be supervised, ppo or both, got "

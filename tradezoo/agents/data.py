@@ -657,6 +657,20 @@ def flat_account_vector(like: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------- building
 
 
+def _with_zero_funding(data: DataSource) -> DataSource:
+    """The validated bars of ``data`` with a ``funding_rate`` column of zeros when they have
+    none (an instrument without funding pays none), named as ``data`` would be."""
+    from tradezoo.data.prepare import dataset_name, load_source
+
+    bars = load_source(data)
+    if "funding_rate" in bars.columns:
+        return data
+    name = dataset_name(data, bars)
+    funded = bars.assign(funding_rate=0.0)
+    funded.attrs = {**bars.attrs, "dataset": name}
+    return funded
+
+
 def prepare_data(
     data: DataSource,
     *,
@@ -668,6 +682,7 @@ def prepare_data(
     costs: CostModel | None = None,
     walk_forward: WalkForward | None = None,
     fold: int | None = None,
+    zero_funding: bool = False,
 ) -> PreparedData:
     """Load, featurise, label, split and scale one dataset (see the module docstring).
 
@@ -684,6 +699,9 @@ def prepare_data(
             source must pass one).
         walk_forward, fold: take the parts from fold ``fold`` of these walk-forward folds
             instead of ``split_fractions`` (the scaler is fitted on that fold's train part).
+        zero_funding: give bars without a ``funding_rate`` column one of zeros (features and
+            bars), so the dataset shares its feature columns with perpetuals trained beside
+            it (:mod:`tradezoo.agents.multi`).
 
     Returns:
         :class:`PreparedData`.
@@ -702,6 +720,8 @@ def prepare_data(
     labels_cfg = coerce_config(LabelSpec, label_spec, "label_spec") or LabelSpec()
     if costs is not None and not isinstance(costs, CostModel):
         raise TypeError(f"costs must be a CostModel or None, got {type(costs).__name__}")
+    if zero_funding:
+        data = _with_zero_funding(data)
     if walk_forward is None:
         prepared = prepare(data, window=window, feature_spec=spec, split_fractions=fractions)
     else:

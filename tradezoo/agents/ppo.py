@@ -110,6 +110,7 @@ from tradezoo.agents.checkpoint import (
     CheckpointError,
     check_feature_spec,
     check_payload,
+    checkpoint_dataset_names,
     data_payload,
     input_timeframes,
     label_spec_from_checkpoint,
@@ -129,6 +130,7 @@ from tradezoo.agents.data import (
     with_dt_space,
 )
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
+from tradezoo.agents.multi import MultiData, as_datasets, check_known_asset, checkpoint_scaler
 from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
@@ -328,8 +330,9 @@ hyperparameters and weights, so a different value would be silently ignored or n
 # ------------------------------------------------------------------------------- envs
 
 
-def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
-               *, costs: CostModel | None = None, include_dt: bool = False) -> dict[str, Any]:
+def env_kwargs(data: PreparedData | MultiData | Sequence[PreparedData], config: PPOConfig,
+               split: str = "train", *, costs: CostModel | None = None,
+               include_dt: bool = False) -> dict[str, Any]:
     """``TradingEnv``/``make_sb3_vec_env`` keyword arguments for ``data`` and ``config``.
 
     The env sees ``data``'s validated bars, feature spec, fitted scaler, window, split
@@ -338,7 +341,29 @@ def env_kwargs(data: PreparedData, config: PPOConfig, split: str = "train",
     its timeframes, scaled by the data's scaler of each, so they equal the supervised inputs.
     ``include_dt``: observations carry each window's elapsed seconds (the policies of the
     liquid networks; :func:`policy_includes_dt`). ``episode_length`` is left to the caller.
+    Several datasets make one env over all of them (each episode draws one, uniformly), each
+    with its own bars, cost model and a scaler the env fits on that dataset's train split
+    (the same rows, so the same scaler, as its preparation's).
     """
+    parts = as_datasets(data)
+    if len(parts) > 1:
+        first = parts[0]
+        if any(p.timeframe_windows for p in parts):
+            raise ValueError("multi-timeframe inputs (msa's timeframes) take one dataset; "
+                             "train msa across several datasets with its Box window "
+                             "(docs/multi-asset.md)")
+        return {
+            "include_dt": bool(include_dt),
+            "data": [p.bars for p in parts],
+            "feature_spec": first.feature_spec,
+            "scaler": None,
+            "window": first.window,
+            "split": split,
+            "split_fractions": first.split_fractions,
+            "costs": costs if costs is not None else [p.costs for p in parts],
+            **_env_rules(config),
+        }
+    data = parts[0]
     inputs: dict[str, Any] = {"scaler": data.scaler}
     if data.timeframe_windows:
         inputs = {"scaler": data.timeframe_scalers(), "observation": "dict",
@@ -369,8 +394,8 @@ def _env_rules(config: PPOConfig) -> dict[str, Any]:
     }
 
 
-def make_train_env(data: PreparedData, config: PPOConfig, seed: int, *,
-                   include_dt: bool = False) -> VecEnv:
+def make_train_env(data: PreparedData | Sequence[PreparedData], config: PPOConfig,
+                   seed: int, *, include_dt: bool = False) -> VecEnv:
     """``VecMonitor`` over ``config.n_envs`` training accounts on the train split (random
     episode starts, ``config.episode_length`` steps), seeded ``seed, seed + 1, ...``;
     ``include_dt`` as in :func:`env_kwargs`."""
@@ -384,13 +409,20 @@ def make_train_env(data: PreparedData, config: PPOConfig, seed: int, *,
     return VecMonitor(venv)
 
 
-def make_eval_env(data: PreparedData, config: PPOConfig, split: str = "val", *,
-                  include_dt: bool = False) -> VecEnv:
+def make_eval_env(data: PreparedData | Sequence[PreparedData], config: PPOConfig,
+                  split: str = "val", *, include_dt: bool = False
+                  ) -> VecEnv | dict[str, VecEnv]:
     """The evaluation VecEnv on ``split``: one account walking the whole split
     (``eval_episode_length=None``) or ``eval_episodes`` accounts with random starts;
-    ``include_dt`` as in :func:`env_kwargs`."""
+    ``include_dt`` as in :func:`env_kwargs`; for several datasets, one such env per dataset
+    (by name), which the evaluation pools."""
     from tradezoo.envs.sb3_vec_env import make_sb3_vec_env
 
+    parts = as_datasets(data)
+    if len(parts) > 1:
+        return {p.name: make_eval_env(p, config, split, include_dt=include_dt)  # type: ignore[misc]
+                for p in parts}
+    data = parts[0]
     kwargs = env_kwargs(data, config, split, include_dt=include_dt)
     if config.eval_episode_length is None:
         return make_sb3_vec_env(n_envs=1, episode_length=None, random_start=False, **kwargs)
@@ -435,10 +467,28 @@ def _scalers_equal(a: FeatureScaler, b: FeatureScaler) -> bool:
     return True
 
 
-def _check_checkpoint_fits(ckpt: Mapping[str, Any], data: PreparedData) -> None:
+def _check_checkpoint_fits(ckpt: Mapping[str, Any],
+                           data: PreparedData | MultiData | Sequence[PreparedData]) -> None:
     """Window, feature count, input timeframes and scalers of a checkpoint against the data
-    (names the field)."""
+    (names the field); a multi-dataset checkpoint against the same datasets, each with its
+    own scaler."""
     where = ckpt.get("path", "<in memory>")
+    parts = as_datasets(data)
+    names = checkpoint_dataset_names(ckpt)
+    if ckpt.get("asset_embedding"):
+        raise CheckpointError(
+            f"checkpoint {where}: its model has an asset embedding, which a PPO policy cannot "
+            "use (the env's observation carries no asset id); warm-start from a model "
+            "trained without supervised.asset_embedding")
+    if len(parts) > 1 or len(names) > 1:
+        if tuple(p.name for p in parts) != names:
+            raise CheckpointError(f"checkpoint {where}: trained on datasets {list(names)}, the "
+                                  f"data is {[p.name for p in parts]}")
+        for part in parts:
+            _check_checkpoint_fits({**ckpt, "datasets": None,
+                                    "scaler": checkpoint_scaler(ckpt, part).to_dict()}, part)
+        return
+    data = parts[0]
     for key, have in (("window", data.window), ("n_features", data.n_features)):
         if int(ckpt[key]) != have:
             raise CheckpointError(f"checkpoint {where}: {key} mismatch: the checkpoint has "
@@ -478,14 +528,16 @@ def _policy_kwargs(arch: str, features_dim: int, arch_config: Mapping[str, Any],
 
 
 def _warm_start_settings(
-    init_from: str | Path, arch: str, data: PreparedData, config: PPOConfig
+    init_from: str | Path, arch: str, data: PreparedData | Sequence[PreparedData],
+    config: PPOConfig
 ) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """Check a supervised checkpoint against ``arch``, ``data`` and ``config``.
 
     Returns:
         ``(arch_config, features_dim, checkpoint)``.
     """
-    ckpt = load_checkpoint(init_from, expect_arch=arch, expect_feature_spec=data.feature_spec,
+    ckpt = load_checkpoint(init_from, expect_arch=arch,
+                           expect_feature_spec=as_datasets(data)[0].feature_spec,
                            expect_kind="supervised")
     where = ckpt["path"]
     check_warm_start_task(label_spec_from_checkpoint(ckpt).task, f"init_from {where}")
@@ -535,7 +587,7 @@ def warm_start_policy(policy: ActorCriticPolicy, checkpoint: Mapping[str, Any]) 
 
 
 def make_ppo(
-    data: PreparedData,
+    data: PreparedData | MultiData | Sequence[PreparedData],
     arch: str,
     *,
     config: PPOConfig | Mapping[str, Any] | None = None,
@@ -547,7 +599,8 @@ def make_ppo(
     """Build (do not train) the SB3 PPO model :func:`train_ppo` trains.
 
     Args:
-        data: prepared data (its train split feeds the env).
+        data: prepared data (its train split feeds the env), or several datasets (one env
+            over all of them).
         arch: a registry name.
         config: :class:`PPOConfig` or its dict.
         seed: seeds Python, numpy, torch, the action space and the env accounts.
@@ -559,7 +612,8 @@ def make_ppo(
         The PPO model; ``model.tradezoo`` holds ``{"arch", "arch_config", "features_dim",
         "init_from"}`` (what the checkpoints record).
     """
-    data = _check_data(data)
+    parts = as_datasets(data)
+    data = parts[0]  # the datasets share window, feature spec and columns
     get_architecture(arch)  # ValueError listing the valid names
     cfg = coerce_config(PPOConfig, config, "config") or PPOConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -573,13 +627,15 @@ def make_ppo(
     features_dim = cfg.features_dim or 64
     include_dt = uses_dt(arch)
     if init_from is not None:
-        arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, data, cfg)
+        arch_config, features_dim, checkpoint = _warm_start_settings(init_from, arch, parts,
+                                                                     cfg)
         arch_config = portable_config(arch, arch_config, dev, what=f"checkpoint {init_from}")
         include_dt = bool(checkpoint.get("include_dt", False))  # what the classifier saw
-    data = data.for_model(arch, arch_config)  # multi-timeframe inputs where the model takes them
+    # multi-timeframe inputs where the model takes them
+    parts = tuple(p.for_model(arch, arch_config) for p in parts)
     policy_kwargs = _policy_kwargs(arch, features_dim, arch_config, cfg.pi_layers,
                                    cfg.vf_layers)
-    venv = env if env is not None else make_train_env(data, cfg, seed, include_dt=include_dt)
+    venv = env if env is not None else make_train_env(parts, cfg, seed, include_dt=include_dt)
     model = _new_ppo(venv, arch, cfg, policy_kwargs, seed, dev)
     if checkpoint is not None:
         warm_start_policy(model.policy, checkpoint)
@@ -632,7 +688,8 @@ def _backbone_config(policy: ActorCriticPolicy) -> dict[str, Any]:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str, Any]:
+def _base_payload(data: PreparedData | Sequence[PreparedData], config: PPOConfig,
+                  seed: int) -> dict[str, Any]:
     """The parts of a PPO sidecar that do not change during a run."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -642,7 +699,7 @@ def _base_payload(data: PreparedData, config: PPOConfig, seed: int) -> dict[str,
         "env": {
             **_env_rules(config),
             "episode_length": config.episode_length,
-            "split_fractions": list(data.split_fractions),
+            "split_fractions": list(as_datasets(data)[0].split_fractions),
         },
         "action_scheme": config.action_scheme,
         "training": config.to_dict(),
@@ -930,7 +987,7 @@ def _sb3_logger(log_dir: Path | None) -> Any:
 
 @determinism_scope()  # SB3's seeding and ``deterministic`` change process-wide flags
 def train_ppo(
-    data: PreparedData,
+    data: PreparedData | MultiData | Sequence[PreparedData],
     arch: str,
     *,
     config: PPOConfig | Mapping[str, Any] | None = None,
@@ -947,7 +1004,10 @@ def train_ppo(
     """Train ``arch`` with PPO on ``data``'s train split (see the module docstring).
 
     Args:
-        data: from :func:`tradezoo.agents.data.prepare_data`.
+        data: from :func:`tradezoo.agents.data.prepare_data`, or several datasets
+            (:func:`tradezoo.agents.multi.prepare_datasets`): the env draws each episode's
+            dataset uniformly, the validation runs on each dataset and the best model is
+            chosen on the reward pooled over them.
         arch: a registry name.
         config: :class:`PPOConfig` or its dict (unknown keys rejected); on resume ``None``
             takes the checkpoint's, and a given one may change only the timesteps, envs,
@@ -978,11 +1038,12 @@ def train_ppo(
         Exception: any other error in the loop is re-raised after ``interrupted.*`` was
             written where it could be (its ``checkpoint`` attribute names the ``.zip``).
     """
-    data = _check_data(data)
+    parts = as_datasets(data)
     get_architecture(arch)
     cfg = coerce_config(PPOConfig, config, "config")
     if cfg is not None:  # before anything is written (a resume checks the saved config)
-        data.costs.check_exposure(cfg.max_leverage, what="PPO config max_leverage")
+        for part in parts:
+            part.costs.check_exposure(cfg.max_leverage, what="PPO config max_leverage")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if init_from is not None and resume_from is not None:
@@ -995,13 +1056,13 @@ def train_ppo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if resume_from is not None:
-        run = _PPORun.resumed(data, arch, cfg, resume_from, seed, dev, out)
+        run = _PPORun.resumed(parts, arch, cfg, resume_from, seed, dev, out)
     else:
-        model = make_ppo(data, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
+        model = make_ppo(parts, arch, config=cfg or PPOConfig(), seed=seed, device=dev,
                          init_from=init_from)
         # the run's records describe the inputs the policy takes
-        data = data.with_timeframes(_policy_timeframes(model.policy))
-        run = _PPORun(model, data, cfg or PPOConfig(), seed, out, dev, resuming=False)
+        parts = tuple(p.with_timeframes(_policy_timeframes(model.policy)) for p in parts)
+        run = _PPORun(model, parts, cfg or PPOConfig(), seed, out, dev, resuming=False)
     use_deterministic(run.cfg.deterministic)  # determinism_scope restores the flags
     run.model.set_rollout_device(rollout_device)
     own = run.callbacks(callbacks, verbose)
@@ -1013,22 +1074,23 @@ class _PPORun:
     """One run of :func:`train_ppo`: the SB3 model (``model.tradezoo`` set), its config, the
     run directory, the best score so far (restored on resume) and the trainer's callbacks."""
 
-    def __init__(self, model: PPO, data: PreparedData, cfg: PPOConfig, seed: int, out: Path,
-                 device: torch.device, *, resuming: bool,
+    def __init__(self, model: PPO, parts: tuple[PreparedData, ...], cfg: PPOConfig, seed: int,
+                 out: Path, device: torch.device, *, resuming: bool,
                  restored_best: Mapping[str, Any] | None = None) -> None:
-        self.model, self.data, self.cfg, self.seed, self.out = model, data, cfg, seed, out
+        self.parts, self.data = parts, parts[0]
+        self.model, self.cfg, self.seed, self.out = model, cfg, seed, out
         self.device = device
         self.arch = str(model.tradezoo["arch"])  # type: ignore[attr-defined]
         self.include_dt = bool(model.tradezoo.get("include_dt", False))  # type: ignore[attr-defined]
         self.resuming = resuming
         self.restored_best = dict(restored_best or best_record())
-        self.base = _base_payload(data, cfg, seed)
+        self.base = _base_payload(parts, cfg, seed)
         self.eval_callback: TradingEvalCallback | None = None
         self.checkpoint_callback: PeriodicCheckpointCallback | None = None
         self.log_dir = out / "tb" if cfg.tensorboard else None
 
     @classmethod
-    def resumed(cls, data: PreparedData, arch: str, given: PPOConfig | None,
+    def resumed(cls, parts: tuple[PreparedData, ...], arch: str, given: PPOConfig | None,
                 resume_from: str | Path, seed: int, device: torch.device, out: Path) -> _PPORun:
         """The run a PPO checkpoint continues: its config (``given`` may change only what
         :data:`RESUME_FIXED_KEYS` leaves free), weights, optimiser, counters and best score;
@@ -1037,14 +1099,14 @@ class _PPORun:
         for path in (zip_path, sidecar):
             if not path.exists():
                 raise FileNotFoundError(f"resume_from {resume_from}: no such file {path}")
-        meta = load_checkpoint(sidecar, expect_arch=arch, expect_feature_spec=data.feature_spec,
-                               expect_kind=PPO_KIND)
-        data = data.for_model(arch, meta["arch_config"])
-        _check_checkpoint_fits(meta, data)
+        meta = load_checkpoint(sidecar, expect_arch=arch,
+                               expect_feature_spec=parts[0].feature_spec, expect_kind=PPO_KIND)
+        parts = tuple(p.for_model(arch, meta["arch_config"]) for p in parts)
+        _check_checkpoint_fits(meta, parts)
         cfg = _resume_config(given, meta["training"], str(sidecar))
         done = int(meta["num_timesteps"])
         include_dt = bool(meta["env"].get("include_dt", False))
-        venv = make_train_env(data, cfg, seed + done, include_dt=include_dt)
+        venv = make_train_env(parts, cfg, seed + done, include_dt=include_dt)
         model = _resume_model(resume_from, meta, cfg, venv, seed, device)
         model.set_random_seed(seed + done)
         model.tradezoo = {  # type: ignore[attr-defined]
@@ -1052,7 +1114,7 @@ class _PPORun:
             "features_dim": int(meta["features_dim"]), "init_from": meta.get("init_from"),
             "include_dt": include_dt,
         }
-        return cls(model, data, cfg, seed, out, device, resuming=True,
+        return cls(model, parts, cfg, seed, out, device, resuming=True,
                    restored_best=meta.get("best"))
 
     @property
@@ -1076,7 +1138,8 @@ class _PPORun:
         if verbose and self.log_dir is not None:
             print_tensorboard_hint(self.log_dir)
         hparams = {"arch": self.arch, "seed": self.seed, "window": data.window,
-                   "dataset": data.name, "init_from": self.init_label or "none",
+                   "dataset": ",".join(p.name for p in self.parts),
+                   "init_from": self.init_label or "none",
                    **{k: v for k, v in cfg.to_dict().items() if k != "arch_config"},
                    **{f"arch.{k}": v for k, v in model.tradezoo["arch_config"].items()}}  # type: ignore[attr-defined]
         own: list[BaseCallback] = [TradingMetricsCallback(hparams=hparams)]
@@ -1087,7 +1150,7 @@ class _PPORun:
             else:
                 best = self.restored_best
                 self.eval_callback = TradingEvalCallback(
-                    make_eval_env(data, cfg, "val", include_dt=self.include_dt),
+                    make_eval_env(self.parts, cfg, "val", include_dt=self.include_dt),
                     eval_freq=cfg.eval_freq, save=self.save,
                     best_stem=self.out / "best_model", figure=cfg.eval_figure,
                     # the same validation episodes at every evaluation
@@ -1279,12 +1342,14 @@ def _acting_policy(model: Any, data: PreparedData, config: PPOConfig | None
                 raise ValueError(f"checkpoint {where}: {key} {ckpt[key]} differs from the "
                                  f"data's {have}")
         rules = ckpt["env"]
+        check_known_asset(data.name, checkpoint_dataset_names(ckpt), embedding=False,
+                          where=f"PPO checkpoint {where}")
         tf_scalers = timeframe_scalers_from_checkpoint(ckpt)
         scored = data.with_timeframes(input_timeframes(ckpt), tf_scalers)
         return model.policy, scored, PPOConfig(
             action_scheme=rules["action_scheme"], max_leverage=rules["max_leverage"],
             allow_short=rules["allow_short"], rebalance=rules["rebalance"],
-        ), tf_scalers or FeatureScaler.from_dict(ckpt["scaler"])
+        ), tf_scalers or checkpoint_scaler(ckpt, data)
     if isinstance(model, PPOResult | BaseAlgorithm | BasePolicy):
         policy = acting_policy(model.model if isinstance(model, PPOResult) else model)
         scored = data.with_timeframes(_policy_timeframes(policy))

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from tradezoo.agents.config import TrainingOptions
     from tradezoo.agents.data import PreparedData
+    from tradezoo.agents.multi import MultiData
     from tradezoo.backtest.diagnostics import PolicyDiagnostics
     from tradezoo.backtest.simulation import BacktestResult
 
@@ -63,6 +64,8 @@ __all__ = [
     "check_options",
     "checkpoint_options",
     "evaluate_checkpoint",
+    "evaluate_checkpoint_datasets",
+    "markdown_dataset_table",
     "markdown_metrics_table",
     "policy_diagnostics",
     "prepare_from_options",
@@ -103,6 +106,9 @@ def write_options(out_dir: str | Path, options: TrainingOptions) -> Path:
     data = saved.get("data")
     if isinstance(data, str | Path) and Path(data).exists():
         saved["data"] = str(Path(data).resolve())
+    elif isinstance(data, str) and "," in data:  # several datasets: each path made absolute
+        saved["data"] = ",".join(str(Path(d).resolve()) if Path(d).exists() else d
+                                 for d in (item.strip() for item in data.split(",")) if d)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +117,24 @@ def write_options(out_dir: str | Path, options: TrainingOptions) -> Path:
 
         raise output_error(out, exc, "create") from None
     return write_json(out / CONFIG_NAME, saved)
+
+
+DATASET_TABLE_METRICS: tuple[str, ...] = (
+    "total_return", "sharpe", "max_drawdown", "n_trades", "exposure", "fees_paid",
+)
+"""Columns of :func:`markdown_dataset_table`."""
+
+
+def markdown_dataset_table(rows: Sequence[tuple[str, str, Mapping[str, Any]]],
+                           metrics: tuple[str, ...] = DATASET_TABLE_METRICS) -> str:
+    """A Markdown table with one row per ``(dataset, strategy, metrics)`` (a multi-dataset
+    backtest: each model and buy-and-hold on each dataset), one column per metric."""
+    lines = ["| dataset | strategy | " + " | ".join(metrics) + " |",
+             "|---|---|" + "---:|" * len(metrics)]
+    for dataset, strategy, values in rows:
+        cells = [format_metric(m, values.get(m)) for m in metrics]
+        lines.append(f"| {dataset} | {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def markdown_metrics_table(columns: Mapping[str, Mapping[str, Any]],
@@ -144,19 +168,33 @@ class _Tee:
 # -------------------------------------------------------------------------- preparation
 
 
-def prepare_from_options(options: TrainingOptions | Mapping[str, Any]) -> PreparedData:
+def prepare_from_options(options: TrainingOptions | Mapping[str, Any]
+                         ) -> PreparedData | MultiData:
     """:func:`~tradezoo.agents.data.prepare_data` with the options' data, window, features,
-    labels, split fractions and costs (typed options, or a mapping with those keys)."""
+    labels, split fractions and costs (typed options, or a mapping with those keys); several
+    datasets (``data: "a,b"``) are each prepared so
+    (:func:`~tradezoo.agents.multi.prepare_datasets`)."""
     from tradezoo.agents.config import TrainingOptions
 
     if isinstance(options, TrainingOptions):
         options = options.to_dict()
     from tradezoo.agents.config import ConfigError, cost_model
     from tradezoo.agents.data import prepare_data
+    from tradezoo.agents.multi import prepare_datasets, split_sources
     from tradezoo.errors import TradezooError
 
     costs = cost_model(options.get("costs", "auto"))
+    sources = split_sources(str(options["data"]))
     try:
+        if len(sources) > 1:
+            return prepare_datasets(
+                sources,
+                window=int(options["window"]),
+                feature_spec=dict(options.get("features") or {}) or None,
+                label_spec=dict(options.get("labels") or {}) or None,
+                split_fractions=tuple(options["split_fractions"]),
+                costs=costs,
+            )
         return prepare_data(
             str(options["data"]),
             window=int(options["window"]),
@@ -190,8 +228,12 @@ def _guess_data_source(path: Path, ckpt: Mapping[str, Any]) -> str | None:
                 continue
             if isinstance(data, str) and data:
                 return data
-    name = str((ckpt.get("dataset") or {}).get("name") or "")
-    return name if name in DATASETS else None
+    from tradezoo.agents.checkpoint import checkpoint_dataset_names
+
+    names = checkpoint_dataset_names(ckpt)
+    if names and all(n in DATASETS for n in names):
+        return ",".join(names)
+    return None
 
 
 def checkpoint_options(path: str | Path, ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -268,6 +310,7 @@ class CheckpointBacktest:
             :func:`write_backtest_files`; ``html_path`` only with a tearsheet).
         diagnostics: the policy's flags and break-even cost
             (:func:`tradezoo.backtest.diagnostics.diagnose`).
+        dataset: the name of the dataset backtested.
     """
 
     checkpoint: Path
@@ -283,6 +326,7 @@ class CheckpointBacktest:
     png_path: Path | None = None
     html_path: Path | None = None
     diagnostics: PolicyDiagnostics | None = None
+    dataset: str | None = None
 
 
 def policy_diagnostics(result: BacktestResult, bars: pd.DataFrame,
@@ -336,8 +380,38 @@ def evaluate_checkpoint(
         ConfigError: the data source cannot be found (pass ``data``).
         ValueError: a bad split, or data that does not fit the checkpoint.
     """
+    outcomes = evaluate_checkpoint_datasets(path, data=data, split=split, device=device)
+    if len(outcomes) > 1:
+        raise ValueError(f"checkpoint {path}: {len(outcomes)} datasets "
+                         f"({[o.data for o in outcomes]}); use evaluate_checkpoint_datasets, "
+                         "or pass one dataset as data")
+    return outcomes[0]
+
+
+def evaluate_checkpoint_datasets(
+    path: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    device: str = "cpu",
+) -> list[CheckpointBacktest]:
+    """Backtest a checkpoint on ``split`` of each of its datasets (one
+    :class:`CheckpointBacktest` each, buy-and-hold in each result's ``benchmark_*`` fields).
+
+    The datasets are ``data`` (a name, path or comma-separated list), else those of the
+    ``config.json`` next to the checkpoint, else its bundled training datasets. Each is
+    prepared as for training: the checkpoint's window, features and split fractions; for a
+    dataset it was trained on, that dataset's own labels, cost model and scaler
+    (:mod:`tradezoo.agents.multi`); for another one, its source's cost model (a warning says
+    it was not trained on it).
+
+    Raises:
+        As :func:`evaluate_checkpoint`.
+    """
+    from tradezoo.agents.checkpoint import checkpoint_datasets
     from tradezoo.agents.config import ConfigError, cost_model
     from tradezoo.agents.data import prepare_data
+    from tradezoo.agents.multi import split_sources
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
@@ -351,27 +425,50 @@ def evaluate_checkpoint(
             f"{(ckpt.get('dataset') or {}).get('name')!r} is not bundled and no {CONFIG_NAME} "
             "is next to it); pass --data NAME|PATH"
         )
-    prepared = prepare_data(
-        source,
-        window=options["window"],
-        feature_spec=options["features"],
-        label_spec=options.get("labels"),
-        split_fractions=tuple(options.get("split_fractions", (0.7, 0.15, 0.15))),
-        costs=cost_model(options["costs"]) if "costs" in options else None,
-    )
-    result, classification, diagnostics = _evaluate_checkpoint(ckpt, prepared, split, device)
-    return CheckpointBacktest(
-        checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
-        data=source, result=result, classification=classification, given=original,
-        diagnostics=diagnostics,
-        task=prepared.label_spec.task if ckpt["kind"] == "supervised" else None,
-    )
+    records = {r["name"]: r for r in checkpoint_datasets(ckpt)}
+    several = len(records) > 1
+    sources = split_sources(source) if several or "," in source else [source]
+    outcomes = []
+    for item in sources:
+        labels, costs = options.get("labels"), options.get("costs")
+        if several:  # each dataset's own labels and costs (its source's for a new one)
+            record = records.get(_source_name(item), {})
+            labels = dict(record.get("label_spec") or {**(labels or {}), "cost_bps": None})
+            costs = record.get("costs")
+        prepared = prepare_data(
+            item,
+            window=options["window"],
+            feature_spec=options["features"],
+            label_spec=labels,
+            split_fractions=tuple(options.get("split_fractions", (0.7, 0.15, 0.15))),
+            costs=cost_model(costs) if costs is not None else None,
+            zero_funding=several and "funding_rate" in ckpt.get("feature_names", ()),
+        )
+        result, classification, diagnostics = _evaluate_checkpoint(ckpt, prepared, split,
+                                                                   device)
+        outcomes.append(CheckpointBacktest(
+            checkpoint=sidecar, kind=str(ckpt["kind"]), arch=str(ckpt["arch"]), split=split,
+            data=item, result=result, classification=classification, given=original,
+            diagnostics=diagnostics, dataset=prepared.name,
+            task=prepared.label_spec.task if ckpt["kind"] == "supervised" else None,
+        ))
+    return outcomes
+
+
+def _source_name(source: str) -> str:
+    """The name a bundled dataset or a file is reported by (:func:`dataset_name`)."""
+    from tradezoo.data.prepare import dataset_name, load_source
+
+    if not Path(source).suffix:
+        return source
+    return dataset_name(source, load_source(source))
 
 
 def write_backtest_files(outcome: CheckpointBacktest, out_dir: str | Path | None = None, *,
-                         tearsheet: bool = False) -> CheckpointBacktest:
+                         tearsheet: bool = False, tag: str | None = None) -> CheckpointBacktest:
     """Write the reports of :func:`evaluate_checkpoint` (the files of
-    :func:`backtest_checkpoint`) and return ``outcome`` with their paths.
+    :func:`backtest_checkpoint`) and return ``outcome`` with their paths; ``tag`` (the
+    dataset of a multi-dataset backtest) goes into the file names after the split.
 
     Raises:
         OutputError: a folder or file that cannot be written (the message names it).
@@ -382,7 +479,7 @@ def write_backtest_files(outcome: CheckpointBacktest, out_dir: str | Path | None
 
     original = outcome.given if outcome.given is not None else outcome.checkpoint
     out = Path(out_dir) if out_dir is not None else original.parent
-    stem = f"{original.stem}.{outcome.split}"
+    stem = f"{original.stem}.{outcome.split}" + (f".{tag}" if tag else "")
     payload = {
         "checkpoint": str(original),
         "kind": outcome.kind,
@@ -457,6 +554,8 @@ class MainJobResult:
             ``total``).
         ppo_model: the PPO checkpoint backtested (best on validation, else final).
         supervised_checkpoint: the supervised ``best.pt``.
+        per_dataset: with several datasets, ``{name: {"ppo", "supervised", "buy_and_hold",
+            "classification"}}`` (the top-level metrics are then the first dataset's).
     """
 
     out_dir: Path
@@ -468,6 +567,7 @@ class MainJobResult:
     seconds: dict[str, float] = field(default_factory=dict)
     ppo_model: Path | None = None
     supervised_checkpoint: Path | None = None
+    per_dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def default_run_name(arch: str) -> str:
@@ -544,11 +644,12 @@ def run_main_job(options: TrainingOptions, *, stream: IO[str] | None = None,
         return _main_job(options, data, out, stream, started=started, seconds=seconds)
 
 
-def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
+def _main_job(options: TrainingOptions, data: PreparedData | MultiData, out: Path,
               stream: IO[str] | None, *, started: float,
               seconds: dict[str, float]) -> MainJobResult:
     """The stages of :func:`run_main_job` in the claimed run directory ``out`` (``started``:
     ``time.perf_counter()`` at the job's start; ``seconds``: the stage times so far)."""
+    from tradezoo.agents.multi import MultiData, as_datasets
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
     from tradezoo.agents.rundir import write_text_atomic
     from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
@@ -567,11 +668,12 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
     say(f"tradezoo run: {arch} on {options.data} (seed {seed}, device {device})")
     say(f"run directory: {out}")
     say(f"logs: {log_path}; TensorBoard (both stages): {tensorboard_command(out)}")
-    summary = data.summary()
-    say(f"data: {data.name}, {summary['bars']} bars, window {data.window}, {data.n_features} "
-        f"features; train {summary['train']['items']}, val {summary['val']['items']}, test "
-        f"{summary['test']['items']} labelled windows; test {summary['test']['start']} .. "
-        f"{summary['test']['end']}")
+    for part in as_datasets(data):
+        summary = part.summary()
+        say(f"data: {part.name}, {summary['bars']} bars, window {part.window}, "
+            f"{part.n_features} features; train {summary['train']['items']}, val "
+            f"{summary['val']['items']}, test {summary['test']['items']} labelled windows; test "
+            f"{summary['test']['start']} .. {summary['test']['end']}")
 
     say(f"[1/3] supervised pre-training ({supervised_cfg.epochs} epochs max)")
     tick = time.perf_counter()
@@ -599,6 +701,10 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
 
     say("[3/3] backtest on the test split")
     tick = time.perf_counter()
+    if isinstance(data, MultiData):
+        return _main_job_datasets(options, data, out, say, started=started, seconds=seconds,
+                                  tick=tick, device=device, supervised=supervised, ppo=ppo,
+                                  chosen=chosen)
     sup_eval = evaluate_supervised(supervised.model, data, "test", device=device)
     ppo_eval = evaluate_ppo(load_ppo_policy(chosen, device=device), data, "test",
                             device=device)
@@ -645,6 +751,108 @@ def _main_job(options: TrainingOptions, data: PreparedData, out: Path,
         out_dir=out, report=report, supervised_metrics=sup_metrics, ppo_metrics=ppo_metrics,
         buy_and_hold_metrics=bh_metrics, classification=classification, seconds=seconds,
         ppo_model=chosen, supervised_checkpoint=supervised.best_checkpoint,
+    )
+
+
+def _main_job_datasets(options: TrainingOptions, data: MultiData, out: Path, say: _Tee, *,
+                       started: float, seconds: dict[str, float], tick: float, device: str,
+                       supervised: Any, ppo: Any, chosen: Path) -> MainJobResult:
+    """Stage 3 of :func:`run_main_job` on several datasets: both models and buy-and-hold on
+    the test split of each dataset (its own bars, scaler and costs), one report row each."""
+    from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy
+    from tradezoo.agents.rundir import write_text_atomic
+    from tradezoo.agents.supervised import evaluate_supervised
+    from tradezoo.agents.tensorboard import tensorboard_command
+    from tradezoo.backtest.report import report_dict, save_png
+
+    policy = load_ppo_policy(chosen, device=device)
+    per_dataset: dict[str, dict[str, Any]] = {}
+    payload: dict[str, Any] = {"split": "test", "datasets": {}}
+    rows: list[tuple[str, str, Mapping[str, Any]]] = []
+    checks: list[tuple[str, str, PolicyDiagnostics]] = []
+    reports: dict[str, Any] = {}
+    for part in data:
+        sup_eval = evaluate_supervised(supervised.model, part, "test", device=device)
+        ppo_eval = evaluate_ppo(policy, part, "test", device=device)
+        ppo_checks = policy_diagnostics(ppo_eval.backtest, part.bars, ppo_eval.targets)
+        sup_checks = policy_diagnostics(sup_eval.backtest, part.bars, sup_eval.positions)
+        metrics = {"ppo": ppo_eval.backtest.metrics.to_dict(),
+                   "supervised": sup_eval.backtest.metrics.to_dict(),
+                   "buy_and_hold": ppo_eval.backtest.benchmark_metrics.to_dict(),
+                   "classification": sup_eval.report.to_dict()}
+        per_dataset[part.name] = metrics
+        payload["datasets"][part.name] = {
+            "ppo": {"checkpoint": str(chosen), **report_dict(ppo_eval.backtest, ppo_checks)},
+            "supervised": {"checkpoint": str(supervised.best_checkpoint),
+                           **report_dict(sup_eval.backtest, sup_checks),
+                           "classification": metrics["classification"]},
+        }
+        rows += [(part.name, "PPO (warm-started)", metrics["ppo"]),
+                 (part.name, "supervised", metrics["supervised"]),
+                 (part.name, "buy & hold", metrics["buy_and_hold"])]
+        checks += [(part.name, "PPO (warm-started)", ppo_checks),
+                   (part.name, "supervised", sup_checks)]
+        reports[part.name] = sup_eval.report
+        save_png(ppo_eval.backtest, out / f"equity.{part.name}.png")
+        save_png(sup_eval.backtest, out / f"supervised_equity.{part.name}.png")
+    seconds["backtest"] = time.perf_counter() - tick
+    write_json(out / "backtest_test.json", payload)
+    seconds["total"] = time.perf_counter() - started
+    table = markdown_dataset_table(rows)
+    lines = [
+        f"# tradezoo run: {options.arch} on {len(data)} datasets ({', '.join(data.names)})",
+        "",
+        "One model trained across the datasets (each prepared on its own: features, splits, "
+        "a scaler fitted on its own train part, labels with its own costs; "
+        "docs/multi-asset.md): supervised pre-training, then PPO warm-started from the best "
+        "classifier (chosen on the pooled validation loss), both backtested on the **test "
+        "split of each dataset** against that dataset's buy-and-hold, with its own costs.",
+        "",
+        "## Test-split metrics, per dataset",
+        "",
+        table,
+        "",
+        *(f"Classifier on {name}: accuracy {r.accuracy:.3f}, macro-F1 {r.macro_f1:.3f}."
+          for name, r in reports.items()),
+        "",
+        "## Policy checks",
+        "",
+        "| dataset | model | flags | break-even cost |",
+        "|---|---|---|---|",
+        *(f"| {name} | {model} | {check.flags_text()} | {check.break_even_text()} |"
+          for name, model, check in checks),
+        "",
+        "## Setup",
+        "",
+        f"- data: `{options.data}`, window {data.window}, split fractions "
+        f"{list(options.split_fractions)}, sampling `{supervised.config.sampling}`, asset "
+        f"embedding {'on' if supervised.config.asset_embedding else 'off'}",
+        f"- model: `{options.arch}`, {supervised.n_parameters:,} parameters (classifier), "
+        f"{ppo.n_parameters:,} (PPO policy)",
+        f"- supervised: {len(supervised.history)} epochs (best {supervised.best_epoch + 1}, "
+        f"pooled val loss {supervised.best_val_loss:.4f}), {seconds['supervised']:.0f} s",
+        f"- PPO: {ppo.num_timesteps:,} timesteps, {seconds['ppo']:.0f} s; backtested model "
+        f"`{chosen.name}`",
+        f"- device {device}; seed {options.seed}; total wall time {seconds['total']:.0f} s",
+        "",
+        "## Files",
+        "",
+        "- `equity.<dataset>.png`, `supervised_equity.<dataset>.png`; `backtest_test.json`",
+        f"- grade again: `tradezoo backtest {out / 'ppo' / chosen.name} --split test`",
+        f"- re-run: `tradezoo run --config {out / CONFIG_NAME}`",
+        "",
+    ]
+    report = out / "report.md"
+    write_text_atomic(report, "\n".join(lines))
+    say(table)
+    say(f"done in {seconds['total']:.0f} s: report {report}")
+    say(f"TensorBoard: {tensorboard_command(out)}")
+    first = per_dataset[data.names[0]]
+    return MainJobResult(
+        out_dir=out, report=report, supervised_metrics=first["supervised"],
+        ppo_metrics=first["ppo"], buy_and_hold_metrics=first["buy_and_hold"],
+        classification=first["classification"], seconds=seconds, ppo_model=chosen,
+        supervised_checkpoint=supervised.best_checkpoint, per_dataset=per_dataset,
     )
 
 

@@ -110,12 +110,12 @@ from tradezoo.agents.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     check_payload,
+    checkpoint_dataset_names,
     data_payload,
     input_timeframes,
     load_checkpoint,
     load_weights,
     save_checkpoint,
-    scaler_from_checkpoint,
     timeframe_scalers_from_checkpoint,
     versions,
 )
@@ -137,6 +137,13 @@ from tradezoo.agents.losses import (
     has_sharpe_term,
     magnitude_weights,
     sharpe_loss,
+)
+from tradezoo.agents.multi import (
+    MultiData,
+    as_datasets,
+    check_known_asset,
+    checkpoint_scaler,
+    epoch_order,
 )
 from tradezoo.agents.rundir import save_where_possible
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
@@ -243,6 +250,9 @@ class SupervisedModel(nn.Module):
         aux_horizons: horizons of the optional auxiliary heads (``()``: none).
         task: what the head predicts (:attr:`~tradezoo.agents.data.LabelSpec.task`).
         horizons: the horizons (bars) of a ``multi_horizon`` head, one 3-class head each.
+        asset_names: the datasets the model is trained on (its assets, in order).
+        asset_embedding: learn a vector ``[F]`` per asset of ``asset_names``, added to the
+            feature columns of every row of the input (:meth:`forward`'s ``asset``).
         arch_config: the architecture's config fields as a dict (use it for a field whose
             name clashes with an argument here, e.g. ``mlp``'s ``window``).
         timeframes: timeframe name -> bars per window of a multi-timeframe model (it then
@@ -263,6 +273,7 @@ class SupervisedModel(nn.Module):
         target_loc, target_scale: buffers of a ``volatility`` model: the train split's mean
             and std of the log realised volatility the head's output is in units of.
         aux: the auxiliary heads or ``None``.
+        assets: ``Embedding(len(asset_names), F)`` (zero-initialised) or ``None``.
     """
 
     def __init__(
@@ -276,6 +287,8 @@ class SupervisedModel(nn.Module):
         aux_horizons: Sequence[int] = (),
         task: str = "direction",
         horizons: Sequence[int] = (),
+        asset_names: Sequence[str] = (),
+        asset_embedding: bool = False,
         arch_config: Mapping[str, Any] | None = None,
         timeframes: Mapping[str, int] | None = None,
         include_dt: bool | None = None,
@@ -302,6 +315,15 @@ class SupervisedModel(nn.Module):
         if task == "volatility":
             self.register_buffer("target_loc", torch.zeros(()))
             self.register_buffer("target_scale", torch.ones(()))
+        self.asset_names: tuple[str, ...] = tuple(str(n) for n in asset_names)
+        self.assets: nn.Embedding | None = None
+        if asset_embedding:
+            if not self.asset_names:
+                raise ValueError("asset_embedding needs the asset names (asset_names)")
+            # Zero at the start: the shared model first sees every asset alike and the
+            # vectors move apart only as far as the loss asks.
+            self.assets = nn.Embedding(len(self.asset_names), self.n_features)
+            nn.init.zeros_(self.assets.weight)
         self.aux_horizons: tuple[int, ...] = tuple(int(h) for h in aux_horizons)
         self.aux: nn.Module | None = None
         if self.aux_horizons:
@@ -353,29 +375,52 @@ class SupervisedModel(nn.Module):
             return out.reshape(out.shape[0], len(self.horizons), N_CLASSES)  # [B, H, 3]
         return out  # [B, 3]
 
-    def forward_all(self, obs: Tensor | Mapping[str, Tensor]
+    def with_asset(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None
+                   ) -> Tensor | Mapping[str, Tensor]:
+        """``obs [B, window, F + 2]`` (or its dict with elapsed times, the window under
+        ``"window"``) plus the asset vectors of ``asset [B]`` (int64 ids into
+        :attr:`asset_names`) on the feature columns; ``obs`` itself without an embedding.
+
+        Raises:
+            ValueError: an embedding and no ``asset``, or a multi-timeframe observation.
+        """
+        if self.assets is None:
+            return obs
+        box = obs.get(WINDOW_KEY) if isinstance(obs, Mapping) else obs
+        if asset is None or not isinstance(box, Tensor):
+            raise ValueError(f"this model has an asset embedding: pass the asset ids of the "
+                             f"batch with Box observations (assets {list(self.asset_names)})")
+        vectors = functional.pad(self.assets(asset), (0, box.shape[-1] - self.n_features))
+        moved = box + vectors[:, None, :].to(box.dtype)  # [B, 1, F + 2] over the window
+        return {**obs, WINDOW_KEY: moved} if isinstance(obs, Mapping) else moved
+
+    def forward_all(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None = None
                     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``obs`` (as :meth:`forward`) -> ``(task output (see forward), aux outputs)``."""
-        encoded = self.extractor.encode(obs)  # [B, d_model]
+        encoded = self.extractor.encode(self.with_asset(obs, asset))  # [B, d_model]
         output = self._task_output(self.extractor.head(encoded))
         aux: dict[str, Tensor] = self.aux(encoded) if self.aux is not None else {}
         return output, aux
 
-    def forward(self, obs: Tensor | Mapping[str, Tensor]) -> Tensor:
+    def forward(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None = None
+                ) -> Tensor:
         """The env's observation (Box ``[B, window, F + 2]``, or the dict of timeframe
-        windows ``[B, window_tf, F]`` and ``"account"`` ``[B, 4]``) -> ``direction``: logits
-        ``[B, 3]`` (sell, hold, buy); ``volatility``: log volatility per bar ``[B]``;
-        ``multi_horizon``: logits ``[B, H, 3]``."""
-        return self._task_output(self.extractor(obs))
+        windows ``[B, window_tf, F]`` and ``"account"`` ``[B, 4]``; ``asset [B]``: ids, with
+        an asset embedding) -> ``direction``: logits ``[B, 3]`` (sell, hold, buy);
+        ``volatility``: log volatility per bar ``[B]``; ``multi_horizon``: logits
+        ``[B, H, 3]``."""
+        return self._task_output(self.extractor(self.with_asset(obs, asset)))
 
     def forward_features(self, x: Tensor | Mapping[str, Tensor],
-                         dt: Tensor | Mapping[str, Tensor] | None = None) -> Tensor:
+                         dt: Tensor | Mapping[str, Tensor] | None = None,
+                         asset: Tensor | None = None) -> Tensor:
         """Scaled features of a flat account (``[B, window, F]``, or timeframe name ->
         ``[B, window_tf, F]`` for a multi-timeframe model) and, for a model with
         :attr:`include_dt`, their elapsed seconds (``[B, window]``, or timeframe name ->
-        ``[B, window_tf]``; ``None``: regular bars) -> :meth:`forward`'s output."""
+        ``[B, window_tf]``; ``None``: regular bars) -> :meth:`forward`'s output (``asset``:
+        ids, with an asset embedding)."""
         return self(with_dt_observation(flat_observation(x), dt) if self.include_dt
-                    else flat_observation(x))
+                    else flat_observation(x), asset)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names (relative to this model) AdamW must not decay: the backbone's
@@ -456,6 +501,8 @@ def model_from_checkpoint(
         aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
         task=spec.task,
         horizons=spec.horizons if spec.task == "multi_horizon" else (),
+        asset_names=checkpoint_dataset_names(ckpt),
+        asset_embedding=bool(ckpt.get("asset_embedding", False)),
         arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
                                     torch.device(map_location), what=f"checkpoint {where}"),
         timeframes=input_timeframes(ckpt),
@@ -523,6 +570,12 @@ class SupervisedConfig:
             a ``torch.amp.GradScaler``), on any device.
         deterministic: deterministic algorithms and cuDNN settings for the run, restored after
             it (:mod:`tradezoo.agents.determinism`).
+        sampling: how training windows are drawn from several datasets:
+            ``"proportional"`` (to each dataset's size) or ``"balanced"`` (equal shares);
+            :mod:`tradezoo.agents.multi`. No effect with one dataset.
+        asset_embedding: learn one vector per training dataset, added to the feature columns
+            of every row of the extractor's input, so a model shared by several assets can
+            tell them apart (off by default; docs/multi-asset.md).
     """
 
     epochs: int = 8
@@ -552,6 +605,8 @@ class SupervisedConfig:
     tensorboard: bool = True
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     deterministic: bool = False
+    sampling: Literal["proportional", "balanced"] = "proportional"
+    asset_embedding: bool = False
 
     def __post_init__(self) -> None:
         check = FieldChecks(self)
@@ -587,6 +642,8 @@ class SupervisedConfig:
         check.integer("log_every", 1)
         check.choice("amp", AMP_MODES)
         check.boolean("deterministic")
+        check.choice("sampling", ("proportional", "balanced"))
+        check.boolean("asset_embedding")
 
     @property
     def chunk_length(self) -> int:
@@ -1212,7 +1269,8 @@ class _Inputs:
     """
 
     def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device,
-                 features: Tensor | None = None, include_dt: bool = False) -> None:
+                 features: Tensor | None = None, include_dt: bool = False,
+                 dt: Tensor | None = None) -> None:
         self.device = device
         self.include_dt = include_dt
         rows = np.asarray(rows, dtype=np.int64)
@@ -1230,7 +1288,8 @@ class _Inputs:
             if features is None:
                 features = torch.tensor(data.scaled.to_numpy(dtype=np.float32))
             self.features = features.to(device)  # [T, F]
-            self.dt = torch.tensor(data.elapsed(), device=device)  # [T] seconds
+            self.dt = (torch.tensor(data.elapsed(), device=device) if dt is None
+                       else dt.to(device))  # [T] seconds (``dt``: with ``features``)
             self.rows = torch.from_numpy(rows).to(device)  # [N]
             self.offsets = torch.arange(-data.window + 1, 1, device=device)  # [L]
 
@@ -1252,23 +1311,48 @@ class _Inputs:
 
 
 class _Batches:
-    """Batches of one :class:`WindowDataset`: its items' observations (:class:`_Inputs` at
-    its decision rows), labels and per-item ``targets`` (arrays ``[N, ...]``,
-    :func:`_item_targets`), gathered on ``device`` with the same index."""
+    """Batches of one or more :class:`WindowDataset`: their items' observations
+    (:class:`_Inputs` at their decision rows), labels and per-item ``targets`` (arrays
+    ``[N, ...]``, :func:`_item_targets`), gathered on ``device`` with the same index.
 
-    def __init__(self, data: PreparedData, dataset: WindowDataset, device: torch.device,
-                 targets: Mapping[str, np.ndarray] | None = None,
-                 include_dt: bool = False) -> None:
-        self.dataset = dataset
+    Several datasets (Box inputs) are laid end to end: features ``[sum T_k, F]``, rows shifted
+    by the rows before them (a window never crosses datasets: every row has a full window of
+    its own dataset), targets concatenated; the ``"asset"`` target ``[N]`` int64 holds each
+    item's dataset position (the asset embedding's id).
+    """
+
+    def __init__(self, data: PreparedData | Sequence[PreparedData],
+                 dataset: WindowDataset | Sequence[WindowDataset], device: torch.device,
+                 targets: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
+                 | None = None, include_dt: bool = False,
+                 asset_ids: Sequence[int] | None = None) -> None:
+        datas = [data] if isinstance(data, PreparedData) else list(data)
+        parts = [dataset] if isinstance(dataset, WindowDataset) else list(dataset)
+        given = ([targets or {}] if targets is None or isinstance(targets, Mapping)
+                 else list(targets))
         self.device = device
-        self.inputs = _Inputs(data, np.array(dataset.decision_rows), device,
-                              features=dataset.features, include_dt=include_dt)
-        self.labels = dataset.labels.to(device)  # [N]
+        self.sizes = [len(p) for p in parts]
+        if len(parts) == 1:
+            self.inputs = _Inputs(datas[0], np.array(parts[0].decision_rows), device,
+                                  features=parts[0].features, include_dt=include_dt)
+            joined = dict(given[0])
+        else:
+            starts = np.cumsum([0] + [len(p.features) for p in parts[:-1]])
+            rows = np.concatenate([np.asarray(p.decision_rows) + int(start)
+                                   for p, start in zip(parts, starts, strict=True)])
+            self.inputs = _Inputs(datas[0], rows, device,
+                                  features=torch.cat([p.features for p in parts]),
+                                  include_dt=include_dt,
+                                  dt=torch.cat([torch.as_tensor(d.elapsed()) for d in datas]))
+            joined = {name: np.concatenate([t[name] for t in given]) for name in given[0]}
+        self.labels = torch.cat([p.labels for p in parts]).to(device)  # [N]
+        ids = list(range(len(parts))) if asset_ids is None else list(asset_ids)
+        joined["asset"] = np.repeat(np.asarray(ids, dtype=np.int64), self.sizes)
         self.targets = {name: torch.from_numpy(values).to(device)
-                        for name, values in (targets or {}).items()}
+                        for name, values in joined.items()}
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return int(self.labels.shape[0])
 
     def get(self, index: Tensor
             ) -> tuple[Tensor | dict[str, Tensor], Tensor, dict[str, Tensor]]:
@@ -1347,7 +1431,13 @@ def _evaluate(
     items in time order as one run: a Sharpe term is the split's Sharpe), the task's report and
     its predictions: probabilities ``[N, 3]`` (``[N, H, 3]`` for ``multi_horizon``) or
     volatilities ``[N]``."""
-    config = objective.config
+    return _scored(model, *_predict(model, batches, objective.config, amp_dtype), objective)
+
+
+def _predict(model: SupervisedModel, batches: _Batches, config: SupervisedConfig,
+             amp_dtype: torch.dtype | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Outputs (float32), labels and targets of the first items of ``batches`` (at most
+    ``max_eval_batches`` evaluation batches), in time order, in eval mode."""
     model.eval()
     n = len(batches)
     limit = n
@@ -1362,15 +1452,21 @@ def _evaluate(
                                          enabled=amp_dtype is not None):
         for start in range(0, len(order), config.eval_batch_size):
             obs, labels, targets = batches.get(order[start : start + config.eval_batch_size])
-            logits_all.append(model(obs).float())
+            logits_all.append(model(obs, targets.get("asset")).float())
             labels_all.append(labels)
             for name, values in targets.items():
                 targets_all.setdefault(name, []).append(values)
-    logits = torch.cat(logits_all)
-    labels = torch.cat(labels_all)
-    joined = {name: torch.cat(values) for name, values in targets_all.items()}
-    loss = float(objective(logits, labels, joined, len(labels)))
     model.train()
+    joined = {name: torch.cat(values) for name, values in targets_all.items()}
+    return torch.cat(logits_all), torch.cat(labels_all), joined
+
+
+def _scored(model: SupervisedModel, logits: Tensor, labels: Tensor,
+            targets: Mapping[str, Tensor], objective: _Objective
+            ) -> tuple[float, TaskReport, np.ndarray]:
+    """:func:`_evaluate`'s loss, report and predictions from the model's outputs (the items
+    as one run)."""
+    loss = float(objective(logits, labels, targets, len(labels)))
     if model.task == "volatility":
         forecast = torch.exp(logits).cpu().numpy()
         return loss, volatility_report(labels.cpu().numpy(), forecast), forecast
@@ -1403,7 +1499,7 @@ def _restore_rng_state(state: Mapping[str, Any]) -> None:
 
 def _payload(
     model: SupervisedModel,
-    data: PreparedData,
+    data: PreparedData | Sequence[PreparedData],
     config: SupervisedConfig,
     *,
     epoch: int,
@@ -1426,10 +1522,11 @@ def _payload(
         "aux_horizons": list(model.aux_horizons),
         "task": model.task,
         "include_dt": bool(model.include_dt),
+        "asset_embedding": model.assets is not None,
         "state_dict": state,
         **data_payload(data),
         "class_names": list(CLASS_NAMES),
-        "label_spec": data.label_spec.to_dict(),
+        "label_spec": as_datasets(data)[0].label_spec.to_dict(),
         "training": config.to_dict(),
         "seed": int(seed),
         "epoch": int(epoch),
@@ -1464,7 +1561,7 @@ def _check_resume(ckpt: Mapping[str, Any], data: PreparedData, path: Path) -> di
 
 
 def train_supervised(
-    data: PreparedData,
+    data: PreparedData | MultiData | Sequence[PreparedData],
     arch: str,
     *,
     config: SupervisedConfig | Mapping[str, Any] | None = None,
@@ -1479,7 +1576,10 @@ def train_supervised(
     """Train ``arch`` on ``data``'s buy/hold/sell labels (see the module docstring).
 
     Args:
-        data: from :func:`tradezoo.agents.data.prepare_data`.
+        data: from :func:`tradezoo.agents.data.prepare_data`, or several datasets
+            (:func:`tradezoo.agents.multi.prepare_datasets`): the training windows are drawn
+            from all of them by ``config.sampling``, validation is reported per dataset and
+            pooled, and the best checkpoint is chosen on the pooled validation loss.
         arch: a registry name.
         config: :class:`SupervisedConfig` or its dict (unknown keys rejected).
         arch_config: the architecture's config fields (``d_model``, ...).
@@ -1502,15 +1602,17 @@ def train_supervised(
         Exception: any other error in the loop is re-raised after ``interrupted.pt`` was
             written where it could be (its ``checkpoint`` attribute names it).
     """
-    if not isinstance(data, PreparedData):
-        raise TypeError(f"data must be a PreparedData (see prepare_data), got "
-                        f"{type(data).__name__}")
+    parts = as_datasets(data)  # TypeError for anything else
     get_architecture(arch)  # ValueError listing the valid names
     cfg = coerce_config(SupervisedConfig, config, "config") or SupervisedConfig()
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     # multi-timeframe inputs where the model takes them
-    data = data.for_model(arch, arch_config)
+    parts = tuple(p.for_model(arch, arch_config) for p in parts)
+    if len(parts) > 1 and any(p.timeframe_windows for p in parts):
+        raise ValueError("multi-timeframe inputs (msa's timeframes) take one dataset; train "
+                         "msa across several datasets with its Box window "
+                         "(docs/multi-asset.md)")
     dev = resolve_device(device)
     if dev.type == "cpu":
         torch.set_flush_denormal(True)  # denormals slow recurrent CPU kernels down ~10x
@@ -1521,7 +1623,7 @@ def train_supervised(
                                       what=f"checkpoint {resume_from}")
     with determinism_scope():
         use_deterministic(cfg.deterministic)
-        run = _SupervisedRun(data, arch, cfg, arch_config, out, seed, dev, verbose)
+        run = _SupervisedRun(parts, arch, cfg, arch_config, out, seed, dev, verbose)
         if resume_from is not None:
             run.resume(Path(resume_from))
         train_seconds = run.fit(callbacks)
@@ -1614,10 +1716,11 @@ class _SupervisedRun:
     """One run of :func:`train_supervised`: the model, its optimiser and schedule, the
     batches, the TensorBoard logger and the :class:`_Progress`, with one method per stage."""
 
-    def __init__(self, data: PreparedData, arch: str, cfg: SupervisedConfig,
+    def __init__(self, parts: tuple[PreparedData, ...], arch: str, cfg: SupervisedConfig,
                  arch_config: Mapping[str, Any] | None, out: Path, seed: int,
                  device: torch.device, verbose: bool) -> None:
-        self.data, self.arch, self.cfg, self.out = data, arch, cfg, out
+        data = parts[0]  # the datasets share window, feature spec and columns
+        self.parts, self.data, self.arch, self.cfg, self.out = parts, data, arch, cfg, out
         self.seed, self.device, self.verbose = seed, device, verbose
         self.amp_dtype = autocast_dtype(cfg.amp, device)
         # fp16 needs loss scaling (PyTorch AMP); bf16 and float32 do not.
@@ -1629,23 +1732,29 @@ class _SupervisedRun:
             arch, data.n_features, data.window, features_dim=cfg.features_dim,
             clip=data.scaler.clip, aux_horizons=cfg.aux_horizons, task=spec.task,
             horizons=spec.horizons if spec.task == "multi_horizon" else (),
+            asset_names=[p.name for p in parts], asset_embedding=cfg.asset_embedding,
             arch_config=with_time_unit(arch, arch_config or {}, data.bar_seconds),
             timeframes=data.timeframe_windows,
         ).to(device)
         if spec.task == "volatility":
-            self.model.set_target_scale(*_log_volatility_scale(data.train.labels.numpy()))
+            self.model.set_target_scale(*_log_volatility_scale(  # pooled train labels
+                np.concatenate([p.train.labels.numpy() for p in parts])))
         self.n_parameters = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         check_loss_task(cfg.loss, spec.task)
-        weight = (torch.tensor(_task_class_weights(data.train.class_counts()),
-                               dtype=torch.float32, device=device)
-                  if cfg.class_weights and spec.task != "volatility" else None)
-        self.train_batches, self.val_batches = _split_batches(
-            data, self.model.aux_horizons, cfg, device, include_dt=self.model.include_dt)
-        cost_bps = (cfg.sharpe_cost_bps if cfg.sharpe_cost_bps is not None
-                    else float(data.label_spec.cost_bps or 0.0))
-        self.objective = _Objective(cfg, self.model, weight, cost_bps / 1e4,
+        weight = (torch.tensor(
+            _task_class_weights(np.sum([p.train.class_counts() for p in parts], axis=0)),
+            dtype=torch.float32, device=device)  # from the pooled train labels
+            if cfg.class_weights and spec.task != "volatility" else None)
+        self.train_batches, self.val_parts = _split_batches(
+            parts, self.model.aux_horizons, cfg, device, include_dt=self.model.include_dt)
+        self.val_batches = self.val_parts[0][1] if len(parts) == 1 and self.val_parts else None
+        self.objective = _Objective(cfg, self.model, weight, _sharpe_cost(parts, cfg),
                                     _magnitude_scale(self.train_batches))
         self.chunk = cfg.chunk_length
+        if self.chunk > 1 and len(parts) > 1 and cfg.sampling == "balanced":
+            raise ValueError("sampling='balanced' draws single windows; with runs of "
+                             f"consecutive decisions (chunk_bars={self.chunk}, a Sharpe loss) "
+                             "use sampling='proportional'")
         epoch_items = len(self.train_batches)
         if self.chunk > 1:
             epoch_items = self.chunk * _n_chunks(epoch_items, self.chunk)
@@ -1662,7 +1771,7 @@ class _SupervisedRun:
             self.optimizer, _lr_lambda(self.total_steps, cfg.warmup_fraction))
         self.state = _Progress()
         self.watch = _FiniteWatch(self.state, arch, cfg, scaled=self.scaler.is_enabled())
-        self.best_metric = "val_loss" if data.val is not None else "train_loss"
+        self.best_metric = "val_loss" if self.val_parts else "train_loss"
         self.best_path, self.last_path = out / "best.pt", out / "last.pt"
         self.tb = TBLogger(out / "tb", enabled=False)  # a no-op until fit() opens the log
 
@@ -1680,6 +1789,12 @@ class _SupervisedRun:
                                expect_feature_spec=self.data.feature_spec,
                                expect_kind="supervised", map_location="cpu")
         resume = _check_resume(ckpt, self.data, path)
+        names = checkpoint_dataset_names(ckpt)
+        if (len(names) > 1 or len(self.parts) > 1) and names != tuple(
+                p.name for p in self.parts):
+            raise ValueError(f"checkpoint {path} was trained on datasets "
+                             f"{list(names)}, this run has "
+                             f"{[p.name for p in self.parts]}")
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(resume["optimizer"])
         self.scheduler.load_state_dict(resume["scheduler"])
@@ -1713,7 +1828,7 @@ class _SupervisedRun:
         """Write a checkpoint of the model now (``epoch``: epochs done)."""
         state = self.state
         best = best_record(self.best_metric, state.best_loss, state.best_step, state.best_epoch)
-        return save_checkpoint(_payload(self.model, self.data, self.cfg, epoch=epoch,
+        return save_checkpoint(_payload(self.model, self.parts, self.cfg, epoch=epoch,
                                         step=state.step, metrics=metrics, seed=self.seed,
                                         resume=resume, best=best), path)
 
@@ -1773,7 +1888,8 @@ class _SupervisedRun:
         checked every ``log_every`` steps and at the epoch's end (:class:`_FiniteWatch`)."""
         state, cfg = self.state, self.cfg
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + state.epoch)
-        order = _epoch_order(len(self.train_batches), self.chunk, generator)
+        order = (_epoch_order(len(self.train_batches), self.chunk, generator) if self.chunk > 1
+                 else epoch_order(self.train_batches.sizes, cfg.sampling, generator))
         if cfg.num_workers == 0:  # batches slice the order where they are gathered
             order = order.to(self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -1827,7 +1943,7 @@ class _SupervisedRun:
         state, cfg, model = self.state, self.cfg, self.model
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
-            logits, aux = model.forward_all(obs)
+            logits, aux = model.forward_all(obs, targets.get("asset"))
         loss = self.objective(logits, labels, targets, self.chunk)
         if aux and "aux" in targets and cfg.aux_weight > 0:
             loss = loss + cfg.aux_weight * _aux_loss(aux, targets["aux"], model.aux_names)
@@ -1899,25 +2015,62 @@ class _SupervisedRun:
 
     def validate(self, record: dict[str, Any]) -> tuple[dict[str, Any], float]:
         """Validation metrics into ``record`` and TensorBoard; returns ``(metrics, score)``,
-        the score being the validation loss (the train loss without a validation split)."""
-        if self.val_batches is None:
+        the score being the validation loss (the train loss without a validation split).
+
+        With several datasets the metrics are pooled over the validation items of all of
+        them (the score: the pooled loss), and ``metrics["datasets"]`` (``record
+        ["val_datasets"]``) holds each dataset's loss and report numbers."""
+        if not self.val_parts:
             return {"loss": record["train_loss"]}, record["train_loss"]
         step = self.state.step
-        val_loss, report, _ = _evaluate(self.model, self.val_batches, self.objective,
-                                        self.amp_dtype)
+        if self.val_batches is None:
+            val_loss, report, per_dataset = self.validate_datasets()
+        else:
+            val_loss, report, _ = _evaluate(self.model, self.val_batches, self.objective,
+                                            self.amp_dtype)
+            per_dataset = None
         metrics = {"loss": val_loss, **{k: v for k, v in report.to_dict().items()
                                         if not k.startswith("confusion")}}
         record.update({f"val_{k}": v for k, v in metrics.items()})
+        if per_dataset is not None:
+            record["val_datasets"] = per_dataset
+            for name, values in per_dataset.items():
+                self.tb.scalars(values, step, prefix=f"val/{name}")
         if not isinstance(report, ClassificationReport):
             self.tb.scalars({k: v for k, v in metrics.items() if k != "n"}, step, prefix="val")
+            if per_dataset is not None:
+                metrics["datasets"] = per_dataset
             return metrics, val_loss
         record["val_confusion"] = [list(r) for r in report.confusion]
+        if per_dataset is not None:
+            metrics["datasets"] = per_dataset
         self.tb.scalars({"loss": val_loss, "accuracy": report.accuracy,
                          "macro_f1": report.macro_f1,
                          **{f"recall_{n}": report.recall[k] for k, n in enumerate(CLASS_NAMES)}},
                         step, prefix="val")
         self.tb.confusion_matrix("val/confusion_matrix", report.confusion, step)
         return metrics, val_loss
+
+    def validate_datasets(self) -> tuple[float, TaskReport, dict[str, Any]]:
+        """Pooled validation loss and report over every dataset's validation items (each
+        capped by ``max_eval_batches``), and each dataset's loss and report numbers
+        (accuracy, macro-F1, ... of the task) with its item count."""
+        logits_all, labels_all, targets_all, per_dataset = [], [], [], {}
+        for name, batches in self.val_parts:
+            logits, labels, targets = _predict(self.model, batches, self.cfg, self.amp_dtype)
+            loss, report, _ = _scored(self.model, logits, labels, targets, self.objective)
+            per_dataset[name] = {
+                "loss": loss,
+                **{k: v for k, v in report.to_dict().items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)},
+                "items": int(labels.shape[0])}
+            logits_all.append(logits)
+            labels_all.append(labels)
+            targets_all.append(targets)
+        pooled = {name: torch.cat([t[name] for t in targets_all]) for name in targets_all[0]}
+        loss, report, _ = _scored(self.model, torch.cat(logits_all), torch.cat(labels_all),
+                                  pooled, self.objective)
+        return loss, report, per_dataset
 
     def result(self, train_seconds: float) -> SupervisedResult:
         """Load the best weights, log the hyperparameters, close the logger."""
@@ -1944,26 +2097,48 @@ class _SupervisedRun:
         )
 
 
-def _split_batches(data: PreparedData, aux_horizons: Sequence[int], cfg: SupervisedConfig,
-                   device: torch.device, *, include_dt: bool = False
-                   ) -> tuple[_Batches, _Batches | None]:
-    """Train and validation :class:`_Batches` (with elapsed times for ``include_dt``) with
-    the targets of
-    :func:`_item_targets`: the auxiliary targets (forward returns over ``aux_horizons`` in
-    units of their train-split std) when there are horizons, and what ``cfg``'s objective
-    needs."""
-    aux_train = aux_val = None
-    if aux_horizons:
-        raw = _aux_targets(data, data.train, aux_horizons, None)
-        scale = np.nanstd(raw, axis=0)
-        scale[~(np.isfinite(scale) & (scale > 0))] = 1.0
-        aux_train = raw / scale
+def _split_batches(parts: Sequence[PreparedData], aux_horizons: Sequence[int],
+                   cfg: SupervisedConfig, device: torch.device, *, include_dt: bool = False
+                   ) -> tuple[_Batches, list[tuple[str, _Batches]]]:
+    """The train :class:`_Batches` of all datasets and the validation ones of each dataset
+    with a validation part (``(name, batches)``; with elapsed times for ``include_dt``), with
+    the targets of :func:`_item_targets`: the auxiliary targets (forward returns over
+    ``aux_horizons`` in units of each dataset's train-split std) when there are horizons, and
+    what ``cfg``'s objective needs."""
+    train_targets: list[dict[str, np.ndarray]] = []
+    val: list[tuple[str, _Batches]] = []
+    for k, data in enumerate(parts):
+        aux_train = aux_val = None
+        if aux_horizons:
+            raw = _aux_targets(data, data.train, aux_horizons, None)
+            scale = np.nanstd(raw, axis=0)
+            scale[~(np.isfinite(scale) & (scale > 0))] = 1.0
+            aux_train = raw / scale
+            if data.val is not None:
+                aux_val = _aux_targets(data, data.val, aux_horizons, scale)
+        train_targets.append(_item_targets(data, data.train, cfg, aux_train))
         if data.val is not None:
-            aux_val = _aux_targets(data, data.val, aux_horizons, scale)
-    val = (_Batches(data, data.val, device, _item_targets(data, data.val, cfg, aux_val),
-                    include_dt) if data.val is not None else None)
-    return (_Batches(data, data.train, device, _item_targets(data, data.train, cfg, aux_train),
-                     include_dt), val)
+            val.append((data.name, _Batches(data, data.val, device,
+                                            _item_targets(data, data.val, cfg, aux_val),
+                                            include_dt, asset_ids=[k])))
+    return (_Batches(parts, [p.train for p in parts], device, train_targets, include_dt),
+            val)
+
+
+def _sharpe_cost(parts: Sequence[PreparedData], cfg: SupervisedConfig) -> float:
+    """The Sharpe term's one-way turnover cost, a fraction: ``cfg.sharpe_cost_bps``, else the
+    labels' cost (which several datasets must share).
+
+    Raises:
+        ValueError: several datasets with different label costs and no ``sharpe_cost_bps``.
+    """
+    if cfg.sharpe_cost_bps is not None:
+        return cfg.sharpe_cost_bps / 1e4
+    costs = {float(p.label_spec.cost_bps or 0.0) for p in parts}
+    if len(costs) > 1 and has_sharpe_term(cfg.loss):
+        raise ValueError(f"the datasets' label costs differ ({sorted(costs)} bps); set "
+                         "supervised.sharpe_cost_bps for the Sharpe term")
+    return float(parts[0].label_spec.cost_bps or 0.0) / 1e4
 
 
 def _magnitude_scale(batches: _Batches) -> Tensor:
@@ -2135,12 +2310,13 @@ def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.nd
 
 def _class_probabilities(model: SupervisedModel, data: PreparedData, rows: np.ndarray,
                          batch_size: int, device: str | torch.device | None,
-                         features: Tensor | None = None) -> np.ndarray:
+                         features: Tensor | None = None, asset_id: int = -1) -> np.ndarray:
     """``[N, 3]`` float64 class probabilities at decision ``rows`` of ``data`` (``[N, H, 3]``
     for ``multi_horizon``; the volatility forecasts per bar ``[N]`` for ``volatility``), on
     the model's inputs (:class:`_Inputs`; ``features``: the Box features to use instead of
     ``data.scaled``), computed on ``device`` (``None``: the model's); the model's device and
-    mode are restored afterwards."""
+    mode are restored afterwards. ``asset_id``: the data's asset (a model with an asset
+    embedding)."""
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
     inputs = _Inputs(data, rows, dev, features=features, include_dt=model.include_dt)
@@ -2151,7 +2327,9 @@ def _class_probabilities(model: SupervisedModel, data: PreparedData, rows: np.nd
         with torch.no_grad():
             for start in range(0, len(inputs), batch_size):
                 items = torch.arange(start, min(start + batch_size, len(inputs)), device=dev)
-                output = model(inputs.get(items)).float()
+                asset = (None if model.assets is None else
+                         torch.full((len(items),), asset_id, dtype=torch.int64, device=dev))
+                output = model(inputs.get(items), asset).float()
                 chunks.append(torch.exp(output) if model.task == "volatility"
                               else torch.softmax(output, dim=-1))
         return torch.cat(chunks).cpu().numpy().astype(np.float64)
@@ -2180,7 +2358,11 @@ def evaluate_supervised(
     spans the same bars as a ``TradingEnv(split=...)`` episode; the classification report uses
     the labelled ones among them. A checkpoint's own scaler scales ``data.features`` (so other
     data than the training data is scaled as in training); its architecture-independent
-    inputs must match: feature spec, window and feature count.
+    inputs must match: feature spec, window and feature count. A multi-dataset checkpoint
+    scales each of its datasets with that dataset's own training scaler, and another dataset
+    with the data's own (fitted on its train part, as each training dataset's was). A dataset
+    the model was not trained on is evaluated with a warning, or refused when the model has
+    an asset embedding (:func:`tradezoo.agents.multi.check_known_asset`).
 
     Args:
         model_or_checkpoint: a :class:`SupervisedModel`, a checkpoint path or loaded dict.
@@ -2232,10 +2414,14 @@ def evaluate_supervised(
                                  expect_kind="supervised")
         )
         model = model_from_checkpoint(ckpt)
-        # The checkpoint's own scalers scale every timeframe's features, as in training.
-        features = torch.tensor(np.asarray(scaler_from_checkpoint(ckpt).transform(
+        # The checkpoint's own scalers scale every timeframe's features, as in training (a
+        # multi-dataset checkpoint: each of its datasets' own; checkpoint_scaler).
+        features = torch.tensor(np.asarray(checkpoint_scaler(ckpt, data).transform(
             data.features), dtype=np.float32))
         data = data.with_timeframes(model.timeframes, timeframe_scalers_from_checkpoint(ckpt))
+    asset_id = check_known_asset(data.name, model.asset_names,
+                                 embedding=model.assets is not None,
+                                 where=f"{model.arch!r} model")
     if model.window != data.window or model.n_features != data.n_features:
         raise ValueError(
             f"the model takes windows of {model.window} bars x {model.n_features} features, the "
@@ -2249,10 +2435,10 @@ def evaluate_supervised(
         return _evaluate_task(model, data, split, features, allow_short=allow_short,
                               costs=costs or data.costs, batch_size=batch_size, device=device,
                               target_volatility=target_volatility, rule=rule,
-                              rebalance_band=rebalance_band)
+                              rebalance_band=rebalance_band, asset_id=asset_id)
     rows = data.decision_rows(split)
     probabilities = _class_probabilities(model, data, rows, batch_size, device,
-                                         features)  # [N, 3]
+                                         features, asset_id)  # [N, 3]
     signals = _apply_rule(probabilities, rule, float(threshold))
     index = data.features.index[rows]
 
@@ -2314,14 +2500,15 @@ def _bars_volatility_target(data: PreparedData, target_volatility: float | None)
 def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
                    features: Tensor | None, *, allow_short: bool, costs: CostModel,
                    batch_size: int, device: str | torch.device | None,
-                   target_volatility: float | None, rule: str, rebalance_band: float
-                   ) -> SupervisedEvaluation:
+                   target_volatility: float | None, rule: str, rebalance_band: float,
+                   asset_id: int = -1) -> SupervisedEvaluation:
     """:func:`evaluate_supervised` of a ``volatility`` or ``multi_horizon`` model."""
     if rule != "argmax":
         raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
                           "trades by its own rule (docs/tasks.md)")
     rows = data.decision_rows(split)  # type: ignore[arg-type]
-    predictions = _class_probabilities(model, data, rows, batch_size, device, features)
+    predictions = _class_probabilities(model, data, rows, batch_size, device, features,
+                                       asset_id)
     index = data.features.index[rows]
     labels = data.labels.to_numpy()[rows]
     if model.task == "volatility":
