@@ -1716,9 +1716,10 @@ class _SupervisedRun:
     """One run of :func:`train_supervised`: the model, its optimiser and schedule, the
     batches, the TensorBoard logger and the :class:`_Progress`, with one method per stage."""
 
-    def __init__(self, parts: tuple[PreparedData, ...], arch: str, cfg: SupervisedConfig,
-                 arch_config: Mapping[str, Any] | None, out: Path, seed: int,
-                 device: torch.device, verbose: bool) -> None:
+    def __init__(self, parts: PreparedData | Sequence[PreparedData], arch: str,
+                 cfg: SupervisedConfig, arch_config: Mapping[str, Any] | None, out: Path,
+                 seed: int, device: torch.device, verbose: bool) -> None:
+        parts = as_datasets(parts)
         data = parts[0]  # the datasets share window, feature spec and columns
         self.parts, self.data, self.arch, self.cfg, self.out = parts, data, arch, cfg, out
         self.seed, self.device, self.verbose = seed, device, verbose
