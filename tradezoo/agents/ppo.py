@@ -542,7 +542,7 @@ def _warm_start_settings(
     where = ckpt["path"]
     check_warm_start_task(label_spec_from_checkpoint(ckpt).task, f"init_from {where}")
     saved_cfg = dict(ckpt["arch_config"])
-    _check_checkpoint_fits(ckpt, data.for_model(arch, saved_cfg))
+    _check_checkpoint_fits(ckpt, tuple(p.for_model(arch, saved_cfg) for p in as_datasets(data)))
     clashes = [f"{k}: checkpoint {saved_cfg.get(k, '<absent>')!r} vs config {v!r}"
                for k, v in config.arch_config.items()
                if k not in saved_cfg or saved_cfg[k] != v]
