@@ -86,6 +86,8 @@ CHANGES: tuple[Change, ...] = (
     _pair("cfc", "mode", "chapter", "default"),
     _pair("cfc", "wiring", "ncp", None),
     _pair("ltc", "wiring", "ncp", None),
+    _pair("cfc", "use_dt", True, False),
+    _pair("ltc", "use_dt", True, False),
     _pair("mambats", "fusion", "linear", "gate"),
     _pair("mambats", "channel_mixing", "variables", "hidden"),
     _pair("msa", "hierarchy", "pyramid", "parallel"),
