@@ -10,11 +10,17 @@ Usage (repository root, ``pip install -e ".[decomp]"``)::
 
     python benchmarks/decompositions.py --workers 2                # whole series
     python benchmarks/decompositions.py --workers 2 --bars 2000    # a slice, extrapolated
+    python benchmarks/decompositions.py --workers 2 --cache-dir ~/tz-cache   # keep the cache
+
+``--cache-dir`` times the first call into that data folder (``TRADEZOO_DATA_DIR``) and keeps
+it, so a training command run with the same ``TRADEZOO_DATA_DIR`` reads the computed columns;
+the folder must not hold them already (the first call would then be a cached one).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import tempfile
@@ -37,6 +43,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="VmdSpec.workers")
     parser.add_argument("--bars", type=int, default=None, help="time the last N bars only")
     parser.add_argument("--groups", default="wavelet,vmd")
+    parser.add_argument("--cache-dir", default=None,
+                        help="data folder to compute into and keep (default: a temporary one)")
     args = parser.parse_args()
 
     full = load_dataset("bybit-btcusdt-1h")
@@ -44,8 +52,9 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"bybit-btcusdt-1h: {len(bars)} of {len(full)} bars; {cores} cores; "
           f"{platform.processor() or platform.machine()}")
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["TRADEZOO_DATA_DIR"] = cache
+    with contextlib.ExitStack() as stack:
+        cache = args.cache_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        os.environ["TRADEZOO_DATA_DIR"] = os.path.expanduser(cache)
         for group in args.groups.split(","):
             settings = {"workers": args.workers} if group == "vmd" else {}
             spec = FeatureSpec(**{group: settings})
