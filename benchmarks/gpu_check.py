@@ -452,10 +452,10 @@ def section_mamba_scans(rec: Recorder, device: Any, sizes: dict[str, Any]) -> No
 
 def section_supervised(rec: Recorder, device: Any, sizes: dict[str, Any],
                        workdir: Path) -> None:
-    import torch
 
     from tradezoo.agents.supervised import (
         SupervisedConfig,
+        _class_probabilities,  # the evaluation's own inputs (timeframes, elapsed time)
         model_from_checkpoint,
         train_supervised,
     )
@@ -480,13 +480,11 @@ def section_supervised(rec: Recorder, device: Any, sizes: dict[str, Any],
                                   "steps": result.steps}
         # best.pt on the CPU against the trained model on the device (float32, no autocast)
         reloaded = model_from_checkpoint(result.best_checkpoint, map_location="cpu")
-        obs = torch.as_tensor(_validation_observations(data, 64))
-        trained = result.model.eval()
-        with torch.no_grad():
-            where = next(trained.parameters()).device
-            want = torch.softmax(trained(obs.to(where)).float(), -1).cpu()
-            got = torch.softmax(reloaded(obs).float(), -1)
-        record["best_pt_cpu_prob_max_abs"] = float((got - want).abs().max())
+        model_data = data.for_model(arch, arch_config)
+        rows = model_data.decision_rows("val")[:64]
+        want = _class_probabilities(result.model, model_data, rows, 64, None)
+        got = _class_probabilities(reloaded, model_data, rows, 64, "cpu")
+        record["best_pt_cpu_prob_max_abs"] = float(abs(got - want).max())
         # resume from last.pt for one more epoch, counting host syncs per optimiser step
         per_step: list[tuple[int, int]] = []
         counter_ctx = count_cuda_syncs() if device.type == "cuda" else count_host_reads()
@@ -517,17 +515,23 @@ def section_supervised(rec: Recorder, device: Any, sizes: dict[str, Any],
         rec.item(arch, lambda arch=arch: check(arch))
 
 
-def _validation_observations(data: Any, n: int) -> Any:
-    """``[n, window, F + 2]`` float32 observations from the validation split (flat account)."""
+def _env_observations(model: Any, n: int) -> Any:
+    """``n`` observations of a PPO model's own env (its first reset's, repeated), as tensors:
+    ``[n, ...]``, or a dict of them for Dict observations (timeframes, elapsed time)."""
     import numpy as np
     import torch
 
-    from tradezoo.agents.data import flat_account_observation
+    obs = model.get_env().reset()
 
-    scaled = data.scaled.to_numpy(dtype=np.float32)  # [T, F]
-    rows = data.decision_rows("val")[:n]
-    windows = np.stack([scaled[r - data.window + 1 : r + 1] for r in rows])
-    return flat_account_observation(torch.as_tensor(windows))  # [n, window, F + 2]
+    def tile(values: Any) -> Any:
+        repeats = -(-n // len(values))
+        return torch.as_tensor(np.concatenate([values] * repeats)[:n])
+
+    return {k: tile(v) for k, v in obs.items()} if isinstance(obs, dict) else tile(obs)
+
+
+def _to(obs: Any, device: Any) -> Any:
+    return {k: v.to(device) for k, v in obs.items()} if isinstance(obs, dict) else obs.to(device)
 
 
 def section_ppo(rec: Recorder, device: Any, sizes: dict[str, Any], workdir: Path) -> None:
@@ -570,10 +574,10 @@ def section_ppo(rec: Recorder, device: Any, sizes: dict[str, Any], workdir: Path
         policy_dev = model.policy.eval()
         forward: dict[str, Any] = {}
         for batch in sizes["forward_batches"]:
-            obs = torch.randn(batch, *model.observation_space.shape)
+            obs = _env_observations(model, batch)
             row: dict[str, Any] = {}
             for name, policy in (("cpu", policy_cpu), (str(device), policy_dev)):
-                x = obs.to(policy.device)
+                x = _to(obs, policy.device)
                 with torch.no_grad():
                     row[f"{name}_ms"] = round(1e3 * _timed(
                         lambda p=policy, x=x: p(x), policy.device, sizes["forward_calls"]), 3)
@@ -594,11 +598,11 @@ def section_ppo(rec: Recorder, device: Any, sizes: dict[str, Any], workdir: Path
             "rollout_device": result.rollout_device,
             "timesteps_per_s": round(result.num_timesteps / result.train_seconds, 1)}
         loaded = load_ppo_policy(result.final_model, device="cpu")
-        obs = torch.as_tensor(_validation_observations(data, 64))
+        obs = _env_observations(result.model, 64)
         policy = result.model.policy
         policy.set_training_mode(False)
         with torch.no_grad():
-            want = policy.get_distribution(obs.to(policy.device)).distribution.probs.cpu()
+            want = policy.get_distribution(_to(obs, policy.device)).distribution.probs.cpu()
             got = loaded.policy.get_distribution(obs).distribution.probs
         record["reload_cpu_prob_max_abs"] = float((got - want).abs().max())
         record["ok"] = record["reload_cpu_prob_max_abs"] <= PROBABILITY_TOLERANCE

@@ -221,7 +221,7 @@ def test_every_policy_copies_to_a_rollout_copy_that_acts_the_same(
     with torch.no_grad():
         for param in model.policy.parameters():
             param.mul_(1.01)
-    obs = make_train_env(data, cfg, 1).reset()
+    obs = model.get_env().reset()  # the model's own inputs (timeframes, elapsed time)
     tensor, _ = model.policy.obs_to_tensor(obs)
     model.policy.set_training_mode(False)
     with torch.no_grad():

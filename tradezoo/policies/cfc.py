@@ -254,8 +254,13 @@ def check_dt(name: str, dt: Tensor | None, time_unit: float | None = None,
     """
     if dt is None or not use_dt:
         return 1.0
-    if not bool(torch.isfinite(dt).all()) or not bool((dt > 0).all()):
-        raise ValueError(f"{name}: dt must be finite and > 0 (elapsed time per bar)")
+    message = f"{name}: dt must be finite and > 0 (elapsed time per bar)"
+    # an asynchronous assert reads nothing back to the host: no device sync per forward on
+    # a GPU (there a violation surfaces as a device-side assert at the next sync)
+    try:
+        torch._assert_async((torch.isfinite(dt) & (dt > 0)).all(), message)
+    except RuntimeError:  # the CPU checks at once
+        raise ValueError(message) from None
     return dt if time_unit is None else dt / time_unit  # [B, L]
 
 
