@@ -93,9 +93,10 @@ def estimate(cells: pd.DataFrame, config: dict, sweep: dict, *, folds: int, seed
                          "cell_s": float(scaled_sup[arch] + ppo_train * step_ratio
                                          + max(rest, 0.0)), "source": "measured"})
         if ppo_all:
+            from tradezoo.agents.config import BUDGETS
             from tradezoo.agents.sweep import ARCH_COST
 
-            tiny_steps = 8_192  # the tiny budget's PPO timesteps, ARCH_COST's measurement
+            tiny_steps = BUDGETS["tiny"]["ppo"]["timesteps"]  # ARCH_COST's PPO measurement
             for arch in scaled_sup.index.difference(warm.index):
                 rows.append({"dataset": dataset, "arch": arch, "mode": "ppo_warm",
                              "cell_s": float(scaled_sup[arch] + ARCH_COST[arch][1]
