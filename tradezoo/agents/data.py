@@ -86,6 +86,7 @@ from tradezoo.data.prepare import (
     prepare,
 )
 from tradezoo.data.splits import PART_NAMES, PartName, Splits
+from tradezoo.envs.market import ACCOUNT_KEY, N_ACCOUNT_COLUMNS, N_ACCOUNT_FEATURES
 from tradezoo.errors import ConfigError
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
@@ -95,10 +96,7 @@ if TYPE_CHECKING:  # torch only at run time, inside the functions that need it
     from tradezoo.data.windows import WindowDataset
 
 __all__ = [
-    "ACCOUNT_KEY",
     "COARSER_TIMEFRAMES",
-    "N_ACCOUNT_COLUMNS",
-    "N_ACCOUNT_FEATURES",
     "TASKS",
     "LabelSpec",
     "PreparedData",
@@ -112,14 +110,6 @@ __all__ = [
     "with_dt_space",
 ]
 
-N_ACCOUNT_COLUMNS = 2
-"""Account columns the env appends to each Box observation row (position, equity log-return);
-equal to :data:`tradezoo.envs.market.N_ACCOUNT_COLUMNS`."""
-N_ACCOUNT_FEATURES = 4
-"""Length of the dict observation's account vector; equal to
-:data:`tradezoo.envs.market.N_ACCOUNT_FEATURES`."""
-ACCOUNT_KEY = "account"
-"""The dict observation's account key; equal to :data:`tradezoo.envs.market.ACCOUNT_KEY`."""
 COARSER_TIMEFRAMES: tuple[str, ...] = ("4h", "1d")
 """The timeframes a multi-timeframe backbone sees besides the base bars (the design
 chapter's 1h/4h/1d), where they are coarser than and whole multiples of the base interval."""

@@ -105,6 +105,7 @@ N_ACCOUNT_COLUMNS = 2
 N_ACCOUNT_FEATURES = 4
 """Length of the dict observation's ``"account"`` vector."""
 ACCOUNT_KEY = "account"
+"""The dict observation's key of the account vector."""
 
 _STEP_COLUMNS = ("close", "open_next", "close_next", "funding_next", "range_frac", "notional",
                  "high_next", "low_next")
