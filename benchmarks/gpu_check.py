@@ -455,8 +455,8 @@ def section_supervised(rec: Recorder, device: Any, sizes: dict[str, Any],
 
     from tradezoo.agents.supervised import (
         SupervisedConfig,
-        _class_probabilities,  # the evaluation's own inputs (timeframes, elapsed time)
         model_from_checkpoint,
+        model_predictions,  # the evaluation's own inputs (timeframes, elapsed time)
         train_supervised,
     )
 
@@ -482,8 +482,8 @@ def section_supervised(rec: Recorder, device: Any, sizes: dict[str, Any],
         reloaded = model_from_checkpoint(result.best_checkpoint, map_location="cpu")
         model_data = data.for_model(arch, arch_config)
         rows = model_data.decision_rows("val")[:64]
-        want = _class_probabilities(result.model, model_data, rows, 64, None)
-        got = _class_probabilities(reloaded, model_data, rows, 64, "cpu")
+        want = model_predictions(result.model, model_data, rows, batch_size=64)
+        got = model_predictions(reloaded, model_data, rows, batch_size=64, device="cpu")
         record["best_pt_cpu_prob_max_abs"] = float(abs(got - want).max())
         # resume from last.pt for one more epoch, counting host syncs per optimiser step
         per_step: list[tuple[int, int]] = []

@@ -84,6 +84,8 @@ split, and a backtest of the classifier's signals through :func:`tradezoo.backte
 with the dataset's costs against buy-and-hold. Signals become target positions as in the
 env's ``signal`` scheme: buy -> +1 (long), sell -> -1 (short; 0 = flat with
 ``allow_short=False``), hold -> keep the previous target (flat before the first signal).
+:func:`model_predictions` gives the predictions it backtests (class probabilities, or
+volatility forecasts) at any decision rows, on the model's own inputs.
 """
 
 from __future__ import annotations
@@ -180,6 +182,7 @@ __all__ = [
     "classification_report",
     "evaluate_supervised",
     "mean_expected_position",
+    "model_predictions",
     "multi_horizon_report",
     "rebalance_within_band",
     "resolve_device",
@@ -2309,15 +2312,27 @@ def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.nd
     return signals
 
 
-def _class_probabilities(model: SupervisedModel, data: PreparedData, rows: np.ndarray,
-                         batch_size: int, device: str | torch.device | None,
-                         features: Tensor | None = None, asset_id: int = -1) -> np.ndarray:
-    """``[N, 3]`` float64 class probabilities at decision ``rows`` of ``data`` (``[N, H, 3]``
-    for ``multi_horizon``; the volatility forecasts per bar ``[N]`` for ``volatility``), on
-    the model's inputs (:class:`_Inputs`; ``features``: the Box features to use instead of
-    ``data.scaled``), computed on ``device`` (``None``: the model's); the model's device and
-    mode are restored afterwards. ``asset_id``: the data's asset (a model with an asset
-    embedding)."""
+def model_predictions(model: SupervisedModel, data: PreparedData, rows: np.ndarray, *,
+                      batch_size: int = 1024, device: str | torch.device | None = None,
+                      features: Tensor | None = None, asset_id: int = -1) -> np.ndarray:
+    """The model's predictions at decision ``rows`` of ``data``, float64, on the inputs the
+    trainer and :func:`evaluate_supervised` give it (timeframe windows, elapsed times).
+
+    Args:
+        model: a trained :class:`SupervisedModel`.
+        data: prepared data with the model's inputs (:meth:`PreparedData.for_model`).
+        rows: ``[N]`` decision rows of ``data`` (:meth:`PreparedData.decision_rows`).
+        batch_size: items per forward pass.
+        device: where to run the model; ``None``: its own device. The model's device and
+            train/eval mode are restored afterwards.
+        features: the Box features ``[T, F]`` to use instead of ``data.scaled`` (a
+            checkpoint's own scaling).
+        asset_id: the data's asset id (a model with an asset embedding).
+
+    Returns:
+        ``[N, 3]`` class probabilities (sell, hold, buy) for ``direction``; ``[N, H, 3]`` for
+        ``multi_horizon``; the per-bar volatility forecasts ``[N]`` for ``volatility``.
+    """
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
     inputs = _Inputs(data, rows, dev, features=features, include_dt=model.include_dt)
@@ -2438,8 +2453,8 @@ def evaluate_supervised(
                               target_volatility=target_volatility, rule=rule,
                               rebalance_band=rebalance_band, asset_id=asset_id)
     rows = data.decision_rows(split)
-    probabilities = _class_probabilities(model, data, rows, batch_size, device,
-                                         features, asset_id)  # [N, 3]
+    probabilities = model_predictions(model, data, rows, batch_size=batch_size, device=device,
+                                      features=features, asset_id=asset_id)  # [N, 3]
     signals = _apply_rule(probabilities, rule, float(threshold))
     index = data.features.index[rows]
 
@@ -2508,8 +2523,8 @@ def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
         raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
                           "trades by its own rule (docs/tasks.md)")
     rows = data.decision_rows(split)  # type: ignore[arg-type]
-    predictions = _class_probabilities(model, data, rows, batch_size, device, features,
-                                       asset_id)
+    predictions = model_predictions(model, data, rows, batch_size=batch_size, device=device,
+                                    features=features, asset_id=asset_id)
     index = data.features.index[rows]
     labels = data.labels.to_numpy()[rows]
     if model.task == "volatility":
