@@ -21,9 +21,9 @@ from gymnasium import spaces
 from tradezoo.agents.data import PreparedData, prepare_data, with_dt_space
 from tradezoo.agents.ppo import PPOConfig, evaluate_ppo, train_ppo
 from tradezoo.agents.supervised import (
+    ModelInputs,
     SupervisedConfig,
     SupervisedModel,
-    _Inputs,
     evaluate_supervised,
     train_supervised,
 )
@@ -185,7 +185,7 @@ def test_outputs_differ_from_no_dt_exactly_where_gaps_are(arch: str, bars: pd.Da
                             arch_config={"d_model": 8, "time_unit": DAY}).eval()
     rows = data.decision_rows("test")
     assert model.observation_space == with_dt_space(data.observation_space())
-    obs = _Inputs(data, rows, torch.device("cpu"), include_dt=True).get(torch.arange(len(rows)))
+    obs = ModelInputs(data, rows, torch.device("cpu"), include_dt=True).get(torch.arange(len(rows)))
     assert model.observation_space.contains({k: v[0].numpy() for k, v in obs.items()})
     with torch.no_grad():
         with_dt = model(obs)
@@ -241,7 +241,7 @@ def test_explain_takes_the_observations_elapsed_times(arch: str, data: PreparedD
     model = SupervisedModel(arch, data.n_features, WINDOW, features_dim=8,
                             arch_config={"d_model": 8, "time_unit": DAY})
     rows = data.decision_rows("test")[:5]
-    obs = _Inputs(data, rows, torch.device("cpu"), include_dt=True).get(torch.arange(5))
+    obs = ModelInputs(data, rows, torch.device("cpu"), include_dt=True).get(torch.arange(5))
     from_obs = explain(model.extractor, obs)
     explicit = explain(model.extractor, obs[WINDOW_KEY], obs[DT_KEY])
     regular = explain(model.extractor, obs[WINDOW_KEY])

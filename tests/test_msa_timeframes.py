@@ -23,8 +23,8 @@ from tradezoo.agents.checkpoint import CheckpointError, load_checkpoint, save_ch
 from tradezoo.agents.data import PreparedData, model_timeframes, prepare_data
 from tradezoo.agents.ppo import PPOConfig, evaluate_ppo, load_ppo_policy, make_ppo, train_ppo
 from tradezoo.agents.supervised import (
+    ModelInputs,
     SupervisedConfig,
-    _Inputs,
     evaluate_supervised,
     model_from_checkpoint,
     train_supervised,
@@ -154,7 +154,7 @@ def test_supervised_inputs_equal_the_env_dict_observation(
     if split == "test":  # the label parts' train ends horizon - 1 rows before the env's
         assert dataset.last_decision == int(rows[-1])
     picked = rows[[0, len(rows) // 3, len(rows) - 1]]
-    batch = _Inputs(msa_data, picked, torch.device("cpu")).get(torch.arange(len(picked)))
+    batch = ModelInputs(msa_data, picked, torch.device("cpu")).get(torch.arange(len(picked)))
     assert isinstance(batch, dict)
     for i, row in enumerate(picked):
         obs, _ = env.reset(options={"start": int(row)})

@@ -42,6 +42,55 @@ def test_train_supervised_script(tmp_path: Path) -> None:
     assert "buy & hold" in out  # the backtest table
 
 
+def test_train_supervised_script_gives_msa_the_trainers_timeframe_windows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """msa on hourly bars trains on closed 1h/4h/1d windows, the inputs the trainers give it
+    (``PreparedData.for_model``, ``ModelInputs``), not on a Box window."""
+    import importlib.util
+
+    import torch
+
+    from tradezoo.agents.data import prepare_data
+    from tradezoo.agents.supervised import ModelInputs, SupervisedModel
+
+    batches: list[tuple[object, torch.Tensor]] = []
+    forward = SupervisedModel.forward
+
+    def spy(self: SupervisedModel, obs: object, asset: torch.Tensor | None = None
+            ) -> torch.Tensor:
+        if self.training:
+            batches.append((obs, self.timeframes))
+        return forward(self, obs, asset)
+
+    monkeypatch.setattr(SupervisedModel, "forward", spy)
+    gathered: list[torch.Tensor] = []
+    get = ModelInputs.get
+    monkeypatch.setattr(ModelInputs, "get", lambda self, index: (
+        gathered.append(index.cpu()), get(self, index))[1])
+    monkeypatch.setenv("TRADEZOO_DATA_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("train_supervised_script",
+                                                  SCRIPTS / "train_supervised.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    threads = torch.get_num_threads()
+    try:
+        script.main(["--arch", "msa", "--quick", "--window", "16", "--d-model", "16",
+                     "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+
+    data = prepare_data("bybit-btcusdt-1h", window=16).for_model("msa", {"d_model": 16})
+    assert data.timeframe_windows == {"1h": 16, "4h": 16, "1d": 16}
+    assert batches and gathered
+    obs, timeframes = batches[0]
+    assert timeframes == data.timeframe_windows
+    want = ModelInputs(data, data.train.decision_rows, torch.device("cpu")).get(gathered[0])
+    assert isinstance(obs, dict) and isinstance(want, dict) and set(obs) == set(want)
+    for key, value in want.items():
+        torch.testing.assert_close(obs[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_backtest_script(tmp_path: Path) -> None:
     out = run_script("backtest.py", "--quick", cwd=tmp_path)
     assert "buy & hold" in out

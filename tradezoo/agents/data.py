@@ -52,7 +52,7 @@ elapsed seconds beside it, as the envs' ``include_dt=True`` observation has them
 (:func:`with_dt_space`; keys of :mod:`tradezoo.data.elapsed`): ``"dt"`` beside the Box window
 (``"window"``), ``"dt_<tf>"`` beside each timeframe window; the seconds come from the bars'
 open times (:attr:`PreparedData.dt_seconds`, each timeframe's ``dt_seconds``), never from the
-scaler. The supervised trainer gathers them with the windows (``_Inputs`` in
+scaler. The supervised trainer gathers them with the windows (``ModelInputs`` in
 :mod:`tradezoo.agents.supervised`).
 """
 

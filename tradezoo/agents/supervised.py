@@ -32,7 +32,7 @@ the previous bar's open, unscaled, :attr:`PreparedData.dt_seconds`), and the ext
 ``dt`` to the backbone; ``time_unit`` defaults to the data's bar interval
 (:func:`~tradezoo.policies.registry.with_time_unit`, saved in the checkpoint's
 ``arch_config``). Batches get them beside each window, as the env does, from
-:class:`_Inputs`, the one builder of supervised observations (multi-timeframe windows too).
+:class:`ModelInputs`, the one builder of supervised observations (multi-timeframe windows too).
 The checkpoint records ``include_dt`` (absent: ``False``, a model that never saw ``dt``).
 
 Tasks (:attr:`~tradezoo.agents.data.LabelSpec.task`, docs/tasks.md): every architecture
@@ -170,6 +170,7 @@ __all__ = [
     "AUX_HEADS",
     "AuxHeads",
     "ClassificationReport",
+    "ModelInputs",
     "MultiHorizonReport",
     "NonFiniteLossError",
     "SupervisedConfig",
@@ -1255,9 +1256,14 @@ def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], floa
     return factor
 
 
-class _Inputs:
+class ModelInputs:
     """The model's observations (flat account) at decision rows ``[N]``, gathered on
     ``device`` by one index operation per timeframe.
+
+    ``ModelInputs(data, rows, device, include_dt=model.include_dt).get(index [B])`` gives
+    the observations :meth:`SupervisedModel.forward` takes, for ``data`` prepared with the
+    model's inputs (:meth:`PreparedData.for_model`): the trainer's batches, the evaluation
+    and :func:`model_predictions` all gather them here.
 
     Box: ``features[rows[:, None] + offsets]`` ``[B, L, F]`` padded to ``[B, L, F + 2]``.
     Multi-timeframe (``data.timeframes``): each timeframe's window rows come from
@@ -1271,9 +1277,13 @@ class _Inputs:
     built: another per-window input is one more table gathered here.
     """
 
-    def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device,
+    def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device, *,
                  features: Tensor | None = None, include_dt: bool = False,
                  dt: Tensor | None = None) -> None:
+        """``rows``: decision rows of ``data`` ``[N]``; ``features``: the Box features
+        ``[T, F]`` to gather instead of ``data.scaled``, with ``dt`` ``[T]`` their elapsed
+        seconds (default ``data.elapsed()``); ``include_dt``: add the elapsed times (a model
+        whose backbone takes them)."""
         self.device = device
         self.include_dt = include_dt
         rows = np.asarray(rows, dtype=np.int64)
@@ -1315,7 +1325,7 @@ class _Inputs:
 
 class _Batches:
     """Batches of one or more :class:`WindowDataset`: their items' observations
-    (:class:`_Inputs` at their decision rows), labels and per-item ``targets`` (arrays
+    (:class:`ModelInputs` at their decision rows), labels and per-item ``targets`` (arrays
     ``[N, ...]``, :func:`_item_targets`), gathered on ``device`` with the same index.
 
     Several datasets (Box inputs) are laid end to end: features ``[sum T_k, F]``, rows shifted
@@ -1336,14 +1346,14 @@ class _Batches:
         self.device = device
         self.sizes = [len(p) for p in parts]
         if len(parts) == 1:
-            self.inputs = _Inputs(datas[0], np.array(parts[0].decision_rows), device,
+            self.inputs = ModelInputs(datas[0], np.array(parts[0].decision_rows), device,
                                   features=parts[0].features, include_dt=include_dt)
             joined = dict(given[0])
         else:
             starts = np.cumsum([0] + [len(p.features) for p in parts[:-1]])
             rows = np.concatenate([np.asarray(p.decision_rows) + int(start)
                                    for p, start in zip(parts, starts, strict=True)])
-            self.inputs = _Inputs(datas[0], rows, device,
+            self.inputs = ModelInputs(datas[0], rows, device,
                                   features=torch.cat([p.features for p in parts]),
                                   include_dt=include_dt,
                                   dt=torch.cat([torch.as_tensor(d.elapsed()) for d in datas]))
@@ -1359,7 +1369,7 @@ class _Batches:
 
     def get(self, index: Tensor
             ) -> tuple[Tensor | dict[str, Tensor], Tensor, dict[str, Tensor]]:
-        """``(observations (:meth:`_Inputs.get`), labels [B], {target name: [B, ...]})`` of
+        """``(observations (:meth:`ModelInputs.get`), labels [B], {target name: [B, ...]})`` of
         items ``index``."""
         index = index.to(self.device)
         targets = {name: values[index] for name, values in self.targets.items()}
@@ -2335,7 +2345,7 @@ def model_predictions(model: SupervisedModel, data: PreparedData, rows: np.ndarr
     """
     home = next(model.parameters()).device
     dev = home if device is None else resolve_device(device)
-    inputs = _Inputs(data, rows, dev, features=features, include_dt=model.include_dt)
+    inputs = ModelInputs(data, rows, dev, features=features, include_dt=model.include_dt)
     was_training = model.training
     model.to(dev).eval()
     try:
