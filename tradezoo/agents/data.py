@@ -86,7 +86,7 @@ from tradezoo.data.prepare import (
     prepare,
 )
 from tradezoo.data.splits import PART_NAMES, PartName, Splits
-from tradezoo.envs.market import ACCOUNT_KEY, N_ACCOUNT_COLUMNS, N_ACCOUNT_FEATURES
+from tradezoo.envs.layout import ACCOUNT_KEY, N_ACCOUNT_COLUMNS, N_ACCOUNT_FEATURES
 from tradezoo.errors import ConfigError
 
 if TYPE_CHECKING:  # torch only at run time, inside the functions that need it

@@ -155,7 +155,7 @@ from tradezoo.data.elapsed import DT_KEY, WINDOW_KEY, dt_key
 from tradezoo.data.labels import CLASS_NAMES, forward_returns, trailing_volatility
 from tradezoo.data.prepare import closed_window_rows
 from tradezoo.data.windows import WindowDataset
-from tradezoo.envs.market import ACCOUNT_KEY
+from tradezoo.envs.layout import ACCOUNT_KEY
 from tradezoo.errors import ConfigError, TradezooError
 from tradezoo.policies.extractor import SequenceExtractor
 from tradezoo.policies.registry import (

@@ -80,11 +80,9 @@ from tradezoo.data.prepare import (
     prepare_loaded,
 )
 from tradezoo.data.splits import PART_NAMES, Splits
+from tradezoo.envs.layout import ACCOUNT_KEY, N_ACCOUNT_COLUMNS, N_ACCOUNT_FEATURES
 
 __all__ = [
-    "ACCOUNT_KEY",
-    "N_ACCOUNT_COLUMNS",
-    "N_ACCOUNT_FEATURES",
     "DataSource",
     "Market",
     "MarketDataset",
@@ -100,12 +98,6 @@ __all__ = [
 ObservationMode = Literal["box", "dict"]
 SplitSpec = str | tuple[Any, Any]
 
-N_ACCOUNT_COLUMNS = 2
-"""Account columns appended to every row of a box observation: exposure, equity log-return."""
-N_ACCOUNT_FEATURES = 4
-"""Length of the dict observation's ``"account"`` vector."""
-ACCOUNT_KEY = "account"
-"""The dict observation's key of the account vector."""
 
 _STEP_COLUMNS = ("close", "open_next", "close_next", "funding_next", "range_frac", "notional",
                  "high_next", "low_next")

@@ -75,7 +75,8 @@ from tradezoo.envs.core import (
     episode_returns,
     invalid_action,
 )
-from tradezoo.envs.market import N_ACCOUNT_FEATURES, account_scale
+from tradezoo.envs.layout import N_ACCOUNT_FEATURES
+from tradezoo.envs.market import account_scale
 from tradezoo.envs.rendering import ansi_status, rgb_frame
 
 _STEP_ONLY_KEYS = tuple(k for k in STEP_INFO_KEYS if k not in RESET_INFO_KEYS)
