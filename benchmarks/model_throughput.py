@@ -16,8 +16,10 @@ one thread and ``torch.set_flush_denormal(True)`` on CPU:
 Configurations: every backbone is built through the registry with ``d_model = hidden``;
 ``mamba`` with one layer, like the mambapy peer (``n_layers=1, d_state=16, expand=2``);
 ``cfc`` and ``ltc`` fully connected with ``hidden`` units, like the ncps peers (``tz_cfc``,
-``tz_ltc``); their library default, NCP wiring (sensory -> inter -> command -> motor, sparsity
-0.5), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp``, and with a per-sample ``dt [B, L]`` (what
+``tz_ltc``; ``tz_cfc`` in the published CfC's mode, ncps' ``"default"``); their library
+default, NCP wiring (sensory -> inter -> command -> motor, sparsity 0.5; ``cfc`` in the
+chapter's mode), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp`` (``tz_cfc_ncp_published``: the
+NCP CfC in the published mode), and with a per-sample ``dt [B, L]`` (what
 the trainers pass: real elapsed time, here one bar each) in ``tz_cfc_ncp_dt`` and
 ``tz_ltc_ncp_dt``; the others with their defaults. The wrapper returns the backbone's
 ``[B, d_model]`` output, which is what the peers' wrappers return (the last step).
@@ -62,7 +64,7 @@ PREFIX = "tz_"
 #: Per-architecture overrides that make the comparison like for like (see module docstring).
 BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "mamba": {"n_layers": 1},
-    "cfc": {"wiring": None},
+    "cfc": {"wiring": None, "mode": "default"},
     "ltc": {"wiring": None},
 }
 
@@ -75,6 +77,7 @@ WITH_DT = "_with_dt"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ltc_torch": ("ltc", {"backend": "torch"}),
     "cfc_ncp": ("cfc", {"wiring": "ncp"}),
+    "cfc_ncp_published": ("cfc", {"wiring": "ncp", "mode": "default"}),
     "cfc_ncp_dt": ("cfc", {"wiring": "ncp", WITH_DT: True}),
     "ltc_ncp": ("ltc", {"wiring": "ncp"}),
     "ltc_ncp_dt": ("ltc", {"wiring": "ncp", WITH_DT: True}),

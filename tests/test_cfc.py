@@ -103,7 +103,7 @@ def test_ncps_per_sample_time_spans_are_wrong_and_ours_are_not() -> None:
         batch, _ = ref(x, timespans=dt)
         alone, _ = ref(x[1:2], timespans=dt[1:2])
     assert (batch[1:2] - alone).abs().max() > 1e-3  # ncps: batch != sample alone
-    ours = _net(d_model=4, backbone_units=6)
+    ours = _net(d_model=4, backbone_units=6, mode="default")  # ncps' (published) CfC
     _copy_dense_to_ncps(ours, ref)
     with torch.no_grad():
         torch.testing.assert_close(ours.forward_sequence(x[1:2], dt[1:2]), alone, atol=1e-5,
@@ -145,8 +145,10 @@ def test_dt_is_used(cfg: dict) -> None:
         torch.testing.assert_close(hourly(x, ones * 3600.0), net(x), atol=1e-6, rtol=0)
 
 
-def test_masks_reach_every_head_including_time_gates() -> None:
-    net = _net(d_model=12, wiring="ncp", ncp_output_size=3)
+@pytest.mark.parametrize(("mode", "heads"), [("chapter", ("ff1", "f_tau", "f_A")),
+                                             ("default", ("ff1", "ff2", "time_a", "time_b"))])
+def test_masks_reach_every_head_including_time_gates(mode: str, heads: tuple[str, ...]) -> None:
+    net = _net(d_model=12, wiring="ncp", ncp_output_size=3, mode=mode)
     x, dt = _data()
     assert isinstance(net.cell, WiredCfCCell)
     layer = net.cell.layers[1]  # command layer: inputs from inter + own recurrent block
@@ -156,7 +158,7 @@ def test_masks_reach_every_head_including_time_gates() -> None:
     kept = (mask == 1).nonzero()[0].tolist()
     with torch.no_grad():
         base = net(x, dt)
-        for head in ("ff1", "ff2", "time_a", "time_b"):
+        for head in heads:
             weight = getattr(layer, head).weight
             original = weight.clone()
             weight[masked[0], masked[1]] += 5.0
@@ -166,7 +168,7 @@ def test_masks_reach_every_head_including_time_gates() -> None:
             weight.copy_(original)
     net.train()
     net(x, dt).sum().backward()
-    for head in ("ff1", "ff2", "time_a", "time_b"):
+    for head in heads:
         grad = getattr(layer, head).weight.grad
         assert grad is not None and (grad[mask == 0] == 0).all()
     # The buffer travels with state_dict (and .to(device)).
@@ -361,15 +363,16 @@ def test_bf16_autocast_runs_the_scan_in_float32(cfg: dict) -> None:
 # ------------------------------------------------------------- mode="chapter" (the chapter's CfC)
 
 
-def test_chapter_mode_is_an_option_and_the_default_is_the_published_cfc() -> None:
-    assert CfCConfig().mode == "default"
+def test_the_default_is_the_chapter_cfc_and_the_published_cfc_an_option() -> None:
+    assert CfCConfig().mode == "chapter"
     x, dt = _data()
-    default, explicit = _net(seed=4), _net(seed=4, mode="default")
+    default, explicit = _net(seed=4), _net(seed=4, mode="chapter")
     with torch.no_grad():
         torch.testing.assert_close(default(x, dt), explicit(x, dt), atol=0, rtol=0)
-    chapter = _net(seed=4, mode="chapter")
-    assert {"f_tau.weight", "f_A.weight", "log_tau", "A"} <= set(chapter.cell.state_dict())
-    assert not hasattr(chapter.cell, "time_a")
+    assert {"f_tau.weight", "f_A.weight", "log_tau", "A"} <= set(default.cell.state_dict())
+    assert not hasattr(default.cell, "time_a")
+    published = _net(seed=4, mode="default")
+    assert hasattr(published.cell, "time_a") and not hasattr(published.cell, "log_tau")
 
 
 @pytest.mark.parametrize(
