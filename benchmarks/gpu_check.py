@@ -692,7 +692,7 @@ def run_worker(args: argparse.Namespace) -> int:
     import torch
 
     torch.device(args.device)  # a malformed device fails before the slower imports
-    from tradezoo.agents.supervised import resolve_device
+    from tradezoo.agents.devices import resolve_device
 
     device = resolve_device(args.device)
     if args.quick:  # the smoke run's tiny models: one thread is fastest on a shared machine

@@ -26,15 +26,13 @@ from tradezoo.agents.supervised import (
     SupervisedModel,
     TrainingInterrupted,
     TrainState,
-    _classification_loss,
     _epoch_order,
-    _item_targets,
     _n_chunks,
-    _Objective,
     _SupervisedRun,
     evaluate_supervised,
     train_supervised,
 )
+from tradezoo.agents.supervised_objective import _classification_loss, _item_targets, _Objective
 from tradezoo.backtest import simulate
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data import load_dataset

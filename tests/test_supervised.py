@@ -19,8 +19,6 @@ from tradezoo.agents.supervised import (
     SupervisedModel,
     TrainingInterrupted,
     TrainState,
-    _apply_rule,
-    _classification_loss,
     _param_groups,
     classification_report,
     evaluate_supervised,
@@ -29,6 +27,8 @@ from tradezoo.agents.supervised import (
     signals_to_positions,
     train_supervised,
 )
+from tradezoo.agents.supervised_evaluation import _apply_rule
+from tradezoo.agents.supervised_objective import _classification_loss
 from tradezoo.backtest.costs import CostModel
 from tradezoo.data import load_dataset
 from tradezoo.policies.registry import ARCHITECTURES

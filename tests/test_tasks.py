@@ -21,8 +21,6 @@ from tradezoo.agents.supervised import (
     SupervisedConfig,
     SupervisedModel,
     VolatilityReport,
-    _aux_loss,
-    _task_loss,
     evaluate_supervised,
     mean_expected_position,
     model_from_checkpoint,
@@ -32,6 +30,7 @@ from tradezoo.agents.supervised import (
     volatility_report,
     volatility_target_positions,
 )
+from tradezoo.agents.supervised_objective import _aux_loss, _task_loss
 from tradezoo.cli import main
 from tradezoo.data import load_dataset
 from tradezoo.data.labels import (

@@ -17,12 +17,12 @@ _EXPORTS: dict[str, str] = {
     "prepare_data": "data",
     # supervised
     "SupervisedConfig": "supervised",
-    "SupervisedModel": "supervised",
+    "SupervisedModel": "supervised_model",
     "NonFiniteLossError": "supervised",
     "TrainingInterrupted": "supervised",
     "train_supervised": "supervised",
-    "evaluate_supervised": "supervised",
-    "model_from_checkpoint": "supervised",
+    "evaluate_supervised": "supervised_evaluation",
+    "model_from_checkpoint": "supervised_model",
     # PPO
     "PPOConfig": "ppo",
     "train_ppo": "ppo",

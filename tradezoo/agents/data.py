@@ -53,7 +53,7 @@ elapsed seconds beside it, as the envs' ``include_dt=True`` observation has them
 (``"window"``), ``"dt_<tf>"`` beside each timeframe window; the seconds come from the bars'
 open times (:attr:`PreparedData.dt_seconds`, each timeframe's ``dt_seconds``), never from the
 scaler. The supervised trainer gathers them with the windows (``ModelInputs`` in
-:mod:`tradezoo.agents.supervised`).
+:mod:`tradezoo.agents.supervised_inputs`).
 """
 
 from __future__ import annotations

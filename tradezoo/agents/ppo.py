@@ -130,10 +130,11 @@ from tradezoo.agents.data import (
     with_dt_space,
 )
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
+from tradezoo.agents.devices import resolve_device
 from tradezoo.agents.multi import MultiData, as_datasets, check_known_asset, checkpoint_scaler
 from tradezoo.agents.rollout import acting_policy, choose_rollout_device
 from tradezoo.agents.rundir import save_where_possible
-from tradezoo.agents.supervised import TrainingInterrupted, resolve_device, stop_training
+from tradezoo.agents.supervised import TrainingInterrupted, stop_training
 from tradezoo.agents.tensorboard import print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
 from tradezoo.backtest.costs import CostModel

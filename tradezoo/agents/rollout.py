@@ -84,7 +84,7 @@ def choose_rollout_device(update_device: str | torch.device, n_envs: int,
         if update_device.type != "cpu" and n_envs <= CPU_ROLLOUT_MAX_ENVS:
             return torch.device("cpu")
         return update_device
-    from tradezoo.agents.supervised import resolve_device
+    from tradezoo.agents.devices import resolve_device
 
     try:
         return resolve_device(rollout_device)

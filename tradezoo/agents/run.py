@@ -353,7 +353,7 @@ def policy_diagnostics(result: BacktestResult, bars: pd.DataFrame,
 def _evaluate_checkpoint(ckpt: Mapping[str, Any], data: PreparedData, split: str, device: str
                          ) -> tuple[BacktestResult, dict[str, Any] | None, PolicyDiagnostics]:
     if ckpt["kind"] == "supervised":
-        from tradezoo.agents.supervised import evaluate_supervised
+        from tradezoo.agents.supervised_evaluation import evaluate_supervised
 
         evaluation = evaluate_supervised(ckpt, data, split, device=device)  # type: ignore[arg-type]
         return (evaluation.backtest, evaluation.report.to_dict(),
@@ -649,10 +649,11 @@ def _main_job(options: TrainingOptions, data: PreparedData | MultiData, out: Pat
               seconds: dict[str, float]) -> MainJobResult:
     """The stages of :func:`run_main_job` in the claimed run directory ``out`` (``started``:
     ``time.perf_counter()`` at the job's start; ``seconds``: the stage times so far)."""
+    from tradezoo.agents.devices import resolve_device
     from tradezoo.agents.multi import MultiData, as_datasets
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy, train_ppo
     from tradezoo.agents.rundir import write_text_atomic
-    from tradezoo.agents.supervised import evaluate_supervised, resolve_device, train_supervised
+    from tradezoo.agents.supervised import evaluate_supervised, train_supervised
     from tradezoo.agents.tensorboard import tensorboard_command
     from tradezoo.backtest.report import print_report, report_dict, save_png
 
@@ -761,7 +762,7 @@ def _main_job_datasets(options: TrainingOptions, data: MultiData, out: Path, say
     the test split of each dataset (its own bars, scaler and costs), one report row each."""
     from tradezoo.agents.ppo import evaluate_ppo, load_ppo_policy
     from tradezoo.agents.rundir import write_text_atomic
-    from tradezoo.agents.supervised import evaluate_supervised
+    from tradezoo.agents.supervised_evaluation import evaluate_supervised
     from tradezoo.agents.tensorboard import tensorboard_command
     from tradezoo.backtest.report import report_dict, save_png
 

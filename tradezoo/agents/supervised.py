@@ -1,60 +1,17 @@
-"""Supervised buy/hold/sell training of any zoo architecture, warm-startable into SB3 PPO.
+"""Supervised training of any zoo architecture on the labels of a task, warm-startable into SB3
+PPO: :func:`train_supervised`, its :class:`SupervisedConfig`, results and failures.
 
-Model (:class:`SupervisedModel`)::
+The parts it trains with live in their own modules (this one re-exports their public names):
 
-    obs [B, window, F + 2]  -> SequenceExtractor(Box(window, F + 2), arch, features_dim, **cfg)
-                            -> [B, features_dim] -> head = Linear(features_dim, 3) -> logits
-
-The input is the env's Box observation layout (:mod:`tradezoo.envs.market`): the scaled
-features plus the two account columns (position held, equity log-return), which are **0** in
-training (a flat account: the observation the env shows at an episode's first decision;
-:func:`~tradezoo.agents.data.flat_account_observation`). The classes are 0 sell, 1 hold, 2 buy:
-the env's action order. So the classifier runs unchanged on env observations, and its weights
-map one to one onto an SB3 ``ActorCriticPolicy`` built with ``features_extractor_class=
-SequenceExtractor`` (same ``arch``, ``features_dim`` and config, ``share_features_extractor=
-True``) and ``net_arch=dict(pi=[], vf=[64])``::
-
-    policy.features_extractor.load_state_dict(model.extractor.state_dict())
-    policy.action_net.load_state_dict(model.head.state_dict())     # Linear(features_dim, 3)
-
-after which the policy's deterministic action is the classifier's argmax on every
-observation (the PPO trainer tests this). A model whose backbone takes timeframes as its
-scales (``msa`` on intraday bars) takes the env's dict observation instead: the last
-``window`` closed bars of each timeframe and a zero account vector ``[4]``
-(:meth:`~tradezoo.agents.data.PreparedData.for_model`, cut by the env's own rule), and its
-policy is built on the dict env of the same timeframes. During PPO the account values are no
-longer 0; the classifier never saw them, which is what fine-tuning is for.
-
-Elapsed time: for an architecture whose backbone uses ``dt`` (``ltc``, ``cfc``;
-:func:`~tradezoo.policies.registry.uses_dt`) the observation is the env's ``include_dt=True``
-one, a Dict of ``"window"`` ``[B, window, F + 2]`` and ``"dt"`` ``[B, window]`` (seconds since
-the previous bar's open, unscaled, :attr:`PreparedData.dt_seconds`), and the extractor hands
-``dt`` to the backbone; ``time_unit`` defaults to the data's bar interval
-(:func:`~tradezoo.policies.registry.with_time_unit`, saved in the checkpoint's
-``arch_config``). Batches get them beside each window, as the env does, from
-:class:`ModelInputs`, the one builder of supervised observations (multi-timeframe windows too).
-The checkpoint records ``include_dt`` (absent: ``False``, a model that never saw ``dt``).
-
-Tasks (:attr:`~tradezoo.agents.data.LabelSpec.task`, docs/tasks.md): every architecture
-learns every task through the same extractor and a task head on its ``[B, features_dim]``
-output: ``direction`` (the classifier above), ``volatility`` (one output, the log realised
-volatility per bar in units of the train split's mean and std; MSE on the log) and
-``multi_horizon`` (one 3-class head per horizon, output ``[B, H, 3]``; the horizons' losses,
-each the direction loss, averaged). Only a ``direction`` model maps onto a PPO policy.
-
-Auxiliary heads (every architecture): when ``SupervisedConfig.aux_horizons`` is set, the model
-adds ``aux = Heads(d_model, horizons)`` on the backbone output ``[B, d_model]``, ``Heads``
-being the class the architecture's registry entry names (its ``aux_heads``, listed in
-:data:`AUX_HEADS`: ``MambaTSHeads``, ``MSAHeads``) or :class:`AuxHeads`, built as
-``Heads(d_model, horizons=("h4", "h24", ...), regression=True)``
-(the interface of :class:`tradezoo.policies.msa.MSAHeads`); its ``forward`` returns a dict
-with ``"regression"`` ``[B, H]`` (trained on the forward returns over each horizon, in units of
-their train-split std: MSE) and the direction logits of "the price rises over the horizon"
-(one ``[B]`` entry per horizon name, or ``"direction"`` ``[B, H]``; BCE with logits). Other
-outputs (the heads' own class logits) are not trained: :attr:`SupervisedModel.head` is the
-task head. Their loss is added with weight ``aux_weight``. A registered class with another
-constructor trains without them and a warning says so. The auxiliary heads are not part of
-the PPO policy.
+- :mod:`tradezoo.agents.supervised_model`: :class:`SupervisedModel` (extractor + task head,
+  auxiliary heads) and :func:`model_from_checkpoint`;
+- :mod:`tradezoo.agents.supervised_inputs`: :class:`ModelInputs`, the model's observations at
+  decision rows (Box or multi-timeframe windows, elapsed times), and the training batches;
+- :mod:`tradezoo.agents.supervised_objective`: the loss of each task and its targets;
+- :mod:`tradezoo.agents.supervised_reports`: the reports of each task's predictions;
+- :mod:`tradezoo.agents.supervised_evaluation`: :func:`evaluate_supervised` (predictions,
+  trading rules, backtest);
+- :mod:`tradezoo.agents.devices`: :func:`resolve_device` and the autocast dtype.
 
 Training (:func:`train_supervised`): cross-entropy with class weights ``N / (3 N_c)`` from the
 train split (or focal loss, Lin et al. 2017, ``-w_y (1 - p_y)^gamma log p_y``; or another
@@ -78,91 +35,84 @@ new private folder of the system temp dir (:func:`~tradezoo.agents.rundir.save_w
 and says where: Ctrl-C (``KeyboardInterrupt``, also when raised by a callback) raises
 :class:`TrainingInterrupted`, any other exception is re-raised with its ``checkpoint``
 attribute and a note naming the file.
-
-Evaluation (:func:`evaluate_supervised`): a classification report on the labelled rows of a
-split, and a backtest of the classifier's signals through :func:`tradezoo.backtest.simulate`
-with the dataset's costs against buy-and-hold. Signals become target positions as in the
-env's ``signal`` scheme: buy -> +1 (long), sell -> -1 (short; 0 = flat with
-``allow_short=False``), hold -> keep the previous target (flat before the first signal).
-:func:`model_predictions` gives the predictions it backtests (class probabilities, or
-volatility forecasts) at any decision rows, on the model's own inputs.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as functional
-from torch import Tensor, nn
+from torch import Tensor
 
 from tradezoo.agents.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
-    CheckpointError,
-    check_payload,
     checkpoint_dataset_names,
     data_payload,
     input_timeframes,
     load_checkpoint,
-    load_weights,
     save_checkpoint,
-    timeframe_scalers_from_checkpoint,
     versions,
 )
-from tradezoo.agents.data import (
-    TASKS,
-    LabelSpec,
-    PreparedData,
-    flat_account_observation,
-    flat_account_vector,
-    observation_space,
-    with_dt_space,
-)
+from tradezoo.agents.data import PreparedData
 from tradezoo.agents.determinism import determinism_scope, use_deterministic
-from tradezoo.agents.losses import (
-    LOSSES,
-    classification_term,
-    expected_position,
-    has_sharpe_term,
-    magnitude_weights,
-    sharpe_loss,
-)
-from tradezoo.agents.multi import (
-    MultiData,
-    as_datasets,
-    check_known_asset,
-    checkpoint_scaler,
-    epoch_order,
-)
+from tradezoo.agents.devices import autocast_dtype, resolve_device
+from tradezoo.agents.losses import LOSSES, has_sharpe_term
+from tradezoo.agents.multi import MultiData, as_datasets, epoch_order
 from tradezoo.agents.rundir import save_where_possible
+from tradezoo.agents.supervised_evaluation import (
+    SupervisedEvaluation,
+    evaluate_supervised,
+    mean_expected_position,
+    model_predictions,
+    rebalance_within_band,
+    signals_to_positions,
+    volatility_target_positions,
+)
+from tradezoo.agents.supervised_inputs import ModelInputs, _Batches
+from tradezoo.agents.supervised_model import (
+    AuxHeads,
+    SupervisedModel,
+    model_from_checkpoint,
+)
+from tradezoo.agents.supervised_objective import (
+    _aux_loss,
+    _aux_targets,
+    _item_targets,
+    _log_volatility_scale,
+    _magnitude_scale,
+    _n_correct,
+    _Objective,
+    _sharpe_cost,
+    _task_class_weights,
+    check_loss_task,
+)
+from tradezoo.agents.supervised_reports import (
+    ClassificationReport,
+    MultiHorizonReport,
+    TaskReport,
+    VolatilityReport,
+    classification_report,
+    multi_horizon_report,
+    volatility_report,
+)
 from tradezoo.agents.tensorboard import TBLogger, print_tensorboard_hint
 from tradezoo.agents.validation import coerce_config, from_known_keys
-from tradezoo.backtest.costs import CostModel
-from tradezoo.data.checks import FieldChecks, check_choice, check_number
-from tradezoo.data.elapsed import DT_KEY, WINDOW_KEY, dt_key
-from tradezoo.data.labels import CLASS_NAMES, forward_returns, trailing_volatility
-from tradezoo.data.prepare import closed_window_rows
-from tradezoo.data.windows import WindowDataset
-from tradezoo.envs.layout import ACCOUNT_KEY
-from tradezoo.errors import ConfigError, TradezooError
-from tradezoo.policies.extractor import SequenceExtractor
+from tradezoo.data.checks import FieldChecks
+from tradezoo.data.labels import CLASS_NAMES
+from tradezoo.errors import TradezooError
 from tradezoo.policies.registry import (
     AUX_HEADS,
     get_architecture,
     portable_config,
-    uses_dt,
     with_time_unit,
 )
 
@@ -183,6 +133,7 @@ __all__ = [
     "classification_report",
     "evaluate_supervised",
     "mean_expected_position",
+    "model_from_checkpoint",
     "model_predictions",
     "multi_horizon_report",
     "rebalance_within_band",
@@ -193,329 +144,12 @@ __all__ = [
     "volatility_target_positions",
 ]
 
-N_CLASSES = 3
 
 #: Valid values of :attr:`SupervisedConfig.amp`.
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 
 #: Chunk length of the training batches with a Sharpe term when ``chunk_bars`` is not set.
 SHARPE_CHUNK_BARS = 32
-
-
-# --------------------------------------------------------------------------------- model
-
-
-class AuxHeads(nn.Module):
-    """The auxiliary heads of an architecture whose registry entry names none: per horizon,
-    a linear forward-return regression and a linear "the price rises" logit on the backbone
-    output.
-
-    ``AuxHeads(d_model, horizons=("h4", "h24"), regression=True)``; ``forward(z [B, d_model])``
-    returns ``{"regression": [B, H], "direction": [B, H]}`` (module docstring).
-    """
-
-    def __init__(self, d_model: int, horizons: Sequence[str], regression: bool = True) -> None:
-        super().__init__()
-        self.horizons = tuple(horizons)
-        self.direction = nn.Linear(d_model, len(self.horizons))
-        self.regressor = nn.Linear(d_model, len(self.horizons)) if regression else None
-
-    def forward(self, z: Tensor) -> dict[str, Tensor]:
-        """``z [B, d_model]`` -> ``{"direction": [B, H], "regression": [B, H]}`` (logits and
-        standardised forward returns)."""
-        out = {"direction": self.direction(z)}
-        if self.regressor is not None:
-            out["regression"] = self.regressor(z)
-        return out
-
-
-def aux_heads_class(arch: str) -> type[nn.Module]:
-    """The auxiliary-heads class of ``arch``: its registry entry's (``MambaTSHeads``,
-    ``MSAHeads``) or :class:`AuxHeads` (see the module docstring)."""
-    return get_architecture(arch).aux_heads_cls or AuxHeads
-
-
-def task_output_width(task: str, n_horizons: int) -> int:
-    """Outputs of the task head: 3 class logits (``direction``), 1 log-volatility
-    (``volatility``), 3 logits per horizon (``multi_horizon``)."""
-    return {"direction": N_CLASSES, "volatility": 1,
-            "multi_horizon": N_CLASSES * n_horizons}[task]
-
-
-class SupervisedModel(nn.Module):
-    """Zoo backbone + task head on the env's Box observation (see the module docstring).
-
-    Args:
-        arch: a registry name (:data:`~tradezoo.policies.registry.ARCHITECTURES`).
-        n_features: ``F``, scaled feature columns (the observation has ``F + 2``).
-        window: bars per observation.
-        features_dim: extractor output width (the PPO policy's ``features_dim``).
-        clip: the scaler's clip (bounds of the observation space, as the env's).
-        aux_horizons: horizons of the optional auxiliary heads (``()``: none).
-        task: what the head predicts (:attr:`~tradezoo.agents.data.LabelSpec.task`).
-        horizons: the horizons (bars) of a ``multi_horizon`` head, one 3-class head each.
-        asset_names: the datasets the model is trained on (its assets, in order).
-        asset_embedding: learn a vector ``[F]`` per asset of ``asset_names``, added to the
-            feature columns of every row of the input (:meth:`forward`'s ``asset``).
-        arch_config: the architecture's config fields as a dict (use it for a field whose
-            name clashes with an argument here, e.g. ``mlp``'s ``window``).
-        timeframes: timeframe name -> bars per window of a multi-timeframe model (it then
-            takes the env's dict observation; :func:`~tradezoo.agents.data.model_timeframes`);
-            ``None`` or empty: the Box observation.
-        include_dt: the observation carries each window's elapsed seconds (the envs'
-            ``include_dt=True``; module docstring); ``None``: whether the architecture uses
-            ``dt``.
-        **cfg: more config fields (``d_model``, ``n_layers``, ...); they override
-            ``arch_config``.
-
-    Attributes:
-        extractor: the :class:`~tradezoo.policies.extractor.SequenceExtractor`.
-        head: the task head: ``Linear(features_dim, 3)``, logits of sell, hold, buy
-            (``direction``); ``Linear(features_dim, 1)``, the standardised log volatility
-            (``volatility``); ``Linear(features_dim, 3 H)``, the ``H`` heads' logits
-            (``multi_horizon``).
-        target_loc, target_scale: buffers of a ``volatility`` model: the train split's mean
-            and std of the log realised volatility the head's output is in units of.
-        aux: the auxiliary heads or ``None``.
-        assets: ``Embedding(len(asset_names), F)`` (zero-initialised) or ``None``.
-    """
-
-    def __init__(
-        self,
-        arch: str,
-        n_features: int,
-        window: int,
-        *,
-        features_dim: int = 64,
-        clip: float | None = 5.0,
-        aux_horizons: Sequence[int] = (),
-        task: str = "direction",
-        horizons: Sequence[int] = (),
-        asset_names: Sequence[str] = (),
-        asset_embedding: bool = False,
-        arch_config: Mapping[str, Any] | None = None,
-        timeframes: Mapping[str, int] | None = None,
-        include_dt: bool | None = None,
-        **cfg: Any,
-    ) -> None:
-        super().__init__()
-        self.task = check_choice("task", task, TASKS)
-        self.horizons: tuple[int, ...] = tuple(int(h) for h in horizons)
-        if task == "multi_horizon" and not self.horizons:
-            raise ConfigError("horizons must name the horizons of a multi_horizon model, got ()")
-        cfg = {**dict(arch_config or {}), **cfg}
-        self.arch = arch
-        self.n_features = int(n_features)
-        self.window = int(window)
-        self.features_dim = int(features_dim)
-        self.timeframes: dict[str, int] = {str(k): int(v) for k, v in (timeframes or {}).items()}
-        space = observation_space(self.window, self.n_features, clip, self.timeframes)
-        self.include_dt = uses_dt(arch) if include_dt is None else bool(include_dt)
-        if self.include_dt:
-            space = with_dt_space(space)
-        self.observation_space = space
-        self.extractor = SequenceExtractor(space, arch=arch, features_dim=features_dim, **cfg)
-        self.head = nn.Linear(self.features_dim, task_output_width(task, len(self.horizons)))
-        if task == "volatility":
-            self.register_buffer("target_loc", torch.zeros(()))
-            self.register_buffer("target_scale", torch.ones(()))
-        self.asset_names: tuple[str, ...] = tuple(str(n) for n in asset_names)
-        self.assets: nn.Embedding | None = None
-        if asset_embedding:
-            if not self.asset_names:
-                raise ValueError("asset_embedding needs the asset names (asset_names)")
-            # Zero at the start: the shared model first sees every asset alike and the
-            # vectors move apart only as far as the loss asks.
-            self.assets = nn.Embedding(len(self.asset_names), self.n_features)
-            nn.init.zeros_(self.assets.weight)
-        self.aux_horizons: tuple[int, ...] = tuple(int(h) for h in aux_horizons)
-        self.aux: nn.Module | None = None
-        if self.aux_horizons:
-            heads_cls = aux_heads_class(arch)
-            try:
-                self.aux = heads_cls(
-                    self.backbone.d_model, horizons=self.aux_names, regression=True
-                )
-            except TypeError as exc:
-                warnings.warn(
-                    f"{heads_cls.__name__} of architecture {arch!r} does not take "
-                    f"(d_model, horizons=..., regression=True) ({exc}); aux_horizons "
-                    "ignored",
-                    stacklevel=2,
-                )
-                self.aux_horizons = ()
-
-    @property
-    def aux_names(self) -> tuple[str, ...]:
-        """Names of the auxiliary horizons: ``"h<bars>"``."""
-        return tuple(f"h{h}" for h in self.aux_horizons)
-
-    @property
-    def backbone(self) -> nn.Module:
-        assert self.extractor.backbone is not None
-        return self.extractor.backbone
-
-    def backbone_config(self) -> dict[str, Any]:
-        """The backbone's full config as constructor keywords (``init`` fields only)."""
-        config = self.extractor.backbone.config  # type: ignore[union-attr]
-        return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
-
-    @property
-    def horizon_names(self) -> tuple[str, ...]:
-        """Names of a ``multi_horizon`` model's heads: ``"h<bars>"``."""
-        return tuple(f"h{h}" for h in self.horizons)
-
-    def set_target_scale(self, loc: float, scale: float) -> None:
-        """Set a ``volatility`` model's output units: log volatility = ``loc + scale * head``."""
-        self.target_loc.fill_(float(loc))  # type: ignore[operator]
-        self.target_scale.fill_(float(scale))  # type: ignore[operator]
-
-    def _task_output(self, features: Tensor) -> Tensor:
-        """Extractor output ``[B, features_dim]`` -> the task's output (:meth:`forward`)."""
-        out = self.head(features)
-        if self.task == "volatility":
-            return self.target_loc + self.target_scale * out[:, 0]  # [B] log volatility
-        if self.task == "multi_horizon":
-            return out.reshape(out.shape[0], len(self.horizons), N_CLASSES)  # [B, H, 3]
-        return out  # [B, 3]
-
-    def with_asset(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None
-                   ) -> Tensor | Mapping[str, Tensor]:
-        """``obs [B, window, F + 2]`` (or its dict with elapsed times, the window under
-        ``"window"``) plus the asset vectors of ``asset [B]`` (int64 ids into
-        :attr:`asset_names`) on the feature columns; ``obs`` itself without an embedding.
-
-        Raises:
-            ValueError: an embedding and no ``asset``, or a multi-timeframe observation.
-        """
-        if self.assets is None:
-            return obs
-        box = obs.get(WINDOW_KEY) if isinstance(obs, Mapping) else obs
-        if asset is None or not isinstance(box, Tensor):
-            raise ValueError(f"this model has an asset embedding: pass the asset ids of the "
-                             f"batch with Box observations (assets {list(self.asset_names)})")
-        vectors = functional.pad(self.assets(asset), (0, box.shape[-1] - self.n_features))
-        moved = box + vectors[:, None, :].to(box.dtype)  # [B, 1, F + 2] over the window
-        return {**obs, WINDOW_KEY: moved} if isinstance(obs, Mapping) else moved
-
-    def forward_all(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None = None
-                    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``obs`` (as :meth:`forward`) -> ``(task output (see forward), aux outputs)``."""
-        encoded = self.extractor.encode(self.with_asset(obs, asset))  # [B, d_model]
-        output = self._task_output(self.extractor.head(encoded))
-        aux: dict[str, Tensor] = self.aux(encoded) if self.aux is not None else {}
-        return output, aux
-
-    def forward(self, obs: Tensor | Mapping[str, Tensor], asset: Tensor | None = None
-                ) -> Tensor:
-        """The env's observation (Box ``[B, window, F + 2]``, or the dict of timeframe
-        windows ``[B, window_tf, F]`` and ``"account"`` ``[B, 4]``; ``asset [B]``: ids, with
-        an asset embedding) -> ``direction``: logits ``[B, 3]`` (sell, hold, buy);
-        ``volatility``: log volatility per bar ``[B]``; ``multi_horizon``: logits
-        ``[B, H, 3]``."""
-        return self._task_output(self.extractor(self.with_asset(obs, asset)))
-
-    def forward_features(self, x: Tensor | Mapping[str, Tensor],
-                         dt: Tensor | Mapping[str, Tensor] | None = None,
-                         asset: Tensor | None = None) -> Tensor:
-        """Scaled features of a flat account (``[B, window, F]``, or timeframe name ->
-        ``[B, window_tf, F]`` for a multi-timeframe model) and, for a model with
-        :attr:`include_dt`, their elapsed seconds (``[B, window]``, or timeframe name ->
-        ``[B, window_tf]``; ``None``: regular bars) -> :meth:`forward`'s output (``asset``:
-        ids, with an asset embedding)."""
-        return self(with_dt_observation(flat_observation(x), dt) if self.include_dt
-                    else flat_observation(x), asset)
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names (relative to this model) AdamW must not decay: the backbone's
-        ``no_weight_decay()``, every bias and every parameter with fewer than 2 dimensions
-        (norm scales, per-channel gains)."""
-        prefix = "extractor.backbone."
-        names = {prefix + n for n in self.backbone.no_weight_decay()}  # type: ignore[operator]
-        for name, param in self.named_parameters():
-            if param.ndim < 2 or name.endswith(".bias"):
-                names.add(name)
-        return names
-
-
-def flat_observation(x: Tensor | Mapping[str, Tensor]) -> Tensor | dict[str, Tensor]:
-    """Scaled feature windows -> the env's observation of a flat account: a Box window
-    ``[B, L, F]`` gets its two zero account columns, a dict of timeframe windows gets the zero
-    account vector ``[B, 4]``."""
-    if isinstance(x, Tensor):
-        return flat_account_observation(x)  # [B, L, F + 2]
-    windows = dict(x)
-    windows[ACCOUNT_KEY] = flat_account_vector(next(iter(windows.values())))  # [B, 4]
-    return windows
-
-
-def with_dt_observation(obs: Tensor | dict[str, Tensor],
-                        dt: Tensor | Mapping[str, Tensor] | None) -> dict[str, Tensor]:
-    """``obs`` as the envs' ``include_dt=True`` gives it (:mod:`tradezoo.data.elapsed`): a Box
-    window becomes ``{"window": obs}`` plus ``"dt"``; a dict of timeframe windows gains
-    ``"dt_<tf>"`` from ``dt[tf]``. ``dt=None`` leaves the elapsed times out (regular bars)."""
-    if isinstance(obs, Tensor):
-        return {WINDOW_KEY: obs} if dt is None else {WINDOW_KEY: obs, DT_KEY: dt}
-    out = dict(obs)
-    if isinstance(dt, Mapping):
-        out.update({dt_key(name): value for name, value in dt.items()})
-    return out
-
-
-def model_from_checkpoint(
-    checkpoint: Mapping[str, Any] | str | os.PathLike[str],
-    *,
-    map_location: str | torch.device = "cpu",
-) -> SupervisedModel:
-    """Rebuild the :class:`SupervisedModel` of a ``"supervised"`` checkpoint, in eval mode,
-    with its weights loaded (strictly: every tensor must fit).
-
-    A dict is checked as a loaded file is
-    (:func:`~tradezoo.agents.checkpoint.check_payload`: fields, size bound) before anything is
-    built. A backend saved in the config that cannot run on ``map_location`` here (a CUDA
-    ``mamba_ssm`` scan on the CPU or without the package, a ``"native"`` CPU kernel on CUDA or
-    where it does not build) becomes ``"auto"`` with a warning
-    (:func:`~tradezoo.policies.registry.portable_config`); the weights do not depend on it.
-
-    Raises:
-        CheckpointError: another kind of checkpoint, a malformed one, a model above the size
-            bound, or weights that do not fit the model (the message names the missing/
-            unexpected keys).
-    """
-    ckpt = (
-        checkpoint
-        if isinstance(checkpoint, Mapping)
-        else load_checkpoint(checkpoint, map_location=map_location)
-    )
-    where = str(ckpt.get("path", "<in memory>"))
-    if ckpt.get("kind") != "supervised":
-        raise CheckpointError(
-            f"checkpoint {where}: kind {ckpt.get('kind')!r}; model_from_checkpoint rebuilds "
-            "'supervised' checkpoints"
-        )
-    check_payload(ckpt, where)
-    scaler = ckpt["scaler"]
-    spec = LabelSpec.from_dict(ckpt.get("label_spec") or {})
-    model = SupervisedModel(
-        ckpt["arch"],
-        n_features=int(ckpt["n_features"]),
-        window=int(ckpt["window"]),
-        features_dim=int(ckpt.get("features_dim", 64)),
-        clip=scaler.get("clip"),
-        aux_horizons=tuple(ckpt.get("aux_horizons", ()) or ()),
-        task=spec.task,
-        horizons=spec.horizons if spec.task == "multi_horizon" else (),
-        asset_names=checkpoint_dataset_names(ckpt),
-        asset_embedding=bool(ckpt.get("asset_embedding", False)),
-        arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
-                                    torch.device(map_location), what=f"checkpoint {where}"),
-        timeframes=input_timeframes(ckpt),
-        include_dt=bool(ckpt.get("include_dt", False)),
-    )
-    load_weights(model, ckpt["state_dict"], where=where, what=f"architecture {ckpt['arch']!r}")
-    model.to(map_location)
-    model.eval()
-    return model
 
 
 # ------------------------------------------------------------------------------ config
@@ -667,205 +301,6 @@ class SupervisedConfig:
         return from_known_keys(cls, data, "supervised training")
 
 
-# ------------------------------------------------------------------------------- metrics
-
-
-@dataclass(frozen=True)
-class ClassificationReport:
-    """Per-class precision, recall, F1 and support, the confusion matrix, accuracy, macro-F1.
-
-    ``confusion[i][j]`` counts items of true class ``i`` predicted as ``j`` (0 sell, 1 hold,
-    2 buy). Precision of a class never predicted, and recall of a class absent, are 0.
-    """
-
-    precision: tuple[float, ...]
-    recall: tuple[float, ...]
-    f1: tuple[float, ...]
-    support: tuple[int, ...]
-    confusion: tuple[tuple[int, ...], ...]
-    accuracy: float
-    macro_f1: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-friendly dict: ``accuracy``, ``macro_f1``, ``precision_sell``, ...,
-        ``confusion`` (list of lists)."""
-        out: dict[str, Any] = {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
-        for k, name in enumerate(CLASS_NAMES):
-            out[f"precision_{name}"] = self.precision[k]
-            out[f"recall_{name}"] = self.recall[k]
-            out[f"f1_{name}"] = self.f1[k]
-            out[f"support_{name}"] = self.support[k]
-        out["confusion"] = [list(row) for row in self.confusion]
-        return out
-
-    def __str__(self) -> str:
-        lines = [f"{'class':<6} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
-        for k, name in enumerate(CLASS_NAMES):
-            lines.append(f"{name:<6} {self.precision[k]:>9.3f} {self.recall[k]:>7.3f} "
-                         f"{self.f1[k]:>7.3f} {self.support[k]:>8d}")
-        lines.append(f"accuracy {self.accuracy:.3f}, macro-F1 {self.macro_f1:.3f}")
-        lines.append("confusion (rows true, columns predicted; sell hold buy):")
-        lines.extend("  " + " ".join(f"{v:>6d}" for v in row) for row in self.confusion)
-        return "\n".join(lines)
-
-
-def classification_report(
-    y_true: np.ndarray | Sequence[int], y_pred: np.ndarray | Sequence[int]
-) -> ClassificationReport:
-    """:class:`ClassificationReport` of integer labels in ``{0, 1, 2}`` (both ``[N]``)."""
-    true = np.asarray(y_true, dtype=np.int64).ravel()
-    pred = np.asarray(y_pred, dtype=np.int64).ravel()
-    if true.shape != pred.shape:
-        raise ValueError(f"y_true and y_pred differ in length: {true.size} vs {pred.size}")
-    for name, values in (("y_true", true), ("y_pred", pred)):
-        if values.size and (values.min() < 0 or values.max() >= N_CLASSES):
-            raise ValueError(f"{name} must hold classes 0 (sell), 1 (hold), 2 (buy)")
-    confusion = np.bincount(true * N_CLASSES + pred, minlength=N_CLASSES**2).reshape(
-        N_CLASSES, N_CLASSES
-    )
-    tp = np.diag(confusion).astype(np.float64)
-    predicted = confusion.sum(axis=0).astype(np.float64)
-    support = confusion.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros(N_CLASSES), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(N_CLASSES), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(N_CLASSES),
-                   where=denominator > 0)
-    accuracy = float(tp.sum() / true.size) if true.size else 0.0
-    return ClassificationReport(
-        precision=tuple(float(v) for v in precision),
-        recall=tuple(float(v) for v in recall),
-        f1=tuple(float(v) for v in f1),
-        support=tuple(int(v) for v in support),
-        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
-        accuracy=accuracy,
-        macro_f1=float(f1.mean()),
-    )
-
-
-def _volatility_errors(actual: np.ndarray, forecast: np.ndarray) -> tuple[float, float, float]:
-    """``(MAE, RMSE, QLIKE)`` of volatility forecasts (module function
-    :func:`volatility_report`)."""
-    error = forecast - actual
-    ratio = np.maximum(actual, VOL_FLOOR) ** 2 / np.maximum(forecast, VOL_FLOOR) ** 2
-    return (float(np.abs(error).mean()), float(np.sqrt((error**2).mean())),
-            float((ratio - np.log(ratio) - 1.0).mean()))
-
-
-@dataclass(frozen=True)
-class VolatilityReport:
-    """Errors of a volatility forecaster, and of the naive forecast on the same rows.
-
-    MAE and RMSE are in volatility per bar (a fraction); QLIKE is Patton's (2011) loss on the
-    variances, ``mean(s / f - log(s / f) - 1)`` with ``s = actual**2`` and ``f = forecast**2``
-    (0 for a perfect forecast; it penalises forecasting too low more than too high, and ranks
-    forecasts as their expected variance errors do even when the actual volatility is a noisy
-    proxy). Volatilities below ``VOL_FLOOR`` count as ``VOL_FLOOR`` in QLIKE. Lower is better
-    for all three.
-
-    Attributes:
-        n: rows scored.
-        mae, rmse, qlike: the model's.
-        naive_mae, naive_rmse, naive_qlike: the naive forecast's (trailing realised
-            volatility over the same horizon, :func:`~tradezoo.data.labels.
-            trailing_volatility`); ``None`` when no naive forecast was given.
-    """
-
-    n: int
-    mae: float
-    rmse: float
-    qlike: float
-    naive_mae: float | None = None
-    naive_rmse: float | None = None
-    naive_qlike: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-friendly dict of the fields (the naive ones when present)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    def __str__(self) -> str:
-        lines = [f"{'forecast':<8} {'MAE':>10} {'RMSE':>10} {'QLIKE':>8}",
-                 f"{'model':<8} {self.mae:>10.6f} {self.rmse:>10.6f} {self.qlike:>8.4f}"]
-        if self.naive_mae is not None:
-            lines.append(f"{'naive':<8} {self.naive_mae:>10.6f} {self.naive_rmse:>10.6f} "
-                         f"{self.naive_qlike:>8.4f}")
-        lines.append(f"{self.n} rows; volatility per bar; lower is better; naive = trailing "
-                     "realised volatility over the same horizon")
-        return "\n".join(lines)
-
-
-def volatility_report(actual: np.ndarray | Sequence[float],
-                      forecast: np.ndarray | Sequence[float],
-                      naive: np.ndarray | Sequence[float] | None = None) -> VolatilityReport:
-    """:class:`VolatilityReport` of ``forecast`` (and ``naive``) against ``actual``, all ``[N]``
-    volatilities per bar (rows with a non-finite value in any of them are left out)."""
-    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (actual, forecast)]
-    if naive is not None:
-        arrays.append(np.asarray(naive, dtype=np.float64).ravel())
-    if len({a.size for a in arrays}) != 1:
-        raise ValueError(f"actual, forecast and naive differ in length: {[a.size for a in arrays]}")
-    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
-    if not keep.any():
-        raise ValueError("no row with a finite actual, forecast and naive volatility to score")
-    arrays = [a[keep] for a in arrays]
-    mae, rmse, qlike = _volatility_errors(arrays[0], arrays[1])
-    naive_errors = _volatility_errors(arrays[0], arrays[2]) if naive is not None else (
-        None, None, None)
-    return VolatilityReport(int(keep.sum()), mae, rmse, qlike, *naive_errors)
-
-
-@dataclass(frozen=True)
-class MultiHorizonReport:
-    """One :class:`ClassificationReport` per horizon of a ``multi_horizon`` model.
-
-    Attributes:
-        reports: horizon name (``"h6"``) -> its report, in horizon order.
-        accuracy, macro_f1: their means over the horizons.
-    """
-
-    reports: dict[str, ClassificationReport]
-    accuracy: float
-    macro_f1: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Flat dict: ``accuracy``, ``macro_f1`` (means) and, per horizon ``h``,
-        ``accuracy_h``, ``macro_f1_h`` and ``confusion_h``."""
-        out: dict[str, Any] = {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
-        for name, report in self.reports.items():
-            out[f"accuracy_{name}"] = report.accuracy
-            out[f"macro_f1_{name}"] = report.macro_f1
-        for name, report in self.reports.items():
-            out[f"confusion_{name}"] = [list(row) for row in report.confusion]
-        return out
-
-    def __str__(self) -> str:
-        lines = [f"{'horizon':<8} {'accuracy':>8} {'macro-F1':>8} {'support':>8}"]
-        for name, report in self.reports.items():
-            lines.append(f"{name:<8} {report.accuracy:>8.3f} {report.macro_f1:>8.3f} "
-                         f"{sum(report.support):>8d}")
-        lines.append(f"mean over horizons: accuracy {self.accuracy:.3f}, macro-F1 "
-                     f"{self.macro_f1:.3f}")
-        return "\n".join(lines)
-
-
-def multi_horizon_report(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]
-                         ) -> MultiHorizonReport:
-    """:class:`MultiHorizonReport` of classes ``[N, H]`` (column ``k`` is horizon
-    ``names[k]``)."""
-    true, pred = np.asarray(y_true), np.asarray(y_pred)
-    if true.ndim != 2 or true.shape != pred.shape or true.shape[1] != len(names):
-        raise ValueError(f"y_true and y_pred must both be [N, {len(names)}], got {true.shape} "
-                         f"and {pred.shape}")
-    reports = {name: classification_report(true[:, k], pred[:, k])
-               for k, name in enumerate(names)}
-    return MultiHorizonReport(
-        reports, float(np.mean([r.accuracy for r in reports.values()])),
-        float(np.mean([r.macro_f1 for r in reports.values()])))
-
-
-TaskReport = ClassificationReport | VolatilityReport | MultiHorizonReport
-
-
 # ------------------------------------------------------------------------------ training
 
 
@@ -1000,227 +435,10 @@ class SupervisedResult:
     config: SupervisedConfig
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is checked.
-
-    Raises:
-        ValueError: an unknown device string, or CUDA asked for but not available.
-    """
-    if isinstance(device, torch.device):
-        resolved = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available here; use "
-                         "device='auto' or 'cpu'")
-    return resolved
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype :attr:`SupervisedConfig.amp` stands for on ``device`` (``None``:
-    float32, no autocast). ``"auto"`` follows PyTorch AMP's advice: bf16 on a CUDA device that
-    supports it (no loss scaling needed), else fp16 on CUDA (with loss scaling), and float32
-    on the CPU (``"bf16"`` opts in there)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
 def _seed_everything(seed: int) -> None:
     # numpy's global RNG is not used here (shuffling draws from seeded torch generators).
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _task_class_weights(counts: np.ndarray) -> np.ndarray:
-    """:func:`_class_weights` of ``[3]`` counts, or of each horizon's row of ``[H, 3]``."""
-    if counts.ndim == 2:
-        return np.stack([_class_weights(row) for row in counts])
-    return _class_weights(counts)
-
-
-def _log_volatility_scale(volatility: np.ndarray) -> tuple[float, float]:
-    """Mean and std (1 when degenerate) of ``log(max(volatility, VOL_FLOOR))`` over the train
-    items: the units a ``volatility`` head learns in."""
-    logs = np.log(np.maximum(np.asarray(volatility, dtype=np.float64), VOL_FLOOR))
-    scale = float(logs.std())
-    return float(logs.mean()), scale if math.isfinite(scale) and scale > 0 else 1.0
-
-
-def _class_weights(counts: np.ndarray) -> np.ndarray:
-    """``N / (K * N_c)`` (1 on average over items); 0 for a class absent from train."""
-    counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum()
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = total / (present.sum() * counts[present])
-    return weights
-
-
-def _classification_loss(
-    logits: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig,
-    sample_weight: Tensor | None = None,
-) -> Tensor:
-    """Mean of the classification term of ``config.loss`` over the batch (weighted mean when
-    class weights are on, as in ``F.cross_entropy``; ``scale_aware`` multiplies each item's
-    weight by its ``sample_weight [B]``, :func:`~tradezoo.agents.losses.magnitude_weights`)."""
-    logits = logits.float()
-    term = classification_term(config.loss)
-    if term in ("ce", "multi_horizon"):  # multi_horizon: cross-entropy per horizon head
-        return functional.cross_entropy(
-            logits, target, weight=weight, label_smoothing=config.label_smoothing
-        )
-    if term == "scale_aware":
-        if sample_weight is None:
-            raise ValueError("the scale-aware loss needs the items' sample weights")
-        per_item = functional.cross_entropy(logits, target, reduction="none",
-                                            label_smoothing=config.label_smoothing)  # [B]
-        w = sample_weight if weight is None else sample_weight * weight[target]  # [B]
-        return (w * per_item).sum() / w.sum().clamp_min(1e-12)
-    # Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
-    log_p = functional.log_softmax(logits, dim=-1)  # [B, 3]
-    log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # [B]
-    focal = -((1.0 - log_pt.exp()) ** config.focal_gamma) * log_pt  # [B]
-    if weight is None:
-        return focal.mean()
-    w = weight[target]  # [B]
-    return (w * focal).sum() / w.sum().clamp_min(1e-12)
-
-
-VOL_FLOOR = 1e-8
-"""Smallest volatility per bar a log or a ratio is taken of (a flat stretch of bars has a
-realised volatility of 0)."""
-
-
-def _task_loss(output: Tensor, target: Tensor, weight: Tensor | None, config: SupervisedConfig,
-               model: SupervisedModel, sample_weight: Tensor | None = None) -> Tensor:
-    """The loss of ``model.task``: the classification term of ``config.loss``
-    (``direction``); its mean over the horizons, each with its own class weights
-    ``weight [H, 3]`` and sample weights ``sample_weight [B, H]`` (``multi_horizon``); MSE of
-    the log volatility in units of the train split's std (``volatility``; ``target`` [B] is
-    the realised volatility per bar)."""
-    if model.task == "direction":
-        return _classification_loss(output, target, weight, config, sample_weight)
-    if model.task == "multi_horizon":
-        losses = [_classification_loss(output[:, k], target[:, k],
-                                       None if weight is None else weight[k], config,
-                                       None if sample_weight is None else sample_weight[:, k])
-                  for k in range(output.shape[1])]
-        return torch.stack(losses).mean()
-    log_target = torch.log(target.float().clamp_min(VOL_FLOOR))
-    error = (output.float() - log_target) / model.target_scale  # type: ignore[operator]
-    return (error**2).mean()
-
-
-def _n_correct(output: Tensor, target: Tensor, task: str) -> Tensor:
-    """Correct predictions in a batch (``multi_horizon``: averaged over the horizons; 0 for
-    ``volatility``, which has no classes)."""
-    if task == "direction":
-        return (output.argmax(-1) == target).sum()
-    if task == "multi_horizon":
-        return (output.argmax(-1) == target).float().mean(dim=1).sum()
-    return torch.zeros((), device=output.device)
-
-
-def check_loss_task(loss: str, task: str) -> None:
-    """Whether ``SupervisedConfig.loss`` fits ``LabelSpec.task``: a ``volatility`` model
-    trains on its own regression loss (``loss="ce"``, the default, stands for it), and the
-    ``multi_horizon`` loss needs multi-horizon labels.
-
-    Raises:
-        ConfigError: another combination; the message names both settings and the rule.
-    """
-    if task == "volatility" and loss != "ce":
-        raise ConfigError(f"SupervisedConfig.loss={loss!r} applies to the direction and "
-                          "multi_horizon tasks; a volatility model trains on the squared error "
-                          "of its log volatility (leave loss at 'ce')")
-    if classification_term(loss) == "multi_horizon" and task != "multi_horizon":
-        raise ConfigError(f"SupervisedConfig.loss={loss!r} averages the cross-entropy over the "
-                          "horizon heads of multi-horizon labels; the labels' task is "
-                          f"{task!r} (set LabelSpec.task='multi_horizon', e.g. --set "
-                          "labels.task=multi_horizon)")
-
-
-@dataclass(frozen=True)
-class _Objective:
-    """The training objective of a run (:attr:`SupervisedConfig.loss` on the model's task)
-    with what it needs from the data.
-
-    Attributes:
-        config: the training config.
-        model: the model trained (its task, and a volatility model's output units).
-        class_weight: class weights ``[3]`` (``[H, 3]`` for ``multi_horizon``) or ``None``.
-        cost: one-way cost of the Sharpe term's turnover, a fraction.
-        magnitude_scale: the train split's mean absolute label-horizon return, ``[]`` (``[H]``
-            for ``multi_horizon``): the scale-aware term's unit (1 without that term).
-    """
-
-    config: SupervisedConfig
-    model: SupervisedModel
-    class_weight: Tensor | None
-    cost: float
-    magnitude_scale: Tensor
-
-    def __call__(self, output: Tensor, labels: Tensor, targets: Mapping[str, Tensor],
-                 chunk: int) -> Tensor:
-        """The loss of the task output (logits ``[B, 3]`` or ``[B, H, 3]``, log volatility
-        ``[B]``), ``labels`` and the items' ``targets`` (:func:`_item_targets`), the batch
-        being ``B / chunk`` runs of ``chunk`` consecutive items."""
-        cfg = self.config
-        loss: Tensor | None = None
-        if classification_term(cfg.loss) is not None:
-            sample_weight = None
-            if "abs_move" in targets:
-                sample_weight = magnitude_weights(targets["abs_move"], self.magnitude_scale,
-                                                  cfg.scale_aware_cap)
-            loss = _task_loss(output, labels, self.class_weight, cfg, self.model,
-                              sample_weight)
-        if has_sharpe_term(cfg.loss):
-            position = expected_position(output)  # [B], or [B, H] per horizon
-            if position.ndim == 2:  # the multi-horizon trading rule: the horizons' mean
-                position = position.mean(dim=1)
-            shape = (-1, chunk)
-            sharpe = cfg.sharpe_weight * sharpe_loss(
-                position.reshape(shape), targets["next_return"].reshape(shape),
-                targets["follows"].reshape(shape), self.cost)
-            loss = sharpe if loss is None else loss + sharpe
-        assert loss is not None  # every loss has a classification or a Sharpe term
-        return loss
-
-
-def _aux_loss(aux: dict[str, Tensor], targets: Tensor, names: Sequence[str]) -> Tensor:
-    """Auxiliary loss: MSE on standardised forward returns and BCE-with-logits on their sign.
-
-    Args:
-        aux: the heads' outputs: ``"regression"`` ``[B, H]`` and the direction logits, either
-            ``"direction"`` ``[B, H]`` or one ``[B]`` entry per horizon name.
-        targets: ``[B, H]`` standardised forward returns, NaN where the horizon runs past the
-            data (masked out).
-        names: the horizon names, in column order.
-    """
-    valid = torch.isfinite(targets)  # [B, H]
-    safe = torch.where(valid, targets, torch.zeros_like(targets))
-    total = targets.new_zeros(())
-    n = valid.sum().clamp_min(1)
-    if "regression" in aux:
-        err = (aux["regression"].float() - safe) ** 2  # [B, H]
-        total = total + (err * valid).sum() / n
-    direction = aux.get("direction")
-    if direction is None and names and all(name in aux for name in names):
-        direction = torch.stack([aux[name] for name in names], dim=1)  # [B, H]
-    if direction is not None:
-        bce = functional.binary_cross_entropy_with_logits(
-            direction.float(), (safe > 0).float(), reduction="none"
-        )  # [B, H]
-        total = total + (bce * valid).sum() / n
-    return total
 
 
 def _param_groups(model: SupervisedModel, weight_decay: float) -> list[dict[str, Any]]:
@@ -1254,170 +472,6 @@ def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], floa
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-class ModelInputs:
-    """The model's observations (flat account) at decision rows ``[N]``, gathered on
-    ``device`` by one index operation per timeframe.
-
-    ``ModelInputs(data, rows, device, include_dt=model.include_dt).get(index [B])`` gives
-    the observations :meth:`SupervisedModel.forward` takes, for ``data`` prepared with the
-    model's inputs (:meth:`PreparedData.for_model`): the trainer's batches, the evaluation
-    and :func:`model_predictions` all gather them here.
-
-    Box: ``features[rows[:, None] + offsets]`` ``[B, L, F]`` padded to ``[B, L, F + 2]``.
-    Multi-timeframe (``data.timeframes``): each timeframe's window rows come from
-    :func:`~tradezoo.data.prepare.closed_window_rows`, the env's rule (index ``[N, L_tf]``
-    built once on the host), plus the zero account vector: the env's dict observation.
-    With ``include_dt`` (a model whose backbone takes elapsed time) each window's elapsed
-    seconds, unscaled, come with it, gathered by the same index from the bars' open times
-    (:attr:`PreparedData.dt_seconds`, each timeframe's ``dt_seconds``): ``"dt"`` beside the
-    Box window (then under ``"window"``), ``"dt_<tf>"`` beside each timeframe, the envs'
-    ``include_dt=True`` observation. This is the one place a supervised observation is
-    built: another per-window input is one more table gathered here.
-    """
-
-    def __init__(self, data: PreparedData, rows: np.ndarray, device: torch.device, *,
-                 features: Tensor | None = None, include_dt: bool = False,
-                 dt: Tensor | None = None) -> None:
-        """``rows``: decision rows of ``data`` ``[N]``; ``features``: the Box features
-        ``[T, F]`` to gather instead of ``data.scaled``, with ``dt`` ``[T]`` their elapsed
-        seconds (default ``data.elapsed()``); ``include_dt``: add the elapsed times (a model
-        whose backbone takes them)."""
-        self.device = device
-        self.include_dt = include_dt
-        rows = np.asarray(rows, dtype=np.int64)
-        self.n = len(rows)
-        self.tables: dict[str, Tensor] = {}
-        self.dt_tables: dict[str, Tensor] = {}
-        self.windows: dict[str, Tensor] = {}
-        for tf in data.timeframes:
-            name, window = tf.interval.name, data.timeframe_windows[tf.interval.name]
-            self.tables[name] = torch.tensor(tf.features, device=device)  # [T_tf, F]
-            self.dt_tables[name] = torch.tensor(tf.dt_seconds, device=device)  # [T_tf]
-            self.windows[name] = torch.from_numpy(
-                closed_window_rows(tf.last_closed, rows, window)).to(device)  # [N, L_tf]
-        if not self.tables:
-            if features is None:
-                features = torch.tensor(data.scaled.to_numpy(dtype=np.float32))
-            self.features = features.to(device)  # [T, F]
-            self.dt = (torch.tensor(data.elapsed(), device=device) if dt is None
-                       else dt.to(device))  # [T] seconds (``dt``: with ``features``)
-            self.rows = torch.from_numpy(rows).to(device)  # [N]
-            self.offsets = torch.arange(-data.window + 1, 1, device=device)  # [L]
-
-    def __len__(self) -> int:
-        return self.n
-
-    def get(self, index: Tensor) -> Tensor | dict[str, Tensor]:
-        """Observations of items ``index`` ``[B]``."""
-        if not self.tables:
-            at = self.rows[index][:, None] + self.offsets  # [B, L]
-            box = flat_account_observation(self.features[at])  # [B, L, F + 2]
-            return {WINDOW_KEY: box, DT_KEY: self.dt[at]} if self.include_dt else box
-        obs = flat_observation({name: table[self.windows[name][index]]  # [B, L_tf, F]
-                                for name, table in self.tables.items()})
-        if self.include_dt:
-            obs.update({dt_key(name): table[self.windows[name][index]]  # [B, L_tf]
-                        for name, table in self.dt_tables.items()})
-        return obs
-
-
-class _Batches:
-    """Batches of one or more :class:`WindowDataset`: their items' observations
-    (:class:`ModelInputs` at their decision rows), labels and per-item ``targets`` (arrays
-    ``[N, ...]``, :func:`_item_targets`), gathered on ``device`` with the same index.
-
-    Several datasets (Box inputs) are laid end to end: features ``[sum T_k, F]``, rows shifted
-    by the rows before them (a window never crosses datasets: every row has a full window of
-    its own dataset), targets concatenated; the ``"asset"`` target ``[N]`` int64 holds each
-    item's dataset position (the asset embedding's id).
-    """
-
-    def __init__(self, data: PreparedData | Sequence[PreparedData],
-                 dataset: WindowDataset | Sequence[WindowDataset], device: torch.device,
-                 targets: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]]
-                 | None = None, include_dt: bool = False,
-                 asset_ids: Sequence[int] | None = None) -> None:
-        datas = [data] if isinstance(data, PreparedData) else list(data)
-        parts = [dataset] if isinstance(dataset, WindowDataset) else list(dataset)
-        given = ([targets or {}] if targets is None or isinstance(targets, Mapping)
-                 else list(targets))
-        self.device = device
-        self.sizes = [len(p) for p in parts]
-        if len(parts) == 1:
-            self.inputs = ModelInputs(datas[0], np.array(parts[0].decision_rows), device,
-                                  features=parts[0].features, include_dt=include_dt)
-            joined = dict(given[0])
-        else:
-            starts = np.cumsum([0] + [len(p.features) for p in parts[:-1]])
-            rows = np.concatenate([np.asarray(p.decision_rows) + int(start)
-                                   for p, start in zip(parts, starts, strict=True)])
-            self.inputs = ModelInputs(datas[0], rows, device,
-                                  features=torch.cat([p.features for p in parts]),
-                                  include_dt=include_dt,
-                                  dt=torch.cat([torch.as_tensor(d.elapsed()) for d in datas]))
-            joined = {name: np.concatenate([t[name] for t in given]) for name in given[0]}
-        self.labels = torch.cat([p.labels for p in parts]).to(device)  # [N]
-        ids = list(range(len(parts))) if asset_ids is None else list(asset_ids)
-        joined["asset"] = np.repeat(np.asarray(ids, dtype=np.int64), self.sizes)
-        self.targets = {name: torch.from_numpy(values).to(device)
-                        for name, values in joined.items()}
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def get(self, index: Tensor
-            ) -> tuple[Tensor | dict[str, Tensor], Tensor, dict[str, Tensor]]:
-        """``(observations (:meth:`ModelInputs.get`), labels [B], {target name: [B, ...]})`` of
-        items ``index``."""
-        index = index.to(self.device)
-        targets = {name: values[index] for name, values in self.targets.items()}
-        return self.inputs.get(index), self.labels[index], targets
-
-
-def _item_targets(data: PreparedData, dataset: WindowDataset, cfg: SupervisedConfig,
-                  aux: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The per-item targets ``cfg``'s objective needs (none for ``"ce"``/``"focal"`` without
-    auxiliary heads):
-
-    - ``"aux"`` ``[N, H]`` float32: the auxiliary heads' targets (given);
-    - ``"next_return"`` ``[N]`` float32 (Sharpe term): ``open[t+2] / open[t+1] - 1``, the
-      return the backtest books for the bar a decision at ``t`` holds;
-    - ``"follows"`` ``[N]`` bool (Sharpe term): item ``i`` decides one bar after item
-      ``i - 1`` (False for item 0);
-    - ``"abs_move"`` ``[N]`` float32 (scale-aware term): ``|open[t+1+h] / open[t+1] - 1|``
-      over the label horizon ``h`` (``[N, H]``, one column per horizon, for
-      ``multi_horizon`` labels).
-    """
-    targets: dict[str, np.ndarray] = {}
-    if aux is not None:
-        targets["aux"] = aux
-    rows = np.asarray(dataset.decision_rows)
-    if has_sharpe_term(cfg.loss):
-        targets["next_return"] = _aux_targets(data, dataset, (1,), None)[:, 0]
-        follows = np.zeros(len(rows), dtype=np.bool_)
-        follows[1:] = np.diff(rows) == 1
-        targets["follows"] = follows
-    if classification_term(cfg.loss) == "scale_aware":
-        spec = data.label_spec
-        horizons = spec.horizons if spec.task == "multi_horizon" else (spec.horizon,)
-        move = np.abs(_aux_targets(data, dataset, horizons, None))  # [N, H]
-        targets["abs_move"] = move if spec.task == "multi_horizon" else move[:, 0]
-    return targets
-
-
-def _aux_targets(data: PreparedData, dataset: WindowDataset, horizons: Sequence[int],
-                 scale: np.ndarray | None) -> np.ndarray:
-    """``[N, H]`` float32 forward returns of each item over each horizon / ``scale``."""
-    columns = []
-    for h in horizons:
-        returns = forward_returns(data.bars, h).reindex(data.features.index).to_numpy()
-        columns.append(returns[dataset.decision_rows])
-    values = np.stack(columns, axis=1)  # [N, H]
-    if scale is not None:
-        values = values / scale
-    return values.astype(np.float32)
 
 
 def _loader_batches(batches: _Batches, order: Tensor, batch_size: int, num_workers: int,
@@ -2139,42 +1193,6 @@ def _split_batches(parts: Sequence[PreparedData], aux_horizons: Sequence[int],
             val)
 
 
-def _sharpe_cost(parts: Sequence[PreparedData], cfg: SupervisedConfig) -> float:
-    """The Sharpe term's one-way turnover cost, a fraction: ``cfg.sharpe_cost_bps``, else the
-    labels' cost (which several datasets must share).
-
-    Raises:
-        ValueError: several datasets with different label costs and no ``sharpe_cost_bps``.
-    """
-    if cfg.sharpe_cost_bps is not None:
-        return cfg.sharpe_cost_bps / 1e4
-    costs = {float(p.label_spec.cost_bps or 0.0) for p in parts}
-    if len(costs) > 1 and has_sharpe_term(cfg.loss):
-        raise ValueError(f"the datasets' label costs differ ({sorted(costs)} bps); set "
-                         "supervised.sharpe_cost_bps for the Sharpe term")
-    return float(parts[0].label_spec.cost_bps or 0.0) / 1e4
-
-
-def _magnitude_scale(batches: _Batches) -> Tensor:
-    """Mean absolute label-horizon return of the train items, float32 ``[]`` (``[H]`` per
-    horizon of ``multi_horizon`` labels): the scale-aware term's unit; 1 without that term.
-
-    Raises:
-        ValueError: a horizon whose train items have no finite non-zero move.
-    """
-    moves = batches.targets.get("abs_move")
-    if moves is None:
-        return torch.ones((), device=batches.device)
-    moves = moves.double()
-    finite = torch.isfinite(moves)
-    scale = (torch.where(finite, moves, 0.0).sum(dim=0)
-             / finite.sum(dim=0).clamp_min(1))  # [] or [H]
-    if not bool(((scale > 0) & torch.isfinite(scale)).all()):
-        raise ValueError("the scale-aware loss needs train items with non-zero forward returns "
-                         "over the label horizon")
-    return scale.float()
-
-
 def _epoch_order(n_items: int, chunk: int, generator: torch.Generator) -> Tensor:
     """The items of one epoch in training order: a permutation of all items (``chunk == 1``),
     or :func:`_n_chunks` runs of ``chunk`` consecutive items in random order, the runs tiling
@@ -2201,373 +1219,3 @@ def _nonfinite_message(what: str, value: float, arch: str, epoch: int, batch: in
             f"{batch + 1}) for architecture {arch!r}; {last}. Training stopped: try a lower lr "
             f"(now {cfg.lr:g}), gradient clipping (grad_clip={cfg.grad_clip}) or check the "
             "features for extreme values")
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class SupervisedEvaluation:
-    """What :func:`evaluate_supervised` returns.
-
-    Attributes:
-        split: the split evaluated.
-        rule: ``"argmax"`` or ``"threshold"`` (with :attr:`threshold`); the trading rule of
-            another task: ``"volatility_target"`` or ``"mean_expected_position"``.
-        report: the task's report on the split's labelled decision rows: a
-            :class:`ClassificationReport`, :class:`VolatilityReport` (with the naive
-            forecast's errors) or :class:`MultiHorizonReport`.
-        probabilities: ``[N, 3]`` DataFrame (sell, hold, buy) on the decision timestamps;
-            ``multi_horizon``: ``[N, 3 H]`` (columns ``h6_buy``, ...); ``volatility``: the
-            forecast and the naive forecast per bar, ``[N, 2]``.
-        signals: int Series ``[N]`` of the classes the rule picks (0 sell, 1 hold, 2 buy);
-            another task: the rule's exposure at each decision (before the rebalancing band).
-        positions: the target positions given to ``simulate`` (bars of the backtest; NaN =
-            keep the previous target).
-        backtest: the :class:`~tradezoo.backtest.simulation.BacktestResult` (its
-            ``benchmark_*`` fields are buy-and-hold on the same bars and costs).
-        metrics: flat dict: classification metrics, ``backtest/<metric>`` and
-            ``buy_and_hold/<metric>``.
-    """
-
-    split: str
-    rule: str
-    threshold: float | None
-    report: TaskReport
-    probabilities: pd.DataFrame
-    signals: pd.Series
-    positions: pd.Series
-    backtest: Any
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def signals_to_positions(signals: np.ndarray, *, allow_short: bool = True) -> np.ndarray:
-    """Classes -> target exposures for ``simulate``: buy (2) -> +1, sell (0) -> -1 (0 without
-    shorting), hold (1) -> NaN (``simulate`` keeps the previous target; flat before the
-    first signal)."""
-    signals = np.asarray(signals)
-    positions = np.full(signals.shape, np.nan)
-    positions[signals == 2] = 1.0
-    positions[signals == 0] = -1.0 if allow_short else 0.0
-    return positions
-
-
-def volatility_target_positions(forecast: np.ndarray, target_volatility: float, *,
-                                max_leverage: float) -> np.ndarray:
-    """Volatility targeting: ``exposure = min(target_volatility / forecast, max_leverage)``,
-    long only (docs/tasks.md).
-
-    Args:
-        forecast: ``[N]`` forecast volatility per bar (a forecast below ``VOL_FLOOR`` counts as
-            ``VOL_FLOOR``).
-        target_volatility: the volatility per bar the position aims at, > 0.
-        max_leverage: the cost model's cap on the exposure.
-
-    Returns:
-        ``[N]`` float64 exposures in ``(0, max_leverage]``.
-    """
-    forecast = np.maximum(np.asarray(forecast, dtype=np.float64), VOL_FLOOR)
-    return np.minimum(float(target_volatility) / forecast, float(max_leverage))
-
-
-def rebalance_within_band(exposures: np.ndarray, band: float) -> np.ndarray:
-    """Targets for ``simulate`` that trade a continuous exposure only when it has moved by at
-    least ``band`` from the exposure held (docs/tasks.md).
-
-    Args:
-        exposures: ``[N]`` the rule's target exposure at each decision.
-        band: exposure units (0.1 = 10 % of equity), >= 0; 0 trades every change.
-
-    Returns:
-        ``[N]`` float64: the exposure where a trade is due (always at the first decision,
-        from flat), NaN (keep the position) elsewhere.
-    """
-    band = check_number("rebalance_band", band, 0.0)
-    exposures = np.asarray(exposures, dtype=np.float64)
-    targets = np.full(exposures.shape, np.nan)
-    held = math.nan
-    for i, exposure in enumerate(exposures.tolist()):
-        if not abs(exposure - held) < band:  # the first decision (held NaN) always trades
-            targets[i] = held = exposure
-    return targets
-
-
-def mean_expected_position(probabilities: np.ndarray, *, allow_short: bool = True
-                           ) -> np.ndarray:
-    """The multi-horizon rule: each horizon's expected position ``P(buy) - P(sell)``, averaged
-    over the horizons (docs/tasks.md).
-
-    Args:
-        probabilities: ``[N, H, 3]`` class probabilities (sell, hold, buy) per horizon.
-        allow_short: else negative exposures become 0 (flat).
-
-    Returns:
-        ``[N]`` float64 exposures in ``[-1, 1]`` (``[0, 1]`` without shorting).
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    exposure = (probabilities[..., 2] - probabilities[..., 0]).mean(axis=1)
-    return exposure if allow_short else np.maximum(exposure, 0.0)
-
-
-def _apply_rule(probabilities: np.ndarray, rule: str, threshold: float) -> np.ndarray:
-    if rule == "argmax":
-        return probabilities.argmax(axis=1)
-    # The threshold rule: act on a side only when its probability clears the threshold;
-    # when both do (threshold < 0.5), the more probable side wins.
-    sell, buy = probabilities[:, 0], probabilities[:, 2]
-    signals = np.full(len(probabilities), 1, dtype=np.int64)
-    buy_ok, sell_ok = buy > threshold, sell > threshold
-    signals[buy_ok & (~sell_ok | (buy >= sell))] = 2
-    signals[sell_ok & (~buy_ok | (sell > buy))] = 0
-    return signals
-
-
-def model_predictions(model: SupervisedModel, data: PreparedData, rows: np.ndarray, *,
-                      batch_size: int = 1024, device: str | torch.device | None = None,
-                      features: Tensor | None = None, asset_id: int = -1) -> np.ndarray:
-    """The model's predictions at decision ``rows`` of ``data``, float64, on the inputs the
-    trainer and :func:`evaluate_supervised` give it (timeframe windows, elapsed times).
-
-    Args:
-        model: a trained :class:`SupervisedModel`.
-        data: prepared data with the model's inputs (:meth:`PreparedData.for_model`).
-        rows: ``[N]`` decision rows of ``data`` (:meth:`PreparedData.decision_rows`).
-        batch_size: items per forward pass.
-        device: where to run the model; ``None``: its own device. The model's device and
-            train/eval mode are restored afterwards.
-        features: the Box features ``[T, F]`` to use instead of ``data.scaled`` (a
-            checkpoint's own scaling).
-        asset_id: the data's asset id (a model with an asset embedding).
-
-    Returns:
-        ``[N, 3]`` class probabilities (sell, hold, buy) for ``direction``; ``[N, H, 3]`` for
-        ``multi_horizon``; the per-bar volatility forecasts ``[N]`` for ``volatility``.
-    """
-    home = next(model.parameters()).device
-    dev = home if device is None else resolve_device(device)
-    inputs = ModelInputs(data, rows, dev, features=features, include_dt=model.include_dt)
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, len(inputs), batch_size):
-                items = torch.arange(start, min(start + batch_size, len(inputs)), device=dev)
-                asset = (None if model.assets is None else
-                         torch.full((len(items),), asset_id, dtype=torch.int64, device=dev))
-                output = model(inputs.get(items), asset).float()
-                chunks.append(torch.exp(output) if model.task == "volatility"
-                              else torch.softmax(output, dim=-1))
-        return torch.cat(chunks).cpu().numpy().astype(np.float64)
-    finally:
-        model.to(home).train(was_training)
-
-
-def evaluate_supervised(
-    model_or_checkpoint: SupervisedModel | str | Path | Mapping[str, Any],
-    data: PreparedData,
-    split: Literal["train", "val", "test"] = "test",
-    *,
-    rule: Literal["argmax", "threshold"] = "argmax",
-    threshold: float = 0.5,
-    allow_short: bool = True,
-    costs: CostModel | None = None,
-    batch_size: int = 1024,
-    device: str | torch.device | None = None,
-    target_volatility: float | None = None,
-    rebalance_band: float = 0.1,
-) -> SupervisedEvaluation:
-    """Classification report and backtest of a classifier on a split (module docstring).
-
-    The model decides at every decision row of the split that the env would decide at
-    (:meth:`PreparedData.decision_rows`: a full window before, a bar after), so the backtest
-    spans the same bars as a ``TradingEnv(split=...)`` episode; the classification report uses
-    the labelled ones among them. A checkpoint's own scaler scales ``data.features`` (so other
-    data than the training data is scaled as in training); its architecture-independent
-    inputs must match: feature spec, window and feature count. A multi-dataset checkpoint
-    scales each of its datasets with that dataset's own training scaler, and another dataset
-    with the data's own (fitted on its train part, as each training dataset's was). A dataset
-    the model was not trained on is evaluated with a warning, or refused when the model has
-    an asset embedding (:func:`tradezoo.agents.multi.check_known_asset`).
-
-    Args:
-        model_or_checkpoint: a :class:`SupervisedModel`, a checkpoint path or loaded dict.
-        data: prepared data (same feature spec and window as the model).
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        rule: ``"argmax"`` or ``"threshold"`` (buy when P(buy) > threshold, sell when
-            P(sell) > threshold, hold otherwise).
-        threshold: probability in [0, 1) for ``rule="threshold"``.
-        allow_short: sell opens a short (else it goes flat).
-        costs: cost model of the backtest; default the data's (the dataset's default costs).
-        batch_size: items per forward pass.
-        device: where to run the model; ``None``: a model's own device (a checkpoint: the
-            CPU). A model evaluated elsewhere is moved back to its device, and to its
-            train/eval mode, afterwards.
-        target_volatility: a ``volatility`` model's target, annualised (0.5 = 50 % a year,
-            with the bars' periods per year); ``None``: the median realised volatility of
-            the data's train split (exposure 1 at the asset's typical volatility).
-        rebalance_band: the continuous exposures of the ``volatility`` and ``multi_horizon``
-            rules are traded only when they move at least this far (exposure units) from the
-            position held (:func:`rebalance_within_band`).
-
-    Other tasks than ``direction`` report as their :class:`SupervisedEvaluation.report`
-    says and trade by their rule (docs/tasks.md): ``volatility`` by
-    :func:`volatility_target_positions` capped by the costs' ``max_leverage``, long only;
-    ``multi_horizon`` by :func:`mean_expected_position`. ``rule`` applies to ``direction``.
-
-    Raises:
-        ValueError: a bad argument, or a model/checkpoint that does not fit ``data``.
-        tradezoo.agents.checkpoint.CheckpointError: an unreadable or mismatched checkpoint.
-    """
-    from tradezoo.backtest.simulation import simulate
-
-    if rule not in ("argmax", "threshold"):
-        raise ValueError(f"rule must be 'argmax' or 'threshold', got {rule!r}")
-    if rule == "threshold" and not (
-        isinstance(threshold, int | float) and not isinstance(threshold, bool)
-        and 0.0 <= float(threshold) < 1.0
-    ):
-        raise ValueError(f"threshold must be a probability in [0, 1), got {threshold!r}")
-    features = None
-    if isinstance(model_or_checkpoint, SupervisedModel):
-        model = model_or_checkpoint
-        data = data.with_timeframes(model.timeframes)
-    else:
-        ckpt = (
-            model_or_checkpoint
-            if isinstance(model_or_checkpoint, Mapping)
-            else load_checkpoint(model_or_checkpoint, expect_feature_spec=data.feature_spec,
-                                 expect_kind="supervised")
-        )
-        model = model_from_checkpoint(ckpt)
-        # The checkpoint's own scalers scale every timeframe's features, as in training (a
-        # multi-dataset checkpoint: each of its datasets' own; checkpoint_scaler).
-        features = torch.tensor(np.asarray(checkpoint_scaler(ckpt, data).transform(
-            data.features), dtype=np.float32))
-        data = data.with_timeframes(model.timeframes, timeframe_scalers_from_checkpoint(ckpt))
-    asset_id = check_known_asset(data.name, model.asset_names,
-                                 embedding=model.assets is not None,
-                                 where=f"{model.arch!r} model")
-    if model.window != data.window or model.n_features != data.n_features:
-        raise ValueError(
-            f"the model takes windows of {model.window} bars x {model.n_features} features, the "
-            f"data has window={data.window} and {data.n_features} features"
-        )
-    if model.task != data.label_spec.task:
-        raise ConfigError(f"the model's task is {model.task!r}, the data's labels are for "
-                          f"{data.label_spec.task!r}; prepare the data with the model's "
-                          "label spec (label_spec_from_checkpoint)")
-    if model.task != "direction":
-        return _evaluate_task(model, data, split, features, allow_short=allow_short,
-                              costs=costs or data.costs, batch_size=batch_size, device=device,
-                              target_volatility=target_volatility, rule=rule,
-                              rebalance_band=rebalance_band, asset_id=asset_id)
-    rows = data.decision_rows(split)
-    probabilities = model_predictions(model, data, rows, batch_size=batch_size, device=device,
-                                      features=features, asset_id=asset_id)  # [N, 3]
-    signals = _apply_rule(probabilities, rule, float(threshold))
-    index = data.features.index[rows]
-
-    labels = data.labels.to_numpy()[rows]
-    labelled = np.isfinite(labels)
-    if not labelled.any():
-        raise ValueError(f"the {split!r} split has no labelled decision row to score")
-    report = classification_report(labels[labelled].astype(np.int64), signals[labelled])
-
-    # Bars of the backtest: the first decision bar .. the bar after the last decision.
-    offset = data.bar_offset
-    bars = data.bars.iloc[offset + int(rows[0]) : offset + int(rows[-1]) + 2]
-    positions = np.full(len(bars), np.nan)
-    positions[: len(rows)] = signals_to_positions(signals, allow_short=allow_short)
-    position_series = pd.Series(positions, index=bars.index, name="target")
-    result = simulate(bars, position_series, costs=costs or data.costs)
-
-    metrics: dict[str, Any] = {k: v for k, v in report.to_dict().items() if k != "confusion"}
-    metrics.update({f"backtest/{k}": v for k, v in result.metrics.to_dict().items()})
-    metrics.update({f"buy_and_hold/{k}": v for k, v in result.benchmark_metrics.to_dict().items()})
-    return SupervisedEvaluation(
-        split=split,
-        rule=rule,
-        threshold=float(threshold) if rule == "threshold" else None,
-        report=report,
-        probabilities=pd.DataFrame(probabilities, index=index, columns=list(CLASS_NAMES)),
-        signals=pd.Series(signals, index=index, name="signal"),
-        positions=position_series,
-        backtest=result,
-        metrics=metrics,
-    )
-
-
-def _backtest(data: PreparedData, rows: np.ndarray, exposures: np.ndarray, costs: CostModel
-              ) -> tuple[pd.Series, Any]:
-    """Simulate target ``exposures`` decided at feature ``rows`` (the first decision bar ..
-    the bar after the last one); returns ``(targets on the bars, BacktestResult)``."""
-    from tradezoo.backtest.simulation import simulate
-
-    offset = data.bar_offset
-    bars = data.bars.iloc[offset + int(rows[0]) : offset + int(rows[-1]) + 2]
-    positions = np.full(len(bars), np.nan)
-    positions[: len(rows)] = exposures
-    series = pd.Series(positions, index=bars.index, name="target")
-    return series, simulate(bars, series, costs=costs)
-
-
-def _bars_volatility_target(data: PreparedData, target_volatility: float | None) -> float:
-    """Per-bar volatility target: the annualised ``target_volatility`` over the square root of
-    the bars' periods per year, or the median realised volatility of the train split."""
-    from tradezoo.backtest.metrics import periods_per_year_for
-
-    if target_volatility is None:
-        return float(np.median(data.train.labels.numpy()))
-    annual = check_number("target_volatility", target_volatility, 0.0, open_low=True)
-    return float(annual) / math.sqrt(periods_per_year_for(data.bars))
-
-
-def _evaluate_task(model: SupervisedModel, data: PreparedData, split: str,
-                   features: Tensor | None, *, allow_short: bool, costs: CostModel,
-                   batch_size: int, device: str | torch.device | None,
-                   target_volatility: float | None, rule: str, rebalance_band: float,
-                   asset_id: int = -1) -> SupervisedEvaluation:
-    """:func:`evaluate_supervised` of a ``volatility`` or ``multi_horizon`` model."""
-    if rule != "argmax":
-        raise ConfigError(f"rule={rule!r} applies to direction models; a {model.task} model "
-                          "trades by its own rule (docs/tasks.md)")
-    rows = data.decision_rows(split)  # type: ignore[arg-type]
-    predictions = model_predictions(model, data, rows, batch_size=batch_size, device=device,
-                                    features=features, asset_id=asset_id)
-    index = data.features.index[rows]
-    labels = data.labels.to_numpy()[rows]
-    if model.task == "volatility":
-        h = data.label_spec.horizon
-        naive = trailing_volatility(data.bars, h).reindex(data.features.index).to_numpy()[rows]
-        labelled = np.isfinite(labels)
-        if not labelled.any():
-            raise ValueError(f"the {split!r} split has no labelled decision row to score")
-        report: TaskReport = volatility_report(labels[labelled], predictions[labelled],
-                                               naive[labelled])
-        exposures = volatility_target_positions(
-            predictions, _bars_volatility_target(data, target_volatility),
-            max_leverage=costs.max_leverage)
-        table = pd.DataFrame({"forecast": predictions, "naive": naive}, index=index)
-        trading_rule = "volatility_target"
-    else:
-        labelled = np.isfinite(labels).all(axis=1)
-        if not labelled.any():
-            raise ValueError(f"the {split!r} split has no labelled decision row to score")
-        report = multi_horizon_report(labels[labelled].astype(np.int64),
-                                      predictions[labelled].argmax(-1), model.horizon_names)
-        exposures = mean_expected_position(predictions, allow_short=allow_short)
-        table = pd.DataFrame(predictions.reshape(len(rows), -1), index=index,
-                             columns=[f"{h}_{c}" for h in model.horizon_names
-                                      for c in CLASS_NAMES])
-        trading_rule = "mean_expected_position"
-    positions, result = _backtest(data, rows, rebalance_within_band(exposures, rebalance_band),
-                                  costs)
-    metrics: dict[str, Any] = {k: v for k, v in report.to_dict().items()
-                               if not k.startswith("confusion")}
-    metrics.update({f"backtest/{k}": v for k, v in result.metrics.to_dict().items()})
-    metrics.update({f"buy_and_hold/{k}": v for k, v in result.benchmark_metrics.to_dict().items()})
-    return SupervisedEvaluation(
-        split=split, rule=trading_rule, threshold=None, report=report, probabilities=table,
-        signals=pd.Series(exposures, index=index, name="exposure"), positions=positions,
-        backtest=result, metrics=metrics)

@@ -409,13 +409,9 @@ def _metrics(backtest: Any, classification: Mapping[str, Any] | None) -> dict[st
 
 def _train_and_grade(task: CellTask, work: Path) -> dict[str, Any]:
     """Train the cell's model in ``work`` and grade it on its test part."""
+    from tradezoo.agents.devices import resolve_device
     from tradezoo.agents.ppo import PPOConfig, evaluate_ppo, load_ppo_policy, train_ppo
-    from tradezoo.agents.supervised import (
-        SupervisedConfig,
-        evaluate_supervised,
-        resolve_device,
-        train_supervised,
-    )
+    from tradezoo.agents.supervised import SupervisedConfig, evaluate_supervised, train_supervised
 
     cell, config = task.cell, task.config
     device = str(resolve_device(task.device))
