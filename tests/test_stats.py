@@ -19,6 +19,7 @@ from tradezoo.backtest.stats import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
     iqm,
+    pooled_sharpe_difference_pvalue,
     probabilistic_sharpe_ratio,
     probability_of_backtest_overfitting,
     sharpe_confidence_interval,
@@ -205,6 +206,69 @@ def test_sharpe_difference_pvalue_edge_identity_and_null() -> None:
         a, b = rng.normal(0.001, 0.01, (2, 150))
         rejections += sharpe_difference_pvalue(a, b, n_boot=300, seed=seed) <= 0.05
     assert rejections <= 12
+
+
+def test_pooled_sharpe_difference_pvalue_one_run_is_the_paired_test() -> None:
+    rng = np.random.default_rng(8)
+    market = rng.normal(0.0, 0.01, 400)
+    edge = market + rng.normal(0.0005, 0.004, 400)
+    for seed in (0, 5):
+        assert pooled_sharpe_difference_pvalue(edge[None], market[None], n_boot=300,
+                                               seed=seed) == \
+            sharpe_difference_pvalue(edge, market, n_boot=300, seed=seed)
+
+
+def test_pooled_sharpe_difference_pvalue_gains_power_with_runs() -> None:
+    """A modest edge in every run: each run's own test is weak, the runs together are not; the
+    mean of the per-run p-values does not fall as runs are added."""
+    rng = np.random.default_rng(9)
+    market = rng.normal(0.0, 0.01, 600)
+    runs = 16
+    edge = market + rng.normal(0.0006, 0.01, (runs, 600))  # independent runs, same bars
+    flat = market + rng.normal(0.0, 0.01, (runs, 600))
+    per_run = [sharpe_difference_pvalue(e, f, n_boot=300, seed=1)
+               for e, f in zip(edge, flat, strict=True)]
+    pooled = pooled_sharpe_difference_pvalue(edge, flat, n_boot=300, seed=1)
+    assert np.mean(per_run) > 0.1
+    assert pooled < 0.05
+    assert pooled_sharpe_difference_pvalue(flat, edge, n_boot=300, seed=1) > 0.95
+    # Under the null (equal true Sharpe in every run) a 5 % test rejects at most about 5 % of
+    # the time (the test is conservative): at most 12 of 100.
+    rejections = 0
+    for seed in range(100):
+        a, b = rng.normal(0.001, 0.01, (2, 4, 150))
+        rejections += pooled_sharpe_difference_pvalue(a, b, n_boot=300, seed=seed) <= 0.05
+    assert rejections <= 12
+
+
+def test_pooled_sharpe_difference_pvalue_counts_the_runs_spread() -> None:
+    """One lucky run among equal ones: the bars alone would call the mean difference
+    significant; resampling the runs does not."""
+    rng = np.random.default_rng(10)
+    market = rng.normal(0.0, 0.01, 600)
+    base = market + rng.normal(0.0, 0.002, (4, 600))
+    lucky = base.copy()
+    lucky[0] = market + rng.normal(0.002, 0.002, 600)  # one run with a large edge
+    assert sharpe_difference_pvalue(lucky[0], base[0], n_boot=300) < 0.01
+    assert pooled_sharpe_difference_pvalue(lucky, base, n_boot=300) > 0.1
+
+
+def test_pooled_sharpe_difference_pvalue_edges_and_errors() -> None:
+    rng = np.random.default_rng(11)
+    a = rng.normal(0.0, 0.01, (3, 200))
+    assert pooled_sharpe_difference_pvalue(a, a.copy(), n_boot=200) == 1.0
+    never = np.zeros((3, 200))  # a form that never trades counts as Sharpe 0
+    good = np.abs(a) + 0.001
+    assert pooled_sharpe_difference_pvalue(good, never, n_boot=200) < 0.01
+    assert pooled_sharpe_difference_pvalue(never, good, n_boot=200) > 0.99
+    assert pooled_sharpe_difference_pvalue(good, never, n_boot=200, seed=4) == \
+        pooled_sharpe_difference_pvalue(good, never, n_boot=200, seed=4)
+    with pytest.raises(ValueError, match=r"returns must be a 2-D array \[runs, bars\]"):
+        pooled_sharpe_difference_pvalue(a[0], a[0])
+    with pytest.raises(ValueError, match="benchmark_returns must have the shape"):
+        pooled_sharpe_difference_pvalue(a, a[:2])
+    with pytest.raises(ValueError, match="finite"):
+        pooled_sharpe_difference_pvalue(np.full((2, 5), np.nan), a[:2, :5])
 
 
 # ------------------------------------------------------------------------------- PBO

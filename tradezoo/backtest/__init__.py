@@ -15,7 +15,8 @@
 - :mod:`~tradezoo.backtest.stats`: statistics that survive many trials (docs/evaluation.md):
   :func:`probabilistic_sharpe_ratio`, :func:`deflated_sharpe_ratio`,
   :func:`expected_max_sharpe`, :func:`sharpe_confidence_interval` and
-  :func:`sharpe_difference_pvalue` (stationary bootstrap, :func:`stationary_block_length`),
+  :func:`sharpe_difference_pvalue` (stationary bootstrap, :func:`stationary_block_length`)
+  and :func:`pooled_sharpe_difference_pvalue` (over runs and bars),
   :func:`probability_of_backtest_overfitting` (CSCV), :func:`iqm`.
 - :mod:`~tradezoo.backtest.report` and :mod:`~tradezoo.backtest.plots`: rich table, JSON, PNG,
   quantstats tearsheet; matplotlib is imported only when a figure is drawn.
@@ -64,6 +65,7 @@ _EXPORTS: dict[str, str] = {
     "deflated_sharpe_ratio": "stats",
     "sharpe_confidence_interval": "stats",
     "sharpe_difference_pvalue": "stats",
+    "pooled_sharpe_difference_pvalue": "stats",
     "stationary_block_length": "stats",
     "SharpeInterval": "stats",
     "probability_of_backtest_overfitting": "stats",
