@@ -330,7 +330,7 @@ def change_rows(change: Change, grids: Sequence[FormGrid], store: Mapping[str, A
             rows.append({
                 "change": change.name, "arch": change.arch, "dataset": dataset, "mode": mode,
                 "form": grid.form, "options": grid.text,
-                "n_seeds": len(per_form[grid.form][0]),
+                "n_seeds": len({r["cell"]["seed"] for r in per_form[grid.form][0]}),
                 **{c: row.get(c, math.nan) for c in STAT_COLUMNS},
                 "p_better": judged["p_chapter" if grid.form == "chapter" else "p_previous"],
                 "sharpe_difference": judged["sharpe_difference"],

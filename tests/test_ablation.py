@@ -131,6 +131,18 @@ def test_the_script_builds_the_table_and_a_rerun_resumes(
     assert "All 2 commands on this results store took" in (out / "ablation.md").read_text()
 
 
+def test_the_seed_count_counts_seeds_not_folds(ablation: ModuleType, bars_csv: Path,
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "ablation"
+    argv = ["--out", str(out), "--changes", "cfc.mode", "--datasets", str(bars_csv),
+            "--seeds", "1", "--folds", "2", "--budget", "smoke", "--n-boot", "200",
+            "--costs", "bybit-linear"]
+    assert ablation.main(argv) == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["cells_run"] == 4  # 2 forms x 1 seed x 2 folds
+    assert [row["n_seeds"] for row in summary["rows"]] == [1, 1]
+
+
 def _documented(path: Path) -> list[list[str]]:
     text = path.read_text().replace("\\\n", " ")
     return [shlex.split(line.strip().removeprefix("$ "), comments=True)[2:]
