@@ -7,7 +7,11 @@ so loading it never runs pickled code::
     format_version  1
     kind            "supervised" or "ppo" (:data:`KIND_KEYS`: the keys each kind adds)
     arch            registry name, e.g. "mamba"
-    arch_config     the backbone's full config (``BackboneConfig.to_dict()``)
+    arch_config     the backbone's full config (``BackboneConfig.to_dict()``); a field
+                    added after a checkpoint was written is absent from it, and reads as
+                    the form the model had before the field existed
+                    (:func:`~tradezoo.policies.registry.saved_config`), not as today's
+                    default: :func:`load_checkpoint` returns the completed config
     features_dim    width of the extractor output the head reads
     state_dict      the model's tensors
     feature_spec    ``FeatureSpec.to_dict()``
@@ -99,6 +103,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
+    "saved_arch_config",
     "sb3_zip_tensors",
     "scaler_from_checkpoint",
     "serialize_checkpoint",
@@ -371,7 +376,7 @@ def check_model_fits_limit(payload: Mapping[str, Any], where: str) -> int:
     try:
         return check_model_size(str(payload["arch"]),
                                 int(payload["n_features"]) + N_ACCOUNT_COLUMNS,
-                                int(payload["window"]), dict(payload["arch_config"]),
+                                int(payload["window"]), saved_arch_config(payload),
                                 features_dim=features_dim, heads=heads,
                                 where=f"checkpoint {where}")
     except CheckpointError:
@@ -381,6 +386,16 @@ def check_model_fits_limit(payload: Mapping[str, Any], where: str) -> int:
         if not message.startswith(f"checkpoint {where}"):
             message = f"checkpoint {where}: invalid architecture config: {message}"
         raise CheckpointError(message) from exc
+
+
+def saved_arch_config(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The backbone config a checkpoint's model was built with: its ``arch_config`` with the
+    fields it lacks (added after it was written) set to the forms the model had
+    (:func:`~tradezoo.policies.registry.saved_config`). Every rebuild of a model from a
+    checkpoint, in a file or in memory, reads its config through this."""
+    from tradezoo.policies.registry import saved_config
+
+    return saved_config(str(payload["arch"]), payload["arch_config"])
 
 
 def check_payload(payload: Mapping[str, Any], where: str) -> None:
@@ -433,7 +448,8 @@ def load_checkpoint(
         map_location: where tensors are loaded (default CPU).
 
     Returns:
-        The checkpoint dict (see the module docstring), with ``path`` (the file read).
+        The checkpoint dict (see the module docstring), with ``path`` (the file read) and
+        ``arch_config`` completed by :func:`saved_arch_config`.
 
     Raises:
         FileNotFoundError: no such file (or a ``.zip`` without its sidecar).
@@ -469,6 +485,7 @@ def load_checkpoint(
             f"expected {CHECKPOINT_FORMAT!r})"
         )
     check_payload(payload, str(path))
+    payload["arch_config"] = saved_arch_config(payload)
     if zip_path is not None and payload["kind"] != "ppo":
         raise CheckpointError(f"checkpoint {zip_path}: its sidecar {path} is of kind "
                               f"{payload['kind']!r}; only 'ppo' checkpoints come as .zip")

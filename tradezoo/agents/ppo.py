@@ -116,6 +116,7 @@ from tradezoo.agents.checkpoint import (
     label_spec_from_checkpoint,
     load_checkpoint,
     load_weights,
+    saved_arch_config,
     sb3_zip_tensors,
     serialize_checkpoint,
     timeframe_scalers_from_checkpoint,
@@ -808,7 +809,7 @@ def _checkpoint_policy_kwargs(ckpt: Mapping[str, Any], device: torch.device
     ``features_dim``, ``net_arch``), for a policy on ``device``: a saved backend that cannot run
     there becomes ``"auto"`` with a warning (:func:`~tradezoo.policies.registry.
     portable_config`)."""
-    arch_config = portable_config(ckpt["arch"], ckpt["arch_config"], device,
+    arch_config = portable_config(ckpt["arch"], saved_arch_config(ckpt), device,
                                   what=f"checkpoint {ckpt.get('path', '<in memory>')}")
     return _policy_kwargs(ckpt["arch"], int(ckpt["features_dim"]), arch_config,
                           ckpt["net_arch"]["pi"], ckpt["net_arch"]["vf"])

@@ -78,6 +78,7 @@ from tradezoo.agents.checkpoint import (
     input_timeframes,
     load_checkpoint,
     load_weights,
+    saved_arch_config,
 )
 from tradezoo.agents.data import TASKS, LabelSpec, observation_space, with_dt_space
 from tradezoo.agents.supervised_inputs import flat_observation, with_dt_observation
@@ -375,7 +376,7 @@ def model_from_checkpoint(
         horizons=spec.horizons if spec.task == "multi_horizon" else (),
         asset_names=checkpoint_dataset_names(ckpt),
         asset_embedding=bool(ckpt.get("asset_embedding", False)),
-        arch_config=portable_config(ckpt["arch"], ckpt["arch_config"],
+        arch_config=portable_config(ckpt["arch"], saved_arch_config(ckpt),
                                     torch.device(map_location), what=f"checkpoint {where}"),
         timeframes=input_timeframes(ckpt),
         include_dt=bool(ckpt.get("include_dt", False)),

@@ -30,6 +30,7 @@ every registered name):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,6 +50,13 @@ class BackboneConfig:
 
     d_model: int = 64
 
+    #: Field -> the value a saved config that lacks the field had: the form of the model from
+    #: before the field existed, listed where it differs from the field's default. A saved
+    #: config holds every field (:meth:`to_dict`), so a missing field means it was saved
+    #: before the field was added; :meth:`restore_saved` fills it from here, never from
+    #: today's default, so an old checkpoint rebuilds the model it was.
+    saved_absent: ClassVar[Mapping[str, Any]] = {}
+
     def __post_init__(self) -> None:
         """Integer sizes must be positive; subclasses check their own other fields with
         :class:`~tradezoo.data.checks.FieldChecks` after calling this."""
@@ -61,6 +69,14 @@ class BackboneConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON/YAML/checkpoint friendly)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def restore_saved(cls, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields of a saved config (a checkpoint's ``arch_config``) with those it lacks
+        set as :attr:`saved_absent` says (other missing fields take their defaults, which
+        are the forms those configs had). Only saved configs go through it: a config a user
+        writes is partial on purpose and takes the defaults."""
+        return {**{k: v for k, v in cls.saved_absent.items() if k not in saved}, **saved}
 
     @classmethod
     def field_names(cls) -> list[str]:

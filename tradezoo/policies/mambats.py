@@ -78,9 +78,9 @@ trainer builds them as ``MambaTSHeads(d_model, horizons=("h4", "h24", ...), regr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -145,8 +145,10 @@ class MambaTSConfig(BackboneConfig):
     revin_affine: bool = True
     norm_eps: float = 1e-5
     scan: str = "auto"
-    fusion: str = "gate"
-    channel_mixing: str = "hidden"
+    fusion: str = "linear"
+    channel_mixing: str = "variables"
+
+    saved_absent: ClassVar[Mapping[str, Any]] = {"fusion": "gate", "channel_mixing": "hidden"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

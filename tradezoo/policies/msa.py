@@ -73,7 +73,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -124,8 +124,10 @@ class MSAConfig(BackboneConfig):
     dropout: float = 0.0
     max_positions: int = 256
     hierarchy: str = "parallel"
-    fusion: str = "gated"
+    fusion: str = "mlp"
     depths: tuple[int, ...] | None = None
+
+    saved_absent: ClassVar[Mapping[str, Any]] = {"hierarchy": "parallel", "fusion": "gated"}
 
     def __post_init__(self) -> None:
         super().__post_init__()

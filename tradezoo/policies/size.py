@@ -36,30 +36,39 @@ class ModelTooLargeError(ConfigError):
     """A config whose model would exceed :data:`MAX_PARAMETERS`."""
 
 
-def _mamba_block(d: int, expand: int, d_state: int, d_conv: int, dt_rank: int | None) -> int:
-    """One Mamba mixer of width ``d`` (in/out projections, conv, SSM parameters), biases
-    counted whether or not the config has them."""
+def _mamba_block(d: int, expand: int, d_state: int, d_conv: int, dt_rank: int | None,
+                 bias: bool = True, conv_bias: bool = True) -> int:
+    """One Mamba mixer of width ``d`` (in/out projections, conv, SSM parameters); ``bias``
+    and ``conv_bias`` as :class:`~tradezoo.policies.mamba.MambaConfig`'s."""
     e = expand * d
     rank = dt_rank if dt_rank is not None else math.ceil(d / 16)
-    return (d * 2 * e + 2 * e  # in_proj
-            + e * (d_conv + 1)  # depthwise conv
+    return (d * 2 * e + 2 * e * bias  # in_proj
+            + e * (d_conv + conv_bias)  # depthwise conv
             + e * (rank + 2 * d_state)  # x_proj
             + rank * e + e  # dt_proj
             + e * d_state + e  # A_log, D
-            + e * d + d)  # out_proj
+            + e * d + d * bias)  # out_proj
 
 
 def _mamba(c: Any, f: int, w: int) -> int:
+    # biases counted whether or not the config has them
     layer = _mamba_block(c.d_model, c.expand, c.d_state, c.d_conv, c.dt_rank) + c.d_model
     return f * c.d_model + c.d_model + c.n_layers * layer + c.d_model
 
 
 def _mambats(c: Any, f: int, w: int) -> int:
     d = c.d_model
-    hidden = math.ceil(c.mlp_ratio * d)
-    block = _mamba_block(d, c.expand, c.d_state, c.d_conv, None)
-    layer = 2 * (block + d) + (2 * d * d + d) + d + 2 * d * hidden + hidden + d
-    return (2 * f + c.max_patches * d + f * d + c.patch_len * d + d + c.n_layers * layer
+    scans = sum(_mamba_block(d, m.expand, m.d_state, m.d_conv, m.dt_rank, m.bias, m.conv_bias)
+                for m in (c.mamba_config(c.d_conv), c.mamba_config(1)))  # time, variables
+    layer = scans + 2 * d + (2 * d * d + d)  # two pre-norms, the gate or the fusion Linear
+    if c.channel_mixing in ("hidden", "both"):  # RMSNorm, Linear(d -> h), Linear(h -> d)
+        hidden = max(1, round(c.mlp_ratio * d))
+        layer += d + 2 * d * hidden + hidden + d
+    if c.channel_mixing in ("variables", "both"):  # RMSNorm, Linear(F -> h), Linear(h -> F)
+        hidden = max(1, round(c.mlp_ratio * f))
+        layer += d + 2 * f * hidden + hidden + f
+    revin = 2 * f if c.revin_affine else 0
+    return (revin + c.max_patches * d + f * d + c.patch_len * d + d + c.n_layers * layer
             + d + d * d + 2 * d)
 
 
@@ -78,8 +87,17 @@ def _msa(c: Any, f: int, w: int) -> int:
 
 def _timeparticle(c: Any, f: int, w: int) -> int:
     d, p = c.d_model, c.n_particles
-    convolutions = (2 ** (p + 1) + 4 * p) * d
-    layer = (4 * p * d * d + 6 * p * d + p + convolutions + 4 * d * d + 3 * d)
+    convolutions = (2 ** (p + 1) - 2) * d + p * d  # kernels 2**k, k = 1..p, and biases
+    layer = (convolutions
+             + 4 * p * d * d + 2 * p * d  # w_in, u_rec, b_in
+             + 3 * d * d  # qkv
+             + p * d * p + p  # w_beta
+             + d * d + d + 2 * d  # w_out, LayerNorm
+             + 2 * d)  # col_scale (buffer)
+    if c.message_feedback:  # C = [C_g | C_h]
+        layer += 2 * p * d * d
+    if c.particle_outputs:  # D^(k), d^(k)
+        layer += p * d * d + p * d
     return f * d + d + c.n_layers * layer
 
 

@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -142,9 +142,12 @@ class TimeParticleConfig(BackboneConfig):
     n_layers: int = 1
     dropout: float = 0.0
     backend: str = "auto"
-    attention_heads: int = 1
-    message_feedback: bool = False
-    particle_outputs: bool = False
+    attention_heads: int = 4
+    message_feedback: bool = True
+    particle_outputs: bool = True
+
+    saved_absent: ClassVar[Mapping[str, Any]] = {
+        "attention_heads": 1, "message_feedback": False, "particle_outputs": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()
