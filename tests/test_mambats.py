@@ -200,23 +200,45 @@ def test_bad_config_values_are_rejected(kwargs: dict, message: str) -> None:
         MambaTSConfig(**kwargs)
 
 
-# ------------------------------------------- the chapter's fusion and variable mixing (options)
+# ------------------------------ the chapter's fusion and variable mixing (defaults) and options
 
 _OPTIONS = [
-    {"fusion": "linear"},
-    {"channel_mixing": "variables"},
-    {"channel_mixing": "both", "fusion": "linear"},
+    {"fusion": "gate"},
+    {"channel_mixing": "hidden"},
+    {"fusion": "gate", "channel_mixing": "hidden"},
+    {"channel_mixing": "both"},
 ]
+PREVIOUS = {"fusion": "gate", "channel_mixing": "hidden"}
 
 
-def test_defaults_are_the_gate_and_hidden_mixing() -> None:
+def test_defaults_are_the_chapter_linear_fusion_and_variable_mixing() -> None:
     config = MambaTSConfig()
-    assert (config.fusion, config.channel_mixing) == ("gate", "hidden")
+    assert (config.fusion, config.channel_mixing) == ("linear", "variables")
     x = torch.randn(2, 24, N_FEATURES)
-    default, explicit = _model().eval(), _model(fusion="gate", channel_mixing="hidden").eval()
-    assert list(default.state_dict()) == list(explicit.state_dict())
+    default, explicit = _model().eval(), _model(fusion="linear",
+                                                channel_mixing="variables").eval()
+    names = list(default.state_dict())
+    assert names == list(explicit.state_dict())
+    assert "layers.0.fuse.weight" in names and "layers.0.var_mlp_in.weight" in names
+    assert "layers.0.gate.weight" not in names and "layers.0.mlp_in.weight" not in names
     with torch.no_grad():
         torch.testing.assert_close(default(x), explicit(x), atol=0, rtol=0)
+
+
+def test_a_saved_config_without_the_fields_restores_the_previous_form() -> None:
+    """A config saved before ``fusion`` and ``channel_mixing`` existed is the gate and the
+    hidden mixing (the model it was), not today's defaults."""
+    saved = {k: v for k, v in _model(**PREVIOUS).config.to_dict().items() if k not in PREVIOUS}
+    restored = MambaTSConfig(**MambaTSConfig.restore_saved(saved))
+    assert (restored.fusion, restored.channel_mixing) == ("gate", "hidden")
+    assert MambaTSConfig.restore_saved({**saved, "fusion": "linear"})["fusion"] == "linear"
+    previous = _model(**PREVIOUS).eval()
+    torch.manual_seed(0)
+    rebuilt = MambaTSBackbone(N_FEATURES, restored).eval()
+    rebuilt.load_state_dict(previous.state_dict())
+    x = torch.randn(2, 24, N_FEATURES)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), previous(x), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("options", _OPTIONS)
@@ -230,10 +252,10 @@ def test_options_shapes_gradients_and_round_trip(options: dict) -> None:
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
     names = set(model.state_dict())
-    linear = options.get("fusion") == "linear"
+    linear = options.get("fusion", "linear") == "linear"
     assert ("layers.0.fuse.weight" in names) == linear
     assert ("layers.0.gate.weight" in names) != linear
-    mixing = options.get("channel_mixing", "hidden")
+    mixing = options.get("channel_mixing", "variables")
     assert ("layers.0.var_mlp_in.weight" in names) == (mixing != "hidden")
     assert ("layers.0.mlp_in.weight" in names) == (mixing != "variables")
     if mixing != "hidden":  # the variable MLP is Linear(F -> r F), Linear(r F -> F)

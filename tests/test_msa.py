@@ -167,7 +167,7 @@ def test_feature_count_mismatch_names_both_numbers() -> None:
 
 
 def test_explain_weights_are_distributions_and_fusion_renormalises() -> None:
-    net = backbone().eval()
+    net = backbone(fusion="gated").eval()  # the fusion with per-scale weights
     with torch.no_grad():
         net.static_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
     info = net.explain(torch.randn(3, 37, N_FEATURES))  # tokens: 37 + 9 + 2
@@ -241,7 +241,9 @@ def test_external_scales_shapes_and_batch_consistency() -> None:
     assert out.shape == (3, 8)
     torch.testing.assert_close(out, single, rtol=0, atol=1e-5)
     info = net.explain_scales(xs)
-    assert info["attention"].shape == (3, 2, 3, 47) and info["scale_weights"].shape == (3, 3)
+    assert info["attention"].shape == (3, 2, 3, 47) and info["scale_attention"].shape == (3, 3)
+    gated = backbone(external=[30, 12, 5], fusion="gated").eval().explain_scales(xs)
+    assert gated["scale_weights"].shape == (3, 3)
 
 
 def test_external_scales_take_the_pooling_factors_out_of_play() -> None:
@@ -344,10 +346,11 @@ def form_id(form: dict[str, object]) -> str:
     return "-".join(str(v) for v in form.values())
 
 
-def test_default_is_bit_identical_to_the_explicit_previous_form() -> None:
+def test_default_is_bit_identical_to_the_explicit_chapter_fusion() -> None:
     default = backbone(seed=3)
-    explicit = backbone(seed=3, hierarchy="parallel", fusion="gated", depths=None)
-    assert MSAConfig() == MSAConfig(hierarchy="parallel", fusion="gated", depths=None)
+    explicit = backbone(seed=3, hierarchy="parallel", fusion="mlp", depths=None)
+    assert MSAConfig() == MSAConfig(hierarchy="parallel", fusion="mlp", depths=None)
+    assert default.fusion_mlp is not None
     ours, theirs = default.state_dict(), explicit.state_dict()
     assert list(ours) == list(theirs)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -363,6 +366,21 @@ def test_default_is_bit_identical_to_the_explicit_previous_form() -> None:
     per_scale = backbone(seed=3, n_layers=2, depths=(2, 2, 2))
     with torch.no_grad():
         torch.testing.assert_close(per_scale.eval()(x), same.eval()(x), rtol=0, atol=0)
+
+
+def test_a_saved_config_without_the_fields_restores_the_previous_form() -> None:
+    """A config saved before ``hierarchy`` and ``fusion`` existed is the parallel scales with
+    the gated fusion (the model it was), not today's default fusion MLP."""
+    previous = backbone(seed=3, fusion="gated").eval()
+    saved = {k: v for k, v in previous.config.to_dict().items()
+             if k not in ("hierarchy", "fusion")}
+    restored = MSAConfig(**MSAConfig.restore_saved(saved))
+    assert restored == previous.config
+    rebuilt = MSABackbone(N_FEATURES, restored).eval()
+    rebuilt.load_state_dict(previous.state_dict())
+    x = torch.randn(2, 33, N_FEATURES)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), previous(x), rtol=0, atol=0)
 
 
 def test_option_rules() -> None:

@@ -22,6 +22,11 @@ from tradezoo.policies.timeparticle import (
 )
 
 N_FEATURES = 5
+#: The form before the chapter's parts became the defaults (single head, no C m_t, no D^(k)).
+PREVIOUS = {"attention_heads": 1, "message_feedback": False, "particle_outputs": False}
+
+# The default recurrence (message_feedback) is a loop of small ops: one thread is much faster.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def backbone(seed: int = 0, **cfg: object) -> TimeParticleBackbone:
@@ -284,24 +289,49 @@ def test_runs_under_bf16_autocast_with_a_float32_scan() -> None:
 # --------------------------------------- the chapter's parts as options (heads, C m_t, D^(k))
 
 _OPTIONS = [
-    {"attention_heads": 4},
-    {"message_feedback": True},
-    {"particle_outputs": True},
-    {"attention_heads": 2, "message_feedback": True, "particle_outputs": True, "n_layers": 2},
+    PREVIOUS,
+    {"attention_heads": 1},
+    {"message_feedback": False},
+    {"particle_outputs": False},
+    {"attention_heads": 2, "n_layers": 2},
 ]
 
 
-def test_defaults_are_single_head_without_feedback_or_particle_outputs() -> None:
+def test_defaults_are_the_chapter_heads_feedback_and_particle_outputs() -> None:
     config = TimeParticleConfig()
     assert (config.attention_heads, config.message_feedback, config.particle_outputs) == (
-        1, False, False)
+        4, True, True)
     x = torch.randn(2, 20, N_FEATURES)
     default = backbone(seed=5)
-    explicit = backbone(seed=5, attention_heads=1, message_feedback=False,
-                        particle_outputs=False)
-    assert list(default.state_dict()) == list(explicit.state_dict())
+    explicit = backbone(seed=5, attention_heads=4, message_feedback=True,
+                        particle_outputs=True)
+    names = list(default.state_dict())
+    assert names == list(explicit.state_dict())
+    assert "layers.0.c_msg" in names and "layers.0.d_out" in names
+    assert default.layers[0].attention_heads == 4
     torch.testing.assert_close(default.forward_sequence(x), explicit.forward_sequence(x),
                                atol=0, rtol=0)
+
+
+def test_a_saved_config_without_the_fields_restores_the_previous_form() -> None:
+    """A config saved before the three fields existed is the single-head form without C m_t
+    or D^(k) (the model it was). ``attention_heads`` changes no weight shape, so building
+    today's default from it would load its weights silently and compute something else."""
+    previous = backbone(seed=5, **PREVIOUS)
+    saved = {k: v for k, v in previous.config.to_dict().items() if k not in PREVIOUS}
+    restored = TimeParticleConfig(**TimeParticleConfig.restore_saved(saved))
+    assert restored == previous.config
+    rebuilt = TimeParticleBackbone(N_FEATURES, restored)
+    rebuilt.load_state_dict(previous.state_dict())
+    x = torch.randn(2, 20, N_FEATURES)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.forward_sequence(x), previous.forward_sequence(x),
+                                   atol=0, rtol=0)
+        heads_only = TimeParticleBackbone(
+            N_FEATURES, TimeParticleConfig(**{**saved, "message_feedback": False,
+                                              "particle_outputs": False}))
+        heads_only.load_state_dict(previous.state_dict())  # same shapes, other model
+        assert (heads_only(x) - previous(x)).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("options", _OPTIONS)
@@ -331,7 +361,7 @@ def test_options_shapes_causality_gradients_and_round_trip(options: dict) -> Non
         alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(alone, sequence[:, -1].detach(), atol=1e-5, rtol=1e-5)
     info = model.explain(x)
-    heads = options.get("attention_heads", 1)
+    heads = options.get("attention_heads", 4)
     assert info["alpha_heads"].shape == (3, 21, heads, 3, 3)
     torch.testing.assert_close(info["alpha_heads"].mean(2), info["alpha"])
 
@@ -339,7 +369,7 @@ def test_options_shapes_causality_gradients_and_round_trip(options: dict) -> Non
 def test_message_feedback_is_the_scan_when_c_is_zero_and_changes_it_otherwise() -> None:
     """The feedback loop (h form, autograd) with C = 0 is the default recurrence; with C the
     states differ from the second step on (m_1 is computed from h_0 = 0, so it is 0)."""
-    fed, plain = backbone(message_feedback=True), backbone()
+    fed, plain = backbone(), backbone(message_feedback=False)
     plain.load_state_dict(fed.state_dict(), strict=False)
     layer = fed.layers[0]
     x = torch.randn(3, 1 + 15, 8)  # conv features need [K, L, B, D]: build them from u

@@ -18,6 +18,8 @@ from tradezoo.policies.timeparticle import (
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C compiler: the native kernel cannot be built here"
 )
+#: The kernel runs the recurrence without messages fed back (the default feeds them back).
+SCAN = {"message_feedback": False}
 
 
 def _inputs(k: int = 3, length: int = 17, batch: int = 2, d: int = 12, seed: int = 0):
@@ -48,8 +50,9 @@ def test_auto_takes_the_kernel_for_inference_only(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(tp, "_particle_scan_kernel", spy)
     torch.manual_seed(0)
-    model = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()
-    reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch")).eval()
+    model = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, **SCAN)).eval()
+    reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch",
+                                                           **SCAN)).eval()
     reference.load_state_dict(model.state_dict())
     x = torch.randn(3, 40, 5)
     with torch.no_grad():
@@ -73,7 +76,7 @@ def test_auto_takes_the_kernel_for_inference_only(monkeypatch: pytest.MonkeyPatc
 def test_native_backend_rules() -> None:
     with pytest.raises(ValueError, match=r"TimeParticleConfig.backend must be one of"):
         TimeParticleConfig(backend="cuda")
-    model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8, backend="native"))
+    model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8, backend="native", **SCAN))
     x = torch.randn(2, 10, 4)
     with pytest.raises(ValueError, match="without autograd"):
         model(x)  # parameters require grad: training needs 'auto' or 'torch'
@@ -89,7 +92,7 @@ def test_native_backend_rules() -> None:
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_torch_jit_trace_takes_the_pytorch_recurrence() -> None:
     torch.manual_seed(0)
-    model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8)).eval()
+    model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8, **SCAN)).eval()
     x = torch.randn(2, 12, 4)
     with torch.no_grad():
         traced = torch.jit.trace(model, (x,), check_trace=False)
@@ -110,12 +113,10 @@ def test_message_feedback_never_takes_the_kernel(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(tp, "_particle_scan_kernel", spy)
     torch.manual_seed(0)
-    fed = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, message_feedback=True)).eval()
-    reference = TimeParticleBackbone(
-        5, TimeParticleConfig(d_model=16, message_feedback=True, backend="torch")
-    ).eval()
+    fed = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()  # the default
+    reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch")).eval()
     reference.load_state_dict(fed.state_dict())
-    plain = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()
+    plain = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, **SCAN)).eval()
     x = torch.randn(3, 40, 5)
     with torch.no_grad():
         fast, sequence = fed(x), fed.forward_sequence(x)
@@ -125,4 +126,4 @@ def test_message_feedback_never_takes_the_kernel(monkeypatch: pytest.MonkeyPatch
         plain(x)
     assert calls == ["native"]
     with pytest.raises(ValueError, match="cannot run message_feedback"):
-        TimeParticleConfig(message_feedback=True, backend="native")
+        TimeParticleConfig(backend="native")  # the default feeds the messages back

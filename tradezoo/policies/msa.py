@@ -87,7 +87,7 @@ __all__ = ["FUSIONS", "HIERARCHIES", "MSABackbone", "MSAConfig", "MSAHeads", "en
 HIERARCHIES = ("parallel", "pyramid")
 """``MSAConfig.hierarchy`` values (the first is the default)."""
 FUSIONS = ("gated", "mlp")
-"""``MSAConfig.fusion`` values (the first is the default)."""
+"""``MSAConfig.fusion`` values (the default is ``"mlp"``, the chapter's fusion MLP)."""
 
 
 @dataclass
