@@ -150,3 +150,41 @@ def test_save_is_atomic(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         save_checkpoint({**ckpt, "step": 999}, target)
     assert target.read_bytes() == before  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary left behind
+
+
+# ------------------------------------------- configs saved before a field existed (old forms)
+
+#: TimeParticle's form before the design chapter's parts became its defaults.
+PREVIOUS_TIMEPARTICLE = {"attention_heads": 1, "message_feedback": False,
+                         "particle_outputs": False}
+
+
+@pytest.mark.parametrize("absent", [tuple(PREVIOUS_TIMEPARTICLE), ("attention_heads",)])
+def test_a_checkpoint_saved_before_a_field_existed_rebuilds_the_model_it_was(
+        trained, tmp_path: Path, absent: tuple[str, ...]) -> None:
+    """A checkpoint whose ``arch_config`` lacks fields added later (as one written before they
+    existed) rebuilds the previous form, from a file and from a dict, with identical outputs;
+    without ``message_feedback``/``particle_outputs`` the new defaults would not even load,
+    without ``attention_heads`` alone they would load silently as another model."""
+    data, _ = trained
+    config = SupervisedConfig(epochs=1, batch_size=32, max_train_batches=1, max_eval_batches=1,
+                              eval_batch_size=64, progress=False, tensorboard=False)
+    result = train_supervised(data, "timeparticle", config=config,
+                              arch_config={"d_model": 8, **PREVIOUS_TIMEPARTICLE},
+                              out_dir=tmp_path / "run", seed=1, device="cpu", verbose=False)
+    probe = torch.from_numpy(data.windows(data.decision_rows("test")[:4]))  # [4, L, F]
+    with torch.no_grad():
+        expected = result.model.forward_features(probe)
+    saved = load_checkpoint(result.best_checkpoint)
+    assert {k: saved["arch_config"][k] for k in PREVIOUS_TIMEPARTICLE} == PREVIOUS_TIMEPARTICLE
+    old = {**saved, "arch_config": {k: v for k, v in saved["arch_config"].items()
+                                    if k not in absent}}
+    old.pop("path")
+    save_checkpoint(old, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded["arch_config"] == saved["arch_config"]
+    for source in (result.best_checkpoint, tmp_path / "old.pt", old):
+        model = model_from_checkpoint(source)
+        assert model.backbone.config.attention_heads == 1  # type: ignore[union-attr]
+        with torch.no_grad():
+            assert torch.equal(model.forward_features(probe), expected)

@@ -409,6 +409,24 @@ def test_msa_size_estimate_follows_its_options(options: dict[str, Any]) -> None:
         check_model_size("msa", n_features, window, deep)
 
 
+@pytest.mark.parametrize(("arch", "options"), [
+    ("mambats", {}),
+    ("mambats", {"fusion": "gate", "channel_mixing": "hidden"}),
+    ("mambats", {"channel_mixing": "both", "mlp_ratio": 1.3, "revin_affine": False}),
+    ("timeparticle", {}),
+    ("timeparticle", {"attention_heads": 1, "message_feedback": False,
+                      "particle_outputs": False}),
+    ("timeparticle", {"n_particles": 4, "n_layers": 2, "particle_outputs": False}),
+])
+def test_size_estimate_counts_each_option_exactly(arch: str, options: dict[str, Any]) -> None:
+    n_features, window = 9, 16
+    config: dict[str, Any] = {"d_model": 24, **options}
+    built = ARCHITECTURES[arch].backbone_cls(n_features, make_config(arch, **config))
+    count = sum(p.numel() for p in built.parameters())
+    count += sum(b.numel() for b in built.buffers())
+    assert estimate_parameters(arch, n_features, window, config) == count
+
+
 # ------------------------------------------------------------------ resume keeps the best
 
 
