@@ -21,8 +21,13 @@ default, NCP wiring (sensory -> inter -> command -> motor, sparsity 0.5; ``cfc``
 chapter's mode), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp`` (``tz_cfc_ncp_published``: the
 NCP CfC in the published mode), and with a per-sample ``dt [B, L]`` (what
 the trainers pass: real elapsed time, here one bar each) in ``tz_cfc_ncp_dt`` and
-``tz_ltc_ncp_dt``; the others with their defaults. The wrapper returns the backbone's
-``[B, d_model]`` output, which is what the peers' wrappers return (the last step).
+``tz_ltc_ncp_dt``; the others with their defaults (the design chapters' forms), and beside
+them the forms the ablation compared them with: ``tz_mambats_gate_hidden`` (sigmoid-gate
+fusion, per-token hidden mixing), ``tz_msa_gated`` (gated fusion with hierarchical
+aggregation) and ``tz_timeparticle_scan`` (one attention head, messages not fed back into the
+recurrence, no per-particle outputs: the batched scan and, for inference on CPU, the compiled
+kernel run it). The wrapper returns the backbone's ``[B, d_model]`` output, which is what the
+peers' wrappers return (the last step).
 
 Targets printed as met / NOT MET: Mamba >= 1.5x mambapy at L = 256; Mamba's L = 257 costs at
 most 1.2x its L = 256; CfC >= ncps CfC; LTC >= 3x ncps LTC with at most a quarter of its peak
@@ -71,9 +76,11 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
 #: Config key of a row that calls the backbone with ``dt`` (ones: one bar per step).
 WITH_DT = "_with_dt"
 
-#: Extra rows: an architecture with another backend, ``{row name: (arch, config)}``. ``tz_ltc``
-#: runs the default backend (``auto``: the compiled kernel of ``tradezoo.policies.native`` on
-#: CPU); ``tz_ltc_torch`` is the same model on its PyTorch reference path.
+#: Extra rows: an architecture with another backend or form, ``{row name: (arch, config)}``.
+#: ``tz_ltc`` runs the default backend (``auto``: the compiled kernel of
+#: ``tradezoo.policies.native`` on CPU); ``tz_ltc_torch`` is the same model on its PyTorch
+#: reference path. The ``mambats``, ``msa`` and ``timeparticle`` rows are the forms the
+#: ablation compared the defaults with (module docstring).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ltc_torch": ("ltc", {"backend": "torch"}),
     "cfc_ncp": ("cfc", {"wiring": "ncp"}),
@@ -81,6 +88,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "cfc_ncp_dt": ("cfc", {"wiring": "ncp", WITH_DT: True}),
     "ltc_ncp": ("ltc", {"wiring": "ncp"}),
     "ltc_ncp_dt": ("ltc", {"wiring": "ncp", WITH_DT: True}),
+    "mambats_gate_hidden": ("mambats", {"fusion": "gate", "channel_mixing": "hidden"}),
+    "msa_gated": ("msa", {"fusion": "gated"}),
+    "timeparticle_scan": ("timeparticle", {"attention_heads": 1, "message_feedback": False,
+                                           "particle_outputs": False}),
 }
 
 LATENCY_TARGET_MS = 2.0

@@ -40,14 +40,16 @@ def test_forms_differing_only_by_arch_config_get_distinct_keys_and_labels(
     (a,), (b,) = chapter.tasks, previous.tasks
     assert a.cell == b.cell and a.key != b.key  # same coordinates, the key holds the config
     assert a.config["arch_config"] == {"hierarchy": "pyramid"}
-    assert b.config["arch_config"] == {}  # at the defaults: the model every previous form is
+    assert b.config["arch_config"] == {}  # at the defaults (parallel scales, fusion MLP)
     assert {k: v for k, v in a.config.items() if k != "arch_config"} == {
         k: v for k, v in b.config.items() if k != "arch_config"}
     assert (chapter.text, previous.text) == ("hierarchy=pyramid", "hierarchy=parallel")
-    # the two changes' previous forms are one model: one cell, labelled with both forms
+    fusion = by_form["msa.fusion", "previous"].tasks[0]
+    assert fusion.config["arch_config"] == {"fusion": "gated"}
+    # the model at the defaults is one cell, labelled with both forms it is
     tasks, labels = ablation.unique_tasks(grids)
     assert len(tasks) == 3
-    assert labels[b.key].endswith("[msa.hierarchy previous = msa.fusion previous]")
+    assert labels[b.key].endswith("[msa.hierarchy previous = msa.fusion chapter]")
     assert len(set(labels.values())) == 3
 
 
