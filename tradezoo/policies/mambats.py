@@ -35,17 +35,17 @@ stride, ``n`` patches, ``d = d_model``.
        t = MambaT(RMSNorm(e))    along patches, per variable (sequences [B F, n, d])
        v = MambaV(RMSNorm(e))    along variables, per patch (sequences [B n, F, d]), in the
                                  permuted variable order pi during training, pi^-1 after
-       fusion "gate" (default):
+       fusion "linear" (default; the chapter's Linear(2d -> d)):
+           e = e + dropout(W_f [t; v] + b_f)
+       fusion "gate":
            g = sigmoid(W_g [t; v] + b_g)                   [B, F, n, d]  (g = 1: time only)
            e = e + dropout(g * t + (1 - g) * v)
-       fusion "linear" (the chapter's Linear(2d -> d)):
-           e = e + dropout(W_f [t; v] + b_f)
-       channel_mixing "hidden" (default; MLP-Mixer's "channel-mixing" MLP, per token over the
-       d channels):
-           e = e + dropout(W_2 GELU(W_1 RMSNorm(e)))
-       channel_mixing "variables" (the chapter's MLP across variables, per patch and channel
-       over the F variables, in the canonical variable order):
+       channel_mixing "variables" (default; the chapter's MLP across variables, per patch and
+       channel over the F variables, in the canonical variable order):
            e = e + dropout((V_2 GELU(V_1 RMSNorm(e)^T))^T)   V_1 [r F, F], V_2 [F, r F]
+       channel_mixing "hidden" (MLP-Mixer's "channel-mixing" MLP, per token over the d
+       channels):
+           e = e + dropout(W_2 GELU(W_1 RMSNorm(e)))
        channel_mixing "both": the variable MLP, then the hidden MLP (MLP-Mixer's order).
 
    ``MambaT`` and ``MambaV`` are :class:`~tradezoo.policies.mamba.MambaBlock` (selective SSM,
@@ -64,10 +64,12 @@ generator on the GPU with the same seed (no host-to-device copy per forward; its
 the GPU RNG's). Eval mode uses the identity order, so a batch equals its samples run one by
 one. The generators' states are not part of the ``state_dict``.
 
-The chapter's forms are options until the ablation in ``docs/architectures.md`` decides the
-defaults: ``fusion="linear"`` (default ``"gate"``: a convex combination per channel, which
-keeps each scan's scale) and ``channel_mixing="variables"`` or ``"both"`` (default
-``"hidden"``: a per-token MLP does not depend on the number or order of the variables).
+The chapter's forms are the defaults, as the ablation in ``docs/architectures.md`` found the
+other forms within noise of them; those stay options: ``fusion="gate"`` (a convex combination
+per channel, which keeps each scan's scale) and ``channel_mixing="hidden"`` (a per-token MLP,
+which does not depend on the number or order of the variables) or ``"both"``. A saved config
+without these fields (written before they existed) is the gate and the hidden mixing
+(``MambaTSConfig.saved_absent``).
 
 Supervised heads (:class:`MambaTSHeads`): classification logits (0 sell, 1 hold, 2 buy),
 regression and per-horizon outputs from the backbone's ``[B, d]`` vector. The supervised

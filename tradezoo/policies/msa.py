@@ -19,8 +19,15 @@ Multi-scale attention for trading windows, as the equations below specify. For a
                                                coarsest to finest (s = S-1, ..., 1)
     out     = LN(fused + W_o a_1)              [B, d_model]
 
-These are the defaults (``hierarchy="parallel"``, ``fusion="gated"``). The design chapter's
-attention pyramid and fusion MLP are options (``MSAConfig.hierarchy``, ``MSAConfig.fusion``)::
+The fusion above (``w_stat`` to ``out``) is ``fusion="gated"``. The default is the design
+chapter's fusion MLP, ``fusion="mlp"``, and the default hierarchy is the parallel scales
+above, ``hierarchy="parallel"``: the ablation in ``docs/architectures.md`` found the gated
+fusion within noise of the chapter's MLP (so the chapter's form is the default and the gated
+one an option) and the chapter's attention pyramid worse than parallel scales (so it is an
+option, ``MSAConfig.hierarchy``, ``MSAConfig.fusion``)::
+
+    fusion="mlp" (default):                    instead of w_stat, g, w, fused, a_s and out
+    out     = W_2 SiLU(W_1 [r_1; ...; r_S] + b_1) + b_2      d S -> 2d -> d
 
     hierarchy="pyramid":                       levels instead of parallel scales
     e^(1)   = Enc_1(AvgPool_{f_1}(W_in x) + P_1)
@@ -28,8 +35,8 @@ attention pyramid and fusion MLP are options (``MSAConfig.hierarchy``, ``MSAConf
                                                the pooled encoded tokens of the level below
     q_s     = e^(s)[:, -1]                     each level's last token is its representation
 
-    fusion="mlp":                              instead of w_stat, g, w, fused, a_s and out
-    out     = W_2 SiLU(W_1 [r_1; ...; r_S] + b_1) + b_2      d S -> 2d -> d
+A saved config without these fields (written before they existed) is the parallel scales with
+the gated fusion (``MSAConfig.saved_absent``).
 
 Each scale's encoder has ``depths[s]`` layers (default ``n_layers`` for every scale).
 

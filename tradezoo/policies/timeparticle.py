@@ -19,14 +19,17 @@ Equations (one layer; ``u [B, L, D]`` is the layer input, ``K = n_particles``)::
     a_t      = sum_k beta_k,t (h_k,t + m_k,t)
     out_t    = LayerNorm(u_t + Dropout(W_o a_t))                        residual + norm
 
-Options (``TimeParticleConfig``), the design chapter's parts; the defaults above stay until the
-ablation in ``docs/architectures.md`` decides:
+The design chapter's parts (``TimeParticleConfig``) are the defaults: the ablation in
+``docs/architectures.md`` found the form above (one head, no ``C m_t``, no ``D^(k)``) within
+noise of each of them, so that form's parts stay options (``attention_heads=1``,
+``message_feedback=False``, ``particle_outputs=False``), and a saved config without these
+fields (written before they existed) is that form (``TimeParticleConfig.saved_absent``):
 
-- ``attention_heads = H`` (default 1; the chapter uses 4): the messages are multi-head
+- ``attention_heads = H`` (default 4, the chapter's count): the messages are multi-head
   attention, ``W_q, W_k, W_v`` split into H heads of ``D / H`` channels, each with its own
   ``alpha^(h)`` (scaled by ``sqrt(D / H)``, diagonal masked), the heads' messages concatenated
   (no extra projection: ``W_o`` follows the aggregation). ``H = 1`` is the form above.
-- ``message_feedback = True``: the messages enter each particle's recurrence, the ``C m_t``
+- ``message_feedback = True`` (default): the messages enter each particle's recurrence, the ``C m_t``
   term of the chapter's state equation, computed from the states before the update (so the
   step stays causal and explicit)::
 
@@ -39,7 +42,7 @@ ablation in ``docs/architectures.md`` decides:
   (:meth:`ParticleLayer.recurrence_with_messages`) in training and inference: the native
   kernel and :class:`_ParticleScan` implement the recurrence without messages and are not
   used (``backend="native"`` is rejected with it).
-- ``particle_outputs = True``: each particle has its own output projection ``D^(k)``
+- ``particle_outputs = True`` (default): each particle has its own output projection ``D^(k)``
   before the softmax aggregation, ``a_t = sum_k beta_k,t (D^(k) (h_k,t + m_k,t) + d^(k))``.
 
 Layers stack ``n_layers`` times after an input projection ``Linear(F, D)``. ``forward`` returns
@@ -73,10 +76,12 @@ Design decisions beyond the equations:
   (inference: PPO rollouts, evaluation) on float32 CPU tensors the same recurrence runs in a C
   kernel (:func:`particle_scan_native`, ``backend="auto"``; tested against the PyTorch loop),
   because at batch 1 the loop's ~20 us of dispatch per step dominates the policy's latency.
-- By default the messages use the recurrent states and do not feed back into the recurrence
-  (feeding them back puts K x K attention inside the time loop, which the batched scan and the
-  native kernel cannot run); they are added to each particle's state before aggregation.
-  ``message_feedback=True`` is the chapter's form (above).
+- The scan and the kernel above run the recurrence of ``message_feedback=False``, where the
+  messages use the recurrent states and do not feed back into the recurrence (they are added
+  to each particle's state before aggregation). Feeding them back, the default and the
+  chapter's form (above), puts K x K attention inside the time loop, which neither can run:
+  the default runs the PyTorch loop, at a cost measured in ``docs/architectures.md``
+  ("Speed of the defaults").
 - Gate biases start at ``-(k - 1) ln 2`` so particle k starts with update rate
   ``1 / (1 + 2**(k-1))`` (0.5, 0.33, 0.2, 0.11): coarser particles start slower. This is an
   initialisation choice only; every bias is trained.
@@ -447,8 +452,8 @@ class ParticleLayer(nn.Module):
         self.w_out = nn.Linear(d, d)
         self.norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(dropout)
-        # Option parameters come after the others, so the default layer draws the same
-        # initial weights with or without the options' code.
+        # Option parameters come after the others, so the layer without them draws the same
+        # initial weights as before the options existed.
         self.c_msg: nn.Parameter | None = None
         if message_feedback:
             self.c_msg = nn.Parameter(torch.empty(k_count, d, 2 * d).uniform_(-bound, bound))
