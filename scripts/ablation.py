@@ -10,8 +10,8 @@ as ``tradezoo compare`` keys (``--set`` syntax). Each form is a ``compare`` grid
 cells by default (``tradezoo.agents.sweep.expand_grid``), on the calibration markets and the
 Bybit bars, and all cells run as one grid (``run_grid``: longest first, ``--workers``
 processes) into the results store under ``--out``, so a rerun of the command skips finished
-cells. Forms that resolve to the same model (two changes' previous forms, both at the
-defaults) share their cells.
+cells. Forms that resolve to the same model (both at the defaults, e.g. ``msa.hierarchy``'s
+previous form and ``msa.fusion``'s chapter form) share their cells.
 
 Statistics are the leaderboard's (``tradezoo.agents.leaderboard.leaderboard_frame``: Sharpe
 mean and IQM over seeds, bootstrap interval, PSR, DSR, oracle fraction), one row per form,
@@ -25,6 +25,11 @@ test returns (both forms trade the same bars):
   gains power as seeds are added; a form that never trades in a seed counts as Sharpe 0);
 - **chapter better**: ``p < --alpha`` (0.05); **previous better**: the same the other way
   round; otherwise **within noise**.
+
+The defaults follow the verdicts (docs/architectures.md, "Ablation"): a change that loses keeps
+the previous form as the default; one within noise or better takes the chapter's form, the
+other form staying an option. ``CHANGES`` keeps both forms of every pair whichever is the
+default, so a rerun measures the same comparison.
 
 Files in ``--out``: ``ablation.md`` (the tables), ``ablation.csv`` (one row per form and
 dataset, unformatted), ``ablation.json`` (the command, wall time, rows and summary),

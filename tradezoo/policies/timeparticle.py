@@ -29,9 +29,9 @@ fields (written before they existed) is that form (``TimeParticleConfig.saved_ab
   attention, ``W_q, W_k, W_v`` split into H heads of ``D / H`` channels, each with its own
   ``alpha^(h)`` (scaled by ``sqrt(D / H)``, diagonal masked), the heads' messages concatenated
   (no extra projection: ``W_o`` follows the aggregation). ``H = 1`` is the form above.
-- ``message_feedback = True`` (default): the messages enter each particle's recurrence, the ``C m_t``
-  term of the chapter's state equation, computed from the states before the update (so the
-  step stays causal and explicit)::
+- ``message_feedback = True`` (default): the messages enter each particle's recurrence, the
+  ``C m_t`` term of the chapter's state equation, computed from the states before the update
+  (so the step stays causal and explicit)::
 
       m_k,t    = sum_{j != k} alpha_kj(h_t-1) W_v h_j,t-1
       g_k,t    = sigmoid(W_g,k [x_k,t ; h_k,t-1] + C_g,k m_k,t + b_g,k)
