@@ -51,7 +51,7 @@ class BackboneConfig:
     d_model: int = 64
 
     #: Field -> the value a saved config that lacks the field had: the form of the model from
-    #: before the field existed, listed where it differs from the field's default. A saved
+    #: before the field existed (needed where it is not the field's default). A saved
     #: config holds every field (:meth:`to_dict`), so a missing field means it was saved
     #: before the field was added; :meth:`restore_saved` fills it from here, never from
     #: today's default, so an old checkpoint rebuilds the model it was.

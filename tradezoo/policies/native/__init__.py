@@ -4,7 +4,8 @@ Each kernel is one C file in this folder beside a PyTorch reference in the archi
 module, with parity tests: ``ltc.c`` (the LTC recurrence, forward and backward;
 ``tests/test_ltc_native.py``), ``selective_scan.c`` (Mamba's selective scan, forward only, for
 inference; ``tests/test_mamba_native.py``) and ``particle_scan.c`` (TimeParticle's particle
-recurrences, forward only, for inference; ``tests/test_timeparticle_native.py``);
+recurrences without ``message_feedback``, forward only, for inference;
+``tests/test_timeparticle_native.py``);
 ``tz_common.h`` holds what they share. The kernels
 are plain C on raw float32 buffers, called through :mod:`ctypes` (which releases the GIL, so
 batch chunks run on several threads: :func:`batch_chunks`, :func:`run_chunks`): no PyTorch
