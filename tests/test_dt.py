@@ -33,7 +33,7 @@ from tradezoo.envs import TradingEnv, TradingVectorEnv
 from tradezoo.policies.cfc import CfCBackbone, CfCConfig
 from tradezoo.policies.extractor import SequenceExtractor
 from tradezoo.policies.ltc import LTCBackbone, LTCConfig
-from tradezoo.policies.registry import make_backbone
+from tradezoo.policies.registry import ARCHITECTURES, make_backbone
 from tradezoo.policies.wiring import AutoNCP
 
 DAY = 86400.0
@@ -247,3 +247,13 @@ def test_explain_takes_the_observations_elapsed_times(arch: str, data: PreparedD
     regular = explain(model.extractor, obs[WINDOW_KEY])
     torch.testing.assert_close(from_obs["time_constant"], explicit["time_constant"])
     assert not torch.allclose(from_obs["time_constant"], regular["time_constant"])
+
+
+@pytest.mark.parametrize("arch", ["cfc", "ltc"])
+def test_a_config_saved_before_use_dt_existed_restores_a_time_blind_model(arch: str) -> None:
+    config_cls = ARCHITECTURES[arch].config_cls
+    saved = config_cls().to_dict()
+    del saved["use_dt"]
+    assert config_cls(**config_cls.restore_saved(saved)).use_dt is False
+    assert config_cls(**config_cls.restore_saved({**saved, "use_dt": True})).use_dt is True
+    assert config_cls().use_dt is True  # a config written today takes the default

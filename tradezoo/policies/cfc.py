@@ -79,9 +79,9 @@ liquid time constant of the closed-form solution. Both are ``[B, L, H]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -306,6 +306,8 @@ class CfCConfig(BackboneConfig):
     seed: int = 22222
     time_unit: float | None = None
     use_dt: bool = True
+    #: Saved before ``use_dt`` existed: a model that never received elapsed time.
+    saved_absent: ClassVar[Mapping[str, Any]] = {"use_dt": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -70,6 +70,7 @@ its effective ``w`` starts in [0.69, 1.31]); a weight copied from ncps gives the
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -150,6 +151,8 @@ class LTCConfig(BackboneConfig):
     time_unit: float | None = None
     backend: str = "auto"
     use_dt: bool = True
+    #: Saved before ``use_dt`` existed: a model that never received elapsed time.
+    saved_absent: ClassVar[Mapping[str, Any]] = {"use_dt": False}
 
     def __post_init__(self) -> None:
         super().__post_init__()
