@@ -2,8 +2,9 @@
 
 Without a GPU the split is forced onto the CPU (a separate rollout copy on the update device):
 it must train bit for bit as SB3's plain PPO does, keep the rollout copy equal to the update
-copy after every update, run every rollout and evaluation forward on the rollout copy and every
-update on the update copy, and save only the update copy."""
+copy (weights and requires_grad flags) after every update, run every rollout and evaluation
+forward on the rollout copy and every update on the update copy, and save only the update
+copy."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_rule_cpu_rollouts_for_small_batches_when_updates_run_on_a_gpu() -> None
 
 class _Recorder(BaseCallback):
     """Checks at the first step of each rollout that the rollout copy holds the update
-    copy's weights, and that callbacks see the update copy."""
+    copy's weights and ``requires_grad`` flags (they select kernels, so a copy with other flags
+    may round differently on some machines), and that callbacks see the update copy."""
 
     def __init__(self, update_policy: Any) -> None:
         super().__init__()
@@ -96,6 +98,8 @@ class _Recorder(BaseCallback):
             mine, theirs = rollout_policy.state_dict(), model.policy.state_dict()
             assert mine.keys() == theirs.keys()
             assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+            flags = [p.requires_grad for p in rollout_policy.parameters()]
+            assert flags == [p.requires_grad for p in model.policy.parameters()]
             self.synced_checks += 1
         return True
 

@@ -19,7 +19,8 @@ fires for the zoo's policy classes)::
                           (the same object as model.policy when both devices are one)
 
 The rollout copy is a deep copy of the update copy moved to the rollout device; it gets the
-update copy's weights (``load_state_dict``, an exact copy) at the start of every rollout, after
+update copy's weights (``load_state_dict``, an exact copy) and ``requires_grad`` flags (they
+select kernels, :meth:`SplitDevicePPO.sync_rollout_policy`) at the start of every rollout, after
 the ``on_rollout_start`` callbacks and so after every update, and before every evaluation. The
 rollout loop is SB3's own ``collect_rollouts``, run with ``policy`` and ``device`` pointing at
 the rollout copy; the callbacks it calls see the update copy (so checkpoints save the update
@@ -188,21 +189,31 @@ class SplitDevicePPO(PPO):
         if separate == self.separate_rollout_policy and device == self.rollout_device:
             return device  # as it is (a separate copy is synced before it acts)
         if separate:
+            # the copy keeps the update copy's requires_grad flags (sync_rollout_policy)
             self.rollout_policy = copy.deepcopy(self.policy).to(device)
             self.rollout_policy.optimizer = None  # type: ignore[assignment]  # never steps
             self.rollout_policy.set_training_mode(False)
-            for param in self.rollout_policy.parameters():
-                param.requires_grad_(False)
         else:
             self.rollout_policy = self.policy
         self.rollout_device = device
         return device
 
     def sync_rollout_policy(self) -> None:
-        """Copy the update copy's weights into the rollout copy (exact; no-op without one)."""
+        """Copy the update copy's weights and ``requires_grad`` flags into the rollout copy
+        (exact; no-op without one).
+
+        The flags are part of what a forward computes, even under ``torch.no_grad``: torch
+        picks some kernels by them (``matmul`` of a 3-d input folds it into one ``mm`` when
+        the weight requires grad and runs a ``bmm`` otherwise, as the GRU's input projection
+        does), and the two kernels may round differently. Backbone freezing changes the
+        update copy's flags, so they are copied with the weights; the rollout copy runs under
+        ``no_grad`` and has no optimiser, so its flags never make it train."""
         if self.separate_rollout_policy:
             with torch.no_grad():
                 self.rollout_policy.load_state_dict(self.policy.state_dict())
+            for mine, theirs in zip(self.rollout_policy.parameters(), self.policy.parameters(),
+                                    strict=True):
+                mine.requires_grad_(theirs.requires_grad)
 
     def acting_policy(self) -> BasePolicy:
         """The rollout copy, synced: the policy to act with (evaluations)."""
