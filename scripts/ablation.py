@@ -276,6 +276,13 @@ def verdict(chapter: Sequence[np.ndarray], previous: Sequence[np.ndarray],
             "sharpe_difference": float(np.mean(diffs)) if diffs else math.nan}
 
 
+def _cell_sharpe(record: Mapping[str, Any]) -> float:
+    """A cell's test Sharpe; 0 where it is undefined (a form that never trades: the
+    leaderboard's convention)."""
+    sharpe = record["metrics"].get("sharpe")
+    return float(sharpe) if sharpe is not None and math.isfinite(sharpe) else 0.0
+
+
 def _seed_returns(records: Sequence[Mapping[str, Any]]) -> dict[int, np.ndarray]:
     """Each seed's fold-stitched test returns (the leaderboard's ``stitch``)."""
     from tradezoo.agents.leaderboard import parse_cell, stitch
@@ -324,7 +331,17 @@ def change_rows(change: Change, grids: Sequence[FormGrid], store: Mapping[str, A
         complete = all(len(r) == n and n for r, n in per_form.values())
         judged = {"verdict": "incomplete", "p_chapter": math.nan, "p_previous": math.nan,
                   "sharpe_difference": math.nan}
+        higher = {form: 0 for form in FORMS}
+        paired = 0
         if complete:
+            sharpes = {f: {(r["cell"]["seed"], r["cell"]["fold"]): _cell_sharpe(r)
+                           for r in per_form[f][0]} for f in FORMS}
+            for cell, sharpe in sharpes["chapter"].items():
+                other = sharpes["previous"].get(cell)
+                if other is not None:
+                    paired += 1
+                    higher["chapter"] += sharpe > other
+                    higher["previous"] += other > sharpe
             chapter, previous = (_seed_returns(per_form[f][0]) for f in FORMS)
             ppy = float(per_form["chapter"][0][0]["periods_per_year"])
             judged = verdict([chapter[s] for s in sorted(chapter)],
@@ -337,6 +354,7 @@ def change_rows(change: Change, grids: Sequence[FormGrid], store: Mapping[str, A
                 "form": grid.form, "options": grid.text,
                 "n_seeds": len({r["cell"]["seed"] for r in per_form[grid.form][0]}),
                 **{c: row.get(c, math.nan) for c in STAT_COLUMNS},
+                "cells_higher": higher[grid.form], "cells_paired": paired,
                 "p_better": judged["p_chapter" if grid.form == "chapter" else "p_previous"],
                 "sharpe_difference": judged["sharpe_difference"],
                 "verdict": judged["verdict"],
@@ -373,8 +391,8 @@ def _number(column: str, value: Any) -> str:
 def markdown(rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]],
              notes: Sequence[str]) -> str:
     """``ablation.md``: the notes, the summary (a line per change) and the table (a row per
-    form and dataset; the pair's p-value of each form being better, the verdict on the chapter
-    row)."""
+    form and dataset; the seed x fold cells where the form's test Sharpe is the higher of the
+    two, the pair's p-value of each form being better, the verdict on the chapter row)."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     text = ["# Ablation of the design chapters' forms", "", *notes, "",
             "| change | mode | " + " | ".join(datasets) + " | overall |",
@@ -384,8 +402,8 @@ def markdown(rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any
         text.append(f"| {line['change']} | {line['mode']} | " + " | ".join(verdicts)
                     + f" | {line['overall']} |")
     text += ["", "| change | dataset | mode | form | options | seeds | Sharpe | IQM | 95% CI | "
-             "PSR | DSR | oracle | p better | verdict |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "PSR | DSR | oracle | higher in | p better | verdict |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         interval = (f"[{_number('sharpe_ci_low', row['sharpe_ci_low'])}, "
                     f"{_number('sharpe_ci_high', row['sharpe_ci_high'])}]")
@@ -393,6 +411,7 @@ def markdown(rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any
                  str(row["n_seeds"]), *(_number(c, row[c]) for c in (
                      "sharpe_mean", "sharpe_iqm")), interval,
                  *(_number(c, row[c]) for c in ("psr", "dsr", "oracle_fraction")),
+                 f"{row['cells_higher']}/{row['cells_paired']}",
                  _number("p_vs_buy_and_hold", row["p_better"]),
                  row["verdict"] if row["form"] == "chapter" else ""]
         text.append("| " + " | ".join(cells) + " |")

@@ -143,6 +143,11 @@ def test_the_seed_count_counts_seeds_not_folds(ablation: ModuleType, bars_csv: P
     summary = json.loads((out / "ablation.json").read_text())
     assert summary["cells_run"] == 4  # 2 forms x 1 seed x 2 folds
     assert [row["n_seeds"] for row in summary["rows"]] == [1, 1]
+    rows = summary["rows"]  # each seed x fold cell is higher for one form, or a tie
+    assert [row["cells_paired"] for row in rows] == [2, 2]
+    assert rows[0]["cells_higher"] + rows[1]["cells_higher"] <= 2
+    table = (out / "ablation.md").read_text()
+    assert f"| {rows[0]['cells_higher']}/2 |" in table and "| higher in |" in table
 
 
 def _documented(path: Path) -> list[list[str]]:
