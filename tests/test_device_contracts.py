@@ -142,11 +142,8 @@ def trained(data: PreparedData, tmp_path_factory: pytest.TempPathFactory
             ) -> dict[str, dict[str, Any]]:
     """A tiny supervised checkpoint of each architecture with a device-specific backend."""
     out: dict[str, dict[str, Any]] = {}
-    # timeparticle's kernel runs the recurrence without messages fed back (not the default)
-    extra: dict[str, dict[str, Any]] = {"timeparticle": {"message_feedback": False}}
     for arch in ("mamba", "mambats", "ltc", "timeparticle"):
-        run = train_supervised(data, arch, config=tiny(),
-                               arch_config={"d_model": 8, **extra.get(arch, {})},
+        run = train_supervised(data, arch, config=tiny(), arch_config={"d_model": 8},
                                out_dir=tmp_path_factory.mktemp(arch), device="cpu",
                                verbose=False)
         out[arch] = load_checkpoint(run.best_checkpoint)

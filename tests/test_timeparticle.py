@@ -441,7 +441,6 @@ def test_particle_outputs_project_each_particle_before_aggregation() -> None:
 @pytest.mark.parametrize(("cfg", "message"), [
     ({"attention_heads": 3}, "attention_heads must divide d_model=8"),
     ({"attention_heads": 0}, "attention_heads must be a positive integer"),
-    ({"message_feedback": True, "backend": "native"}, "cannot run message_feedback"),
 ])
 def test_bad_option_values_are_rejected(cfg: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -1,5 +1,7 @@
-"""TimeParticle's forward-only native particle scan (tradezoo/policies/native/particle_scan.c)
-against the PyTorch recurrence (:class:`_ParticleScan`), and when ``backend="auto"`` takes it."""
+"""TimeParticle's forward-only native particle scans (tradezoo/policies/native/particle_scan.c)
+against the PyTorch recurrences (:class:`_ParticleScan` without messages fed back,
+:meth:`ParticleLayer.recurrence_with_messages` with them), and when ``backend="auto"`` takes
+them."""
 
 from __future__ import annotations
 
@@ -9,16 +11,18 @@ import torch
 import tradezoo.policies.timeparticle as tp
 from tradezoo.policies import native
 from tradezoo.policies.timeparticle import (
+    ParticleLayer,
     TimeParticleBackbone,
     TimeParticleConfig,
     _ParticleScan,
+    particle_scan_messages_native,
     particle_scan_native,
 )
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C compiler: the native kernel cannot be built here"
 )
-#: The kernel runs the recurrence without messages fed back (the default feeds them back).
+#: The form whose recurrence is the scan (messages not fed back; the default feeds them back).
 SCAN = {"message_feedback": False}
 
 
@@ -89,6 +93,26 @@ def test_native_backend_rules() -> None:
         particle_scan_native(pre.double(), u_rec.double(), True)
 
 
+def test_native_backend_rules_with_messages() -> None:
+    model = TimeParticleBackbone(4, TimeParticleConfig(d_model=8, backend="native"))
+    x = torch.randn(2, 10, 4)
+    with pytest.raises(ValueError, match="without autograd"):
+        model(x)
+    with torch.no_grad():
+        assert model(x).shape == (2, 8)
+    layer = model.layers[0]
+    pre = torch.randn(3, 5, 2, 16)  # [K, L, B, 2D]
+    args = (layer.u_rec.detach(), layer.c_msg.detach(), layer.qkv.weight.detach())
+    with pytest.raises(ValueError, match=r"pre must be \[K, L, B, 2D\]"):
+        particle_scan_messages_native(pre[..., :15], *args, 4, True)
+    with pytest.raises(ValueError, match=r"qkv_weight \[3D, D\]"):
+        particle_scan_messages_native(pre, args[0], args[1], args[2][:, :4], 4, True)
+    with pytest.raises(ValueError, match="heads must be >= 1 and divide D=8"):
+        particle_scan_messages_native(pre, *args, 3, True)
+    with pytest.raises(ValueError, match="float32 CPU"):
+        particle_scan_messages_native(pre.double(), *(a.double() for a in args), 4, True)
+
+
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 def test_torch_jit_trace_takes_the_pytorch_recurrence() -> None:
     torch.manual_seed(0)
@@ -100,30 +124,87 @@ def test_torch_jit_trace_takes_the_pytorch_recurrence() -> None:
         torch.testing.assert_close(traced(other), model(other), atol=1e-5, rtol=1e-5)
 
 
-def test_message_feedback_never_takes_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel implements the recurrence without messages: with ``message_feedback`` the
-    ``"auto"`` backend runs the PyTorch loop for inference too (and equals ``"torch"``), while
-    the same model without feedback does take the kernel."""
+def _message_layers(k: int, heads: int, d: int = 16) -> tuple[ParticleLayer, ParticleLayer]:
+    """A layer with messages fed back on the PyTorch loop and the same on the kernel, with
+    the attention weights doubled so the attention is further from uniform (larger feedback
+    weights make the recurrence amplify float32 rounding, the loop's as much as the
+    kernel's)."""
+    torch.manual_seed(k * 10 + heads)
+    loop = ParticleLayer(d, k, 0.0, "torch", attention_heads=heads, message_feedback=True)
+    with torch.no_grad():
+        loop.qkv.weight.mul_(2.0)
+    kernel = ParticleLayer(d, k, 0.0, "native", attention_heads=heads, message_feedback=True)
+    kernel.load_state_dict(loop.state_dict())
+    return loop, kernel
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("heads", [1, 4])
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("length", [1, 2, 64])
+@pytest.mark.parametrize("keep_all", [True, False])
+def test_messages_kernel_matches_the_pytorch_loop(
+    batch: int, heads: int, k: int, length: int, keep_all: bool
+) -> None:
+    loop, kernel = _message_layers(k, heads)
+    x = torch.randn(k, length, batch, 16, generator=torch.Generator().manual_seed(length)) * 2
+    with torch.no_grad():
+        expected = loop.recurrence_with_messages(x, keep_all)  # [T, K, B, D]
+        got = kernel.recurrence_with_messages(x, keep_all)
+    assert got.shape == expected.shape == (length if keep_all else 1, k, batch, 16)
+    assert expected.abs().max() > 0.1  # the states moved from h_0 = 0
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=0)
+
+
+def test_messages_kernel_matches_over_a_long_window() -> None:
+    loop, kernel = _message_layers(3, 4)
+    x = torch.randn(3, 257, 2, 16, generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(kernel.recurrence(x), loop.recurrence(x), atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("options", [
+    {},  # the default: 4 heads, messages fed back, per-particle outputs
+    {"attention_heads": 1, "particle_outputs": False},
+    {"n_particles": 4, "n_layers": 2},
+])
+def test_auto_takes_the_messages_kernel_for_inference_only(
+    monkeypatch: pytest.MonkeyPatch, options: dict
+) -> None:
+    """With ``message_feedback`` (the default) ``"auto"`` runs the kernel for float32 CPU
+    inference and equals ``"torch"``; with gradients it runs the PyTorch loop. The scan's
+    kernel is not called."""
     calls: list[str] = []
-    real = tp._particle_scan_kernel
 
-    def spy(*args, **kwargs):
-        calls.append("native")
-        return real(*args, **kwargs)
+    def spy(real):
+        def call(*args, **kwargs):
+            calls.append(real.__name__)
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(tp, "_particle_scan_kernel", spy)
+    monkeypatch.setattr(tp, "_particle_messages_kernel", spy(tp._particle_messages_kernel))
+    monkeypatch.setattr(tp, "_particle_scan_kernel", spy(tp._particle_scan_kernel))
     torch.manual_seed(0)
-    fed = TimeParticleBackbone(5, TimeParticleConfig(d_model=16)).eval()  # the default
-    reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch")).eval()
+    fed = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, **options)).eval()
+    reference = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, backend="torch",
+                                                           **options)).eval()
     reference.load_state_dict(fed.state_dict())
-    plain = TimeParticleBackbone(5, TimeParticleConfig(d_model=16, **SCAN)).eval()
     x = torch.randn(3, 40, 5)
+    layers = options.get("n_layers", 1)
     with torch.no_grad():
         fast, sequence = fed(x), fed.forward_sequence(x)
-        assert calls == []
-        torch.testing.assert_close(fast, reference(x), atol=0, rtol=0)
-        torch.testing.assert_close(sequence[:, -1], fast, atol=1e-6, rtol=1e-6)
-        plain(x)
-    assert calls == ["native"]
-    with pytest.raises(ValueError, match="cannot run message_feedback"):
-        TimeParticleConfig(backend="native")  # the default feeds the messages back
+        assert calls == ["_particle_messages_kernel"] * 2 * layers
+        torch.testing.assert_close(fast, reference(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sequence, reference.forward_sequence(x), atol=1e-5,
+                                   rtol=1e-5)
+        alone = torch.cat([fed(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(alone, fast, atol=1e-6, rtol=1e-6)
+    calls.clear()
+    trained = fed(x)  # gradients needed: the PyTorch loop, with autograd
+    trained.sum().backward()
+    assert calls == []
+    assert fed.layers[0].c_msg.grad is not None
+    torch.testing.assert_close(trained.detach(), fast, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        TimeParticleBackbone(5, TimeParticleConfig(d_model=16, **SCAN)).eval()(x)
+    assert calls == ["_particle_scan_kernel"]

@@ -111,6 +111,7 @@ __all__ = [
     "TimeParticleConfig",
     "causal_conv_bank",
     "particle_conv_spec",
+    "particle_scan_messages_native",
     "particle_scan_native",
 ]
 
@@ -133,8 +134,9 @@ class TimeParticleConfig(BackboneConfig):
             compiled kernel of :mod:`tradezoo.policies.native` for float32 CPU tensors when
             it builds, else PyTorch), ``"native"`` (the kernel; an error where it cannot run,
             including when gradients are needed) or ``"torch"``. Training always runs the
-            PyTorch recurrence with its hand-written backward. With ``message_feedback`` the
-            recurrence is always the PyTorch loop (``"native"`` is then rejected).
+            PyTorch recurrence (with ``message_feedback``, the autograd loop of
+            :meth:`ParticleLayer.recurrence_with_messages`; without, the scan with its
+            hand-written backward); the kernel runs both forms.
         attention_heads: heads of the cross-scale attention (divides ``d_model``; 1 is the
             single-head form, the chapter uses 4).
         message_feedback: the cross-scale messages enter each particle's recurrence (the
@@ -163,9 +165,6 @@ class TimeParticleConfig(BackboneConfig):
         check.number("dropout", 0.0, 1.0, open_high=True, rule="in [0, 1)")
         check.require(self.d_model % self.attention_heads == 0, f"attention_heads must divide "
                       f"d_model={self.d_model}, got {self.attention_heads}")
-        check.require(not (self.message_feedback and self.backend == "native"),
-                      "backend='native' cannot run message_feedback=True (the kernel implements "
-                      "the recurrence without messages); use 'auto' or 'torch'")
 
     def for_device(self, device: torch.device) -> tuple[BackboneConfig, str | None]:
         """``backend="auto"`` (the PyTorch path off the CPU) where a saved ``"native"`` cannot
@@ -375,6 +374,64 @@ def _particle_scan_kernel(lib: ctypes.CDLL, pre: Tensor, u_rec: Tensor, keep_all
     return out
 
 
+def particle_scan_messages_native(
+    pre: Tensor, u_rec: Tensor, c_msg: Tensor, qkv_weight: Tensor, heads: int, keep_all: bool
+) -> Tensor:
+    """:meth:`ParticleLayer.recurrence_with_messages` after its input terms, in C
+    (``tz_particle_scan_messages_forward`` in ``tradezoo/policies/native/particle_scan.c``):
+    ``pre [K, L, B, 2D]`` (``x @ w_in + b_in``), ``u_rec [K, D, 2D]``, ``c_msg [K, D, 2D]``,
+    ``qkv_weight [3D, D]`` (the layer's ``qkv.weight``), ``heads`` dividing D ->
+    ``h [T, K, B, D]`` (``T = L``, or 1 when not ``keep_all``). Float32 CPU tensors, no
+    autograd (the policy's batch-1 inference).
+
+    Raises:
+        ValueError: shapes that do not fit, a tensor not float32 on CPU, or a gradient needed.
+        NativeBuildError: the kernel cannot be built here.
+    """
+    if pre.dim() != 4 or pre.shape[3] % 2:
+        raise ValueError(f"particle scan with messages: pre must be [K, L, B, 2D], got "
+                         f"{tuple(pre.shape)}")
+    k_count, d = pre.shape[0], pre.shape[3] // 2
+    if (u_rec.shape != (k_count, d, 2 * d) or c_msg.shape != (k_count, d, 2 * d)
+            or qkv_weight.shape != (3 * d, d)):
+        raise ValueError(
+            f"particle scan with messages: with pre [K, L, B, 2D] = {tuple(pre.shape)}, u_rec "
+            f"and c_msg must be [K, D, 2D] and qkv_weight [3D, D], got {tuple(u_rec.shape)}, "
+            f"{tuple(c_msg.shape)} and {tuple(qkv_weight.shape)}"
+        )
+    if heads < 1 or d % heads:
+        raise ValueError(f"particle scan with messages: heads must be >= 1 and divide D={d}, "
+                         f"got {heads}")
+    if not can_run(pre, u_rec, c_msg, qkv_weight, forward_only=True):
+        raise ValueError(
+            "TimeParticle backend 'native' runs float32 CPU tensors without autograd "
+            "(inference); use backend='auto' (native for inference, PyTorch for training) or "
+            "'torch'"
+        )
+    lib = load_kernel("particle_scan", required=True)
+    return _particle_messages_kernel(  # type: ignore[arg-type]
+        lib, pre, u_rec, c_msg, qkv_weight, heads, keep_all)
+
+
+def _particle_messages_kernel(
+    lib: ctypes.CDLL, pre: Tensor, u_rec: Tensor, c_msg: Tensor, qkv_weight: Tensor, heads: int,
+    keep_all: bool,
+) -> Tensor:
+    """The kernel call of :func:`particle_scan_messages_native`, for inputs already checked
+    (the layer builds them with matching shapes; dtypes by ``can_run``)."""
+    k_count, length, batch, two_d = pre.shape
+    pre, u_rec, c_msg = (t.detach().contiguous() for t in (pre, u_rec, c_msg))
+    w_qkv = qkv_weight.detach().t().contiguous()  # [D, 3D]: row-vector form, h @ w_qkv
+    out = pre.new_empty(length if keep_all else 1, k_count, batch, two_d // 2)  # [T, K, B, D]
+    code = lib.tz_particle_scan_messages_forward(
+        k_count, length, batch, two_d // 2, heads, address(pre), address(u_rec), address(c_msg),
+        address(w_qkv), address(out), int(keep_all),
+    )
+    if code != 0:
+        raise MemoryError("the native particle-scan kernel could not allocate its buffers")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
@@ -419,8 +476,6 @@ class ParticleLayer(nn.Module):
                 f"attention_heads must be >= 1 and divide d_model={d_model}, got "
                 f"{attention_heads}"
             )
-        if message_feedback and backend == "native":
-            raise ValueError("backend 'native' cannot run message_feedback=True")
         self.backend = backend
         self.attention_heads = int(attention_heads)
         self.message_feedback = bool(message_feedback)
@@ -517,8 +572,10 @@ class ParticleLayer(nn.Module):
         """The recurrence with the messages fed back (``message_feedback``; module docstring):
         ``x [K, L, B, D] -> h [T, K, B, D]`` (``T = L``, or 1 when not ``keep_all``).
 
-        A plain autograd loop in ``h`` form (no :class:`_ParticleScan`, no native kernel: the
-        attention over the K particles runs inside every step). Float32 under autocast.
+        With gradients: a plain autograd loop in ``h`` form (no :class:`_ParticleScan`: the
+        attention over the K particles runs inside every step). Without (inference) on float32
+        CPU tensors, the same loop in C (:func:`particle_scan_messages_native`) under
+        ``backend="auto"`` or ``"native"``. Float32 under autocast.
         """
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
@@ -528,6 +585,14 @@ class ParticleLayer(nn.Module):
         pre = torch.baddbmm(
             self.b_in.unsqueeze(1), x.reshape(k_count, length * batch, d), self.w_in
         ).view(k_count, length, batch, 2 * d)  # [K, L, B, 2D] input terms
+        kernel_args = (pre, self.u_rec, self.c_msg, self.qkv.weight)
+        if self.backend == "native":
+            return particle_scan_messages_native(*kernel_args, self.attention_heads, keep_all)
+        if self.backend == "auto" and can_run(*kernel_args, forward_only=True):
+            lib = load_kernel("particle_scan")  # None where it cannot be built
+            if lib is not None:  # inference on CPU
+                return _particle_messages_kernel(lib, *kernel_args, self.attention_heads,
+                                                 keep_all)  # [T, K, B, D]
         h = x.new_zeros(k_count, batch, d)  # [K, B, D] h_0 = 0
         states: list[Tensor] = []
         for pre_t in pre.unbind(1):  # [K, B, 2D]

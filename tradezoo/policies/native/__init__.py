@@ -4,7 +4,7 @@ Each kernel is one C file in this folder beside a PyTorch reference in the archi
 module, with parity tests: ``ltc.c`` (the LTC recurrence, forward and backward;
 ``tests/test_ltc_native.py``), ``selective_scan.c`` (Mamba's selective scan, forward only, for
 inference; ``tests/test_mamba_native.py``) and ``particle_scan.c`` (TimeParticle's particle
-recurrences without ``message_feedback``, forward only, for inference;
+recurrences, without and with ``message_feedback``, forward only, for inference;
 ``tests/test_timeparticle_native.py``);
 ``tz_common.h`` holds what they share. The kernels
 are plain C on raw float32 buffers, called through :mod:`ctypes` (which releases the GIL, so
@@ -117,7 +117,10 @@ KERNEL_SIGNATURES: dict[str, dict[str, list[type]]] = {
         "tz_ltc_sensory_backward": [_I64] * 4 + [_PTR] * 12,
     },
     "selective_scan": {"tz_selective_scan_forward": [_I64] * 4 + [_PTR] * 7 + [_I64]},
-    "particle_scan": {"tz_particle_scan_forward": [_I64] * 4 + [_PTR] * 3 + [_I64]},
+    "particle_scan": {
+        "tz_particle_scan_forward": [_I64] * 4 + [_PTR] * 3 + [_I64],
+        "tz_particle_scan_messages_forward": [_I64] * 5 + [_PTR] * 5 + [_I64],
+    },
 }
 
 _LOCK = threading.Lock()
