@@ -38,10 +38,11 @@ fields (written before they existed) is that form (``TimeParticleConfig.saved_ab
       h~_k,t   = tanh(W_h,k x_k,t + U_h,k h_k,t-1 + C_h,k m_k,t + b_h,k)
 
   ``C = [C_g | C_h]`` ``[K, D, 2D]``. The aggregation still adds ``m_k,t`` of the new states.
-  The K x K attention sits inside the time loop, so this runs the autograd PyTorch loop
-  (:meth:`ParticleLayer.recurrence_with_messages`) in training and inference: the native
-  kernel and :class:`_ParticleScan` implement the recurrence without messages and are not
-  used (``backend="native"`` is rejected with it).
+  The K x K attention sits inside the time loop, so the batched scan (:class:`_ParticleScan`)
+  cannot run it: training runs the autograd PyTorch loop
+  (:meth:`ParticleLayer.recurrence_with_messages`), and inference without autograd on
+  float32 CPU tensors runs the same loop in a C kernel (:func:`particle_scan_messages_native`,
+  ``backend="auto"`` or ``"native"``; tested against the PyTorch loop).
 - ``particle_outputs = True`` (default): each particle has its own output projection ``D^(k)``
   before the softmax aggregation, ``a_t = sum_k beta_k,t (D^(k) (h_k,t + m_k,t) + d^(k))``.
 
@@ -79,9 +80,11 @@ Design decisions beyond the equations:
 - The scan and the kernel above run the recurrence of ``message_feedback=False``, where the
   messages use the recurrent states and do not feed back into the recurrence (they are added
   to each particle's state before aggregation). Feeding them back, the default and the
-  chapter's form (above), puts K x K attention inside the time loop, which neither can run:
-  the default runs the PyTorch loop, at a cost measured in ``docs/architectures.md``
-  ("Speed of the defaults").
+  chapter's form (above), puts K x K attention inside the time loop: training runs the
+  PyTorch loop (no hand-written backward), inference a second function of the same C kernel
+  (:func:`particle_scan_messages_native`), which computes every step's multi-head attention
+  from the states before the step in ``h`` form. The costs of both forms are measured in
+  ``docs/architectures.md`` ("Speed of the defaults").
 - Gate biases start at ``-(k - 1) ln 2`` so particle k starts with update rate
   ``1 / (1 + 2**(k-1))`` (0.5, 0.33, 0.2, 0.11): coarser particles start slower. This is an
   initialisation choice only; every bias is trained.
