@@ -13,17 +13,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from tradezoo.agents.compare import (
-    LEADERBOARD_METRICS,
-    RunRecord,
-    leaderboard_frame,
-    leaderboard_markdown,
-)
+from tradezoo.agents import leaderboard as lb
 from tradezoo.agents.run import REPORT_METRICS, markdown_metrics_table, write_json
 from tradezoo.backtest.formatting import (
     METRIC_UNITS,
     PERCENT_METRICS,
-    format_mean_std,
     format_metric,
     json_safe,
 )
@@ -54,25 +48,29 @@ def _markdown_cells(values: dict[str, object]) -> dict[str, str]:
     return {name.strip(): cell.strip() for name, cell in rows}
 
 
-def _leaderboard_cells(values: dict[str, float]) -> dict[str, str]:
-    index = pd.date_range("2024-01-01", periods=3, freq="h", tz="UTC")
-    curve = pd.Series([1.0, 1.01, 1.02], index=index)
-    record = RunRecord(arch="gru", mode="supervised", seed=0,
-                       metrics={m: float(values[m]) for m in LEADERBOARD_METRICS},
-                       train_seconds=1.0, n_parameters=10, equity=curve,
-                       benchmark_equity=curve, benchmark_metrics={})
-    text = leaderboard_markdown(leaderboard_frame([record]))
+# One value per leaderboard column, with digits past the shown precision.
+BOARD = {"n_cells": 4, "sharpe_mean": 1.23456, "sharpe_iqm": 1.1111, "sharpe_ci_low": -0.5,
+         "sharpe_ci_high": 2.75, "psr": 0.91234, "dsr": 0.5, "p_vs_buy_and_hold": 0.0321,
+         "total_return_mean": 0.123456, "max_drawdown_mean": -0.0789, "turnover_mean": 3.14159,
+         "break_even_cost_bps": math.inf, "flags": "never_trades (1/2 seeds)",
+         "oracle_fraction": 0.4321}
+
+
+def _leaderboard_cells(values: dict[str, object]) -> dict[str, str]:
+    row = {"dataset": "d", "arch": "gru", "mode": "supervised", **values, "n_seeds": 2,
+           "n_folds": 2, "n_failed": 0, "n_trials": 1, "oracle_sharpe": 2.0}
+    text = lb.leaderboard_markdown(pd.DataFrame([row]))
     header = next(line for line in text.splitlines() if line.startswith("| # |"))
-    row = next(line for line in text.splitlines() if "| gru |" in line)
+    body = next(line for line in text.splitlines() if "| gru |" in line)
     names = [c.strip() for c in header.strip("|").split("|")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    cells = [c.strip() for c in body.strip("|").split("|")]
     return dict(zip(names, cells, strict=True))
 
 
 def test_every_metric_a_report_or_tensorboard_shows_has_one_unit() -> None:
     from tradezoo.agents.callbacks import TRADING_TAGS
 
-    shown = ({f.name for f in fields(Metrics)} | set(REPORT_METRICS) | set(LEADERBOARD_METRICS)
+    shown = ({f.name for f in fields(Metrics)} | set(REPORT_METRICS)
              | set(TRADING_TAGS.values()))
     assert shown <= set(METRIC_UNITS), sorted(shown - set(METRIC_UNITS))
     assert {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "fees_paid",
@@ -88,19 +86,19 @@ def test_report_md_leaderboard_and_backtest_table_show_the_same_text() -> None:
     assert expected["profit_factor"] == "inf"
     assert _markdown_cells(VALUES) == expected
     assert _rich_cells(VALUES) == expected
-    board = _leaderboard_cells(VALUES)
-    assert {m: board[m] for m in LEADERBOARD_METRICS} == {m: expected[m]
-                                                          for m in LEADERBOARD_METRICS}
+    board = _leaderboard_cells(BOARD)
+    assert {c: board[c] for c in lb.COLUMNS} == {
+        c: BOARD[c] if c == "flags" else format_metric(c, BOARD[c]) for c in lb.COLUMNS}
+    assert board["total_return_mean"] == "12.35%" and board["max_drawdown_mean"] == "-7.89%"
+    assert board["oracle_fraction"] == "43.21%" and board["sharpe_mean"] == "1.235"
+    assert board["n_cells"] == "4" and board["break_even_cost_bps"] == "inf"
 
 
-def test_missing_values_means_and_spreads() -> None:
+def test_missing_values_and_means() -> None:
     assert format_metric("sharpe", None) == "n/a" and format_metric("cagr", math.nan) == "n/a"
     assert format_metric("max_drawdown", -math.inf) == "-inf"
     assert format_metric("n_trades", np.int64(1234)) == "1,234"
     assert format_metric("n_trades", 2.5) == "2.5"  # a mean over seeds
-    assert format_mean_std("total_return", 0.2, 0.1414) == "20.00% ± 14.14%"
-    assert format_mean_std("sharpe", 2.0, math.nan) == "2.000"
-    assert format_mean_std("sharpe", math.nan, 1.0) == "n/a"
 
 
 def test_json_safe_is_strict_plain_json(tmp_path: Path) -> None:

@@ -313,6 +313,52 @@ def test_single_run_diagnostics_are_the_rows(records: list[dict], regime: pd.Dat
     assert single.flags_text() == (row["flags"] or "none")
 
 
+def test_baselines_are_ranked_rows(frame: pd.DataFrame) -> None:
+    baselines = frame[frame["mode"] == lb.BASELINE_MODE]
+    assert sorted(baselines["arch"]) == sorted(bl.BASELINES)
+    assert "buy_and_hold" in set(baselines["arch"])
+    # one ranking over models and baselines: mean Sharpe descending
+    assert list(frame.index) == list(
+        frame.sort_values("sharpe_mean", ascending=False, kind="stable").index)
+
+
+def test_a_single_seed_row_is_that_seeds_statistics(records: list[dict],
+                                                     frame: pd.DataFrame) -> None:
+    row = _row(frame, "long")
+    assert row["n_seeds"] == 1
+    returns = _stitched(records, "long", 0, "returns")
+    sharpe = compute_metrics(returns, periods_per_year=PPY).sharpe
+    assert row["sharpe_mean"] == pytest.approx(sharpe, rel=1e-12)
+    assert row["sharpe_iqm"] == pytest.approx(sharpe, rel=1e-12)
+    assert row["psr"] == pytest.approx(stats.probabilistic_sharpe_ratio(returns), rel=1e-12)
+    interval = stats.sharpe_confidence_interval(returns, n_boot=N_BOOT, periods_per_year=PPY)
+    assert (row["sharpe_ci_low"], row["sharpe_ci_high"]) == pytest.approx(
+        (interval.low, interval.high), rel=1e-12)
+
+
+def test_markdown_title_notes_ranks_and_bold_baselines(records: list[dict],
+                                                      frame: pd.DataFrame) -> None:
+    noise = load_dataset("synthetic-noise")
+    span = noise.iloc[5000:5200]
+    other = _record("synthetic-noise", 0, "long", "supervised", 0, span, np.ones(len(span)))
+    both = lb.leaderboard_frame([*records, other], n_boot=N_BOOT)
+    assert list(dict.fromkeys(both["dataset"])) == [REGIME, "synthetic-noise"]  # as recorded
+    text = lb.leaderboard_markdown(both, title="T", notes=["first note", "second note"])
+    lines = text.splitlines()
+    assert lines[:5] == ["# T", "", "first note", "second note", ""]
+    assert lines.index(f"## {REGIME}") < lines.index("## synthetic-noise")
+    table = [line for line in lines[lines.index(f"## {REGIME}"):lines.index("## synthetic-noise")]
+             if line.startswith("| ") and not line.startswith("| #")]
+    ranked = frame.to_dict("records")
+    assert len(table) == len(ranked)
+    for rank, (line, row) in enumerate(zip(table, ranked, strict=True), start=1):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        bold = row["mode"] == lb.BASELINE_MODE
+        assert cells[:3] == [str(rank), f"**{row['arch']}**" if bold else row["arch"],
+                             row["mode"]]
+    assert "±" not in text  # one statistic per cell, never a spread over seeds
+
+
 def test_write_leaderboard_files(records: list[dict], tmp_path) -> None:
     failed = {"key": "x", "cell": {**records[0]["cell"], "seed": 9}, "status": "failed"}
     paths = lb.write_leaderboard_files([*records, failed], tmp_path, n_boot=N_BOOT,

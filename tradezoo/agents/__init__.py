@@ -42,8 +42,6 @@ _EXPORTS: dict[str, str] = {
     "backtest_checkpoint": "run",
     "run_main_job": "run",
     "run_compare": "compare",
-    "leaderboard_frame": "compare",
-    "write_leaderboard": "compare",
 }
 
 __all__ = sorted(_EXPORTS)

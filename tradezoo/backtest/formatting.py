@@ -32,7 +32,6 @@ import numpy as np
 __all__ = [
     "METRIC_UNITS",
     "PERCENT_METRICS",
-    "format_mean_std",
     "format_metric",
     "json_safe",
     "metric_unit",
@@ -119,16 +118,6 @@ def format_metric(name: str, value: Any) -> str:
     if unit == "count":
         return f"{int(number):,}" if number.is_integer() else f"{number:,.1f}"
     return f"{number:,.{NUMBER_DECIMALS}f}"
-
-
-def format_mean_std(name: str, mean: Any, std: Any) -> str:
-    """``mean ± std`` of metric ``name`` over seeds, each as :func:`format_metric` shows it;
-    only the mean when ``std`` is missing (one seed), ``n/a`` when the mean is."""
-    text = format_metric(name, mean)
-    spread = _real(std)
-    if text == "n/a" or spread is None or not math.isfinite(spread):
-        return text
-    return f"{text} ± {format_metric(name, spread)}"
 
 
 def json_safe(value: Any) -> Any:
