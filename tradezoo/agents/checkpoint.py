@@ -81,6 +81,7 @@ import torch
 
 from tradezoo._fs import TEMP_SUFFIX, temp_name_prefix
 from tradezoo.data.features import FeatureScaler, FeatureSpec
+from tradezoo.envs.layout import N_ACCOUNT_COLUMNS
 from tradezoo.errors import TradezooError
 
 if TYPE_CHECKING:
@@ -175,7 +176,6 @@ def data_payload(data: PreparedData | Sequence[PreparedData]) -> dict[str, Any]:
 
 
 def _first_payload(data: PreparedData) -> dict[str, Any]:
-    from tradezoo.agents.data import N_ACCOUNT_COLUMNS
 
     splits: dict[str, Any] = {
         "fractions": list(data.split_fractions),
@@ -363,7 +363,6 @@ def check_model_fits_limit(payload: Mapping[str, Any], where: str) -> int:
     Raises:
         CheckpointError: too large, or a config the architecture rejects (names the file).
     """
-    from tradezoo.agents.data import N_ACCOUNT_COLUMNS
     from tradezoo.policies.size import check_model_size
 
     features_dim = int(payload.get("features_dim", 64))

@@ -451,7 +451,7 @@ class MambaTSBackbone(Backbone):
 class MambaTSHeads(nn.Module):
     """Supervised heads on the backbone's ``[B, d_model]`` vector, in two construction forms.
 
-    The trainer's form (:mod:`tradezoo.agents.supervised` builds every architecture's heads
+    The trainer's form (:mod:`tradezoo.agents.supervised_model` builds every architecture's heads
     this way)::
 
         MambaTSHeads(d_model, horizons=("h4", "h24"), regression=True)

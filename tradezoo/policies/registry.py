@@ -83,7 +83,7 @@ class Architecture:
         policy: its SB3 policy class, a :class:`~tradezoo.policies.sb3.SequencePolicy`
             subclass whose ``arch`` is ``name`` (the class SB3 checkpoints record).
         aux_heads: the optional auxiliary-heads class used by supervised training
-            (:mod:`tradezoo.agents.supervised`); ``None``: none.
+            (:mod:`tradezoo.agents.supervised_model`); ``None``: none.
     """
 
     name: str
