@@ -176,7 +176,6 @@ def data_payload(data: PreparedData | Sequence[PreparedData]) -> dict[str, Any]:
 
 
 def _first_payload(data: PreparedData) -> dict[str, Any]:
-
     splits: dict[str, Any] = {
         "fractions": list(data.split_fractions),
         "embargo": int(data.splits.embargo),
