@@ -94,6 +94,9 @@ CHANGES: tuple[Change, ...] = (
     _pair("ltc", "wiring", "ncp", None),
     _pair("cfc", "use_dt", True, False),
     _pair("ltc", "use_dt", True, False),
+    *(Change(f"{arch}.elapsed_time", arch, {"arch_config.use_dt": True},
+             {"arch_config.use_dt": False, "features.include_dt": False})
+      for arch in ("cfc", "ltc")),
     _pair("mambats", "fusion", "linear", "gate"),
     _pair("mambats", "channel_mixing", "variables", "hidden"),
     _pair("msa", "hierarchy", "pyramid", "parallel"),
@@ -105,7 +108,10 @@ CHANGES: tuple[Change, ...] = (
              {"supervised.loss": "ce"}) for arch in ("mambats", "timeparticle")),
 )
 """The changes of docs/architectures.md "Against the design chapters" that have a chapter form
-and a previous one (``msa.depths`` has no chapter value: not a pair), and the trading
+and a previous one (``msa.depths`` has no chapter value: not a pair; ``use_dt`` switches the
+elapsed time in the liquid networks' dynamics only, ``elapsed_time`` compares the default
+model with one that sees no elapsed time at all, neither in its dynamics nor as the scaled
+``dt`` input column), and the trading
 objective of the TimeParticle and Mamba chapters (docs/training.md, "Losses") for their
 architectures: the scale-aware and Sharpe terms (the multi-horizon term needs other labels)."""
 
