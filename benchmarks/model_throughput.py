@@ -280,13 +280,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: one short repeat per case, no textbook loops, "
                              "no dedicated latency pass")
-    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
-                        help="peer models to measure beside ours (default all; none: "
-                             "--peers alone)")
+    parser.add_argument("--peers", nargs="*", default=[*PEERS, *SLOW_PEERS],
+                        choices=[*PEERS, *SLOW_PEERS],
+                        help="peer models to measure beside ours (default all, the textbook "
+                             "loops only without --quick; none: --peers alone)")
     parser.add_argument("--lengths", nargs="+", type=int, default=[64, 256],
                         help="window lengths L of the throughput cases (default 64 256)")
     parser.add_argument("--json", default=None, help="write every result row here")
     return parser.parse_args(argv)
+
+
+def peer_groups(peers: Sequence[str], *, quick: bool) -> tuple[list[str], list[str]]:
+    """The ``--peers`` asked for, split into those timed like ours and the textbook loops
+    (one short repeat, no latency pass; none with ``--quick``)."""
+    slow = [] if quick else [p for p in peers if p in SLOW_PEERS]
+    return [p for p in peers if p not in SLOW_PEERS], slow
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,15 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ours = [PREFIX + a for a in archs]
     ours += [PREFIX + row for row, (arch, _) in VARIANTS.items() if arch in archs]
-    rows = run_cases([*ours, *args.peers], args.lengths, args, repeats=repeats,
+    peers, slow_peers = peer_groups(args.peers, quick=args.quick)
+    rows = run_cases([*ours, *peers], args.lengths, args, repeats=repeats,
                      min_time=min_time)
-    if not args.quick:
-        rows += run_cases(list(SLOW_PEERS), [64, 256], args, repeats=1, min_time=0.0,
+    if slow_peers:
+        rows += run_cases(slow_peers, [64, 256], args, repeats=1, min_time=0.0,
                           latency=False)
     if args.latency_repeats > 0 and not args.quick:
         # Batch-1 latency again, for every model, with more repeats: on a shared machine one
         # load spike moves a median of 3 repeats of 20 calls (~30 ms each) by 50 %.
-        lat = run_cases([*ours, *args.peers], [64], args, repeats=args.latency_repeats,
+        lat = run_cases([*ours, *peers], [64], args, repeats=args.latency_repeats,
                         min_time=0.05)
         rows += [{**row, "group": "latency"} for row in lat]
     if "mamba" in archs and "mambapy_pscan" in args.peers:

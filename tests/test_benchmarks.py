@@ -68,6 +68,16 @@ def test_model_harness_times_a_peer_and_ours() -> None:
         assert row["params"] > 0 and row["train_sps_median"] > 0 and row["fwd_b1_ms_median"] > 0
 
 
+def test_model_benchmark_runs_only_the_peers_asked_for() -> None:
+    import model_throughput as mt
+
+    every = mt.parse_args([]).peers
+    assert mt.peer_groups(every, quick=False) == (list(mt.PEERS), list(mt.SLOW_PEERS))
+    assert mt.peer_groups(every, quick=True) == (list(mt.PEERS), [])
+    assert mt.peer_groups(mt.parse_args(["--peers"]).peers, quick=False) == ([], [])
+    assert mt.peer_groups(["lstm", "mamba_loop"], quick=False) == (["lstm"], ["mamba_loop"])
+
+
 def test_textbook_scans_agree() -> None:
     import torch
 
