@@ -10,7 +10,7 @@ so loading it never runs pickled code::
     arch_config     the backbone's full config (``BackboneConfig.to_dict()``); a field
                     added after a checkpoint was written is absent from it, and reads as
                     the form the model had before the field existed
-                    (:func:`~tradezoo.policies.registry.saved_config`), not as today's
+                    (:func:`saved_arch_config`), not as today's
                     default: :func:`load_checkpoint` returns the completed config
     features_dim    width of the extractor output the head reads
     state_dict      the model's tensors
@@ -389,11 +389,13 @@ def check_model_fits_limit(payload: Mapping[str, Any], where: str) -> int:
 def saved_arch_config(payload: Mapping[str, Any]) -> dict[str, Any]:
     """The backbone config a checkpoint's model was built with: its ``arch_config`` with the
     fields it lacks (added after it was written) set to the forms the model had
-    (:func:`~tradezoo.policies.registry.saved_config`). Every rebuild of a model from a
-    checkpoint, in a file or in memory, reads its config through this."""
-    from tradezoo.policies.registry import saved_config
+    (:meth:`~tradezoo.policies.base.BackboneConfig.restore_saved` of its architecture's
+    config class). Every rebuild of a model from a checkpoint, in a file or in memory, reads
+    its config through this."""
+    from tradezoo.policies.registry import get_architecture
 
-    return saved_config(str(payload["arch"]), payload["arch_config"])
+    config_cls = get_architecture(str(payload["arch"])).config_cls
+    return config_cls.restore_saved(payload["arch_config"])
 
 
 def check_payload(payload: Mapping[str, Any], where: str) -> None:

@@ -54,7 +54,6 @@ __all__ = [
     "make_config",
     "portable_config",
     "register_architecture",
-    "saved_config",
     "unknown_architecture_message",
     "unregister_architecture",
     "uses_dt",
@@ -317,13 +316,6 @@ def with_time_unit(name: str, cfg: Mapping[str, Any], bar_seconds: float) -> dic
             "time_unit") is None:
         out["time_unit"] = float(bar_seconds)
     return out
-
-
-def saved_config(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config read from a checkpoint of architecture ``name``, with the fields it lacks set
-    to the forms its model had (:meth:`BackboneConfig.restore_saved`: a field added after the
-    checkpoint was written takes the form from before it existed, not today's default)."""
-    return get_architecture(name).config_cls.restore_saved(config)
 
 
 def portable_config(name: str, config: Mapping[str, Any], device: str | torch.device, *,
