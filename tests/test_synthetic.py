@@ -17,6 +17,7 @@ from tradezoo.data import synthetic as syn
 from tradezoo.data.datasets import load_bars
 
 NAMES = list(syn.MARKETS)
+IRREGULAR_MARKETS = (syn.IRREGULAR, syn.CYCLE)
 HOUR_S = 3600.0
 
 
@@ -54,7 +55,7 @@ def test_loads_through_the_public_path_and_validates_clean(name: str) -> None:
     bars, report = load_dataset(name, return_report=True)
     same, _ = load_bars(name)
     pd.testing.assert_frame_equal(bars, same)
-    expected_rules = {"gaps"} if name == syn.IRREGULAR else set()
+    expected_rules = {"gaps"} if name in IRREGULAR_MARKETS else set()
     assert {finding.rule for finding in report.findings} == expected_rules, str(report)
     assert all(finding.severity == "warning" for finding in report.findings)
     assert len(bars) == report.rows_in == report.rows_out == spec.n_bars
@@ -103,9 +104,10 @@ def test_hidden_state_drives_the_bars() -> None:
     rebuilt = meanrevert.hidden["level"] + meanrevert.hidden["deviation"] + np.log(100.0)
     np.testing.assert_allclose(np.log(meanrevert.bars["close"]), rebuilt, rtol=0, atol=1e-9)
 
-    irregular = syn.generate(syn.IRREGULAR)
-    hours = irregular.bars.index.to_series().diff().dt.total_seconds().to_numpy()[1:] / HOUR_S
-    np.testing.assert_array_equal(irregular.hidden["hours_to_next"].to_numpy()[:-1], hours)
+    for name in IRREGULAR_MARKETS:
+        irregular = syn.generate(name)
+        hours = irregular.bars.index.to_series().diff().dt.total_seconds().to_numpy()[1:] / HOUR_S
+        np.testing.assert_array_equal(irregular.hidden["hours_to_next"].to_numpy()[:-1], hours)
 
 
 def test_irregular_signal_decays_with_real_time() -> None:
@@ -120,6 +122,39 @@ def test_irregular_signal_decays_with_real_time() -> None:
     assert adjacent == pytest.approx(np.exp(-1 / tau), abs=0.02)
     assert abs(after_outage) < 0.1
     assert (hours == 1).mean() > 0.5  # the median step is the interval: 1h bars, missing hours
+
+
+def test_cycle_signal_decays_and_turns_with_real_time() -> None:
+    """Autocorrelation of the drift between consecutive bars k hours apart is
+    exp(-k / tau) cos(2 pi k / period): positive a few hours on, negative half a cycle on."""
+    spec = syn.MARKETS[syn.CYCLE]
+    tau, period = spec.param("tau_hours"), spec.param("period_hours")
+    hidden = syn.hidden_state(syn.CYCLE)
+    signal = hidden["signal"].to_numpy()
+    hours = hidden["hours_to_next"].to_numpy()[:-1]
+    pairs = np.stack([signal[:-1], signal[1:]])
+    for k in (1, 2, 4, 8):
+        observed = np.corrcoef(pairs[:, hours == k])[0, 1]
+        expected = np.exp(-k / tau) * np.cos(2 * np.pi * k / period)
+        assert observed == pytest.approx(expected, abs=0.05), k
+    assert (hours == 1).mean() == pytest.approx(1 / spec.param("mean_step_hours"), abs=0.02)
+    assert hours.mean() == pytest.approx(spec.param("mean_step_hours"), rel=0.05)
+
+
+def test_cycle_oracle_signal_is_the_drift_expected_over_the_next_bar() -> None:
+    """The closed form (I - (1 - p) M)^{-1} against the sum over the law of the next step."""
+    spec = syn.MARKETS[syn.CYCLE]
+    p = 1 / spec.param("mean_step_hours")
+    hidden = syn.hidden_state(syn.CYCLE).iloc[:50]
+    state = hidden[["signal", "quadrature"]].to_numpy().T  # [2, 50]
+    expected = np.zeros(state.shape[1])
+    for k in range(1, 400):  # P(K = k) = (1 - p)^(k - 1) p; the tail beyond 400 is < 1e-70
+        drift = sum(syn._cycle_transition(spec, j) for j in range(k)) @ state
+        expected += (1 - p) ** (k - 1) * p * drift[0]
+    np.testing.assert_allclose(hidden["oracle_signal"].to_numpy(), expected, rtol=1e-9, atol=1e-9)
+    a, sigma = spec.param("a"), spec.param("sigma")
+    np.testing.assert_allclose(hidden["expected_return"],
+                               a * expected - sigma**2 / (2 * p), rtol=1e-9, atol=1e-12)
 
 
 def test_irregular_gaps_survive_data_preparation() -> None:
@@ -163,15 +198,22 @@ def test_noise_has_no_edge_for_the_oracle_or_momentum() -> None:
             assert z > 3.0  # the same rule does find the trends (the check can fail)
 
 
-def test_irregular_filter_with_dt_beats_the_same_filter_without() -> None:
-    with_dt = calibration.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=True))
-    without = calibration.backtest_positions(syn.IRREGULAR, syn.filter_positions(use_dt=False))
+@pytest.mark.parametrize("name", IRREGULAR_MARKETS)
+def test_filter_with_dt_beats_the_same_filter_without(name: str) -> None:
+    with_dt = calibration.backtest_positions(name, syn.filter_positions(name, use_dt=True))
+    without = calibration.backtest_positions(name, syn.filter_positions(name, use_dt=False))
     assert with_dt.metrics.sharpe > without.metrics.sharpe + 1.0
-    oracle = calibration.oracle_backtest(syn.IRREGULAR)
+    oracle = calibration.oracle_backtest(name)
     assert oracle.metrics.sharpe > with_dt.metrics.sharpe > without.metrics.sharpe > 0.0
-    truth = syn.hidden_state(syn.IRREGULAR)["signal"]
-    fit = {dt: np.corrcoef(syn.filtered_signal(use_dt=dt), truth)[0, 1] for dt in (True, False)}
+    truth = syn.hidden_state(name)["oracle_signal"]
+    fit = {dt: np.corrcoef(syn.filtered_signal(name, use_dt=dt), truth)[0, 1]
+           for dt in (True, False)}
     assert fit[True] > fit[False]
+
+
+def test_filter_of_a_market_without_one_is_an_error() -> None:
+    with pytest.raises(KeyError, match="synthetic-cycle"):
+        syn.filtered_signal("synthetic-regime")
 
 
 def test_unknown_market_names_the_known_ones() -> None:

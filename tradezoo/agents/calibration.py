@@ -23,7 +23,8 @@ from tradezoo.backtest.costs import CostModel
 from tradezoo.backtest.simulation import BacktestResult, simulate
 from tradezoo.data.datasets import load_dataset
 from tradezoo.data.synthetic import (
-    IRREGULAR,
+    BLIND_STEP_HOURS,
+    FILTER_BANDS,
     MARKETS,
     filter_positions,
     oracle_positions,
@@ -92,7 +93,7 @@ def oracle_sharpe(
 
 def main() -> None:
     """Print each market's oracle and buy-and-hold Sharpe per part, and the irregular
-    market's filter policies with and without ``dt`` (the tables of docs/calibration.md)."""
+    markets' filter policies with and without ``dt`` (the tables of docs/calibration.md)."""
     print("| dataset | part | bars | oracle Sharpe | oracle total return | buy & hold Sharpe |")
     print("|---|---|---|---|---|---|")
     spans = {}
@@ -105,17 +106,18 @@ def main() -> None:
                 f"| {name} | {part} | {len(result.equity)} | {sharpe:.2f} | "
                 f"{result.metrics.total_return:+.1%} | {result.benchmark_metrics.sharpe:.2f} |"
             )
-    print()
-    print(f"| {IRREGULAR} policy | train | val | test |")
-    print("|---|---|---|---|")
-    for label, use_dt in (("Kalman filter with dt", True), ("Kalman filter, dt = 1 h", False)):
-        positions = filter_positions(use_dt=use_dt)
-        figures = [
-            backtest_positions(IRREGULAR, positions, *spans[IRREGULAR, part]).metrics.sharpe
-            for part in ("train", "val", "test")
-        ]
-        print(f"| {label} | " + " | ".join(f"{value:.2f}" for value in figures) + " |")
-
+    for name in FILTER_BANDS:
+        print()
+        print(f"| {name} policy | train | val | test |")
+        print("|---|---|---|---|")
+        blind = f"Kalman filter, dt = {BLIND_STEP_HOURS[name]} h"
+        for label, use_dt in (("Kalman filter with dt", True), (blind, False)):
+            positions = filter_positions(name, use_dt=use_dt)
+            figures = [
+                backtest_positions(name, positions, *spans[name, part]).metrics.sharpe
+                for part in ("train", "val", "test")
+            ]
+            print(f"| {label} | " + " | ".join(f"{value:.2f}" for value in figures) + " |")
 
 if __name__ == "__main__":
     main()

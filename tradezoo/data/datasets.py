@@ -17,8 +17,9 @@ attribution):
 
 Synthetic calibration markets (generated at load time from a fixed seed, no file; source
 ``"synthetic"``, priced with Bybit linear costs; see :mod:`tradezoo.data.synthetic` and
-docs/calibration.md): ``synthetic-regime``, ``synthetic-meanrevert``, ``synthetic-noise`` and
-``synthetic-irregular`` (the last has missing hours by design, reported as ``gaps``).
+docs/calibration.md): ``synthetic-regime``, ``synthetic-meanrevert``, ``synthetic-noise``,
+``synthetic-irregular`` and ``synthetic-cycle`` (the last two have missing hours by design,
+reported as ``gaps``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Synthetic calibration markets: bars whose edge is known, with the hidden state that holds it.
 
-Four markets, each generated at load time from a fixed seed by a vectorised numpy generator
+Five markets, each generated at load time from a fixed seed by a vectorised numpy generator
 (a few milliseconds; no file, no cache), on a 1-hour UTC grid starting 2018-01-01 00:00.
 Their formulas, parameters, seeds and oracle figures are in ``docs/calibration.md``:
 
@@ -11,7 +11,10 @@ Their formulas, parameters, seeds and oracle figures are in ``docs/calibration.m
 - ``synthetic-noise``: a martingale random walk (no strategy has an edge);
 - ``synthetic-irregular``: 1-hour bars with random missing hours, over a price whose drift is
   an OU signal decaying with real elapsed time (a model that sees ``dt`` has an edge over one
-  that counts bars).
+  that counts bars);
+- ``synthetic-cycle``: 1-hour bars at random hours (every step random, mean 3 h), over a price
+  whose drift is a damped cycle in real time (16 h period, 48 h decay): without ``dt`` the
+  phase of what the last bars showed is lost, and with it the sign of the trade.
 
 Each market's hidden state (:func:`hidden_state`) has a column ``oracle_signal``; the oracle
 (:func:`oracle_positions`) holds ``sign(oracle_signal)`` (long 1 or short 1) and keeps its
@@ -138,6 +141,21 @@ MARKETS: dict[str, SyntheticMarket] = {
                 ("tau_hours", 6.0),
                 ("p_next_hour", 0.8),
                 ("mean_outage_hours", 24.0),
+            ),
+        ),
+        SyntheticMarket(
+            name="synthetic-cycle",
+            symbol="SYN-CYCLE",
+            seed=1005,
+            n_bars=10_000,
+            band=0.0,
+            description="Synthetic: damped 16h cycle in the drift, bars at random hours, 1h",
+            params=(
+                ("sigma", 0.005),
+                ("a", 0.003),
+                ("tau_hours", 48.0),
+                ("period_hours", 16.0),
+                ("mean_step_hours", 3.0),
             ),
         ),
     )
@@ -304,6 +322,69 @@ def _irregular(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeri
     return SyntheticSeries(bars, hidden)
 
 
+def _cycle_transition(spec: SyntheticMarket, hours: float = 1.0) -> np.ndarray:
+    """``M^k`` of ``synthetic-cycle`` over ``k = hours``: decay ``exp(-k / tau)`` times the
+    rotation by ``2 pi k / period`` (float64 [2, 2])."""
+    decay = math.exp(-hours / spec.param("tau_hours"))
+    angle = 2.0 * math.pi * hours / spec.param("period_hours")
+    cos, sin = math.cos(angle), math.sin(angle)
+    return decay * np.array([[cos, -sin], [sin, cos]])
+
+
+def _cycle_readout(spec: SyntheticMarket) -> np.ndarray:
+    """Row vector ``r`` [2] with ``r . z = E[sum of z[0] over the next bar's hours | z]``.
+
+    The hours to the next bar are ``K ~ Geometric(p)`` (``K >= 1``, independent of ``z``), so
+    ``E[sum_{j<K} M^j] = sum_j P(K > j) M^j = (I - (1 - p) M)^{-1}``; ``r`` is its first row."""
+    p_bar = 1.0 / spec.param("mean_step_hours")
+    return np.linalg.inv(np.eye(2) - (1.0 - p_bar) * _cycle_transition(spec))[0]
+
+
+def _cycle(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeries:
+    """Hourly latent path ``L_{h+1} = L_h + a z_h[0] - sigma^2/2 + sigma e_h`` over a damped
+    rotation ``z_{h+1} = M z_h + sqrt(1 - rho^2) eta_h`` in the plane (``M = rho R(2 pi /
+    period)``, ``rho = exp(-1 h / tau)``, unit variance per component); bar ``i`` is grid hour
+    ``g_i`` (open ``L_{g_i}``, close ``L_{g_i + 1}``) and the hours between bar opens are
+    ``Geometric(1 / mean_step_hours)`` (1, 2, 3, ...)."""
+    n, sigma, a = spec.n_bars, spec.param("sigma"), spec.param("a")
+    p_bar = 1.0 / spec.param("mean_step_hours")
+    steps = rng.geometric(p_bar, n - 1).astype(np.int64)  # hours between bar opens, >= 1
+    hours = np.concatenate([[0], np.cumsum(steps)])  # g_i
+    total = int(hours[-1]) + 2
+    rho = math.exp(-1.0 / spec.param("tau_hours"))
+    shocks = math.sqrt(1.0 - rho * rho) * rng.standard_normal((total, 2))
+    shocks[0] = rng.standard_normal(2)  # z_0 from the stationary law
+    state = _var1(shocks, _cycle_transition(spec))  # z_h [total, 2]
+    noise = rng.standard_normal(total - 1)
+    hourly = a * state[:-1, 0] - 0.5 * sigma**2 + sigma * noise
+    latent = math.log(BASE_PRICE) + np.concatenate([[0.0], np.cumsum(hourly)])  # L_h
+    index = _hourly_index(hours)
+    bars = _bars(index, latent[hours], latent[hours + 1], sigma**2, rng, spec)
+    now = state[hours + 1]  # z in force at each bar's close [n, 2]
+    drift_ahead = now @ _cycle_readout(spec)  # E[sum of z[0] to the next close], signal units
+    hidden = pd.DataFrame(
+        {"signal": now[:, 0], "quadrature": now[:, 1],
+         "hours_to_next": np.append(steps, 1).astype(np.float64),
+         "expected_return": a * drift_ahead - 0.5 * sigma**2 / p_bar,
+         "oracle_signal": drift_ahead},
+        index=index,
+    )
+    return SyntheticSeries(bars, hidden)
+
+
+def _var1(shocks: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """``y_0 = shocks_0``, ``y_t = transition @ y_{t-1} + shocks_t`` (float64 [n, 2]).
+
+    A loop over Python floats for the same reason as :func:`_ar1`."""
+    (m00, m01), (m10, m11) = transition.tolist()
+    out = [(0.0, 0.0)] * len(shocks)
+    y0 = y1 = 0.0
+    for t, (e0, e1) in enumerate(shocks.tolist()):
+        y0, y1 = m00 * y0 + m01 * y1 + e0, m10 * y0 + m11 * y1 + e1
+        out[t] = (y0, y1)
+    return np.asarray(out, dtype=np.float64).reshape(len(shocks), 2)
+
+
 def _ar1(shocks: np.ndarray, phi: float) -> np.ndarray:
     """``y_0 = shocks_0``, ``y_t = phi y_{t-1} + shocks_t`` (float64 [n]).
 
@@ -322,6 +403,7 @@ _GENERATORS: dict[str, Callable[[SyntheticMarket, np.random.Generator], Syntheti
     "synthetic-meanrevert": _meanrevert,
     "synthetic-noise": _noise,
     "synthetic-irregular": _irregular,
+    "synthetic-cycle": _cycle,
 }
 
 
@@ -353,7 +435,9 @@ def hidden_state(name: str) -> pd.DataFrame:
     per market: regime ``regime`` (s_t = +-1, the sign of bar t's drift) and ``drift``
     (``mu s_t``); meanrevert ``level`` (m_t) and ``deviation`` (x_t, log units); irregular
     ``signal`` (the OU drift signal in force at the bar's close) and ``hours_to_next`` (hours
-    from this bar's open to the next one's; 1 for the last bar).
+    from this bar's open to the next one's; 1 for the last bar); cycle ``signal`` and
+    ``quadrature`` (the two components of the cycle's state at the bar's close; the drift is
+    ``a * signal``) and ``hours_to_next``.
     """
     return _generated(name).hidden.copy()
 
@@ -377,42 +461,73 @@ def _hysteresis(signal: pd.Series, band: float) -> pd.Series:
 
 
 IRREGULAR = "synthetic-irregular"
-FILTER_BAND = 0.25
-"""Hysteresis band of :func:`filter_positions`, in units of the signal (std 1)."""
+CYCLE = "synthetic-cycle"
+FILTER_BANDS: dict[str, float] = {IRREGULAR: 0.25, CYCLE: 0.0}
+"""Hysteresis band of :func:`filter_positions` per market, in units of its ``oracle_signal``."""
+BLIND_STEP_HOURS: dict[str, int] = {IRREGULAR: 1, CYCLE: 3}
+"""Hours between bars that :func:`filtered_signal` assumes with ``use_dt=False``: the most
+common step of ``synthetic-irregular`` (80 % of its steps are 1 h) and the mean step of
+``synthetic-cycle`` (whose steps are geometric, mean 3 h; of 1, 2, 3 and 4 h, 3 trades best)."""
 
 
-def filtered_signal(*, use_dt: bool = True) -> pd.Series:
-    """Kalman-filter estimate of ``synthetic-irregular``'s signal from the bars alone.
+def _filter_model(name: str) -> tuple[Callable[[float], np.ndarray], np.ndarray]:
+    """The state-space model :func:`filtered_signal` runs on market ``name``: the state's
+    transition over ``k`` hours (``[d, d]``; the state has unit stationary covariance and its
+    first component drives the drift ``a z[0]``) and the readout ``[d]`` that maps the state at
+    a bar's close to the market's ``oracle_signal``."""
+    spec = market(name)
+    if name == IRREGULAR:
+        phi = math.exp(-1.0 / spec.param("tau_hours"))
+        return (lambda k: np.array([[phi**k]])), np.ones(1)
+    if name == CYCLE:
+        return (lambda k: _cycle_transition(spec, k)), _cycle_readout(spec)
+    raise KeyError(f"no filter for market {name!r}; there is one for {sorted(FILTER_BANDS)}")
+
+
+def filtered_signal(name: str, *, use_dt: bool = True) -> pd.Series:
+    """Kalman-filter estimate of the ``oracle_signal`` of an irregular market from its bars.
 
     The filter knows the generator's parameters and observes each bar's open-to-close log
-    return ``y_i + sigma^2 / 2 = a s_{g_i} + sigma e_i`` (gap returns are not used). Between
-    bars its state decays as the signal does, ``phi^k`` over ``k`` hours; with
-    ``use_dt=False`` it is told that every bar follows the previous one by one hour (``k =
-    1``), the best a model that counts bars instead of hours can assume. The gap between the
-    two is the value of knowing ``dt`` on this market.
+    return ``y_i + sigma^2 / 2 = a z_{g_i}[0] + sigma e_i`` (gap returns are not used). Between
+    bars its state moves as the hidden state does over ``k`` hours (``synthetic-irregular``:
+    decays by ``phi^k``; ``synthetic-cycle``: decays and turns by ``M^k``); with
+    ``use_dt=False`` it is told that every bar follows the previous one by
+    :data:`BLIND_STEP_HOURS` hours, the best a model that counts bars instead of hours can
+    assume. The gap between the two is the value of knowing ``dt`` on the market.
+
+    Args:
+        name: ``synthetic-irregular`` or ``synthetic-cycle``.
+        use_dt: use each bar's true elapsed time.
 
     Returns:
-        float64 Series on the bars' index: the estimated signal in force at each bar's close.
+        float64 Series on the bars' index: the estimated ``oracle_signal`` at each bar's close.
     """
-    spec = market(IRREGULAR)
-    bars = _generated(IRREGULAR).bars
+    spec = market(name)
+    transition, readout = _filter_model(name)
+    bars = _generated(name).bars
     sigma, a = spec.param("sigma"), spec.param("a")
-    phi = math.exp(-1.0 / spec.param("tau_hours"))
     observed = np.log(bars["close"].to_numpy() / bars["open"].to_numpy()) + 0.5 * sigma**2
     # k_i: hours since the previous bar's open (0 for the first bar, whose prior is stationary)
     hours = bars.index.to_series().diff().dt.total_seconds().fillna(0.0).to_numpy() / 3600.0
-    decay = phi ** (hours if use_dt else np.minimum(hours, 1.0))
-    estimate = [0.0] * len(observed)
-    mean, var = 0.0, 1.0  # the stationary law of s
-    for i, (y, f) in enumerate(zip(observed.tolist(), decay.tolist(), strict=True)):
-        mean, var = f * mean, f * f * var + (1.0 - f * f)  # predict to this bar's open
-        gain = var * a / (a * a * var + sigma * sigma)
-        mean, var = mean + gain * (y - a * mean), (1.0 - gain * a) * var
-        estimate[i] = phi * mean  # one hour on: the signal in force at the close
+    if not use_dt:
+        hours = np.where(hours > 0, float(BLIND_STEP_HOURS[name]), 0.0)
+    size = len(readout)
+    identity = np.eye(size)
+    to_close = readout @ transition(1.0)  # the signal in force one hour after the open
+    mean, cov = np.zeros(size), identity.copy()  # the stationary law of the state
+    estimate = np.empty(len(observed))
+    for i, (y, k) in enumerate(zip(observed.tolist(), hours.tolist(), strict=True)):
+        step = transition(k)
+        mean = step @ mean  # predict to this bar's open
+        cov = step @ cov @ step.T + (identity - step @ step.T)
+        gain = cov[:, 0] * a / (a * a * cov[0, 0] + sigma * sigma)
+        mean = mean + gain * (y - a * mean[0])
+        cov = cov - np.outer(gain, a * cov[0])
+        estimate[i] = to_close @ mean
     return pd.Series(estimate, index=bars.index, name="filtered_signal", dtype=np.float64)
 
 
-def filter_positions(*, use_dt: bool = True) -> pd.Series:
-    """Targets of the filter policy on ``synthetic-irregular``: :func:`filtered_signal` through
-    the oracle's hysteresis rule with band :data:`FILTER_BAND`."""
-    return _hysteresis(filtered_signal(use_dt=use_dt), FILTER_BAND)
+def filter_positions(name: str, *, use_dt: bool = True) -> pd.Series:
+    """Targets of the filter policy on market ``name``: :func:`filtered_signal` through the
+    oracle's hysteresis rule with band :data:`FILTER_BANDS` ``[name]``."""
+    return _hysteresis(filtered_signal(name, use_dt=use_dt), FILTER_BANDS[name])
