@@ -18,8 +18,8 @@ Configurations: every backbone is built through the registry with ``d_model = hi
 ``cfc`` and ``ltc`` fully connected with ``hidden`` units, like the ncps peers (``tz_cfc``,
 ``tz_ltc``; ``tz_cfc`` in the published CfC's mode, ncps' ``"default"``); their library
 default, NCP wiring (sensory -> inter -> command -> motor, sparsity 0.5; ``cfc`` in the
-chapter's mode), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp`` (``tz_cfc_ncp_published``: the
-NCP CfC in the published mode), and with a per-sample ``dt [B, L]`` (what
+published mode), in the rows ``tz_cfc_ncp`` and ``tz_ltc_ncp`` (``tz_cfc_ncp_chapter``: the
+NCP CfC in the design chapter's mode), and with a per-sample ``dt [B, L]`` (what
 the trainers pass: real elapsed time, here one bar each) in ``tz_cfc_ncp_dt`` and
 ``tz_ltc_ncp_dt``; the others with their defaults (the design chapters' forms), and beside
 them the forms the ablation compared them with: ``tz_mambats_gate_hidden`` (sigmoid-gate
@@ -84,7 +84,7 @@ WITH_DT = "_with_dt"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ltc_torch": ("ltc", {"backend": "torch"}),
     "cfc_ncp": ("cfc", {"wiring": "ncp"}),
-    "cfc_ncp_published": ("cfc", {"wiring": "ncp", "mode": "default"}),
+    "cfc_ncp_chapter": ("cfc", {"wiring": "ncp", "mode": "chapter"}),
     "cfc_ncp_dt": ("cfc", {"wiring": "ncp", WITH_DT: True}),
     "ltc_ncp": ("ltc", {"wiring": "ncp"}),
     "ltc_ncp_dt": ("ltc", {"wiring": "ncp", WITH_DT: True}),

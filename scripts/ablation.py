@@ -93,6 +93,8 @@ CHANGES: tuple[Change, ...] = (
     _pair("cfc", "wiring", "ncp", None),
     _pair("ltc", "wiring", "ncp", None),
     _pair("cfc", "use_dt", True, False),
+    Change("cfc.chapter_use_dt", "cfc", {"arch_config.mode": "chapter", "arch_config.use_dt": True},
+           {"arch_config.mode": "chapter", "arch_config.use_dt": False}),
     _pair("ltc", "use_dt", True, False),
     *(Change(f"{arch}.elapsed_time", arch, {"arch_config.use_dt": True},
              {"arch_config.use_dt": False, "features.include_dt": False})
@@ -109,7 +111,8 @@ CHANGES: tuple[Change, ...] = (
 )
 """The changes of docs/architectures.md "Against the design chapters" that have a chapter form
 and a previous one (``msa.depths`` has no chapter value: not a pair; ``use_dt`` switches the
-elapsed time in the liquid networks' dynamics only, ``elapsed_time`` compares the default
+elapsed time in the liquid networks' dynamics only, for ``cfc`` in its default (published)
+form and, ``chapter_use_dt``, in the chapter's form; ``elapsed_time`` compares the default
 model with one that sees no elapsed time at all, neither in its dynamics nor as the scaled
 ``dt`` input column), and the trading
 objective of the TimeParticle and Mamba chapters (docs/training.md, "Losses") for their

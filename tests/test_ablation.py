@@ -56,7 +56,7 @@ def test_forms_differing_only_by_arch_config_get_distinct_keys_and_labels(
 def test_bad_changes_are_refused(ablation: ModuleType, bars_csv: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown change\(s\) \['cfc.nope'\].*cfc.mode"):
         ablation.select_changes("cfc.mode,cfc.nope")
-    same = ablation.Change("cfc.same", "cfc", {"arch_config.mode": "chapter"}, {})
+    same = ablation.Change("cfc.same", "cfc", {"arch_config.mode": "default"}, {})
     with pytest.raises(ConfigError, match=r"cfc\.same: its chapter and previous forms build"):
         ablation.plan([same], [str(bars_csv)], FLAGS, folds=1)
     bad = ablation.Change("cfc.bad", "cfc", {"arch_config.mode": "nope"}, {})
@@ -106,9 +106,9 @@ def test_the_script_builds_the_table_and_a_rerun_resumes(
     assert "btc_small fold 0 cfc supervised seed 0 [cfc.mode chapter]: done" in printed
     records = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     assert len(records) == 2 and len({r["key"] for r in records}) == 2
-    # fields at their default are left out: the chapter's mode is the default
+    # fields at their default are left out: the published mode is the default
     assert sorted(json.dumps(r["config"]["arch_config"]) for r in records) == [
-        '{"mode": "default"}', "{}"]
+        '{"mode": "chapter"}', "{}"]
     table = (out / "ablation.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| cfc.mode | btc_small")]
     assert [row.split(" | ")[3:5] for row in rows] == [

@@ -363,16 +363,16 @@ def test_bf16_autocast_runs_the_scan_in_float32(cfg: dict) -> None:
 # ------------------------------------------------------------- mode="chapter" (the chapter's CfC)
 
 
-def test_the_default_is_the_chapter_cfc_and_the_published_cfc_an_option() -> None:
-    assert CfCConfig().mode == "chapter"
+def test_the_default_is_the_published_cfc_and_the_chapter_cfc_an_option() -> None:
+    assert CfCConfig().mode == "default"
     x, dt = _data()
-    default, explicit = _net(seed=4), _net(seed=4, mode="chapter")
+    default, explicit = _net(seed=4), _net(seed=4, mode="default")
     with torch.no_grad():
         torch.testing.assert_close(default(x, dt), explicit(x, dt), atol=0, rtol=0)
-    assert {"f_tau.weight", "f_A.weight", "log_tau", "A"} <= set(default.cell.state_dict())
-    assert not hasattr(default.cell, "time_a")
-    published = _net(seed=4, mode="default")
-    assert hasattr(published.cell, "time_a") and not hasattr(published.cell, "log_tau")
+    assert hasattr(default.cell, "time_a") and not hasattr(default.cell, "log_tau")
+    chapter = _net(seed=4, mode="chapter")
+    assert {"f_tau.weight", "f_A.weight", "log_tau", "A"} <= set(chapter.cell.state_dict())
+    assert not hasattr(chapter.cell, "time_a")
 
 
 @pytest.mark.parametrize(
