@@ -99,6 +99,14 @@ CHANGES: tuple[Change, ...] = (
     *(Change(f"{arch}.elapsed_time", arch, {"arch_config.use_dt": True},
              {"arch_config.use_dt": False, "features.include_dt": False})
       for arch in ("cfc", "ltc")),
+    *(Change(f"{arch}.dt_dynamics", arch,
+             {"arch_config.use_dt": True, "features.include_dt": False},
+             {"arch_config.use_dt": False, "features.include_dt": False})
+      for arch in ("cfc", "ltc")),
+    *(Change(f"{arch}.dt_column", arch,
+             {"arch_config.use_dt": True, "features.include_dt": False},
+             {"arch_config.use_dt": True})
+      for arch in ("cfc", "ltc")),
     _pair("mambats", "fusion", "linear", "gate"),
     _pair("mambats", "channel_mixing", "variables", "hidden"),
     _pair("msa", "hierarchy", "pyramid", "parallel"),
@@ -112,7 +120,11 @@ CHANGES: tuple[Change, ...] = (
 """The changes of docs/architectures.md "Against the design chapters" that have a chapter form
 and a previous one (``msa.depths`` has no chapter value: not a pair; ``use_dt`` switches the
 elapsed time in the liquid networks' dynamics only, for ``cfc`` in its default (published)
-form and, ``chapter_use_dt``, in the chapter's form; ``elapsed_time`` compares the default
+form and, ``chapter_use_dt``, in the chapter's form; ``dt_dynamics`` does the same for models
+without the scaled ``dt`` input column, so the dynamics are the only difference;
+``dt_column`` compares the default model with the same model without that column (the
+chapter's networks see elapsed time through their dynamics only); ``elapsed_time`` compares
+the default
 model with one that sees no elapsed time at all, neither in its dynamics nor as the scaled
 ``dt`` input column), and the trading
 objective of the TimeParticle and Mamba chapters (docs/training.md, "Losses") for their
