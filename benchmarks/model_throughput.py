@@ -66,7 +66,8 @@ PEERS = ("ncps_cfc", "ncps_ltc", "mambapy_pscan", "lstm", "transformer")
 SLOW_PEERS = ("mamba_loop", "mamba_loop_unbind")
 PREFIX = "tz_"
 
-#: Per-architecture overrides that make the comparison like for like (see module docstring).
+#: Per-architecture overrides that make the ``tz_<arch>`` rows like for like with their peers
+#: (see module docstring); the :data:`VARIANTS` rows do not inherit them.
 BENCH_CONFIGS: dict[str, dict[str, Any]] = {
     "mamba": {"n_layers": 1},
     "cfc": {"wiring": None, "mode": "default"},
@@ -76,13 +77,15 @@ BENCH_CONFIGS: dict[str, dict[str, Any]] = {
 #: Config key of a row that calls the backbone with ``dt`` (ones: one bar per step).
 WITH_DT = "_with_dt"
 
-#: Extra rows: an architecture with another backend or form, ``{row name: (arch, config)}``.
+#: Extra rows: an architecture with another backend or form, ``{row name: (arch, config)}``;
+#: ``config`` is over the library defaults, so a row that does not name a field measures
+#: the default.
 #: ``tz_ltc`` runs the default backend (``auto``: the compiled kernel of
 #: ``tradezoo.policies.native`` on CPU); ``tz_ltc_torch`` is the same model on its PyTorch
 #: reference path. The ``mambats``, ``msa`` and ``timeparticle`` rows are the forms the
 #: ablation compared the defaults with (module docstring).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ltc_torch": ("ltc", {"backend": "torch"}),
+    "ltc_torch": ("ltc", {"wiring": None, "backend": "torch"}),
     "cfc_ncp": ("cfc", {"wiring": "ncp"}),
     "cfc_ncp_chapter": ("cfc", {"wiring": "ncp", "mode": "chapter"}),
     "cfc_ncp_dt": ("cfc", {"wiring": "ncp", WITH_DT: True}),
@@ -110,9 +113,9 @@ def factories() -> dict[str, Callable[[int, int, int], Any]]:
 
     class Wrapped(nn.Module):
         def __init__(self, name: str, n_features: int, hidden: int, seq_len: int,
-                     extra: dict[str, Any] | None = None) -> None:
+                     variant: dict[str, Any] | None = None) -> None:
             super().__init__()
-            cfg = {**BENCH_CONFIGS.get(name, {}), **(extra or {})}
+            cfg = dict(BENCH_CONFIGS.get(name, {}) if variant is None else variant)
             self.with_dt = bool(cfg.pop(WITH_DT, False))
             if name == "mlp":
                 cfg["window"] = seq_len  # the MLP flattens the window: it needs its length
@@ -123,9 +126,9 @@ def factories() -> dict[str, Callable[[int, int, int], Any]]:
                 return self.backbone(x, x.new_ones(x.shape[:2]))  # [B, d_model]
             return self.backbone(x)  # [B, d_model]
 
-    def make(name: str, extra: dict[str, Any] | None = None) -> Callable[[int, int, int], Any]:
+    def make(name: str, variant: dict[str, Any] | None = None) -> Callable[[int, int, int], Any]:
         return lambda n_features, hidden, seq_len: Wrapped(name, n_features, hidden, seq_len,
-                                                           extra)
+                                                           variant)
 
     made = {PREFIX + name: make(name) for name in ARCHITECTURES}
     made.update({PREFIX + row: make(arch, cfg) for row, (arch, cfg) in VARIANTS.items()})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,25 @@ def test_textbook_scans_agree() -> None:
 def test_worker_environment_finds_the_harness() -> None:
     env = workers.child_env()
     assert str(BENCH) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_model_benchmark_variant_rows_build_the_forms_they_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The like-for-like overrides of a ``tz_<arch>`` row (fully connected, the published CfC)
+    belong to that row only: a variant row is the library default plus its own options."""
+    import model_throughput as mt
+
+    from tradezoo.policies import ARCHITECTURES
+
+    monkeypatch.setitem(mt.BENCH_CONFIGS, "cfc", {"wiring": None, "mode": "pure"})
+    made = mt.factories()
+
+    def config(row: str) -> Any:
+        return made[row](16, 32, 8).backbone.config
+
+    assert config("tz_cfc").mode == "pure" and config("tz_cfc").wiring is None
+    default_mode = ARCHITECTURES["cfc"].config_cls().mode
+    assert (config("tz_cfc_ncp").mode, config("tz_cfc_ncp").wiring) == (default_mode, "ncp")
+    assert config("tz_cfc_ncp_dt").mode == default_mode
+    assert config("tz_cfc_ncp_chapter").mode == "chapter"
+    assert (config("tz_ltc_torch").wiring, config("tz_ltc_torch").backend) == (None, "torch")
