@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -54,3 +55,22 @@ def test_compare_two_architectures_one_seed(tmp_path: Path,
     assert cells[cells["mode"] == "supervised"]["accuracy"].between(0, 1).all()
     assert main(argv) == 0  # the same command again: every cell is in the store
     assert "8 cells done, 0 to run" in capsys.readouterr().out
+
+
+def test_compare_volatility_cells_keep_the_forecast_errors(tmp_path: Path) -> None:
+    """A volatility cell is graded by its trading rule like every cell, and its record keeps the
+    forecast's MAE, RMSE and QLIKE with the naive forecast's (docs/tasks.md)."""
+    bars = tmp_path / "bars.csv"
+    load_dataset("bybit-btcusdt-1h").iloc[:1500].to_csv(bars)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--archs", "gru", "--seeds", "1", "--mode", "supervised",
+            "--budget", "smoke", "--data", str(bars), "--costs", "bybit-linear", "--window", "16",
+            "--d-model", "16", "--set", "supervised.features_dim=16",
+            "--set", "labels.task=volatility", "--set", "labels.horizon=4",
+            "--device", "cpu", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    (row,) = cells[cells["mode"] == "supervised"].to_dict("records")
+    for key in ("mae", "rmse", "qlike", "naive_mae", "naive_rmse", "naive_qlike"):
+        assert np.isfinite(row[key]) and row[key] >= 0, key
+    assert np.isnan(row.get("accuracy", np.nan))  # a forecaster has no class accuracy

@@ -397,13 +397,21 @@ def _prepare(task: CellTask) -> Any:
     )
 
 
-def _metrics(backtest: Any, classification: Mapping[str, Any] | None) -> dict[str, Any]:
+REPORT_METRICS: tuple[str, ...] = (
+    "accuracy", "macro_f1",  # direction and multi_horizon (the horizons' means)
+    "mae", "rmse", "qlike", "naive_mae", "naive_rmse", "naive_qlike",  # volatility
+)
+"""The headline figures of a supervised cell's task report that its record keeps beside the
+backtest's metrics (docs/tasks.md): those the task's report has."""
+
+
+def _metrics(backtest: Any, report: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The cell's metrics: the backtest's, and the headline figures of its task report."""
     from tradezoo.backtest.formatting import json_safe
 
     metrics = dict(json_safe(backtest.metrics.to_dict()))
-    if classification is not None:
-        metrics["accuracy"] = classification.get("accuracy")
-        metrics["macro_f1"] = classification.get("macro_f1")
+    if report is not None:
+        metrics.update({key: report[key] for key in REPORT_METRICS if key in report})
     return metrics
 
 
@@ -431,7 +439,7 @@ def _train_and_grade(task: CellTask, work: Path) -> dict[str, Any]:
         if cell.mode == "supervised":
             evaluation = evaluate_supervised(result.model, data, "test", device=device)
             out.update(backtest=evaluation.backtest, targets=evaluation.positions,
-                       classification=evaluation.report.to_dict(),
+                       report=evaluation.report.to_dict(),
                        train_seconds=result.train_seconds, n_parameters=result.n_parameters)
     if cell.mode in ("ppo", "ppo_warm"):
         ppo_cfg = PPOConfig.from_dict({**config["ppo"], "arch_config": (
@@ -442,7 +450,7 @@ def _train_and_grade(task: CellTask, work: Path) -> dict[str, Any]:
         evaluation = evaluate_ppo(load_ppo_policy(chosen, device=device), data, "test",
                                   device=device)
         out.update(backtest=evaluation.backtest, targets=evaluation.targets,
-                   classification=None, train_seconds=ppo.train_seconds,
+                   report=None, train_seconds=ppo.train_seconds,
                    n_parameters=ppo.n_parameters)
     return out
 
@@ -456,7 +464,7 @@ def _baseline(name: str, data: Any) -> dict[str, Any]:
     start = data.bars.index[offset + int(rows[0])]
     end = data.bars.index[offset + int(rows[-1]) + 1]
     result, targets = baseline_backtest(name, data.bars, start, end, costs=data.costs)
-    return {"backtest": result, "targets": targets, "classification": None,
+    return {"backtest": result, "targets": targets, "report": None,
             "train_seconds": 0.0, "n_parameters": 0}
 
 
@@ -495,7 +503,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
             outcome = _train_and_grade(task, work)
         backtest = outcome["backtest"]
         record.update(
-            status="done", metrics=_metrics(backtest, outcome["classification"]),
+            status="done", metrics=_metrics(backtest, outcome["report"]),
             benchmark_metrics=json_safe(backtest.benchmark_metrics.to_dict()),
             test=record_test_part(backtest, outcome["targets"]),
             periods_per_year=float(backtest.metrics.periods_per_year),
