@@ -231,6 +231,18 @@ def _continuous(
     return _bars(index, log_open, log_close, variance, rng, spec)
 
 
+def _sampled(
+    hourly: np.ndarray, hours: np.ndarray, variance: float, rng: np.random.Generator,
+    spec: SyntheticMarket,
+) -> pd.DataFrame:
+    """Bars of a market observed at some grid hours only: from the hourly log returns
+    ``[H]`` of a latent path ``L`` (``L_0 = log BASE_PRICE``), bar ``i`` is grid hour
+    ``g_i = hours[i]`` with open ``L_{g_i}`` and close ``L_{g_i + 1}``; the hours between
+    bars are missing."""
+    latent = math.log(BASE_PRICE) + np.concatenate([[0.0], np.cumsum(hourly)])  # L_h
+    return _bars(_hourly_index(hours), latent[hours], latent[hours + 1], variance, rng, spec)
+
+
 # ------------------------------------------------------------------------------ generators
 
 
@@ -306,9 +318,7 @@ def _irregular(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeri
     signal = _ar1(innovations, phi)  # s_h, the drift rate of hour h
     noise = rng.standard_normal(total - 1)
     hourly = a * signal[:-1] - 0.5 * sigma**2 + sigma * noise
-    latent = math.log(BASE_PRICE) + np.concatenate([[0.0], np.cumsum(hourly)])  # L_h
-    index = _hourly_index(hours)
-    bars = _bars(index, latent[hours], latent[hours + 1], sigma**2, rng, spec)
+    bars = _sampled(hourly, hours, sigma**2, rng, spec)
     # At the close of bar i (hour g_i + 1) the signal in force is s_{g_i + 1}; over the k
     # hours to the next close its expected drift sums to a s (1 - phi^k) / (1 - phi).
     now = signal[hours + 1]
@@ -317,7 +327,7 @@ def _irregular(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeri
     hidden = pd.DataFrame(
         {"signal": now, "hours_to_next": ahead.astype(np.float64),
          "expected_return": expected, "oracle_signal": now},
-        index=index,
+        index=bars.index,
     )
     return SyntheticSeries(bars, hidden)
 
@@ -357,9 +367,7 @@ def _cycle(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeries:
     state = _var1(shocks, _cycle_transition(spec))  # z_h [total, 2]
     noise = rng.standard_normal(total - 1)
     hourly = a * state[:-1, 0] - 0.5 * sigma**2 + sigma * noise
-    latent = math.log(BASE_PRICE) + np.concatenate([[0.0], np.cumsum(hourly)])  # L_h
-    index = _hourly_index(hours)
-    bars = _bars(index, latent[hours], latent[hours + 1], sigma**2, rng, spec)
+    bars = _sampled(hourly, hours, sigma**2, rng, spec)
     now = state[hours + 1]  # z in force at each bar's close [n, 2]
     drift_ahead = now @ _cycle_readout(spec)  # E[sum of z[0] to the next close], signal units
     hidden = pd.DataFrame(
@@ -367,7 +375,7 @@ def _cycle(spec: SyntheticMarket, rng: np.random.Generator) -> SyntheticSeries:
          "hours_to_next": np.append(steps, 1).astype(np.float64),
          "expected_return": a * drift_ahead - 0.5 * sigma**2 / p_bar,
          "oracle_signal": drift_ahead},
-        index=index,
+        index=bars.index,
     )
     return SyntheticSeries(bars, hidden)
 
