@@ -410,6 +410,8 @@ def test_msa_size_estimate_follows_its_options(options: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("arch", "options"), [
+    ("mamba", {}),
+    ("mamba", {"n_layers": 3, "bias": True, "conv_bias": False}),
     ("mambats", {}),
     ("mambats", {"fusion": "gate", "channel_mixing": "hidden"}),
     ("mambats", {"channel_mixing": "both", "mlp_ratio": 1.3, "revin_affine": False}),

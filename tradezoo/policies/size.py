@@ -51,8 +51,8 @@ def _mamba_block(d: int, expand: int, d_state: int, d_conv: int, dt_rank: int | 
 
 
 def _mamba(c: Any, f: int, w: int) -> int:
-    # biases counted whether or not the config has them
-    layer = _mamba_block(c.d_model, c.expand, c.d_state, c.d_conv, c.dt_rank) + c.d_model
+    layer = _mamba_block(c.d_model, c.expand, c.d_state, c.d_conv, c.dt_rank, c.bias,
+                         c.conv_bias) + c.d_model
     return f * c.d_model + c.d_model + c.n_layers * layer + c.d_model
 
 
