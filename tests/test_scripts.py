@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import math
 import os
 import subprocess
 import sys
@@ -24,7 +27,7 @@ def run_script(name: str, *args: str, cwd: Path, env: dict[str, str] | None = No
 
 def test_every_script_is_tested() -> None:
     tested = {"train_ppo.py", "train_supervised.py", "backtest.py", "fetch_data.py",
-              "ablation.py"}  # ablation.py: tests/test_ablation.py
+              "ablation.py", "oracle_probe.py"}  # ablation.py: tests/test_ablation.py
     assert {p.name for p in SCRIPTS.glob("*.py")} == tested
 
 
@@ -112,3 +115,45 @@ def test_fetch_data_script_against_the_fake_bybit(tmp_path: Path) -> None:
     assert len(bars) == 169 and "funding_rate" in bars.columns
     with pytest.raises(AssertionError, match=r"fetch_data\.py failed"):
         run_script("fetch_data.py", "nowhere", "BTCUSDT", cwd=tmp_path)
+
+
+def test_oracle_probe_script(tmp_path: Path) -> None:
+    out = run_script("oracle_probe.py", "--quick", "--changes", "cfc.dt_dynamics",
+                     "--out", str(tmp_path / "probe"), cwd=tmp_path)
+    assert "| cfc.dt_dynamics | chapter | `use_dt=True, include_dt=False` |" in out
+    assert "| cfc.dt_dynamics | previous | `use_dt=False, include_dt=False` |" in out
+    record = json.loads((tmp_path / "probe" / "oracle_probe.json").read_text())
+    assert (tmp_path / "probe" / "oracle_probe.md").read_text().startswith("Command: ")
+    runs = record["changes"]["cfc.dt_dynamics"]["runs"]
+    for form in ("chapter", "previous"):
+        (run,) = runs[form]
+        assert -1.0 <= run["test_corr"] <= 1.0 and run["epoch"] == 1
+        assert math.isfinite(run["test_sharpe"])
+    kalman_dt, kalman_blind = record["reference"]
+    # The filter that knows each bar's elapsed time tracks the hidden signal better.
+    assert kalman_dt["test_corr"] > kalman_blind["test_corr"] + 0.2
+
+
+def test_oracle_probe_rejects_an_unknown_change(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPTS / "oracle_probe.py"), "--changes",
+                           "cfc.nope"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--changes: unknown ['cfc.nope']" in done.stderr
+
+
+def test_oracle_probe_verdict_is_a_one_sided_paired_test() -> None:
+    spec = importlib.util.spec_from_file_location("oracle_probe_script",
+                                                  SCRIPTS / "oracle_probe.py")
+    assert spec is not None and spec.loader is not None
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    better = [0.55, 0.57, 0.54, 0.56, 0.58]
+    worse = [0.49, 0.50, 0.50, 0.51, 0.49]
+    p, said = probe.verdict(better, worse, 0.05)
+    assert p < 0.01 and said == "chapter better"
+    p, said = probe.verdict(worse, better, 0.05)
+    assert p > 0.99 and said == "previous better"
+    p, said = probe.verdict([0.5, 0.6, 0.4], [0.55, 0.45, 0.5], 0.05)
+    assert 0.05 <= p <= 0.95 and said == "within noise"
+    # The pairs are the ablation's: the classifier's options are not the probe's.
+    change = next(c for c in probe.CHANGES if c.name == "cfc.dt_dynamics")
+    assert probe.form_options(change, "chapter") == ({"use_dt": True}, {"include_dt": False})
