@@ -11,8 +11,10 @@ noise-free target, which form recovers more of the market's edge?
 
 - Forms: each change of ``scripts/ablation.py``'s ``CHANGES``, both forms, with their
   ``arch_config.*`` and ``features.*`` options (the ``supervised.*`` ones belong to the
-  classifier and are not used). The liquid networks get the data's bar interval as
-  ``time_unit``, as in the trainers.
+  classifier and are not used, so a change of those alone is refused). The liquid networks
+  get the data's bar interval as ``time_unit``, as in the trainers. The probe feeds Box
+  windows: a model that takes multi-timeframe inputs on these bars (``msa`` on hourly data)
+  is refused.
 - Target: the calibration market's ``oracle_signal`` (``tradezoo.data.synthetic.hidden_state``)
   at each decision row, divided by its standard deviation on the train part.
 - Model and loop: the zoo backbone (library defaults plus the form's options) and a linear
@@ -37,11 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,6 +62,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import CHANGES, FORMS, Change, pooled_pvalue  # the pairs live there
 
 WINDOW = 64
+"""Bars per input window (the trainers' default)."""
+
+
+class Part(NamedTuple):
+    """One part's probe inputs, ``N`` decision rows."""
+
+    windows: torch.Tensor  # [N, L, F] float32, scaled features
+    elapsed: torch.Tensor  # [N, L] float32, seconds since the previous bar, unscaled
+    target: torch.Tensor  # [N] float32, oracle_signal / its train std
+    rows: np.ndarray  # [N] int64, feature rows the windows end at
 
 
 def form_options(change: Change, form: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,31 +86,34 @@ def form_options(change: Change, form: str) -> tuple[dict[str, Any], dict[str, A
     return arch_config, features
 
 
-def parts(data: PreparedData, target: np.ndarray) -> dict[str, tuple[torch.Tensor, ...]]:
-    """Per part: windows ``[N, L, F]``, elapsed seconds ``[N, L]``, target ``[N]``, rows."""
+def probe_parts(data: PreparedData, target: np.ndarray) -> dict[str, Part]:
+    """The train, val and test parts' decision rows as :class:`Part` (``target`` ``[T]``)."""
     elapsed = data.elapsed()  # [T] seconds, unscaled
     offsets = np.arange(-WINDOW + 1, 1)
     out = {}
     for part in ("train", "val", "test"):
         rows = data.decision_rows(part)
-        out[part] = (
-            torch.from_numpy(data.windows(rows)),  # [N, L, F]
-            torch.from_numpy(elapsed[rows[:, None] + offsets].astype(np.float32)),  # [N, L]
-            torch.from_numpy(target[rows]),  # [N]
-            torch.from_numpy(rows),
+        out[part] = Part(
+            torch.from_numpy(data.windows(rows)),
+            torch.from_numpy(elapsed[rows[:, None] + offsets].astype(np.float32)),
+            torch.from_numpy(target[rows]),
+            rows,
         )
     return out
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two ``[N]`` tensors (NaN if either is constant)."""
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
 def sign_backtest(data: PreparedData, rows: np.ndarray, signal: np.ndarray
                   ) -> tuple[float, np.ndarray]:
-    """Test Sharpe and per-bar returns of holding ``sign(signal)`` decided at ``rows``,
-    through the engine with the market's costs."""
+    """Annualised Sharpe and per-bar returns ``[n]`` of holding ``sign(signal)`` (``[N]``)
+    decided at the contiguous feature ``rows`` (``[N]``), flat before and after, replayed
+    through the engine with the market's costs from the first decision bar to the bar after
+    the last."""
     index = data.features.index
     positions = pd.Series(0.0, index=data.bars.index)
     positions.loc[index[rows]] = np.sign(signal)
@@ -108,45 +124,60 @@ def sign_backtest(data: PreparedData, rows: np.ndarray, signal: np.ndarray
 
 def probe(dataset: str, change: Change, form: str, seed: int, epochs: int,
           max_batches: int | None) -> dict[str, Any]:
-    """Train one form with one seed; its best-validation epoch's test figures."""
+    """Train one form with one seed and grade the epoch with the best validation correlation.
+
+    Returns:
+        ``val_corr``, ``test_corr``, ``epoch`` (1-based), ``test_sharpe`` and
+        ``test_returns`` (per-bar returns of the sign trade, ``[n]``).
+    """
     arch_config, features = form_options(change, form)
     torch.manual_seed(seed)
     data = prepare_data(dataset, window=WINDOW, feature_spec=features)
+    config = with_time_unit(change.arch, arch_config, data.bar_seconds)
+    if data.for_model(change.arch, config).timeframe_windows:
+        raise SystemExit(f"oracle_probe: {change.name}: {change.arch} takes multi-timeframe "
+                         "inputs on these bars; the probe feeds Box windows only")
     signal = hidden_state(dataset)["oracle_signal"].reindex(data.features.index).to_numpy()
     target = (signal / signal[data.decision_rows("train")].std()).astype(np.float32)
-    split = parts(data, target)
-    config = with_time_unit(change.arch, arch_config, data.bar_seconds)
+    split = probe_parts(data, target)
     backbone = make_backbone(change.arch, data.n_features, **config)
     head = nn.Linear(backbone.config.d_model, 1)
     params = [*backbone.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(params, lr=1e-3)
     takes_dt = uses_dt(change.arch)
 
-    def predict(x: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        return head(backbone(x, dt if takes_dt else None)).squeeze(-1)  # [B]
+    def predict(part: Part) -> torch.Tensor:
+        return head(backbone(part.windows, part.elapsed if takes_dt else None)).squeeze(-1)
 
-    x, dt, y, _ = split["train"]
+    train = split["train"]
     generator = torch.Generator().manual_seed(seed)
-    best: dict[str, Any] = {"val_corr": -np.inf}
+    best: dict[str, Any] = {}
+    best_score = -math.inf
     for epoch in range(epochs):
         backbone.train()
-        for i, items in enumerate(torch.randperm(len(y), generator=generator).split(128)):
+        for i, items in enumerate(torch.randperm(len(train.target),
+                                                 generator=generator).split(128)):
             if max_batches is not None and i >= max_batches:
                 break
-            loss = (predict(x[items], dt[items]) - y[items]).pow(2).mean()
+            batch = Part(train.windows[items], train.elapsed[items], train.target[items],
+                         train.rows[items.numpy()])
+            loss = (predict(batch) - batch.target).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
         backbone.eval()
         with torch.no_grad():
-            val = correlation(predict(*split["val"][:2]), split["val"][2])
-            if val > best["val_corr"]:
-                test = predict(*split["test"][:2])  # [N]
-                best = {"val_corr": val, "test_corr": correlation(test, split["test"][2]),
+            val = correlation(predict(split["val"]), split["val"].target)
+            # A constant prediction has no correlation: it ranks below every other epoch.
+            score = val if math.isfinite(val) else -math.inf
+            if not best or score > best_score:
+                test = predict(split["test"])  # [N]
+                best_score = score
+                best = {"val_corr": val, "test_corr": correlation(test, split["test"].target),
                         "epoch": epoch + 1, "test_signal": test.numpy()}
-    rows = split["test"][3].numpy()
-    best["test_sharpe"], best["test_returns"] = sign_backtest(data, rows, best.pop("test_signal"))
+    best["test_sharpe"], best["test_returns"] = sign_backtest(
+        data, split["test"].rows, best.pop("test_signal"))
     return best
 
 
@@ -171,10 +202,10 @@ def verdict(chapter: Sequence[float], previous: Sequence[float], alpha: float
     if len(chapter) < 2:
         return float("nan"), "within noise"
     p = float(stats.ttest_rel(chapter, previous, alternative="greater").pvalue)
-    return p, said(p, 1.0 - p, alpha)
+    return p, verdict_from_pvalues(p, 1.0 - p, alpha)
 
 
-def said(p_chapter: float, p_previous: float, alpha: float) -> str:
+def verdict_from_pvalues(p_chapter: float, p_previous: float, alpha: float) -> str:
     """``chapter better`` / ``previous better`` where that one-sided p is below ``alpha``."""
     if p_chapter < alpha:
         return "chapter better"
@@ -182,6 +213,8 @@ def said(p_chapter: float, p_previous: float, alpha: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Probe the ``--changes`` on ``--dataset`` and print (and with ``--out``, write) the
+    table of the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", default="cfc.dt_dynamics,ltc.dt_dynamics",
                         help="comma-separated names of scripts/ablation.py's CHANGES")
@@ -203,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"--changes: unknown {unknown}; they are {sorted(by_name)}")
     changes = [by_name[name] for name in args.changes.split(",")]
+    same = [c.name for c in changes if form_options(c, "chapter") == form_options(c, "previous")]
+    if same:
+        parser.error(f"--changes: {same} differ only in the classifier's (supervised.*) "
+                     "options, which the probe does not use")
 
     started = time.perf_counter()
     lines = [f"Command: `python scripts/oracle_probe.py {' '.join(argv or sys.argv[1:])}`", "",
@@ -221,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The ablation's statistic: seeds and bars resampled, on the same test bars.
         p_sharpe = (pooled_pvalue(returns["chapter"], returns["previous"], n_boot=2000),
                     pooled_pvalue(returns["previous"], returns["chapter"], n_boot=2000))
-        sharpe_said = said(*p_sharpe, args.alpha)
+        sharpe_said = verdict_from_pvalues(*p_sharpe, args.alpha)
         for form in FORMS:
             options = ", ".join(f"{k.partition('.')[2]}={v}"
                                 for k, v in change.options(form).items()

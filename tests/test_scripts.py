@@ -140,6 +140,19 @@ def test_oracle_probe_rejects_an_unknown_change(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--changes: unknown ['cfc.nope']" in done.stderr
 
 
+def test_oracle_probe_rejects_pairs_it_cannot_tell_apart(tmp_path: Path) -> None:
+    # Both forms of a loss change are the same regression model: nothing to compare.
+    done = subprocess.run([sys.executable, str(SCRIPTS / "oracle_probe.py"), "--changes",
+                           "mambats.loss"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "differ only in the classifier's" in done.stderr
+    # msa takes closed 1h/4h/1d bars on hourly data, which the probe's Box windows are not.
+    done = subprocess.run([sys.executable, str(SCRIPTS / "oracle_probe.py"), "--quick",
+                           "--changes", "msa.hierarchy"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "the probe feeds Box windows only" in done.stderr
+
+
 def test_oracle_probe_verdict_is_a_one_sided_paired_test() -> None:
     spec = importlib.util.spec_from_file_location("oracle_probe_script",
                                                   SCRIPTS / "oracle_probe.py")
