@@ -124,9 +124,8 @@ form and, ``chapter_use_dt``, in the chapter's form; ``dt_dynamics`` does the sa
 without the scaled ``dt`` input column, so the dynamics are the only difference;
 ``dt_column`` compares the default model with the same model without that column (the
 chapter's networks see elapsed time through their dynamics only); ``elapsed_time`` compares
-the default
-model with one that sees no elapsed time at all, neither in its dynamics nor as the scaled
-``dt`` input column), and the trading
+the default model with one that sees no elapsed time at all, neither in its dynamics nor as
+the scaled ``dt`` input column), and the trading
 objective of the TimeParticle and Mamba chapters (docs/training.md, "Losses") for their
 architectures: the scale-aware and Sharpe terms (the multi-horizon term needs other labels)."""
 

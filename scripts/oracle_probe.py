@@ -29,7 +29,7 @@ noise-free target, which form recovers more of the market's edge?
 - Verdicts per pair, each ``chapter better`` / ``previous better`` where that one-sided
   ``p`` is below ``--alpha``, else ``within noise``: on the correlation, the paired t-test
   over seeds (H0: ``corr(chapter) <= corr(previous)``); on the Sharpe, the ablation's pooled
-  paired bootstrap over seeds and bars (``pooled_pvalue``).
+  paired bootstrap over seeds and bars (``scripts/ablation.py``'s ``verdict``).
 
 A probe model sees the hidden state while it trains: it measures capacity, it is not a
 strategy. Files in ``--out`` (optional): ``oracle_probe.md`` and ``oracle_probe.json``.
@@ -38,6 +38,7 @@ strategy. Files in ``--out`` (optional): ``oracle_probe.md`` and ``oracle_probe.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -59,7 +60,7 @@ from tradezoo.data.synthetic import filtered_signal, hidden_state
 from tradezoo.policies.registry import make_backbone, uses_dt, with_time_unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import CHANGES, FORMS, Change, pooled_pvalue  # the pairs live there
+from ablation import CHANGES, FORMS, Change, verdict  # the pairs and their Sharpe verdict
 
 WINDOW = 64
 """Bars per input window (the trainers' default)."""
@@ -102,24 +103,32 @@ def probe_parts(data: PreparedData, target: np.ndarray) -> dict[str, Part]:
     return out
 
 
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two ``[N]`` tensors (NaN if either is constant)."""
+def correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Pearson correlation of two ``[N]`` series (NaN if either is constant)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)  # float32 model outputs stay float32
     a, b = a - a.mean(), b - b.mean()
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
+@functools.lru_cache(maxsize=4)
+def prepared(dataset: str, features: tuple[tuple[str, Any], ...]) -> PreparedData:
+    """``dataset`` prepared once per feature options (every seed of a form shares it)."""
+    return prepare_data(dataset, window=WINDOW, feature_spec=dict(features))
+
+
 def sign_backtest(data: PreparedData, rows: np.ndarray, signal: np.ndarray
-                  ) -> tuple[float, np.ndarray]:
-    """Annualised Sharpe and per-bar returns ``[n]`` of holding ``sign(signal)`` (``[N]``)
-    decided at the contiguous feature ``rows`` (``[N]``), flat before and after, replayed
-    through the engine with the market's costs from the first decision bar to the bar after
-    the last."""
+                  ) -> tuple[float, np.ndarray, float]:
+    """Annualised Sharpe, per-bar returns ``[n]`` and periods per year of holding
+    ``sign(signal)`` (``[N]``) decided at the contiguous feature ``rows`` (``[N]``), flat before
+    and after, replayed through the engine with the market's costs from the first decision bar
+    to the bar after the last."""
     index = data.features.index
     positions = pd.Series(0.0, index=data.bars.index)
     positions.loc[index[rows]] = np.sign(signal)
     start, end = index[rows[0]], index[rows[-1] + 1]
     result = backtest_positions(data.name, positions, start, end)
-    return float(result.metrics.sharpe), result.returns.to_numpy()
+    metrics = result.metrics
+    return float(metrics.sharpe), result.returns.to_numpy(), float(metrics.periods_per_year)
 
 
 def probe(dataset: str, change: Change, form: str, seed: int, epochs: int,
@@ -127,12 +136,13 @@ def probe(dataset: str, change: Change, form: str, seed: int, epochs: int,
     """Train one form with one seed and grade the epoch with the best validation correlation.
 
     Returns:
-        ``val_corr``, ``test_corr``, ``epoch`` (1-based), ``test_sharpe`` and
-        ``test_returns`` (per-bar returns of the sign trade, ``[n]``).
+        ``val_corr``, ``test_corr``, ``epoch`` (1-based), ``test_sharpe``,
+        ``test_returns`` (per-bar returns of the sign trade, ``[n]``) and
+        ``periods_per_year``.
     """
     arch_config, features = form_options(change, form)
     torch.manual_seed(seed)
-    data = prepare_data(dataset, window=WINDOW, feature_spec=features)
+    data = prepared(dataset, tuple(sorted(features.items())))
     config = with_time_unit(change.arch, arch_config, data.bar_seconds)
     if data.for_model(change.arch, config).timeframe_windows:
         raise SystemExit(f"oracle_probe: {change.name}: {change.arch} takes multi-timeframe "
@@ -146,8 +156,8 @@ def probe(dataset: str, change: Change, form: str, seed: int, epochs: int,
     optimizer = torch.optim.Adam(params, lr=1e-3)
     takes_dt = uses_dt(change.arch)
 
-    def predict(part: Part) -> torch.Tensor:
-        return head(backbone(part.windows, part.elapsed if takes_dt else None)).squeeze(-1)
+    def predict(windows: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+        return head(backbone(windows, elapsed if takes_dt else None)).squeeze(-1)  # [B]
 
     train = split["train"]
     generator = torch.Generator().manual_seed(seed)
@@ -159,31 +169,31 @@ def probe(dataset: str, change: Change, form: str, seed: int, epochs: int,
                                                  generator=generator).split(128)):
             if max_batches is not None and i >= max_batches:
                 break
-            batch = Part(train.windows[items], train.elapsed[items], train.target[items],
-                         train.rows[items.numpy()])
-            loss = (predict(batch) - batch.target).pow(2).mean()
+            prediction = predict(train.windows[items], train.elapsed[items])  # [B]
+            loss = (prediction - train.target[items]).pow(2).mean()
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
         backbone.eval()
         with torch.no_grad():
-            val = correlation(predict(split["val"]), split["val"].target)
+            val_part, test_part = split["val"], split["test"]
+            val = correlation(predict(val_part.windows, val_part.elapsed), val_part.target)
             # A constant prediction has no correlation: it ranks below every other epoch.
             score = val if math.isfinite(val) else -math.inf
             if not best or score > best_score:
-                test = predict(split["test"])  # [N]
+                test = predict(test_part.windows, test_part.elapsed)  # [N]
                 best_score = score
-                best = {"val_corr": val, "test_corr": correlation(test, split["test"].target),
+                best = {"val_corr": val, "test_corr": correlation(test, test_part.target),
                         "epoch": epoch + 1, "test_signal": test.numpy()}
-    best["test_sharpe"], best["test_returns"] = sign_backtest(
+    best["test_sharpe"], best["test_returns"], best["periods_per_year"] = sign_backtest(
         data, split["test"].rows, best.pop("test_signal"))
     return best
 
 
 def kalman_rows(dataset: str) -> list[dict[str, Any]]:
     """The generator-aware filter with and without ``dt`` on the default data's test rows."""
-    data = prepare_data(dataset, window=WINDOW)
+    data = prepared(dataset, ())
     rows = data.decision_rows("test")
     when = data.features.index[rows]
     signal = hidden_state(dataset)["oracle_signal"].loc[when].to_numpy()
@@ -191,25 +201,22 @@ def kalman_rows(dataset: str) -> list[dict[str, Any]]:
     for use_dt in (True, False):
         estimate = filtered_signal(dataset, use_dt=use_dt).loc[when].to_numpy()
         out.append({"form": f"Kalman filter, use_dt={use_dt}",
-                    "test_corr": float(np.corrcoef(estimate, signal)[0, 1]),
+                    "test_corr": correlation(estimate, signal),
                     "test_sharpe": sign_backtest(data, rows, estimate)[0]})
     return out
 
 
-def verdict(chapter: Sequence[float], previous: Sequence[float], alpha: float
-            ) -> tuple[float, str]:
-    """One-sided paired t-test p of H0 corr(chapter) <= corr(previous), and the verdict."""
+def correlation_verdict(chapter: Sequence[float], previous: Sequence[float], alpha: float
+                        ) -> tuple[float, str]:
+    """One-sided paired t-test p of H0 corr(chapter) <= corr(previous) over the seeds, and
+    the verdict (``chapter better`` / ``previous better`` where that side's p is below
+    ``alpha``, as the ablation's)."""
     if len(chapter) < 2:
         return float("nan"), "within noise"
     p = float(stats.ttest_rel(chapter, previous, alternative="greater").pvalue)
-    return p, verdict_from_pvalues(p, 1.0 - p, alpha)
-
-
-def verdict_from_pvalues(p_chapter: float, p_previous: float, alpha: float) -> str:
-    """``chapter better`` / ``previous better`` where that one-sided p is below ``alpha``."""
-    if p_chapter < alpha:
-        return "chapter better"
-    return "previous better" if p_previous < alpha else "within noise"
+    said = ("chapter better" if p < alpha else "previous better" if 1.0 - p < alpha
+            else "within noise")
+    return p, said
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -254,11 +261,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         returns = {form: [run.pop("test_returns") for run in runs[form]] for form in FORMS}
         corr = {form: [run["test_corr"] for run in runs[form]] for form in FORMS}
         sharpe = {form: [run["test_sharpe"] for run in runs[form]] for form in FORMS}
-        p_corr, corr_said = verdict(corr["chapter"], corr["previous"], args.alpha)
-        # The ablation's statistic: seeds and bars resampled, on the same test bars.
-        p_sharpe = (pooled_pvalue(returns["chapter"], returns["previous"], n_boot=2000),
-                    pooled_pvalue(returns["previous"], returns["chapter"], n_boot=2000))
-        sharpe_said = verdict_from_pvalues(*p_sharpe, args.alpha)
+        p_corr, corr_said = correlation_verdict(corr["chapter"], corr["previous"], args.alpha)
+        # The ablation's verdict: seeds and bars resampled, on the same test bars.
+        sharpe_verdict = verdict(returns["chapter"], returns["previous"],
+                                 runs["chapter"][0]["periods_per_year"], alpha=args.alpha,
+                                 n_boot=2000)
+        p_sharpe = (sharpe_verdict["p_chapter"], sharpe_verdict["p_previous"])
+        sharpe_said = sharpe_verdict["verdict"]
         for form in FORMS:
             options = ", ".join(f"{k.partition('.')[2]}={v}"
                                 for k, v in change.options(form).items()

@@ -161,11 +161,11 @@ def test_oracle_probe_verdict_is_a_one_sided_paired_test() -> None:
     spec.loader.exec_module(probe)
     better = [0.55, 0.57, 0.54, 0.56, 0.58]
     worse = [0.49, 0.50, 0.50, 0.51, 0.49]
-    p, said = probe.verdict(better, worse, 0.05)
+    p, said = probe.correlation_verdict(better, worse, 0.05)
     assert p < 0.01 and said == "chapter better"
-    p, said = probe.verdict(worse, better, 0.05)
+    p, said = probe.correlation_verdict(worse, better, 0.05)
     assert p > 0.99 and said == "previous better"
-    p, said = probe.verdict([0.5, 0.6, 0.4], [0.55, 0.45, 0.5], 0.05)
+    p, said = probe.correlation_verdict([0.5, 0.6, 0.4], [0.55, 0.45, 0.5], 0.05)
     assert 0.05 <= p <= 0.95 and said == "within noise"
     # The pairs are the ablation's: the classifier's options are not the probe's.
     change = next(c for c in probe.CHANGES if c.name == "cfc.dt_dynamics")
